@@ -1,0 +1,168 @@
+"""The `logclass` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sidecar import __version__
+from sidecar import config as config_mod
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """Shown to the user as one line, exit code 2."""
+
+
+def _load_config(args: argparse.Namespace) -> config_mod.Config:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "model", None):
+        overrides["model"] = {"bundle": str(args.model)}
+    return config_mod.load(args.config, overrides=overrides)
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from sidecar.csv_classify import classify_csv
+    from sidecar.pipeline import build_router
+
+    cfg = _load_config(args)
+    router = build_router(cfg)
+    progress = args.progress if args.progress is not None else args.output is not None and args.output != "-"
+    summary = classify_csv(
+        args.input,
+        args.output,
+        router,
+        chunk_rows=args.chunk_rows,
+        encoding=args.encoding,
+        progress=progress,
+    )
+    print(summary.format(), file=sys.stderr)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.train import TrainOptions, train
+
+    cfg = _load_config(args)
+    options = TrainOptions(
+        test_size=args.test_size,
+        random_state=args.random_state,
+        folds=args.folds,
+        split=args.split,
+        min_class_rows=args.min_class_rows,
+        name=args.name,
+    )
+    train(args.data, args.out, cfg, options, progress=not args.no_progress)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from sidecar.bundle import load_bundle
+    from sidecar.pipeline import build_router, bundle_path
+    from training.evaluate import evaluate, format_report
+
+    cfg = _load_config(args)
+    bundle = load_bundle(bundle_path(cfg)) if "embedding" in cfg["router"]["tiers"] else None
+    router = build_router(cfg, bundle=bundle)
+    report = evaluate(args.data, router, bundle=bundle, holdout=args.holdout, progress=not args.no_progress)
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    print(yaml.safe_dump(_load_config(args), sort_keys=False), end="")
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser, model: bool = True) -> None:
+    parser.add_argument("--config", type=Path, help="YAML config file (overrides the defaults; env LOGCLASS_CONFIG)")
+    if model:
+        parser.add_argument("--model", type=Path, help="model bundle directory (default: models/default)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="logclass", description="Inline log classification.")
+    parser.add_argument("--version", action="version", version=f"logclass {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("classify", help="classify a CSV of logs (source, log_message)")
+    p.add_argument("input", type=Path, help="input CSV with source and log_message columns")
+    p.add_argument("-o", "--output", help="output CSV ('-' for stdout); without it a table is printed")
+    p.add_argument("--chunk-rows", type=int, default=2048, help="rows per batch (memory stays constant)")
+    p.add_argument("--encoding", default="utf-8", help="input text encoding (default utf-8)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar on stderr")
+    _common(p)
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("train", help="train a model bundle from a labelled CSV")
+    p.add_argument("data", type=Path, help="CSV with source, log_message, target_label")
+    p.add_argument("--out", type=Path, required=True, help="bundle directory to write, e.g. models/mymodel")
+    p.add_argument("--name", help="bundle name (default: the directory name)")
+    p.add_argument("--test-size", type=float, default=0.3, help="hold-out share (default 0.3)")
+    p.add_argument("--random-state", type=int, default=42)
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds for choosing C")
+    p.add_argument("--split", choices=["stratified", "random"], default="stratified")
+    p.add_argument("--min-class-rows", type=int, default=0, help="labels with fewer rows are left to the LLM")
+    p.add_argument("--no-progress", action="store_true")
+    _common(p, model=False)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="end-to-end and per-tier report on a labelled CSV")
+    p.add_argument("data", type=Path, help="CSV with source, log_message, target_label")
+    p.add_argument("--holdout", action="store_true", help="only rows the bundle was not trained on")
+    p.add_argument("--json", type=Path, help="also write the report as JSON")
+    p.add_argument("--no-progress", action="store_true")
+    _common(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("config", help="print the effective configuration")
+    _common(p)
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from sidecar.bundle import BundleError
+    from sidecar.csv_classify import CsvInputError
+    from sidecar.encoder import EncoderError
+    from sidecar.masking import MaskError
+    from sidecar.tiers.llm import LlmConfigError
+    from sidecar.tiers.regex import RuleError
+    from training.dataset import DatasetError
+
+    args = build_parser().parse_args(argv)
+    known = (
+        CliError,
+        config_mod.ConfigError,
+        BundleError,
+        CsvInputError,
+        EncoderError,
+        MaskError,
+        RuleError,
+        LlmConfigError,
+        DatasetError,
+    )
+    try:
+        result: int = args.func(args)
+        return result
+    except known as exc:
+        print(f"logclass {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as exc:  # TrainError and config mismatches between bundle and tiers
+        print(f"logclass {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Configuration: packaged YAML defaults, an optional user file, then environment overrides.
+
+Config is data validated against ``schema.json``; code reads typed values from the result
+and never carries its own defaults for labels, rules or thresholds.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+ENV_PREFIX = "LOGCLASS_"
+# LOGCLASS_CONFIG names a file, it is not a key override.
+_ENV_FILE = "LOGCLASS_CONFIG"
+
+Config = dict[str, Any]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message says where and how to fix it."""
+
+
+def _packaged_text(name: str) -> str:
+    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+def packaged_path(name: str) -> Path:
+    """Filesystem path of a file shipped in this package (rules.yaml, defaults.yaml)."""
+    return Path(str(resources.files(__package__).joinpath(name)))
+
+
+def defaults() -> Config:
+    data: Config = yaml.safe_load(_packaged_text("defaults.yaml"))
+    return data
+
+
+def schema() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(_packaged_text("schema.json"))
+    return data
+
+
+def _merge(base: Config, override: Mapping[str, Any]) -> Config:
+    """Deep-merge mappings; lists, scalars and empty mappings in ``override`` replace those in
+    ``base`` (so ``source_routes: {}`` clears the default routes)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and value and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_file(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(data).__name__}")
+    return data
+
+
+def env_overrides(environ: Mapping[str, str]) -> Config:
+    """``LOGCLASS_A__B=v`` becomes ``{"a": {"b": v}}`` with ``v`` parsed as YAML."""
+    out: Config = {}
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name == _ENV_FILE:
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        if not all(path):
+            raise ConfigError(f"environment variable {name}: empty key part; use LOGCLASS_SECTION__KEY")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"environment variable {name}={raw!r} is not a YAML value: {exc}") from exc
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment variable {name} conflicts with another override")
+        node[path[-1]] = value
+    return out
+
+
+def validate(config: Config) -> None:
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for err in errors:
+            where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+            lines.append(f"  {where}: {err.message}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines))
+    _check_router(config["router"])
+
+
+def _check_router(router: Mapping[str, Any]) -> None:
+    tiers = list(router["tiers"])
+    if "regex" in tiers and tiers[0] != "regex":
+        raise ConfigError("router.tiers: 'regex' must come first: it runs on every record before the template cache")
+    for source, tier in router["source_routes"].items():
+        if tier not in tiers:
+            raise ConfigError(
+                f"router.source_routes.{source}: tier {tier!r} is not in router.tiers {tiers}; "
+                "add it there or remove the route"
+            )
+
+
+def load(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Effective config: defaults < file (``path`` or $LOGCLASS_CONFIG) < env < ``overrides``."""
+    env = os.environ if environ is None else environ
+    config = defaults()
+    file_path = path if path is not None else env.get(_ENV_FILE)
+    if file_path:
+        config = _merge(config, _read_file(Path(file_path)))
+    config = _merge(config, env_overrides(env))
+    if overrides:
+        config = _merge(config, overrides)
+    validate(config)
+    return config

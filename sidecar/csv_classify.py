@@ -1,0 +1,214 @@
+"""`logclass classify`: stream a CSV of logs through the router in chunks, in constant memory.
+
+Input needs ``source`` and ``log_message`` columns (other columns are kept); output adds
+``target_label``, ``tier``, ``confidence`` and ``error`` (empty unless the row could not be
+classified or was malformed). Undecodable bytes are carried through to the output unchanged.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, TextIO
+
+from tqdm import tqdm
+
+from sidecar.decision import Decision, LogRecord
+from sidecar.router import Router
+
+INPUT_COLUMNS = ("source", "log_message")
+OUTPUT_COLUMNS = ("target_label", "tier", "confidence", "error")
+ERROR_MALFORMED = "malformed_row"
+# csv's default field limit (128 KiB) would abort the whole file on one huge line; lines this
+# large are read and flagged by the router's own size limit instead.
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+class CsvInputError(ValueError):
+    pass
+
+
+@dataclass
+class ClassifySummary:
+    rows: int = 0
+    by_tier: Counter[str] = field(default_factory=Counter)
+    by_label: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+    cache_hit_ratio: float = 0.0
+    renamed_columns: dict[str, str] = field(default_factory=dict)
+
+    def format(self) -> str:
+        rate = self.rows / self.seconds if self.seconds else 0.0
+        lines = [
+            f"{self.rows} rows in {self.seconds:.1f}s ({rate:,.0f} rows/s), cache hit ratio {self.cache_hit_ratio:.3f}"
+        ]
+        lines.append("by tier:  " + ", ".join(f"{t} {n}" for t, n in self.by_tier.most_common()))
+        lines.append("by label: " + ", ".join(f"{t} {n}" for t, n in self.by_label.most_common()))
+        if self.errors:
+            lines.append("flagged:  " + ", ".join(f"{t} {n}" for t, n in self.errors.most_common()))
+            if self.errors.get("invalid_utf8"):
+                lines.append("  rows with invalid_utf8 were not classified; if the file is not UTF-8, pass --encoding")
+        for old, new in self.renamed_columns.items():
+            lines.append(f"note: the input's own {old!r} column is kept as {new!r}")
+        return "\n".join(lines)
+
+
+class _CountingReader(io.RawIOBase):
+    """Counts bytes pulled from the file, for a progress bar in bytes."""
+
+    def __init__(self, raw: BinaryIO, bar: tqdm[Any]) -> None:
+        self._raw = raw
+        self._bar = bar
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self._raw.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self._bar.update(n)
+        return n
+
+
+def _header(reader: Iterator[list[str]], path: Path) -> list[str]:
+    for row in reader:
+        if row:
+            return [name.strip() for name in row]
+    raise CsvInputError(f"{path} is empty: expected a header with columns {list(INPUT_COLUMNS)}")
+
+
+def _fit_row(row: list[str], width: int) -> tuple[list[str], bool]:
+    """Pad short rows; fold surplus fields into the last one (usually an unquoted comma)."""
+    if len(row) == width:
+        return row, False
+    if len(row) < width:
+        return row + [""] * (width - len(row)), True
+    return [*row[: width - 1], ",".join(row[width - 1 :])], True
+
+
+class _TableWriter:
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        out.write(f"{'source':<16} {'label':<20} {'tier':<9} {'conf':>5}  message\n")
+        out.write(f"{'-' * 16} {'-' * 20} {'-' * 9} {'-' * 5}  {'-' * 50}\n")
+
+    def write(self, source: str, message: str, decision: Decision) -> None:
+        text = message if len(message) <= 70 else message[:67] + "..."
+        text = text.encode("utf-8", "replace").decode("utf-8")
+        label = decision.label + (f" [{decision.error}]" if decision.error else "")
+        self.out.write(f"{source[:16]:<16} {label[:20]:<20} {decision.tier:<9} {decision.confidence:>5.2f}  {text}\n")
+
+
+def classify_csv(
+    in_path: str | Path,
+    out: str | Path | None,
+    router: Router,
+    *,
+    chunk_rows: int = 2048,
+    encoding: str = "utf-8",
+    progress: bool = True,
+    table_out: TextIO | None = None,
+) -> ClassifySummary:
+    """Classify ``in_path`` into ``out`` (a path, ``-`` for stdout CSV) or, with ``out=None``,
+    print a human-readable table to ``table_out``."""
+    in_path = Path(in_path)
+    try:
+        raw = in_path.open("rb")
+    except OSError as exc:
+        raise CsvInputError(f"cannot read {in_path}: {exc.strerror}") from exc
+    summary = ClassifySummary()
+    started = time.monotonic()
+    size = os.fstat(raw.fileno()).st_size
+    bar: tqdm[Any] = tqdm(total=size, unit="B", unit_scale=True, desc="classifying", disable=not progress)
+    with raw, bar:
+        text = io.TextIOWrapper(
+            io.BufferedReader(_CountingReader(raw, bar)),
+            encoding=encoding,
+            errors="surrogateescape",
+            newline="",
+        )
+        reader = csv.reader(text, skipinitialspace=True)
+        header = _header(reader, in_path)
+        missing = [c for c in INPUT_COLUMNS if c not in header]
+        if missing:
+            raise CsvInputError(
+                f"{in_path}: missing column(s) {missing}; the input needs {list(INPUT_COLUMNS)} (found {header})"
+            )
+        src_i, msg_i = header.index("source"), header.index("log_message")
+        out_header = list(header)
+        for i, name in enumerate(header):
+            if name in OUTPUT_COLUMNS:
+                out_header[i] = f"input_{name}"
+                summary.renamed_columns[name] = out_header[i]
+        out_header += OUTPUT_COLUMNS
+        sink, close = _open_sink(out)
+        try:
+            writer = csv.writer(sink) if sink is not None else None
+            table = _TableWriter(table_out or sys.stdout) if writer is None else None
+            if writer is not None:
+                writer.writerow(out_header)
+            for chunk in _chunks(reader, chunk_rows, in_path):
+                rows, malformed = [], []
+                for row in chunk:
+                    fitted, bad = _fit_row(row, len(header))
+                    rows.append(fitted)
+                    malformed.append(bad)
+                records = [LogRecord(r[src_i].strip(), r[msg_i].strip()) for r in rows]
+                decisions = router.classify(records)
+                for row, bad, record, decision in zip(rows, malformed, records, decisions, strict=True):
+                    error = decision.error or (ERROR_MALFORMED if bad else "")
+                    summary.by_tier[decision.tier] += 1
+                    summary.by_label[decision.label] += 1
+                    if error:
+                        summary.errors[error] += 1
+                    if writer is not None:
+                        writer.writerow([*row, decision.label, decision.tier, f"{decision.confidence:.4f}", error])
+                    elif table is not None:
+                        table.write(record.source, record.message, decision)
+                summary.rows += len(rows)
+        finally:
+            if close and sink is not None:
+                sink.close()
+            elif sink is not None:
+                sink.flush()
+    summary.seconds = time.monotonic() - started
+    summary.cache_hit_ratio = router.stats.cache_hit_ratio
+    return summary
+
+
+def _open_sink(out: str | Path | None) -> tuple[TextIO | None, bool]:
+    if out is None:
+        return None, False
+    if str(out) == "-":
+        return sys.stdout, False
+    path = Path(out)
+    try:
+        return path.open("w", encoding="utf-8", errors="surrogateescape", newline=""), True
+    except OSError as exc:
+        raise CsvInputError(f"cannot write {path}: {exc.strerror}") from exc
+
+
+def _chunks(reader: Iterator[list[str]], size: int, path: Path) -> Iterator[list[list[str]]]:
+    chunk: list[list[str]] = []
+    try:
+        for row in reader:
+            if not row:  # blank line
+                continue
+            chunk.append(row)
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+    except csv.Error as exc:
+        line = getattr(reader, "line_num", "?")
+        raise CsvInputError(f"{path}: line {line}: unreadable CSV ({exc}); rows before it were written") from exc
+    if chunk:
+        yield chunk

@@ -1,0 +1,1 @@
+"""The classification tiers, cheapest first: regex, embedding, LLM."""

@@ -1,0 +1,146 @@
+"""Regex tier: rules from YAML, compiled into one alternation per source scope."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sidecar.decision import LogRecord, Verdict
+
+_RULE_KEYS = {"name", "pattern", "label", "sources", "ignore_case"}
+
+
+class RuleError(ValueError):
+    """A rule file that cannot be used; the message names the rule and the fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    pattern: str
+    label: str
+    sources: frozenset[str] | None = None  # None: every source
+    ignore_case: bool = True
+
+
+def _rule_from_mapping(index: int, raw: Any, origin: str) -> Rule:
+    where = f"{origin}: rule #{index + 1}"
+    if not isinstance(raw, Mapping):
+        raise RuleError(f"{where}: must be a mapping with pattern and label, got {type(raw).__name__}")
+    name = raw.get("name")
+    if name is not None:
+        where = f"{where} ({name!r})"
+    unknown = set(raw) - _RULE_KEYS
+    if unknown:
+        raise RuleError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(_RULE_KEYS)}")
+    pattern, label = raw.get("pattern"), raw.get("label")
+    if not isinstance(pattern, str) or not pattern:
+        raise RuleError(f"{where}: 'pattern' must be a non-empty string")
+    if not isinstance(label, str) or not label.strip():
+        raise RuleError(f"{where}: 'label' must be a non-empty string")
+    ignore_case = raw.get("ignore_case", True)
+    if not isinstance(ignore_case, bool):
+        raise RuleError(f"{where}: 'ignore_case' must be true or false")
+    sources = raw.get("sources")
+    if sources is not None and (
+        not isinstance(sources, list) or not sources or not all(isinstance(s, str) for s in sources)
+    ):
+        raise RuleError(f"{where}: 'sources' must be a non-empty list of source names")
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise RuleError(f"{where}: invalid regular expression {pattern!r}: {exc}") from exc
+    if compiled.groupindex or re.search(r"\\[1-9]|\(\?P=", pattern):
+        # Patterns are joined into one regex, where group numbers and names would collide.
+        raise RuleError(f"{where}: named groups and backreferences are not supported; use (?:...) groups")
+    if compiled.match(""):
+        raise RuleError(f"{where}: pattern {pattern!r} matches the empty string, so it would match every message")
+    return Rule(
+        name=str(name) if name is not None else f"rule-{index + 1}",
+        pattern=pattern,
+        label=label.strip(),
+        sources=frozenset(sources) if sources is not None else None,
+        ignore_case=ignore_case,
+    )
+
+
+def load_rules(path: str | Path) -> list[Rule]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RuleError(f"cannot read rules file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise RuleError(f"rules file {path} is not valid YAML: {exc}") from exc
+    return parse_rules(data, str(path))
+
+
+def parse_rules(data: Any, origin: str = "rules") -> list[Rule]:
+    if not isinstance(data, Mapping) or not isinstance(data.get("rules"), list):
+        raise RuleError(f"{origin}: expected a mapping with a 'rules' list")
+    rules = [_rule_from_mapping(i, raw, origin) for i, raw in enumerate(data["rules"])]
+    names = [r.name for r in rules]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise RuleError(f"{origin}: duplicate rule names {dupes}; names must be unique")
+    return rules
+
+
+def _combine(rules: Sequence[Rule]) -> re.Pattern[str] | None:
+    if not rules:
+        return None
+    parts = []
+    for i, rule in enumerate(rules):
+        flags = "(?i:" if rule.ignore_case else "(?:"
+        parts.append(f"(?P<r{i}>{flags}{rule.pattern}))")
+    return re.compile("|".join(parts))
+
+
+class RegexTier:
+    """First match wins: the earliest in the message, then the rule listed first."""
+
+    name = "regex"
+
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        self.rules = list(rules)
+        self._scoped = any(r.sources is not None for r in self.rules)
+        # One compiled alternation per source: sources sharing a rule set share its pattern.
+        self._by_source: dict[str, tuple[re.Pattern[str] | None, list[Rule]]] = {}
+        self._global = self._build(None)
+
+    def _build(self, source: str | None) -> tuple[re.Pattern[str] | None, list[Rule]]:
+        active = [r for r in self.rules if r.sources is None or (source is not None and source in r.sources)]
+        return _combine(active), active
+
+    def _pattern_for(self, source: str) -> tuple[re.Pattern[str] | None, list[Rule]]:
+        if not self._scoped:
+            return self._global
+        entry = self._by_source.get(source)
+        if entry is None:
+            entry = self._build(source)
+            self._by_source[source] = entry
+        return entry
+
+    def match(self, record: LogRecord) -> Rule | None:
+        pattern, active = self._pattern_for(record.source)
+        if pattern is None:
+            return None
+        found = pattern.search(record.message)
+        if found is None:
+            return None
+        return active[int((found.lastgroup or "r0")[1:])]
+
+    def decide(self, records: Sequence[LogRecord]) -> list[Verdict | None]:
+        out: list[Verdict | None] = []
+        for record in records:
+            rule = self.match(record)
+            out.append(None if rule is None else Verdict(rule.label, 1.0, rule.name))
+        return out
+
+    def labels(self) -> list[str]:
+        return sorted({r.label for r in self.rules})

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sidecar import config
+
+
+def test_defaults_validate_and_carry_the_seed_policy() -> None:
+    cfg = config.load(environ={})
+    assert cfg["router"]["tiers"] == ["regex", "embedding", "llm"]
+    assert cfg["router"]["source_routes"] == {"LegacyCRM": "llm"}
+    assert cfg["router"]["fallback_label"] == "Unclassified"
+
+
+def test_env_overrides_are_typed_and_nested() -> None:
+    cfg = config.load(
+        environ={
+            "LOGCLASS_EMBEDDING__MIN_CONFIDENCE": "0.75",
+            "LOGCLASS_ROUTER__FALLBACK_LABEL": "unknown",
+            "LOGCLASS_ROUTER__TIERS": "[regex, embedding]",
+            "LOGCLASS_ROUTER__SOURCE_ROUTES": "{}",
+            "UNRELATED": "x",
+        }
+    )
+    assert cfg["embedding"]["min_confidence"] == 0.75
+    assert cfg["router"]["fallback_label"] == "unknown"
+    assert cfg["router"]["tiers"] == ["regex", "embedding"]
+
+
+def test_file_then_env_precedence(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("templates:\n  cache_size: 10\nembedding:\n  batch_size: 8\n")
+    cfg = config.load(path, environ={"LOGCLASS_EMBEDDING__BATCH_SIZE": "16"})
+    assert cfg["templates"]["cache_size"] == 10
+    assert cfg["embedding"]["batch_size"] == 16
+    # Untouched keys keep their defaults.
+    assert cfg["templates"]["masks"] == config.defaults()["templates"]["masks"]
+
+
+@pytest.mark.parametrize(
+    ("environ", "fragment"),
+    [
+        ({"LOGCLASS_EMBEDDING__MIN_CONFIDENCE": "1.5"}, "embedding.min_confidence"),
+        ({"LOGCLASS_EMBEDDING__BATCH_SIZE": "many"}, "embedding.batch_size"),
+        ({"LOGCLASS_EMBEDDING__DEVICE": "tpu"}, "embedding.device"),
+        ({"LOGCLASS_TEMPLATES__CACHE_SIZ": "5"}, "templates"),
+        ({"LOGCLASS_ROUTER__TIERS": "[embedding, regex]"}, "'regex' must come first"),
+        (
+            {"LOGCLASS_ROUTER__SOURCE_ROUTES": "{CRM: embedding}", "LOGCLASS_ROUTER__TIERS": "[regex, llm]"},
+            "source_routes.CRM",
+        ),
+    ],
+)
+def test_bad_values_name_the_key(environ: dict[str, str], fragment: str) -> None:
+    with pytest.raises(config.ConfigError) as err:
+        config.load(environ=environ)
+    assert fragment in str(err.value)
+
+
+def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(config.ConfigError, match="cannot read config file"):
+        config.load(tmp_path / "missing.yaml", environ={})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("router: [unclosed\n")
+    with pytest.raises(config.ConfigError, match="not valid YAML"):
+        config.load(bad, environ={})
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("42\n")
+    with pytest.raises(config.ConfigError, match="mapping of sections"):
+        config.load(scalar, environ={})

@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from sidecar import config
+from sidecar.bundle import ModelBundle
+from sidecar.decision import LogRecord, Verdict
+from sidecar.masking import TemplateMasker
+from sidecar.pipeline import build_router
+from sidecar.router import Router
+from sidecar.tiers.embedding import EmbeddingTier
+from sidecar.tiers.llm import LlmConfigError, build_llm_tier
+from sidecar.tiers.regex import RegexTier, load_rules, parse_rules
+from tests.conftest import MemoEncoder
+
+
+def _records(*pairs: tuple[str, str]) -> list[LogRecord]:
+    return [LogRecord(s, m) for s, m in pairs]
+
+
+def test_seed_examples_end_to_end(router: Router) -> None:
+    decisions = router.classify(
+        _records(
+            ("ModernCRM", "IP 192.168.133.114 blocked due to potential attack"),
+            ("BillingSystem", "User 12345 logged in."),
+            ("AnalyticsEngine", "Backup completed successfully."),
+            ("ModernHR", "Admin access escalation detected for user 9429"),
+            ("ModernCRM", "Email service experiencing issues with sending"),
+            ("LegacyCRM", "Case escalation for ticket ID 7324 failed because the agent is no longer active."),
+        )
+    )
+    got = [(d.label, d.tier) for d in decisions]
+    assert got == [
+        ("Security Alert", "embedding"),
+        ("User Action", "regex"),
+        ("System Notification", "regex"),
+        ("Security Alert", "embedding"),
+        ("Critical Error", "embedding"),
+        # LegacyCRM goes straight to the LLM tier, which is absent: fallback, tier none.
+        ("Unclassified", "none"),
+    ]
+    for d in decisions:
+        assert d.model_version == router.model_version and len(d.template_id) == 16
+    assert decisions[1].detail == "user-session"
+
+
+def test_duplicate_templates_in_a_batch_are_decided_once(router: Router, encoder: MemoEncoder) -> None:
+    batch = [LogRecord("ModernCRM", f"Multiple login failures occurred on user {n} account") for n in range(50)]
+    before = len(encoder.calls)
+    decisions = router.classify(batch)
+    assert encoder.calls[before:] == [1]  # one representative encoded for 50 records
+    assert len({id(d) for d in decisions}) == 1 and decisions[0].label == "Security Alert"
+    assert router.stats.tier_calls["embedding"] == 1
+    # Next batch: same template, new numbers -> template cache; same messages -> exact cache.
+    router.classify([LogRecord("ModernCRM", "Multiple login failures occurred on user 999 account")])
+    router.classify(batch[:10])
+    assert encoder.calls[before:] == [1]
+    assert router.stats.template_hits == 49 + 1 and router.stats.exact_hits == 10
+    assert router.stats.cache_hit_ratio == pytest.approx(60 / 61)
+
+
+def test_template_cache_is_per_source(router: Router) -> None:
+    router.classify(_records(("A", "Disk usage at 91 percent"), ("B", "Disk usage at 92 percent")))
+    assert router.stats.tier_calls["embedding"] == 2
+
+
+def test_regex_runs_before_the_template_cache(cfg: config.Config, bundle: ModelBundle, encoder: MemoEncoder) -> None:
+    # "status 200" and "status 503" share a template; a rule must still tell them apart.
+    rules = {"rules": [{"name": "5xx", "pattern": r"status 5\d\d", "label": "Server Error"}]}
+    router = build_router(cfg, bundle=bundle, encoder=encoder)
+    router.regex = RegexTier(parse_rules(rules))
+    first, second = router.classify(_records(("web", "GET /a status 200 in 3ms"), ("web", "GET /a status 503 in 3ms")))
+    assert second.label == "Server Error" and second.tier == "regex"
+    assert first.tier != "regex"
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        ("", "empty_message"),
+        ("   \t", "empty_message"),
+        ("bad \udcff byte", "invalid_utf8"),
+        ("x" * 70_000, "message_too_long"),
+    ],
+)
+def test_bad_records_get_an_error_and_do_not_fail_the_batch(router: Router, message: str, error: str) -> None:
+    decisions = router.classify(_records(("s", message), ("ModernCRM", "Backup completed successfully.")))
+    assert decisions[0].error == error and decisions[0].label == "Unclassified" and decisions[0].tier == "none"
+    assert decisions[1].label == "System Notification" and not decisions[1].error
+    assert router.stats.errors[error] == 1
+
+
+def test_low_confidence_escalates_to_fallback(cfg: config.Config, bundle: ModelBundle, encoder: MemoEncoder) -> None:
+    strict = config.load(
+        environ={
+            "LOGCLASS_EMBEDDING__MIN_CONFIDENCE": "0.999999",
+            "LOGCLASS_ROUTER__FALLBACK_LABEL": "review",
+        }
+    )
+    router = build_router(strict, bundle=bundle, encoder=encoder)
+    decision = router.classify(_records(("x", "Something odd happened near the coffee machine")))[0]
+    assert (decision.label, decision.tier, decision.confidence) == ("review", "none", 0.0)
+
+
+def test_per_label_thresholds_are_validated(bundle: ModelBundle, encoder: MemoEncoder) -> None:
+    with pytest.raises(ValueError, match="labels the model does not have"):
+        EmbeddingTier(encoder, bundle.head, 0.5, {"No Such Label": 0.9})
+
+
+class _FixedTier:
+    """A stand-in LLM: the tier protocol is the extension point under test, not a model."""
+
+    name = "llm"
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def decide(self, records: Sequence[LogRecord]) -> list[Verdict | None]:
+        self.seen.extend(r.message for r in records)
+        return [Verdict("Workflow Error", 0.9) for _ in records]
+
+    def labels(self) -> list[str]:
+        return ["Workflow Error"]
+
+
+def test_llm_hook_receives_escalations_and_routed_sources(
+    cfg: config.Config, bundle: ModelBundle, encoder: MemoEncoder
+) -> None:
+    llm = _FixedTier()
+    router = Router(
+        masker=TemplateMasker.from_config(cfg["templates"]["masks"]),
+        tiers=["regex", "embedding", "llm"],
+        regex=RegexTier(load_rules(config.packaged_path("rules.yaml"))),
+        model_tiers={"embedding": EmbeddingTier(encoder, bundle.head, 0.999999), "llm": llm},
+        source_routes={"LegacyCRM": "llm"},
+        fallback_label="Unclassified",
+        model_version="test",
+        cache_size=100,
+        exact_cache_size=100,
+        max_message_bytes=1000,
+    )
+    out = router.classify(
+        _records(
+            ("LegacyCRM", "Lead conversion failed for prospect ID 7842"),
+            ("LegacyCRM", "User 1 logged in."),  # routed past regex too
+            ("App", "Something odd happened near the coffee machine"),  # escalates
+        )
+    )
+    assert [d.tier for d in out] == ["llm", "llm", "llm"]
+    assert len(llm.seen) == 3
+    assert "Workflow Error" in router.labels()
+
+
+def test_llm_backend_none_is_absent_and_unknown_is_an_error() -> None:
+    assert build_llm_tier({"backend": "none"}) is None
+    with pytest.raises(LlmConfigError, match="not available"):
+        build_llm_tier({"backend": "gpt"})
+
+
+def test_cache_eviction(cfg: config.Config, bundle: ModelBundle, encoder: MemoEncoder) -> None:
+    small = config.load(environ={"LOGCLASS_TEMPLATES__CACHE_SIZE": "2", "LOGCLASS_TEMPLATES__EXACT_CACHE_SIZE": "0"})
+    router = build_router(small, bundle=bundle, encoder=encoder)
+    msgs = ["Disk usage at 1 percent", "CPU load high", "Memory pressure rising"]
+    router.classify(_records(*[("s", m) for m in msgs]))
+    assert len(router.template_cache) == 2 and router.template_cache.stats.evictions == 1
+    router.classify(_records(("s", msgs[0])))  # evicted: decided again
+    assert router.stats.tier_calls["embedding"] == 4

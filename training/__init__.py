@@ -1,0 +1,1 @@
+"""Training and evaluation: labelled CSV -> versioned model bundle, and reports on it."""

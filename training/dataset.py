@@ -1,0 +1,73 @@
+"""Reading labelled log CSVs (source, log_message, target_label)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REQUIRED = ("source", "log_message", "target_label")
+
+
+class DatasetError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledRow:
+    source: str
+    message: str
+    label: str
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_labelled_csv(path: str | Path) -> list[LabelledRow]:
+    path = Path(path)
+    try:
+        fh = path.open(encoding="utf-8", errors="replace", newline="")
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path}: {exc.strerror}") from exc
+    rows: list[LabelledRow] = []
+    skipped = 0
+    with fh:
+        reader = csv.DictReader(fh, skipinitialspace=True)
+        header = [h.strip() for h in reader.fieldnames or []]
+        missing = [c for c in REQUIRED if c not in header]
+        if missing:
+            raise DatasetError(
+                f"{path}: missing column(s) {missing}; a training CSV needs {list(REQUIRED)} (found {header})"
+            )
+        reader.fieldnames = header
+        for raw in reader:
+            source = (raw.get("source") or "").strip()
+            message = (raw.get("log_message") or "").strip()
+            label = (raw.get("target_label") or "").strip()
+            if not message or not label:
+                skipped += 1
+                continue
+            rows.append(LabelledRow(source, message, label))
+    if skipped:
+        print(f"note: {path}: skipped {skipped} row(s) with an empty log_message or target_label")
+    if not rows:
+        raise DatasetError(f"{path}: no labelled rows")
+    return rows
+
+
+def row_hashes(rows: Iterable[LabelledRow]) -> np.ndarray:
+    """64-bit identity of each row, so a bundle can name its training rows without storing them."""
+    out = []
+    for row in rows:
+        key = f"{row.source}\x1f{row.message}\x1f{row.label}".encode("utf-8", "surrogatepass")
+        out.append(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little"))
+    return np.array(out, dtype=np.uint64)

@@ -1,0 +1,117 @@
+"""`logclass evaluate`: end-to-end and per-tier report of the whole pipeline on a labelled CSV."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from sidecar.bundle import ModelBundle
+from sidecar.decision import Decision, LogRecord
+from sidecar.router import Router
+from training.dataset import LabelledRow, load_labelled_csv, row_hashes
+from training.report import format_class_report, table
+
+
+def holdout_rows(rows: Sequence[LabelledRow], bundle: ModelBundle) -> list[LabelledRow]:
+    """Rows the bundle's classifier was not fitted on: regex and routed rows, and its hold-out."""
+    seen = set(bundle.training_rows().tolist())
+    hashes = row_hashes(rows).tolist()
+    return [row for row, h in zip(rows, hashes, strict=True) if h not in seen]
+
+
+def classify_rows(
+    router: Router, rows: Sequence[LabelledRow], batch_size: int = 512, progress: bool = True
+) -> list[Decision]:
+    decisions: list[Decision] = []
+    with tqdm(total=len(rows), unit="rec", desc="classifying", disable=not progress) as bar:
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start : start + batch_size]
+            decisions.extend(router.classify([LogRecord(r.source, r.message) for r in batch]))
+            bar.update(len(batch))
+    return decisions
+
+
+def metrics(gold: Sequence[str], pred: Sequence[str]) -> dict[str, Any]:
+    from sklearn.metrics import accuracy_score, classification_report, f1_score
+
+    labels = sorted(set(gold))
+    report = classification_report(gold, pred, labels=labels, output_dict=True, zero_division=0)
+    return {
+        "rows": len(gold),
+        "accuracy": round(float(accuracy_score(gold, pred)), 4),
+        "macro_f1": round(float(f1_score(gold, pred, labels=labels, average="macro", zero_division=0)), 4),
+        "per_class": {label: {k: round(float(v), 4) for k, v in report[label].items()} for label in labels},
+    }
+
+
+def per_tier(gold: Sequence[str], decisions: Sequence[Decision]) -> dict[str, dict[str, float]]:
+    groups: dict[str, list[bool]] = defaultdict(list)
+    for label, decision in zip(gold, decisions, strict=True):
+        groups[decision.tier].append(label == decision.label)
+    total = len(decisions)
+    return {
+        tier: {
+            "records": len(hits),
+            "share": round(len(hits) / total, 4),
+            "accuracy": round(float(np.mean(hits)), 4),
+        }
+        for tier, hits in sorted(groups.items())
+    }
+
+
+def evaluate(
+    data: str | Path,
+    router: Router,
+    bundle: ModelBundle | None = None,
+    holdout: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    rows = load_labelled_csv(data)
+    if holdout:
+        if bundle is None:
+            raise ValueError("--holdout needs the model bundle whose training rows to leave out")
+        total = len(rows)
+        rows = holdout_rows(rows, bundle)
+        print(f"hold-out: {len(rows)} of {total} rows were not used to fit {bundle.version}")
+    started = time.monotonic()
+    decisions = classify_rows(router, rows, progress=progress)
+    elapsed = time.monotonic() - started
+    gold = [r.label for r in rows]
+    return {
+        "data": str(data),
+        "model_version": router.model_version,
+        "end_to_end": metrics(gold, [d.label for d in decisions]),
+        "tiers": per_tier(gold, decisions),
+        "cache_hit_ratio": round(router.stats.cache_hit_ratio, 4),
+        "tier_calls": dict(router.stats.tier_calls),
+        "records_per_second": round(len(rows) / elapsed, 1) if elapsed else None,
+        "unexpected_labels": dict(Counter(d.label for d in decisions if d.label not in set(gold))),
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    tiers = table(
+        ["tier", "records", "share", "accuracy"],
+        [[t, v["records"], v["share"], v["accuracy"]] for t, v in report["tiers"].items()],
+    )
+    lines = [
+        f"model {report['model_version']} on {report['data']}",
+        "",
+        "end to end:",
+        format_class_report(report["end_to_end"]),
+        "",
+        "per tier (accuracy of the records each tier decided):",
+        tiers,
+        "",
+        f"cache hit ratio {report['cache_hit_ratio']:.3f}; records sent to each model tier: {report['tier_calls']}",
+        f"{report['records_per_second']} records/s",
+    ]
+    if report["unexpected_labels"]:
+        lines.append(f"labels predicted that the data never uses: {report['unexpected_labels']}")
+    return "\n".join(lines)
