@@ -13,6 +13,9 @@ import yaml
 from sidecar.decision import LogRecord, Verdict
 
 _RULE_KEYS = {"name", "pattern", "label", "sources", "ignore_case"}
+# Sources are usually a few dozen services; past this many the per-source lookup table is
+# rebuilt lazily rather than grown without bound (e.g. when the source is a pod name).
+_MAX_SOURCES = 4096
 
 
 class RuleError(ValueError):
@@ -109,21 +112,30 @@ class RegexTier:
     def __init__(self, rules: Iterable[Rule]) -> None:
         self.rules = list(rules)
         self._scoped = any(r.sources is not None for r in self.rules)
-        # One compiled alternation per source: sources sharing a rule set share its pattern.
+        # One compiled alternation per distinct set of active rules, shared by every source with
+        # that set; sources map to their set.
+        self._by_rules: dict[tuple[int, ...], tuple[re.Pattern[str] | None, list[Rule]]] = {}
         self._by_source: dict[str, tuple[re.Pattern[str] | None, list[Rule]]] = {}
         self._global = self._build(None)
 
     def _build(self, source: str | None) -> tuple[re.Pattern[str] | None, list[Rule]]:
-        active = [r for r in self.rules if r.sources is None or (source is not None and source in r.sources)]
-        return _combine(active), active
+        active = tuple(
+            i for i, r in enumerate(self.rules) if r.sources is None or (source is not None and source in r.sources)
+        )
+        entry = self._by_rules.get(active)
+        if entry is None:
+            rules = [self.rules[i] for i in active]
+            entry = self._by_rules[active] = (_combine(rules), rules)
+        return entry
 
     def _pattern_for(self, source: str) -> tuple[re.Pattern[str] | None, list[Rule]]:
         if not self._scoped:
             return self._global
         entry = self._by_source.get(source)
         if entry is None:
-            entry = self._build(source)
-            self._by_source[source] = entry
+            if len(self._by_source) >= _MAX_SOURCES:
+                self._by_source.clear()
+            entry = self._by_source[source] = self._build(source)
         return entry
 
     def match(self, record: LogRecord) -> Rule | None:
