@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run test lint model bench clean
+.PHONY: install run test lint model bench proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ lint: $(STAMP)
 ## make model: retrain models/default from the seed set
 model: $(STAMP)
 	$(BIN)/logclass train training/data/synthetic_logs.csv --out models/default --name default
+
+## make proto: regenerate the Python gRPC stubs from proto/ (a test fails when they are stale)
+proto: $(STAMP)
+	$(BIN)/python -m sidecar.api.generate
 
 ## make bench: throughput against the seed algorithm, measured in the same run
 bench: $(STAMP)

@@ -19,8 +19,8 @@ class CliError(Exception):
     """Shown to the user as one line, exit code 2."""
 
 
-def _load_config(args: argparse.Namespace) -> config_mod.Config:
-    overrides: dict[str, Any] = {}
+def _load_config(args: argparse.Namespace, **sections: dict[str, Any]) -> config_mod.Config:
+    overrides: dict[str, Any] = dict(sections)
     if getattr(args, "model", None):
         overrides["model"] = {"bundle": str(args.model)}
     return config_mod.load(args.config, overrides=overrides)
@@ -76,6 +76,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    server: dict[str, Any] = {}
+    if args.listen is not None:
+        server["listen"] = args.listen or None
+    if args.unix_socket is not None:
+        server["unix_socket"] = args.unix_socket or None
+    cfg = _load_config(args, server=server) if server else _load_config(args)
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(cfg, sort_keys=False), end="")
+        return 0
+    from sidecar.server.app import run
+
+    return run(cfg)
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
@@ -124,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("serve", help="run the gRPC classification sidecar")
+    p.add_argument("--listen", help="host:port (overrides server.listen; '' for none)")
+    p.add_argument("--unix-socket", help="unix socket path (overrides server.unix_socket)")
+    p.add_argument("--print-config", action="store_true", help="print the effective config and exit")
+    _common(p)
+    p.set_defaults(func=cmd_serve)
+
     p = sub.add_parser("config", help="print the effective configuration")
     _common(p)
     p.set_defaults(func=cmd_config)
@@ -135,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sidecar.csv_classify import CsvInputError
     from sidecar.encoder import EncoderError
     from sidecar.masking import MaskError
+    from sidecar.server.app import ServeError
     from sidecar.tiers.llm import LlmConfigError
     from sidecar.tiers.regex import RuleError
     from training.dataset import DatasetError
@@ -150,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         RuleError,
         LlmConfigError,
         DatasetError,
+        ServeError,
     )
     try:
         result: int = args.func(args)

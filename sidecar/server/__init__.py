@@ -1,0 +1,1 @@
+"""The gRPC classification sidecar: service, cross-request batcher, process lifecycle."""

@@ -1,0 +1,104 @@
+"""`logclass serve`: load and warm the models, serve gRPC, drain on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from sidecar import config as config_mod
+from sidecar.api.logclass.v1 import classifier_pb2 as pb
+from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
+from sidecar.bundle import load_bundle
+from sidecar.decision import LogRecord
+from sidecar.pipeline import build_router, bundle_path
+from sidecar.server.batcher import MicroBatcher
+from sidecar.server.service import LogClassifierService, build_model_info
+
+log = logging.getLogger("logclass.server")
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LogClassifier"].full_name
+
+
+class ServeError(RuntimeError):
+    pass
+
+
+def _addresses(cfg: config_mod.Config) -> list[str]:
+    server = cfg["server"]
+    out = []
+    if server.get("listen"):
+        out.append(server["listen"])
+    if server.get("unix_socket"):
+        out.append(f"unix:{server['unix_socket']}")
+    if not out:
+        raise ServeError("server.listen and server.unix_socket are both null: give at least one address")
+    return out
+
+
+async def serve(cfg: config_mod.Config, ready: asyncio.Event | None = None) -> None:
+    server_cfg = cfg["server"]
+    options = [
+        ("grpc.max_receive_message_length", server_cfg["max_request_bytes"]),
+        ("grpc.max_send_message_length", server_cfg["max_request_bytes"] * 2),
+    ]
+    server = grpc.aio.server(options=options)
+    service = LogClassifierService(server_cfg["max_records_per_request"])
+    pb_grpc.add_LogClassifierServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    reflection.enable_server_reflection(
+        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+    )
+    for address in _addresses(cfg):
+        try:
+            server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise ServeError(f"cannot listen on {address}: {exc}; is another server using it?") from exc
+    # Listen first, so probes see NOT_SERVING (not a refused connection) while models load.
+    await server.start()
+    log.info("listening on %s; loading models", ", ".join(_addresses(cfg)))
+
+    loop = asyncio.get_running_loop()
+    bundle = load_bundle(bundle_path(cfg)) if "embedding" in cfg["router"]["tiers"] else None
+    router = await loop.run_in_executor(None, lambda: build_router(cfg, bundle=bundle))
+    batcher = MicroBatcher(
+        router,
+        max_batch_records=server_cfg["batch"]["max_records"],
+        max_wait_ms=server_cfg["batch"]["max_wait_ms"],
+        max_queue_records=server_cfg["max_queue_records"],
+    )
+    batcher.start()
+    # Warm-up: the first encode pays one-off costs; no caller should.
+    await batcher.classify([LogRecord("logclass-warmup", "logclass warm-up message 1")])
+    router.template_cache.clear()
+    router.exact_cache.clear()
+    device = next((t.encoder.device for _, t in router._model_tiers if hasattr(t, "encoder")), "")
+    files = dict(bundle.manifest["files"]) if bundle is not None else {}
+    service.attach(router, batcher, build_model_info(router, cfg, files, device))
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving model %s, tiers %s", router.model_version, router.tiers_enabled)
+    if ready is not None:
+        ready.set()
+
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("draining: NOT_SERVING, up to %ss for in-flight requests", server_cfg["grace_seconds"])
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(server_cfg["grace_seconds"])
+    await batcher.stop()
+    log.info("stopped")
+
+
+def run(cfg: config_mod.Config) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(cfg))
+    return 0

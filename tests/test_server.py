@@ -1,0 +1,202 @@
+"""The gRPC sidecar as clients see it: a real `logclass serve` process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from sidecar.api.generate import generate
+from sidecar.api.logclass.v1 import classifier_pb2 as pb
+from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
+from tests.conftest import ROOT
+
+SEED_ROWS = [
+    ("ModernCRM", "IP 192.168.133.114 blocked due to potential attack", "Security Alert"),
+    ("BillingSystem", "User 12345 logged in.", "User Action"),
+    ("AnalyticsEngine", "File data_6957.csv uploaded successfully by user User265.", "System Notification"),
+    ("AnalyticsEngine", "Backup completed successfully.", "System Notification"),
+    ("ModernHR", "Admin access escalation detected for user 9429", "Security Alert"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_serving(address: str, proc: subprocess.Popen[str], timeout: float = 120) -> None:
+    channel = grpc.insecure_channel(address)
+    stub = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        try:
+            status = stub.Check(health_pb2.HealthCheckRequest(service="logclass.v1.LogClassifier"), timeout=2).status
+            if status == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.RpcError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError("server did not become SERVING")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LOGCLASS_SERVER__MAX_RECORDS_PER_REQUEST": "100"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sidecar.cli", "serve", "--listen", address],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_serving(address, proc)
+        yield address, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+
+
+def _request(rows: list[tuple[str, str, str]]) -> pb.ClassifyRequest:
+    return pb.ClassifyRequest(
+        records=[pb.LogRecord(source=s, message=m, id=str(i)) for i, (s, m, _) in enumerate(rows)], request_id="r1"
+    )
+
+
+def test_round_trip_in_order(server: tuple[str, subprocess.Popen[str]]) -> None:
+    with grpc.insecure_channel(server[0]) as channel:
+        response = pb_grpc.LogClassifierStub(channel).Classify(_request(SEED_ROWS), timeout=30)
+    assert response.request_id == "r1"
+    assert [r.id for r in response.results] == [str(i) for i in range(len(SEED_ROWS))]
+    assert [r.label for r in response.results] == [label for _, _, label in SEED_ROWS]
+    assert all(r.model_version.startswith("default@") and len(r.template_id) == 16 for r in response.results)
+    assert response.results[1].tier == "regex" and response.results[1].detail == "user-session"
+
+
+def test_bad_records_do_not_fail_the_batch(server: tuple[str, subprocess.Popen[str]]) -> None:
+    request = pb.ClassifyRequest(
+        records=[
+            pb.LogRecord(source="a", message=""),
+            pb.LogRecord(source="a", message_bytes=b"caf\xe9 not utf-8"),
+            pb.LogRecord(source="a", message="x" * 70_000),
+            pb.LogRecord(source="a", message_bytes=b"Backup completed successfully."),
+        ]
+    )
+    with grpc.insecure_channel(server[0]) as channel:
+        results = pb_grpc.LogClassifierStub(channel).Classify(request, timeout=30).results
+    assert [r.error for r in results] == [
+        pb.EMPTY_MESSAGE,
+        pb.INVALID_UTF8,
+        pb.MESSAGE_TOO_LONG,
+        pb.ERROR_CODE_UNSPECIFIED,
+    ]
+    assert results[0].label == "Unclassified" and results[0].tier == "none"
+    assert results[3].label == "System Notification"
+
+
+def test_oversize_request_is_invalid_argument(server: tuple[str, subprocess.Popen[str]]) -> None:
+    rows = [("a", f"Backup completed successfully. {i}", "") for i in range(101)]
+    with grpc.insecure_channel(server[0]) as channel, pytest.raises(grpc.RpcError) as err:
+        pb_grpc.LogClassifierStub(channel).Classify(_request(rows), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "limit is 100" in (err.value.details() or "")
+
+
+def test_stream_and_model_info(server: tuple[str, subprocess.Popen[str]]) -> None:
+    with grpc.insecure_channel(server[0]) as channel:
+        stub = pb_grpc.LogClassifierStub(channel)
+        requests = [
+            pb.ClassifyRequest(records=[pb.LogRecord(source=s, message=m)], request_id=str(i))
+            for i, (s, m, _) in enumerate(SEED_ROWS)
+        ]
+        responses = list(stub.ClassifyStream(iter(requests), timeout=30))
+        info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
+    assert [r.request_id for r in responses] == [str(i) for i in range(len(SEED_ROWS))]
+    assert [r.results[0].label for r in responses] == [label for _, _, label in SEED_ROWS]
+    assert info.tiers == ["regex", "embedding"] and info.fallback_label == "Unclassified"
+    assert "Security Alert" in info.labels and info.max_records_per_request == 100
+    assert set(info.bundle_files_sha256) == {"classifier.npz", "training_rows.npy"}
+
+
+def test_concurrent_callers_match_sequential_and_are_batched(server: tuple[str, subprocess.Popen[str]]) -> None:
+    messages = [(f"svc{i % 3}", f"Disk usage at {i} percent on node {i % 7}") for i in range(60)]
+
+    async def main() -> tuple[list[str], list[str]]:
+        async with grpc.aio.insecure_channel(server[0]) as channel:
+            stub = pb_grpc.LogClassifierStub(channel)
+            calls = [
+                stub.Classify(pb.ClassifyRequest(records=[pb.LogRecord(source=s, message=m)]), timeout=30)
+                for s, m in messages
+            ]
+            concurrent = [r.results[0].label for r in await asyncio.gather(*calls)]
+            sequential = []
+            for s, m in messages:
+                response = await stub.Classify(
+                    pb.ClassifyRequest(records=[pb.LogRecord(source=s, message=m)]), timeout=30
+                )
+                sequential.append(response.results[0].label)
+            return concurrent, sequential
+
+    concurrent, sequential = asyncio.run(main())
+    assert concurrent == sequential
+
+
+def test_stubs_are_fresh(tmp_path: Path) -> None:
+    generate(tmp_path)
+    for produced in sorted(tmp_path.rglob("*_pb2*.py*")):
+        committed = ROOT / "sidecar" / "api" / produced.relative_to(tmp_path)
+        assert committed.read_text() == produced.read_text(), f"{committed} is stale: run `make proto`"
+
+
+def test_sigterm_drains_in_flight_requests() -> None:
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sidecar.cli", "serve", "--listen", address],
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_serving(address, proc)
+
+    async def main() -> list[int]:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = pb_grpc.LogClassifierStub(channel)
+            # Novel messages so the embedding tier has real work in flight when SIGTERM lands.
+            calls = [
+                stub.Classify(
+                    pb.ClassifyRequest(
+                        records=[pb.LogRecord(source="s", message=f"Novel event kind {i} {w}") for w in range(40)]
+                    ),
+                    timeout=60,
+                )
+                for i in range(10)
+            ]
+            tasks = [asyncio.ensure_future(c) for c in calls]
+            await asyncio.sleep(0.2)
+            proc.send_signal(signal.SIGTERM)
+            responses = await asyncio.gather(*tasks)
+            return [len(r.results) for r in responses]
+
+    sizes = asyncio.run(main())
+    assert sizes == [40] * 10
+    assert proc.wait(timeout=60) == 0
