@@ -27,11 +27,18 @@ def _load_config(args: argparse.Namespace, **sections: dict[str, Any]) -> config
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from sidecar.csv_classify import classify_csv
-    from sidecar.pipeline import build_router
+    from sidecar.csv_classify import BatchClassifier, classify_csv
 
     cfg = _load_config(args)
-    router = build_router(cfg)
+    router: BatchClassifier
+    if args.server:
+        from sidecar.client import ClassifierClient
+
+        router = ClassifierClient(args.server, batch_size=min(args.chunk_rows, 1000))
+    else:
+        from sidecar.pipeline import build_router
+
+        router = build_router(cfg)
     progress = args.progress if args.progress is not None else args.output is not None and args.output != "-"
     summary = classify_csv(
         args.input,
@@ -116,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output CSV ('-' for stdout); without it a table is printed")
     p.add_argument("--chunk-rows", type=int, default=2048, help="rows per batch (memory stays constant)")
     p.add_argument("--encoding", default="utf-8", help="input text encoding (default utf-8)")
+    p.add_argument(
+        "--server", metavar="ADDR", help="classify through a running sidecar (host:port) instead of in-process"
+    )
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar on stderr")
     _common(p)
     p.set_defaults(func=cmd_classify)

@@ -13,15 +13,21 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO, Protocol, TextIO
 
 from tqdm import tqdm
 
 from sidecar.decision import Decision, LogRecord
-from sidecar.router import Router
+
+
+class BatchClassifier(Protocol):
+    """The router in-process, or a client of a remote sidecar."""
+
+    def classify(self, records: Sequence[LogRecord]) -> list[Decision]: ...
+
 
 INPUT_COLUMNS = ("source", "log_message")
 OUTPUT_COLUMNS = ("target_label", "tier", "confidence", "error")
@@ -111,7 +117,7 @@ class _TableWriter:
 def classify_csv(
     in_path: str | Path,
     out: str | Path | None,
-    router: Router,
+    router: BatchClassifier,
     *,
     chunk_rows: int = 2048,
     encoding: str = "utf-8",
@@ -181,7 +187,8 @@ def classify_csv(
             elif sink is not None:
                 sink.flush()
     summary.seconds = time.monotonic() - started
-    summary.cache_hit_ratio = router.stats.cache_hit_ratio
+    stats = getattr(router, "stats", None)  # a remote sidecar reports its own in metrics
+    summary.cache_hit_ratio = stats.cache_hit_ratio if stats is not None else 0.0
     return summary
 
 

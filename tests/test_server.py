@@ -200,3 +200,38 @@ def test_sigterm_drains_in_flight_requests() -> None:
     sizes = asyncio.run(main())
     assert sizes == [40] * 10
     assert proc.wait(timeout=60) == 0
+
+
+def test_sync_and_async_clients(server: tuple[str, subprocess.Popen[str]]) -> None:
+    from sidecar.client import AsyncClassifierClient, ClassifierClient, records_from
+
+    records = records_from((s, m) for s, m, _ in SEED_ROWS) * 30  # 150 records: two requests of 100
+    with ClassifierClient(server[0], batch_size=100) as client:
+        decisions = client.classify(records)
+        assert client.model_info().fallback_label == "Unclassified"
+    assert [d.label for d in decisions] == [label for _, _, label in SEED_ROWS] * 30
+
+    async def main() -> list[str]:
+        async with AsyncClassifierClient(server[0], batch_size=7) as client:
+            return [d.label for d in await client.classify(records)]
+
+    assert asyncio.run(main()) == [d.label for d in decisions]
+
+
+def test_unavailable_server_fails_after_retries() -> None:
+    from sidecar.client import ClassifierClient, records_from
+
+    client = ClassifierClient(f"127.0.0.1:{_free_port()}", timeout=0.5, retries=2, backoff=0.01)
+    with client, pytest.raises(grpc.RpcError) as err:
+        client.classify(records_from([("a", "b")]))
+    assert err.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def test_classify_csv_through_the_server(server: tuple[str, subprocess.Popen[str]], tmp_path: Path) -> None:
+    from tests.conftest import SEED_TEST_CSV, run_cli
+
+    out = tmp_path / "out.csv"
+    result = run_cli("classify", str(SEED_TEST_CSV), "-o", str(out), "--server", server[0], "--no-progress")
+    assert result.returncode == 0, result.stderr
+    lines = out.read_text().splitlines()
+    assert len(lines) == 11 and ",User Action,regex," in lines[2]
