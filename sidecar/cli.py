@@ -93,7 +93,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.print_config:
         import yaml
 
-        print(yaml.safe_dump(cfg, sort_keys=False), end="")
+        print(yaml.safe_dump(config_mod.redacted(cfg), sort_keys=False), end="")
         return 0
     from sidecar.server.app import run
 
@@ -103,7 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
-    print(yaml.safe_dump(_load_config(args), sort_keys=False), end="")
+    print(yaml.safe_dump(config_mod.redacted(_load_config(args)), sort_keys=False), end="")
     return 0
 
 

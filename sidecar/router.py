@@ -19,8 +19,9 @@ bulk of real log volume, skip masking altogether.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sidecar.cache import LruCache
@@ -88,6 +89,8 @@ class Router:
         self.template_cache: LruCache[Decision] = LruCache(cache_size)
         self.exact_cache: LruCache[Decision] = LruCache(exact_cache_size)
         self.stats = RouterStats()
+        # Called after each model-tier call with (tier name, records, seconds): metrics hook.
+        self.on_tier_call: Callable[[str, int, float], None] | None = None
 
     @property
     def tiers_enabled(self) -> list[str]:
@@ -186,7 +189,10 @@ class Router:
                 continue
             reps = [records[pending[k][0]] for k in ready]
             self.stats.tier_calls[tier.name] += len(reps)
+            started = time.perf_counter()
             verdicts = tier.decide(reps)
+            if self.on_tier_call is not None:
+                self.on_tier_call(tier.name, len(reps), time.perf_counter() - started)
             if len(verdicts) != len(reps):
                 raise RuntimeError(f"tier {tier.name} returned {len(verdicts)} verdicts for {len(reps)} records")
             for key, verdict in zip(ready, verdicts, strict=True):

@@ -116,3 +116,12 @@ def manifest_version(path: Path) -> str:
     import hashlib
 
     return hashlib.sha256((path / "manifest.json").read_bytes()).hexdigest()[:12]
+
+
+def test_serve_print_config_redacts_the_token() -> None:
+    result = run_cli(
+        "serve", "--print-config", "--listen", "127.0.0.1:6000", env={"LOGCLASS_SERVER__AUTH__TOKEN": "hunter2"}
+    )
+    assert result.returncode == 0, result.stderr
+    assert "hunter2" not in result.stdout and "<redacted>" in result.stdout
+    assert "listen: 127.0.0.1:6000" in result.stdout

@@ -21,6 +21,9 @@ from sidecar.api.logclass.v1 import classifier_pb2 as pb
 from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
 from tests.conftest import ROOT
 
+METRICS_PORT = 0  # set by the fixture
+
+
 SEED_ROWS = [
     ("ModernCRM", "IP 192.168.133.114 blocked due to potential attack", "Security Alert"),
     ("BillingSystem", "User 12345 logged in.", "User Action"),
@@ -54,9 +57,16 @@ def _wait_serving(address: str, proc: subprocess.Popen[str], timeout: float = 12
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    global METRICS_PORT
+    METRICS_PORT = _free_port()
     port = _free_port()
     address = f"127.0.0.1:{port}"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LOGCLASS_SERVER__MAX_RECORDS_PER_REQUEST": "100"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "LOGCLASS_SERVER__MAX_RECORDS_PER_REQUEST": "100",
+        "LOGCLASS_SERVER__METRICS_LISTEN": f"127.0.0.1:{METRICS_PORT}",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "sidecar.cli", "serve", "--listen", address],
         cwd=ROOT,
@@ -156,6 +166,33 @@ def test_concurrent_callers_match_sequential_and_are_batched(server: tuple[str, 
 
     concurrent, sequential = asyncio.run(main())
     assert concurrent == sequential
+    # The micro-batcher merged concurrent requests: some batch held more than one record.
+    metrics = _scrape()
+    single = metrics['logclass_batch_records_bucket{le="1.0"}']
+    assert metrics["logclass_batch_records_count"] > single, metrics
+
+
+def _scrape() -> dict[str, float]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def test_metrics_are_exported(server: tuple[str, subprocess.Popen[str]]) -> None:
+    with grpc.insecure_channel(server[0]) as channel:
+        pb_grpc.LogClassifierStub(channel).Classify(_request(SEED_ROWS), timeout=30)
+    metrics = _scrape()
+    assert metrics['logclass_records_total{label="User Action",tier="regex"}'] >= 1
+    assert metrics['logclass_request_seconds_count{method="Classify"}'] >= 1
+    assert metrics['logclass_tier_records_total{tier="embedding"}'] >= 1
+    assert "logclass_queue_records" in metrics and "logclass_cache_hit_ratio" in metrics
 
 
 def test_stubs_are_fresh(tmp_path: Path) -> None:

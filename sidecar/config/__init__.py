@@ -137,3 +137,12 @@ def load(
         config = _merge(config, overrides)
     validate(config)
     return config
+
+
+def redacted(config: Config) -> Config:
+    """A copy safe to print or log: secrets replaced by a marker."""
+    out = copy.deepcopy(config)
+    auth = out.get("server", {}).get("auth") or {}
+    if auth.get("token"):
+        auth["token"] = "<redacted>"
+    return out

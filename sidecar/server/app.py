@@ -17,6 +17,8 @@ from sidecar.bundle import load_bundle
 from sidecar.decision import LogRecord
 from sidecar.pipeline import build_router, bundle_path
 from sidecar.server.batcher import MicroBatcher
+from sidecar.server.metrics import Metrics, serve_metrics
+from sidecar.server.security import BearerTokenInterceptor, load_token, server_credentials
 from sidecar.server.service import LogClassifierService, build_model_info
 
 log = logging.getLogger("logclass.server")
@@ -45,8 +47,12 @@ async def serve(cfg: config_mod.Config, ready: asyncio.Event | None = None) -> N
         ("grpc.max_receive_message_length", server_cfg["max_request_bytes"]),
         ("grpc.max_send_message_length", server_cfg["max_request_bytes"] * 2),
     ]
-    server = grpc.aio.server(options=options)
-    service = LogClassifierService(server_cfg["max_records_per_request"])
+    token = load_token(server_cfg.get("auth") or {})
+    credentials = server_credentials(server_cfg.get("tls") or {})
+    interceptors = [BearerTokenInterceptor(token)] if token else []
+    server = grpc.aio.server(options=options, interceptors=interceptors)
+    metrics = Metrics()
+    service = LogClassifierService(server_cfg["max_records_per_request"], metrics)
     pb_grpc.add_LogClassifierServicer_to_server(service, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -57,12 +63,23 @@ async def serve(cfg: config_mod.Config, ready: asyncio.Event | None = None) -> N
     )
     for address in _addresses(cfg):
         try:
-            server.add_insecure_port(address)
+            if credentials is not None:
+                server.add_secure_port(address, credentials)
+            else:
+                server.add_insecure_port(address)
         except RuntimeError as exc:
             raise ServeError(f"cannot listen on {address}: {exc}; is another server using it?") from exc
     # Listen first, so probes see NOT_SERVING (not a refused connection) while models load.
     await server.start()
-    log.info("listening on %s; loading models", ", ".join(_addresses(cfg)))
+    if server_cfg.get("metrics_listen"):
+        serve_metrics(metrics, server_cfg["metrics_listen"])
+    log.info(
+        "listening on %s (tls %s, token %s, metrics %s); loading models",
+        ", ".join(_addresses(cfg)),
+        "mutual" if (server_cfg.get("tls") or {}).get("client_ca_file") else "on" if credentials else "off",
+        "required" if token else "off",
+        server_cfg.get("metrics_listen") or "off",
+    )
 
     loop = asyncio.get_running_loop()
     bundle = load_bundle(bundle_path(cfg)) if "embedding" in cfg["router"]["tiers"] else None
@@ -73,6 +90,10 @@ async def serve(cfg: config_mod.Config, ready: asyncio.Event | None = None) -> N
         max_wait_ms=server_cfg["batch"]["max_wait_ms"],
         max_queue_records=server_cfg["max_queue_records"],
     )
+    router.on_tier_call = metrics.observe_tier
+    batcher.on_batch = metrics.batch_records.observe
+    metrics.queue_records.set_function(lambda: batcher.queued_records)
+    metrics.cache_hit_ratio.set_function(lambda: router.stats.cache_hit_ratio)
     batcher.start()
     # Warm-up: the first encode pays one-off costs; no caller should.
     await batcher.classify([LogRecord("logclass-warmup", "logclass warm-up message 1")])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -49,6 +49,8 @@ class MicroBatcher:
         self._queued_records = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="router")
         self._worker: asyncio.Task[None] | None = None
+        # Called with the record count of every batch the router ran (metrics hook).
+        self.on_batch: Callable[[int], None] | None = None
 
     @property
     def queued_records(self) -> int:
@@ -127,6 +129,8 @@ class MicroBatcher:
                 continue
             self.stats.batches += 1
             self.stats.batch_sizes.append(len(merged))
+            if self.on_batch is not None:
+                self.on_batch(len(merged))
             if len(self.stats.batch_sizes) > 10_000:
                 del self.stats.batch_sizes[:5_000]
             offset = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
 from sidecar.decision import Decision, LogRecord
 from sidecar.router import ERROR_EMPTY, ERROR_TOO_LONG, ERROR_UTF8, Router
 from sidecar.server.batcher import MicroBatcher, QueueFullError
+from sidecar.server.metrics import Metrics
 
 _ERROR_CODES = {
     "": pb.ERROR_CODE_UNSPECIFIED,
@@ -47,8 +49,9 @@ class LogClassifierService(pb_grpc.LogClassifierServicer):
     """Registered before the server starts (gRPC needs that); answers UNAVAILABLE until
     ``attach`` hands it the loaded pipeline."""
 
-    def __init__(self, max_records: int) -> None:
+    def __init__(self, max_records: int, metrics: Metrics) -> None:
         self.max_records = max_records
+        self.metrics = metrics
         self.router: Router | None = None
         self.batcher: MicroBatcher | None = None
         self.model_info: Any = None
@@ -62,33 +65,45 @@ class LogClassifierService(pb_grpc.LogClassifierServicer):
         assert self.batcher is not None
         return self.batcher
 
-    async def _classify(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    async def _abort(self, context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, message: str) -> None:
+        self.metrics.errors.labels(code.name.lower()).inc()
+        await context.abort(code, message)
+
+    async def _classify(self, request: Any, context: grpc.aio.ServicerContext[Any, Any], method: str) -> Any:
+        started = time.perf_counter()
         batcher = await self._ready(context)
         records: Sequence[Any] = request.records
+        self.metrics.request_records.observe(len(records))
         if len(records) > self.max_records:
-            await context.abort(
+            await self._abort(
+                context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"{len(records)} records in one request; the limit is {self.max_records}: split the batch",
             )
         try:
             decisions = await batcher.classify([to_record(r) for r in records], context.time_remaining())
         except QueueFullError as exc:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            await self._abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except TimeoutError:
-            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the records were classified")
-        return pb.ClassifyResponse(
+            await self._abort(
+                context, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the records were classified"
+            )
+        self.metrics.observe_decisions(decisions)
+        response = pb.ClassifyResponse(
             results=[to_result(r.id, d) for r, d in zip(records, decisions, strict=True)],
             request_id=request.request_id,
         )
+        self.metrics.request_seconds.labels(method).observe(time.perf_counter() - started)
+        return response
 
     async def Classify(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        return await self._classify(request, context)
+        return await self._classify(request, context, "Classify")
 
     async def ClassifyStream(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
         async for request in request_iterator:
-            yield await self._classify(request, context)
+            yield await self._classify(request, context, "ClassifyStream")
 
     async def GetModelInfo(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await self._ready(context)

@@ -1,0 +1,51 @@
+"""Prometheus metrics for the sidecar, served on their own port (prometheus-client)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from sidecar.decision import Decision
+
+# Latency buckets from 0.5 ms (a warm cache hit) to 30 s (a cold LLM call).
+_LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.records = Counter("logclass_records", "Records classified", ["tier", "label"], registry=r)
+        self.errors = Counter("logclass_errors", "Records or requests that failed, by kind", ["kind"], registry=r)
+        self.request_seconds = Histogram(
+            "logclass_request_seconds", "gRPC request latency", ["method"], buckets=_LATENCY, registry=r
+        )
+        self.request_records = Histogram("logclass_request_records", "Records per request", buckets=_SIZES, registry=r)
+        self.tier_seconds = Histogram(
+            "logclass_tier_seconds", "Time a tier spends on one call", ["tier"], buckets=_LATENCY, registry=r
+        )
+        self.tier_records = Counter("logclass_tier_records", "Records sent to a model tier", ["tier"], registry=r)
+        self.batch_records = Histogram(
+            "logclass_batch_records", "Records per micro-batch (merged requests)", buckets=_SIZES, registry=r
+        )
+        self.queue_records = Gauge("logclass_queue_records", "Records waiting in the micro-batcher", registry=r)
+        self.cache_hits = Counter("logclass_cache_hits", "Records answered by a cache", ["cache"], registry=r)
+        self.cache_misses = Counter("logclass_cache_misses", "Templates decided by the model tiers", registry=r)
+        self.cache_hit_ratio = Gauge("logclass_cache_hit_ratio", "Share of records answered by the caches", registry=r)
+
+    def observe_decisions(self, decisions: Sequence[Decision]) -> None:
+        for d in decisions:
+            self.records.labels(d.tier, d.label).inc()
+            if d.error:
+                self.errors.labels(d.error).inc()
+
+    def observe_tier(self, tier: str, records: int, seconds: float) -> None:
+        self.tier_seconds.labels(tier).observe(seconds)
+        self.tier_records.labels(tier).inc(records)
+
+
+def serve_metrics(metrics: Metrics, listen: str) -> None:
+    host, _, port = listen.rpartition(":")
+    start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0", registry=metrics.registry)

@@ -1,0 +1,90 @@
+"""Transport security and caller authentication for the sidecar."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+# Kubelet probes and load balancers check health without credentials.
+_OPEN_METHODS = ("/grpc.health.v1.Health/",)
+
+
+class SecurityConfigError(ValueError):
+    pass
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise SecurityConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
+
+
+def server_credentials(tls: dict[str, Any]) -> grpc.ServerCredentials | None:
+    cert, key, client_ca = tls.get("cert_file"), tls.get("key_file"), tls.get("client_ca_file")
+    if not cert and not key:
+        if client_ca:
+            raise SecurityConfigError("server.tls.client_ca_file needs server.tls.cert_file and key_file too")
+        return None
+    if not (cert and key):
+        raise SecurityConfigError("server.tls needs both cert_file and key_file")
+    root = _read(client_ca, "server.tls.client_ca_file") if client_ca else None
+    return grpc.ssl_server_credentials(
+        [(_read(key, "server.tls.key_file"), _read(cert, "server.tls.cert_file"))],
+        root_certificates=root,
+        require_client_auth=root is not None,
+    )
+
+
+def load_token(auth: dict[str, Any]) -> str | None:
+    token, token_file = auth.get("token"), auth.get("token_file")
+    if token and token_file:
+        raise SecurityConfigError("set server.auth.token or server.auth.token_file, not both")
+    if token_file:
+        token = _read(token_file, "server.auth.token_file").decode("utf-8").strip()
+        if not token:
+            raise SecurityConfigError(f"server.auth.token_file {token_file} is empty")
+    return str(token) if token else None
+
+
+def _denied(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    async def abort(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token (metadata authorization)")
+
+    kwargs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(abort, **kwargs)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(abort, **kwargs)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(abort, **kwargs)
+    return grpc.stream_stream_rpc_method_handler(abort, **kwargs)
+
+
+class BearerTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Requires ``authorization: Bearer <token>`` on every call except health checks."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(_OPEN_METHODS):
+            return handler
+        metadata = dict(details.invocation_metadata or ())
+        given = metadata.get("authorization", "")
+        given_bytes = given.encode() if isinstance(given, str) else bytes(given)
+        if hmac.compare_digest(given_bytes, self._expected):
+            return handler
+        return _denied(handler)
