@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from collections.abc import Sequence
@@ -38,14 +37,10 @@ def default_model_path() -> Path:
 
 def weights_sha256(model_path: Path) -> str:
     """Hash of the weights file, so a bundle can refuse an encoder it was not trained with."""
+    from sidecar.bundle import sha256_file
+
     weights = model_path / "model.safetensors"
-    if not weights.is_file():
-        return ""
-    digest = hashlib.sha256()
-    with weights.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(weights) if weights.is_file() else ""
 
 
 def resolve_device(device: str) -> str:

@@ -39,20 +39,41 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_serving(address: str, proc: subprocess.Popen[str], timeout: float = 120) -> None:
-    channel = grpc.insecure_channel(address)
-    stub = health_pb2_grpc.HealthStub(channel)
+def _wait_serving(
+    address: str, proc: subprocess.Popen[str], creds: grpc.ChannelCredentials | None = None, timeout: float = 120
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        channel = grpc.secure_channel(address, creds) if creds else grpc.insecure_channel(address)
         try:
-            status = stub.Check(health_pb2.HealthCheckRequest(service="logclass.v1.LogClassifier"), timeout=2).status
-            if status == health_pb2.HealthCheckResponse.SERVING:
-                return
+            with channel:
+                request = health_pb2.HealthCheckRequest(service="logclass.v1.LogClassifier")
+                if health_pb2_grpc.HealthStub(channel).Check(request, timeout=2).status == SERVING:
+                    return
         except grpc.RpcError:
             pass
         time.sleep(0.3)
     raise TimeoutError("server did not become SERVING")
+
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+def start_server(
+    address: str, env: dict[str, str] | None = None, creds: grpc.ChannelCredentials | None = None
+) -> subprocess.Popen[str]:
+    """`logclass serve` in a child process, returned once its health check says SERVING."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sidecar.cli", "serve", "--listen", address],
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_serving(address, proc, creds)
+    return proc
 
 
 @pytest.fixture(scope="module")
@@ -62,21 +83,11 @@ def server() -> Iterator[tuple[str, subprocess.Popen[str]]]:
     port = _free_port()
     address = f"127.0.0.1:{port}"
     env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
         "LOGCLASS_SERVER__MAX_RECORDS_PER_REQUEST": "100",
         "LOGCLASS_SERVER__METRICS_LISTEN": f"127.0.0.1:{METRICS_PORT}",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sidecar.cli", "serve", "--listen", address],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_server(address, env)
     try:
-        _wait_serving(address, proc)
         yield address, proc
     finally:
         if proc.poll() is None:
@@ -205,15 +216,7 @@ def test_stubs_are_fresh(tmp_path: Path) -> None:
 def test_sigterm_drains_in_flight_requests() -> None:
     port = _free_port()
     address = f"127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sidecar.cli", "serve", "--listen", address],
-        cwd=ROOT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    _wait_serving(address, proc)
+    proc = start_server(address)
 
     async def main() -> list[int]:
         async with grpc.aio.insecure_channel(address) as channel:

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sidecar.api.logclass.v1 import classifier_pb2 as pb
 from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
-from tests.conftest import ROOT
-from tests.test_server import _free_port
+from tests.test_server import _free_port, start_server
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -87,42 +83,14 @@ def secure_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
     (d / "token").write_text(TOKEN + "\n")
     address = f"127.0.0.1:{_free_port()}"
     env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
         "LOGCLASS_SERVER__TLS__CERT_FILE": str(d / "server.pem"),
         "LOGCLASS_SERVER__TLS__KEY_FILE": str(d / "server.key"),
         "LOGCLASS_SERVER__TLS__CLIENT_CA_FILE": str(d / "ca.pem"),
         "LOGCLASS_SERVER__AUTH__TOKEN_FILE": str(d / "token"),
         "LOGCLASS_SERVER__METRICS_LISTEN": "null",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sidecar.cli", "serve", "--listen", address],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    creds = _creds(d, client_cert=True)
+    proc = start_server(address, env, _creds(d, client_cert=True))
     try:
-        import time
-
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            try:
-                with grpc.secure_channel(address, creds) as channel:
-                    status = (
-                        health_pb2_grpc.HealthStub(channel)
-                        .Check(health_pb2.HealthCheckRequest(service="logclass.v1.LogClassifier"), timeout=2)
-                        .status
-                    )
-                if status == health_pb2.HealthCheckResponse.SERVING:
-                    break
-            except grpc.RpcError:
-                pass
-            assert time.monotonic() < deadline, "secure server did not start"
-            time.sleep(0.3)
         yield address, d
     finally:
         proc.send_signal(signal.SIGTERM)

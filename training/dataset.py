@@ -24,14 +24,6 @@ class LabelledRow:
     label: str
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_labelled_csv(path: str | Path) -> list[LabelledRow]:
     path = Path(path)
     try:

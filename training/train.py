@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 
 from sidecar import config as config_mod
-from sidecar.bundle import ModelBundle, write_bundle
+from sidecar.bundle import ModelBundle, sha256_file, write_bundle
 from sidecar.decision import LogRecord
 from sidecar.encoder import MODEL_NAME, Encoder, weights_sha256
 from sidecar.pipeline import build_encoder, build_regex_tier
-from training.dataset import LabelledRow, file_sha256, load_labelled_csv, row_hashes
+from training.dataset import LabelledRow, load_labelled_csv, row_hashes
 from training.report import format_class_report
 
 DEFAULT_CS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
@@ -203,7 +203,7 @@ def train(
         "thresholds": {"min_confidence": cfg["embedding"]["min_confidence"]},
         "training": {
             "data_file": data.name,
-            "data_sha256": file_sha256(data),
+            "data_sha256": sha256_file(data),
             "rows_total": len(rows),
             "rows_used": len(used),
             "excluded": selection.excluded,
