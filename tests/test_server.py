@@ -275,3 +275,36 @@ def test_classify_csv_through_the_server(server: tuple[str, subprocess.Popen[str
     assert result.returncode == 0, result.stderr
     lines = out.read_text().splitlines()
     assert len(lines) == 11 and ",User Action,regex," in lines[2]
+
+
+NODE_CLIENT = ROOT / "tests" / "interop" / "node"
+
+
+def test_node_grpc_js_client_interoperates(server: tuple[str, subprocess.Popen[str]]) -> None:
+    """An independent client: grpc-js in Node.js, proto loaded at run time."""
+    import json
+    import shutil
+
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("Node.js is not installed here (the independent grpc-js client needs node and npm)")
+    if not (NODE_CLIENT / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE_CLIENT, check=True, timeout=300
+        )
+    records = [{"source": s, "message": m, "id": f"n{i}"} for i, (s, m, _) in enumerate(SEED_ROWS)]
+    result = subprocess.run(
+        [node, "client.js", server[0], json.dumps(records)],
+        cwd=NODE_CLIENT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    results = out["response"]["results"]
+    assert [r["id"] for r in results] == [f"n{i}" for i in range(len(SEED_ROWS))]
+    assert [r["label"] for r in results] == [label for _, _, label in SEED_ROWS]
+    assert results[1]["error"] == "ERROR_CODE_UNSPECIFIED" and out["response"]["request_id"] == "node-1"
+    assert out["info"]["fallback_label"] == "Unclassified"
