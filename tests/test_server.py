@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -83,6 +84,7 @@ def server() -> Iterator[tuple[str, subprocess.Popen[str]]]:
     port = _free_port()
     address = f"127.0.0.1:{port}"
     env = {
+        "LOGCLASS_SERVER__LOG_FORMAT": "json",
         "LOGCLASS_SERVER__MAX_RECORDS_PER_REQUEST": "100",
         "LOGCLASS_SERVER__METRICS_LISTEN": f"127.0.0.1:{METRICS_PORT}",
     }
@@ -92,7 +94,10 @@ def server() -> Iterator[tuple[str, subprocess.Popen[str]]]:
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
+            _, err = proc.communicate(timeout=30)
+            assert proc.returncode == 0, err
+            lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+            assert any("serving model default@" in line["message"] for line in lines), err
 
 
 def _request(rows: list[tuple[str, str, str]]) -> pb.ClassifyRequest:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 
@@ -104,7 +105,16 @@ async def serve(cfg: config_mod.Config, ready: asyncio.Event | None = None) -> N
     service.attach(router, batcher, build_model_info(router, cfg, files, device))
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving model %s, tiers %s", router.model_version, router.tiers_enabled)
+    log.info(
+        "serving model %s on %s; tiers %s; fallback %r; batch %s records / %s ms; cache %s templates",
+        router.model_version,
+        device or "no encoder",
+        router.tiers_enabled,
+        router.fallback_label,
+        server_cfg["batch"]["max_records"],
+        server_cfg["batch"]["max_wait_ms"],
+        cfg["templates"]["cache_size"],
+    )
     if ready is not None:
         ready.set()
 
@@ -119,7 +129,31 @@ async def serve(cfg: config_mod.Config, ready: asyncio.Event | None = None) -> N
     log.info("stopped")
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log pipelines that parse their own sidecar's logs."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(log_format: str) -> None:
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+
+
 def run(cfg: config_mod.Config) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(cfg["server"]["log_format"])
     asyncio.run(serve(cfg))
     return 0
