@@ -313,3 +313,54 @@ def test_node_grpc_js_client_interoperates(server: tuple[str, subprocess.Popen[s
     assert [r["label"] for r in results] == [label for _, _, label in SEED_ROWS]
     assert results[1]["error"] == "ERROR_CODE_UNSPECIFIED" and out["response"]["request_id"] == "node-1"
     assert out["info"]["fallback_label"] == "Unclassified"
+
+
+def test_full_queue_is_resource_exhausted_and_expired_work_is_dropped() -> None:
+    address, metrics_port = f"127.0.0.1:{_free_port()}", _free_port()
+    proc = start_server(
+        address,
+        {"LOGCLASS_SERVER__MAX_QUEUE_RECORDS": "150", "LOGCLASS_SERVER__METRICS_LISTEN": f"127.0.0.1:{metrics_port}"},
+    )
+
+    def novel(tag: str, n: int = 100) -> pb.ClassifyRequest:
+        # Unseen templates: each batch costs the embedding tier about a second on 2 cores.
+        words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
+        return pb.ClassifyRequest(
+            records=[
+                pb.LogRecord(source=tag, message=f"{tag} {words[i % 10]} {words[i // 10]} subsystem reported oddity")
+                for i in range(n)
+            ]
+        )
+
+    async def main() -> tuple[list[object], object]:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = pb_grpc.LogClassifierStub(channel)
+            busy = [asyncio.ensure_future(stub.Classify(novel(f"q{i}"), timeout=60)) for i in range(4)]
+            await asyncio.sleep(0.05)
+            # Queued behind seconds of work with a 100 ms budget: it must expire, not run.
+            late = asyncio.ensure_future(stub.Classify(novel("late", 1), timeout=0.1))
+            results = await asyncio.gather(*busy, return_exceptions=True)
+            late_result = (await asyncio.gather(late, return_exceptions=True))[0]
+            return list(results), late_result
+
+    try:
+        results, late = asyncio.run(main())
+        exhausted = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+        served = [r for r in results if not isinstance(r, BaseException)]
+        assert exhausted and all(e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for e in exhausted)
+        assert served and all(len(r.results) == 100 for r in served)  # type: ignore[attr-defined]
+        assert isinstance(late, grpc.aio.AioRpcError) and late.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        import urllib.request
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the drop is counted when the batcher reaches the job
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+                text = response.read().decode()
+            if "logclass_dropped_records_total 1.0" in text:
+                break
+            time.sleep(0.2)
+        assert "logclass_dropped_records_total 1.0" in text
+        assert 'logclass_errors_total{kind="resource_exhausted"}' in text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)

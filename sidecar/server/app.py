@@ -93,6 +93,7 @@ async def serve(cfg: config_mod.Config, ready: asyncio.Event | None = None) -> N
     )
     router.on_tier_call = metrics.observe_tier
     batcher.on_batch = metrics.batch_records.observe
+    batcher.on_drop = metrics.dropped_records.inc
     metrics.queue_records.set_function(lambda: batcher.queued_records)
     metrics.cache_hit_ratio.set_function(lambda: router.stats.cache_hit_ratio)
     batcher.start()

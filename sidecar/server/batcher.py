@@ -51,6 +51,8 @@ class MicroBatcher:
         self._worker: asyncio.Task[None] | None = None
         # Called with the record count of every batch the router ran (metrics hook).
         self.on_batch: Callable[[int], None] | None = None
+        # Called with the record count of every job dropped unrun: caller gone or deadline passed.
+        self.on_drop: Callable[[int], None] | None = None
 
     @property
     def queued_records(self) -> int:
@@ -109,12 +111,15 @@ class MicroBatcher:
             now = time.monotonic()
             live = []
             for job in jobs:
-                if job.future.done():  # the caller went away (cancelled)
-                    continue
-                if job.deadline is not None and job.deadline <= now:
-                    # Nobody is waiting for this answer: do not spend the model on it.
+                expired = job.deadline is not None and job.deadline <= now
+                if job.future.done() or expired:
+                    # Nobody is waiting for this answer (cancelled, or past its deadline): do not
+                    # spend the model on it.
                     self.stats.dropped_expired += 1
-                    job.future.set_exception(TimeoutError("deadline passed before the work started"))
+                    if not job.future.done():
+                        job.future.set_exception(TimeoutError("deadline passed before the work started"))
+                    if self.on_drop is not None:
+                        self.on_drop(len(job.records))
                     continue
                 live.append(job)
             if not live:

@@ -30,6 +30,11 @@ class Metrics:
         self.batch_records = Histogram(
             "logclass_batch_records", "Records per micro-batch (merged requests)", buckets=_SIZES, registry=r
         )
+        self.dropped_records = Counter(
+            "logclass_dropped_records",
+            "Queued records not computed: the caller left or its deadline passed",
+            registry=r,
+        )
         self.queue_records = Gauge("logclass_queue_records", "Records waiting in the micro-batcher", registry=r)
         self.cache_hits = Counter("logclass_cache_hits", "Records answered by a cache", ["cache"], registry=r)
         self.cache_misses = Counter("logclass_cache_misses", "Templates decided by the model tiers", registry=r)
