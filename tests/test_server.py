@@ -239,6 +239,13 @@ def test_sigterm_drains_in_flight_requests() -> None:
             tasks = [asyncio.ensure_future(c) for c in calls]
             await asyncio.sleep(0.2)
             proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.1)
+            try:  # draining: no longer SERVING (or already refusing new calls)
+                check = health_pb2.HealthCheckRequest(service="")
+                status = (await health_pb2_grpc.HealthStub(channel).Check(check, timeout=2)).status
+                assert status != SERVING
+            except grpc.aio.AioRpcError:
+                pass
             responses = await asyncio.gather(*tasks)
             return [len(r.results) for r in responses]
 
@@ -364,3 +371,39 @@ def test_full_queue_is_resource_exhausted_and_expired_work_is_dropped() -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_health_is_not_serving_while_models_load() -> None:
+    address = f"127.0.0.1:{_free_port()}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sidecar.cli", "serve", "--listen", address],
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "LOGCLASS_SERVER__METRICS_LISTEN": "null"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: list[int] = []
+    try:
+        with grpc.insecure_channel(address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            classifier = pb_grpc.LogClassifierStub(channel)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and SERVING not in seen:
+                try:
+                    status = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status
+                except grpc.RpcError:
+                    time.sleep(0.05)  # not listening yet
+                    continue
+                if not seen or seen[-1] != status:
+                    seen.append(status)
+                if status != SERVING:
+                    # The service answers, but with UNAVAILABLE until the models are warm.
+                    with pytest.raises(grpc.RpcError) as err:
+                        classifier.GetModelInfo(pb.GetModelInfoRequest(), timeout=2)
+                    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+                time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert seen == [health_pb2.HealthCheckResponse.NOT_SERVING, SERVING]
