@@ -100,6 +100,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run(cfg)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from sidecar import loadgen
+
+    records = _bench_records(args.records)
+    sizes = [int(x) for x in args.request_sizes.split(",")]
+    print(f"{len(records):,} records (seed set + Loghub mix), {args.streams} concurrent streams, server {args.server}")
+    loadgen.run(args.server, records, sizes, args.streams)
+    return 0
+
+
+def _bench_records(limit: int) -> list[Any]:
+    import csv
+
+    from sidecar.decision import LogRecord
+    from sidecar.pipeline import PROJECT_ROOT
+
+    paths = [PROJECT_ROOT / "training" / "data" / "synthetic_logs.csv"]
+    paths += sorted((PROJECT_ROOT / "benchmarks" / "data" / "loghub").glob("*_2k.log_structured.csv"))
+    records = []
+    for path in paths:
+        if not path.is_file():
+            raise CliError(f"{path} is missing: run from a checkout of the logclass repository")
+        with path.open(encoding="utf-8", errors="replace", newline="") as fh:
+            for row in csv.DictReader(fh):
+                source = row.get("source") or path.name.split("_")[0]
+                records.append(LogRecord(source, row.get("log_message") or row.get("Content") or ""))
+    return records[:limit] if limit else records
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
@@ -157,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-config", action="store_true", help="print the effective config and exit")
     _common(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("bench", help="load-test a running sidecar with the Loghub mix")
+    p.add_argument("--server", required=True, metavar="ADDR", help="host:port of the sidecar")
+    p.add_argument("--streams", type=int, default=8, help="concurrent ClassifyStream callers")
+    p.add_argument("--request-sizes", default="1000,100", help="records per request, comma-separated")
+    p.add_argument("--records", type=int, default=0, help="replay only the first N records (0: all)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("config", help="print the effective configuration")
     _common(p)

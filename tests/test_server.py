@@ -407,3 +407,13 @@ def test_health_is_not_serving_while_models_load() -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     assert seen == [health_pb2.HealthCheckResponse.NOT_SERVING, SERVING]
+
+
+def test_bench_command_replays_through_the_server(server: tuple[str, subprocess.Popen[str]]) -> None:
+    from tests.conftest import run_cli
+
+    result = run_cli("bench", "--server", server[0], "--records", "300", "--request-sizes", "50,20", "--streams", "3")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if "rec/s" in line]
+    assert [line.split(",")[0] for line in lines] == ["cold", "warm", "warm"]
+    assert all("p99" in line for line in lines)
