@@ -65,11 +65,24 @@ async def replay(
 
     async with grpc.aio.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)]) as channel:
         stub = pb_grpc.LogClassifierStub(channel)  # type: ignore[no-untyped-call]
-        await stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=timeout, wait_for_ready=True)
+        await _wait_ready(stub, timeout)
         started = time.perf_counter()
         await asyncio.gather(*(stream_worker(stub) for _ in range(streams)))
         elapsed = time.perf_counter() - started
     return LoadResult(len(records), elapsed, latencies)
+
+
+async def _wait_ready(stub: pb_grpc.LogClassifierStub, timeout: float) -> None:
+    """Waits out a sidecar that is still loading its models (it answers UNAVAILABLE meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=timeout, wait_for_ready=True)
+            return
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
 
 
 def run(target: str, records: Sequence[LogRecord], request_sizes: Sequence[int], streams: int) -> dict[str, LoadResult]:
