@@ -87,11 +87,6 @@ class ModelBundle:
     def labels(self) -> list[str]:
         return list(self.head.labels)
 
-    @property
-    def min_confidence(self) -> float | None:
-        value = self.manifest.get("thresholds", {}).get("min_confidence")
-        return float(value) if value is not None else None
-
     def training_rows(self) -> np.ndarray:
         """Hashes of the training rows (verified at load like every listed file)."""
         if TRAINING_ROWS not in self.manifest["files"]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from sidecar import config as config_mod
 from sidecar.bundle import ModelBundle, load_bundle
@@ -77,12 +76,3 @@ def build_router(
         exact_cache_size=cfg["templates"]["exact_cache_size"],
         max_message_bytes=cfg["limits"]["max_message_bytes"],
     )
-
-
-def describe(router: Router) -> dict[str, Any]:
-    return {
-        "tiers": router.tiers_enabled,
-        "model_version": router.model_version,
-        "labels": router.labels(),
-        "fallback_label": router.fallback_label,
-    }

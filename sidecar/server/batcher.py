@@ -14,7 +14,7 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sidecar.decision import Decision, LogRecord
 from sidecar.router import Router
@@ -34,7 +34,6 @@ class _Job:
 @dataclass
 class BatcherStats:
     batches: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
     dropped_expired: int = 0
 
 
@@ -133,11 +132,8 @@ class MicroBatcher:
                         job.future.set_exception(exc)
                 continue
             self.stats.batches += 1
-            self.stats.batch_sizes.append(len(merged))
             if self.on_batch is not None:
                 self.on_batch(len(merged))
-            if len(self.stats.batch_sizes) > 10_000:
-                del self.stats.batch_sizes[:5_000]
             offset = 0
             for job in live:
                 n = len(job.records)
