@@ -205,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sidecar.csv_classify import CsvInputError
     from sidecar.encoder import EncoderError
     from sidecar.masking import MaskError
-    from sidecar.server.app import ServeError
+    from sidecar.server import ServeError
     from sidecar.tiers.llm import LlmConfigError
     from sidecar.tiers.regex import RuleError
     from training.dataset import DatasetError

@@ -16,7 +16,8 @@ from sidecar.api.logclass.v1 import classifier_pb2 as pb
 from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
 from sidecar.bundle import load_bundle
 from sidecar.decision import LogRecord
-from sidecar.pipeline import build_router, bundle_path
+from sidecar.pipeline import build_encoder, build_router, bundle_path
+from sidecar.server import ServeError
 from sidecar.server.batcher import MicroBatcher
 from sidecar.server.metrics import Metrics, serve_metrics
 from sidecar.server.security import BearerTokenInterceptor, load_token, server_credentials
@@ -24,10 +25,6 @@ from sidecar.server.service import LogClassifierService, build_model_info
 
 log = logging.getLogger("logclass.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LogClassifier"].full_name
-
-
-class ServeError(RuntimeError):
-    pass
 
 
 def _addresses(cfg: config_mod.Config) -> list[str]:
@@ -84,7 +81,8 @@ async def serve(cfg: config_mod.Config, ready: asyncio.Event | None = None) -> N
 
     loop = asyncio.get_running_loop()
     bundle = load_bundle(bundle_path(cfg)) if "embedding" in cfg["router"]["tiers"] else None
-    router = await loop.run_in_executor(None, lambda: build_router(cfg, bundle=bundle))
+    encoder = await loop.run_in_executor(None, build_encoder, cfg) if bundle is not None else None
+    router = await loop.run_in_executor(None, lambda: build_router(cfg, bundle=bundle, encoder=encoder))
     batcher = MicroBatcher(
         router,
         max_batch_records=server_cfg["batch"]["max_records"],
@@ -101,7 +99,7 @@ async def serve(cfg: config_mod.Config, ready: asyncio.Event | None = None) -> N
     await batcher.classify([LogRecord("logclass-warmup", "logclass warm-up message 1")])
     router.template_cache.clear()
     router.exact_cache.clear()
-    device = next((t.encoder.device for _, t in router._model_tiers if hasattr(t, "encoder")), "")
+    device = encoder.device if encoder is not None else ""
     files = dict(bundle.manifest["files"]) if bundle is not None else {}
     service.attach(router, batcher, build_model_info(router, cfg, files, device))
     for name in ("", SERVICE_NAME):
