@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run test lint model bench proto clean
+.PHONY: install run test lint model bench bench-server proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,9 +18,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## make run: classify the bundled sample with the embedded defaults and print the table
+## make run: start the sidecar on the embedded defaults (127.0.0.1:50051); Ctrl-C drains and stops it
 run: $(STAMP)
-	$(BIN)/logclass classify training/data/seed_test.csv
+	$(BIN)/logclass serve
 
 ## make test: lint, type-check and run the whole suite (pytest's "no tests" exit 5 is a failure)
 test: $(STAMP) lint
@@ -34,6 +34,10 @@ lint: $(STAMP)
 ## make model: retrain models/default from the seed set
 model: $(STAMP)
 	$(BIN)/logclass train training/data/synthetic_logs.csv --out models/default --name default
+
+## make bench-server: the gRPC sidecar against the in-process pipeline, in the same run
+bench-server: $(STAMP)
+	$(BIN)/python benchmarks/bench_server.py
 
 ## make proto: regenerate the Python gRPC stubs from proto/ (a test fails when they are stale)
 proto: $(STAMP)

@@ -148,7 +148,8 @@ def machine(encoder: Encoder) -> dict[str, Any]:
 
 def measure(baseline_sample: int, raw_sample: int, seed: int) -> dict[str, Any]:
     stage("loading model, bundle and data (not timed)")
-    cfg = config.load(environ={})
+    # LOGCLASS_* variables apply (embedding.device, model_path), as they do for the server.
+    cfg = config.load()
     bundle = load_bundle(DEFAULT_BUNDLE)
     encoder = build_encoder(cfg)
     groups = load_groups()

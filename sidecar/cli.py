@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -103,30 +104,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from sidecar import loadgen
 
-    records = _bench_records(args.records)
+    try:
+        records = loadgen.bench_records(args.records)
+    except FileNotFoundError as exc:
+        raise CliError(str(exc)) from exc
     sizes = [int(x) for x in args.request_sizes.split(",")]
     print(f"{len(records):,} records (seed set + Loghub mix), {args.streams} concurrent streams, server {args.server}")
     loadgen.run(args.server, records, sizes, args.streams)
     return 0
-
-
-def _bench_records(limit: int) -> list[Any]:
-    import csv
-
-    from sidecar.decision import LogRecord
-    from sidecar.pipeline import PROJECT_ROOT
-
-    paths = [PROJECT_ROOT / "training" / "data" / "synthetic_logs.csv"]
-    paths += sorted((PROJECT_ROOT / "benchmarks" / "data" / "loghub").glob("*_2k.log_structured.csv"))
-    records = []
-    for path in paths:
-        if not path.is_file():
-            raise CliError(f"{path} is missing: run from a checkout of the logclass repository")
-        with path.open(encoding="utf-8", errors="replace", newline="") as fh:
-            for row in csv.DictReader(fh):
-                source = row.get("source") or path.name.split("_")[0]
-                records.append(LogRecord(source, row.get("log_message") or row.get("Content") or ""))
-    return records[:limit] if limit else records
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -234,6 +219,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`logclass classify ... | head`): not an error. Point stdout at
+        # /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -53,6 +53,18 @@ def resolve_device(device: str) -> str:
     return device
 
 
+# Per device when embedding.batch_size is "auto". On a CPU larger batches buy nothing (the cores
+# are busy either way) and pad more; on a GPU small batches leave it idle between kernel launches:
+# 256 tripled cold throughput against 32 on an H100 (make bench-server, 2026-11-23).
+AUTO_BATCH_SIZE = {"cpu": 32, "cuda": 256}
+
+
+def resolve_batch_size(batch_size: int | str, device: str) -> int:
+    if batch_size == "auto":
+        return AUTO_BATCH_SIZE["cuda" if device.startswith("cuda") else "cpu"]
+    return int(batch_size)
+
+
 class Encoder:
     """Batched encoder. ``encode`` sorts its input by length before batching (sentence-transformers
     does this inside ``encode``), so padding is paid per length bucket, not per longest line."""
@@ -61,7 +73,7 @@ class Encoder:
         self,
         model_path: str | Path | None = None,
         device: str = "auto",
-        batch_size: int = 32,
+        batch_size: int | str = "auto",
         max_seq_length: int = 128,
     ) -> None:
         from sentence_transformers import SentenceTransformer
@@ -74,7 +86,7 @@ class Encoder:
         if not self.model_path.is_dir():
             raise EncoderError(f"embedding.model_path {self.model_path} does not exist")
         self.device = resolve_device(device)
-        self.batch_size = batch_size
+        self.batch_size = resolve_batch_size(batch_size, self.device)
         model = SentenceTransformer(str(self.model_path), device=self.device, local_files_only=True)
         model.max_seq_length = max_seq_length
         if self.device.startswith("cuda"):

@@ -7,8 +7,9 @@ latency is per request and throughput comes from concurrency, as with real shipp
 from __future__ import annotations
 
 import asyncio
+import csv
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -65,14 +66,14 @@ async def replay(
 
     async with grpc.aio.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)]) as channel:
         stub = pb_grpc.LogClassifierStub(channel)  # type: ignore[no-untyped-call]
-        await _wait_ready(stub, timeout)
+        await wait_ready(stub, timeout)
         started = time.perf_counter()
         await asyncio.gather(*(stream_worker(stub) for _ in range(streams)))
         elapsed = time.perf_counter() - started
     return LoadResult(len(records), elapsed, latencies)
 
 
-async def _wait_ready(stub: pb_grpc.LogClassifierStub, timeout: float) -> None:
+async def wait_ready(stub: pb_grpc.LogClassifierStub, timeout: float) -> None:
     """Waits out a sidecar that is still loading its models (it answers UNAVAILABLE meanwhile)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -85,7 +86,31 @@ async def _wait_ready(stub: pb_grpc.LogClassifierStub, timeout: float) -> None:
             await asyncio.sleep(0.5)
 
 
-def run(target: str, records: Sequence[LogRecord], request_sizes: Sequence[int], streams: int) -> dict[str, LoadResult]:
+def bench_records(limit: int = 0) -> list[LogRecord]:
+    """The benchmark mix: the seed set then the Loghub samples, as shipped in a checkout."""
+    from sidecar.pipeline import PROJECT_ROOT
+
+    paths = [PROJECT_ROOT / "training" / "data" / "synthetic_logs.csv"]
+    paths += sorted((PROJECT_ROOT / "benchmarks" / "data" / "loghub").glob("*_2k.log_structured.csv"))
+    records = []
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: run from a checkout of the logclass repository")
+        # A few Loghub lines are not valid UTF-8; the pipeline must take them anyway.
+        with path.open(encoding="utf-8", errors="replace", newline="") as fh:
+            for row in csv.DictReader(fh):
+                source = row.get("source") or path.name.split("_")[0]
+                records.append(LogRecord(source, row.get("log_message") or row.get("Content") or ""))
+    return records[:limit] if limit else records
+
+
+def run(
+    target: str,
+    records: Sequence[LogRecord],
+    request_sizes: Sequence[int],
+    streams: int,
+    report: Callable[[str], None] = print,
+) -> dict[str, LoadResult]:
     """Cold then warm for each request size. Cold is only cold for the first size: the server's
     caches fill on the first pass, so later sizes are measured warm only."""
     results: dict[str, LoadResult] = {}
@@ -94,5 +119,5 @@ def run(target: str, records: Sequence[LogRecord], request_sizes: Sequence[int],
         for label in passes:
             result = asyncio.run(replay(target, records, size, streams))
             results[f"{label} {size}-record requests"] = result
-            print(result.line(f"{label}, {size}-record requests"), flush=True)
+            report(result.line(f"{label}, {size}-record requests"))
     return results

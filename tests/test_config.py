@@ -70,3 +70,13 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
     scalar.write_text("42\n")
     with pytest.raises(config.ConfigError, match="mapping of sections"):
         config.load(scalar, environ={})
+
+
+def test_auto_batch_size_depends_on_the_device() -> None:
+    from sidecar.encoder import resolve_batch_size
+
+    cfg = config.load(environ={"LOGCLASS_EMBEDDING__BATCH_SIZE": "auto"})
+    assert cfg["embedding"]["batch_size"] == "auto"
+    assert resolve_batch_size("auto", "cpu") == 32
+    assert resolve_batch_size("auto", "cuda:0") == 256
+    assert resolve_batch_size(64, "cuda") == 64

@@ -131,3 +131,27 @@ def test_client_without_certificate_is_refused(secure_server: tuple[str, Path]) 
     with pytest.raises(grpc.RpcError) as err:
         _classify(address, _creds(d, False), TOKEN)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_start_up_hint_matches_the_security_settings() -> None:
+    from sidecar import config
+    from sidecar.server.app import how_to_call
+
+    plain = how_to_call(config.load(environ={}))
+    assert "logclass classify --server 127.0.0.1:50051" in plain
+    assert "grpcurl -plaintext -d" in plain
+    secured = how_to_call(
+        config.load(
+            environ={},
+            overrides={
+                "server": {
+                    "tls": {"cert_file": "s.pem", "key_file": "s.key", "client_ca_file": "ca.pem"},
+                    "auth": {"token": TOKEN},
+                }
+            },
+        )
+    )
+    # Neither the plaintext client line nor the secret itself belongs in a TLS + token hint.
+    assert "-plaintext" not in secured and "logclass classify" not in secured
+    assert "-cacert CA.pem -cert CLIENT.pem -key CLIENT.key" in secured
+    assert "Bearer TOKEN" in secured and TOKEN not in secured

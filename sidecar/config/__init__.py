@@ -142,7 +142,7 @@ def load(
 def redacted(config: Config) -> Config:
     """A copy safe to print or log: secrets replaced by a marker."""
     out = copy.deepcopy(config)
-    auth = out.get("server", {}).get("auth") or {}
-    if auth.get("token"):
-        auth["token"] = "<redacted>"
+    for section, key in ((out.get("server", {}).get("auth"), "token"), (out.get("llm", {}).get("server"), "api_key")):
+        if section and section.get(key):
+            section[key] = "<redacted>"
     return out

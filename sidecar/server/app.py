@@ -114,6 +114,7 @@ async def serve(cfg: config_mod.Config, ready: asyncio.Event | None = None) -> N
         server_cfg["batch"]["max_wait_ms"],
         cfg["templates"]["cache_size"],
     )
+    log.info("ready; try:\n%s", how_to_call(cfg))
     if ready is not None:
         ready.set()
 
@@ -126,6 +127,24 @@ async def serve(cfg: config_mod.Config, ready: asyncio.Event | None = None) -> N
     await server.stop(server_cfg["grace_seconds"])
     await batcher.stop()
     log.info("stopped")
+
+
+def how_to_call(cfg: config_mod.Config) -> str:
+    """Commands that reach this server as configured, for the start-up log."""
+    server_cfg = cfg["server"]
+    tls = server_cfg.get("tls") or {}
+    address = server_cfg.get("listen") or f"unix:{server_cfg['unix_socket']}"
+    security = "-cacert CA.pem" if tls.get("cert_file") else "-plaintext"
+    if tls.get("client_ca_file"):
+        security += " -cert CLIENT.pem -key CLIENT.key"
+    auth = " -H 'authorization: Bearer TOKEN'" if load_token(server_cfg.get("auth") or {}) else ""
+    body = '{"records":[{"source":"billing","message":"User 12345 logged in."}]}'
+    lines = [f"  grpcurl {security}{auth} -d '{body}' {address} logclass.v1.LogClassifier/Classify"]
+    if not tls.get("cert_file") and not auth:
+        lines.insert(0, f"  logclass classify --server {address} training/data/seed_test.csv")
+    if server_cfg.get("metrics_listen"):
+        lines.append(f"  curl -s http://{server_cfg['metrics_listen']}/metrics | grep ^logclass_")
+    return "\n".join(lines)
 
 
 class JsonFormatter(logging.Formatter):

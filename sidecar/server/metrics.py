@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter as Counter_
 from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -41,10 +42,13 @@ class Metrics:
         self.cache_hit_ratio = Gauge("logclass_cache_hit_ratio", "Share of records answered by the caches", registry=r)
 
     def observe_decisions(self, decisions: Sequence[Decision]) -> None:
-        for d in decisions:
-            self.records.labels(d.tier, d.label).inc()
-            if d.error:
-                self.errors.labels(d.error).inc()
+        # Counted first, then one increment per distinct key: labels().inc() takes a lock and
+        # costs microseconds, which per record would be a visible share of a warm request.
+        counts = Counter_((d.tier, d.label, d.error) for d in decisions)
+        for (tier, label, error), n in counts.items():
+            self.records.labels(tier, label).inc(n)
+            if error:
+                self.errors.labels(error).inc(n)
 
     def observe_tier(self, tier: str, records: int, seconds: float) -> None:
         self.tier_seconds.labels(tier).observe(seconds)

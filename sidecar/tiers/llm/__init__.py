@@ -18,6 +18,6 @@ class LlmConfigError(ValueError):
 
 def build_llm_tier(llm_config: Mapping[str, Any]) -> Tier | None:
     backend = llm_config.get("backend", "none")
-    if backend == "none":
+    if backend in ("none", "auto"):  # auto: backends land with the LLM tier
         return None
     raise LlmConfigError(f"llm.backend {backend!r} is not available in this build; use 'none'")

@@ -1,0 +1,63 @@
+"""What an LLM backend is to the LLM tier: chat messages and a closed label set in, one label out.
+
+Backends are async: the vLLM client awaits HTTP, the embedded llama.cpp backend awaits its own
+inference thread. The tier runs them on its event loop; nothing here blocks a loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """One classification question, already rendered.
+
+    ``messages`` are OpenAI-style chat messages (``{"role": ..., "content": ...}``); the log line
+    sits inside the last user message between delimiters. ``labels`` is the closed answer set: a
+    backend must constrain its output to exactly one of these strings.
+    """
+
+    messages: tuple[dict[str, str], ...]
+    labels: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LlmAnswer:
+    label: str
+    # Probability of the chosen label from token log-probabilities; 1.0 when the backend gives none.
+    confidence: float
+
+
+class LlmUnavailable(RuntimeError):
+    """The backend cannot answer now (server down, circuit open, timed out, overloaded).
+
+    The tier treats it as "no answer": the record gets the fallback label and the template is not
+    cached, so a later record asks again.
+    """
+
+
+class LlmOutputError(RuntimeError):
+    """The backend answered something outside the label set: a backend bug or a misconfigured
+    server (for example one that ignores structured outputs)."""
+
+
+@runtime_checkable
+class LlmBackend(Protocol):
+    name: str
+    # Model identifier, reported in model info and written to the teacher file.
+    model: str
+
+    async def choose(self, prompt: Prompt) -> LlmAnswer: ...
+
+    async def aclose(self) -> None: ...
+
+
+def check_label(answer: str, labels: Sequence[str]) -> str:
+    """The answer as one of ``labels``; raises ``LlmOutputError`` otherwise."""
+    text = answer.strip().strip('"').strip()
+    if text in labels:
+        return text
+    raise LlmOutputError(f"the LLM answered {answer[:80]!r}, which is not one of the configured labels")
