@@ -203,8 +203,15 @@ def _scrape() -> dict[str, float]:
 
 def test_metrics_are_exported(server: tuple[str, subprocess.Popen[str]]) -> None:
     with grpc.insecure_channel(server[0]) as channel:
-        pb_grpc.LogClassifierStub(channel).Classify(_request(SEED_ROWS), timeout=30)
+        stub = pb_grpc.LogClassifierStub(channel)
+        stub.Classify(_request(SEED_ROWS), timeout=30)
+        before = _scrape()
+        # The same rows again: every one needing a model decision is now an exact-cache hit.
+        stub.Classify(_request(SEED_ROWS), timeout=30)
     metrics = _scrape()
+    exact = 'logclass_cache_hits_total{cache="exact"}'
+    assert metrics[exact] - before.get(exact, 0.0) >= 3
+    assert metrics["logclass_cache_misses_total"] == before["logclass_cache_misses_total"] >= 1
     assert metrics['logclass_records_total{label="User Action",tier="regex"}'] >= 1
     assert metrics['logclass_request_seconds_count{method="Classify"}'] >= 1
     assert metrics['logclass_tier_records_total{tier="embedding"}'] >= 1

@@ -90,7 +90,12 @@ async def serve(cfg: config_mod.Config, ready: asyncio.Event | None = None) -> N
         max_queue_records=server_cfg["max_queue_records"],
     )
     router.on_tier_call = metrics.observe_tier
-    batcher.on_batch = metrics.batch_records.observe
+
+    def on_batch(records: int) -> None:
+        metrics.batch_records.observe(records)
+        metrics.observe_router(router.stats)
+
+    batcher.on_batch = on_batch
     batcher.on_drop = metrics.dropped_records.inc
     metrics.queue_records.set_function(lambda: batcher.queued_records)
     metrics.cache_hit_ratio.set_function(lambda: router.stats.cache_hit_ratio)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from sidecar.decision import Decision
+from sidecar.router import RouterStats
 
 # Latency buckets from 0.5 ms (a warm cache hit) to 30 s (a cold LLM call).
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -39,6 +40,7 @@ class Metrics:
         self.queue_records = Gauge("logclass_queue_records", "Records waiting in the micro-batcher", registry=r)
         self.cache_hits = Counter("logclass_cache_hits", "Records answered by a cache", ["cache"], registry=r)
         self.cache_misses = Counter("logclass_cache_misses", "Templates decided by the model tiers", registry=r)
+        self._router_seen: dict[str, int] = {}
         self.cache_hit_ratio = Gauge("logclass_cache_hit_ratio", "Share of records answered by the caches", registry=r)
 
     def observe_decisions(self, decisions: Sequence[Decision]) -> None:
@@ -49,6 +51,19 @@ class Metrics:
             self.records.labels(tier, label).inc(n)
             if error:
                 self.errors.labels(error).inc(n)
+
+    def observe_router(self, stats: RouterStats) -> None:
+        """Moves the cache counters by what the router counted since the last call (its counts are
+        cumulative; Prometheus counters only go up by increments)."""
+        now = {"exact": stats.exact_hits, "template": stats.template_hits, "miss": stats.template_misses}
+        for key, value in now.items():
+            delta = value - self._router_seen.get(key, 0)
+            if delta:
+                if key == "miss":
+                    self.cache_misses.inc(delta)
+                else:
+                    self.cache_hits.labels(key).inc(delta)
+        self._router_seen = now
 
     def observe_tier(self, tier: str, records: int, seconds: float) -> None:
         self.tier_seconds.labels(tier).observe(seconds)
