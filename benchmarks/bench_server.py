@@ -64,9 +64,7 @@ def in_process(records: Sequence[LogRecord], sizes: Sequence[int]) -> tuple[dict
     encoder = build_encoder(cfg)
     router = build_router(cfg, bundle=bundle, encoder=encoder)
     # As the server does before it reports SERVING: the first encode pays one-off costs.
-    router.classify([LogRecord("logclass-warmup", "logclass warm-up message 1")])
-    router.template_cache.clear()
-    router.exact_cache.clear()
+    router.warm_up()
     results: dict[str, LoadResult] = {}
     for n, size in enumerate(sizes):
         for label in ("cold", "warm") if n == 0 else ("warm",):

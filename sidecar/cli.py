@@ -24,6 +24,19 @@ def _load_config(args: argparse.Namespace, **sections: dict[str, Any]) -> config
     overrides: dict[str, Any] = dict(sections)
     if getattr(args, "model", None):
         overrides["model"] = {"bundle": str(args.model)}
+    llm: dict[str, Any] = {}
+    if getattr(args, "llm_backend", None):
+        llm["backend"] = args.llm_backend
+    if getattr(args, "llm_url", None):
+        llm["server"] = {"url": args.llm_url}
+    if getattr(args, "llm_model", None):
+        remote = llm.get("backend") == "vllm" or bool(getattr(args, "llm_url", None))
+        key = "server" if remote else "llamacpp"
+        llm.setdefault(key, {})["model"] = args.llm_model
+    if getattr(args, "llm_timeout_ms", None) is not None:
+        llm["timeout_ms"] = args.llm_timeout_ms
+    if llm:
+        overrides["llm"] = llm
     return config_mod.load(args.config, overrides=overrides)
 
 
@@ -39,16 +52,20 @@ def cmd_classify(args: argparse.Namespace) -> int:
     else:
         from sidecar.pipeline import build_router
 
-        router = build_router(cfg)
+        # An offline job: completeness beats latency, so the LLM tier waits for its answers.
+        router = build_router(cfg, llm_wait=True)
     progress = args.progress if args.progress is not None else args.output is not None and args.output != "-"
-    summary = classify_csv(
-        args.input,
-        args.output,
-        router,
-        chunk_rows=args.chunk_rows,
-        encoding=args.encoding,
-        progress=progress,
-    )
+    try:
+        summary = classify_csv(
+            args.input,
+            args.output,
+            router,
+            chunk_rows=args.chunk_rows,
+            encoding=args.encoding,
+            progress=progress,
+        )
+    finally:
+        router.close()
     print(summary.format(), file=sys.stderr)
     return 0
 
@@ -64,6 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         split=args.split,
         min_class_rows=args.min_class_rows,
         name=args.name,
+        extra=args.extra,
     )
     train(args.data, args.out, cfg, options, progress=not args.no_progress)
     return 0
@@ -76,8 +94,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     cfg = _load_config(args)
     bundle = load_bundle(bundle_path(cfg)) if "embedding" in cfg["router"]["tiers"] else None
-    router = build_router(cfg, bundle=bundle)
-    report = evaluate(args.data, router, bundle=bundle, holdout=args.holdout, progress=not args.no_progress)
+    router = build_router(cfg, bundle=bundle, llm_wait=True)
+    try:
+        report = evaluate(args.data, router, bundle=bundle, holdout=args.holdout, progress=not args.no_progress)
+    finally:
+        router.close()
     print(format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -125,6 +146,11 @@ def _common(parser: argparse.ArgumentParser, model: bool = True) -> None:
     parser.add_argument("--config", type=Path, help="YAML config file (overrides the defaults; env LOGCLASS_CONFIG)")
     if model:
         parser.add_argument("--model", type=Path, help="model bundle directory (default: models/default)")
+        g = parser.add_argument_group("LLM tier (override the llm config section)")
+        g.add_argument("--llm-backend", choices=["auto", "none", "vllm", "llamacpp"], help="llm.backend")
+        g.add_argument("--llm-url", metavar="URL", help="OpenAI-compatible base URL, e.g. http://vllm:8000/v1")
+        g.add_argument("--llm-model", help="model name on the server, or llama.cpp model name or .gguf path")
+        g.add_argument("--llm-timeout-ms", type=int, help="budget per call before records get llm_pending")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds for choosing C")
     p.add_argument("--split", choices=["stratified", "random"], default="stratified")
     p.add_argument("--min-class-rows", type=int, default=0, help="labels with fewer rows are left to the LLM")
+    p.add_argument(
+        "--extra", type=Path, action="append", default=[], metavar="JSONL", help="LLM teacher file (llm.teacher_file)"
+    )
     p.add_argument("--no-progress", action="store_true")
     _common(p, model=False)
     p.set_defaults(func=cmd_train)

@@ -28,6 +28,8 @@ class BatchClassifier(Protocol):
 
     def classify(self, records: Sequence[LogRecord]) -> list[Decision]: ...
 
+    def close(self) -> None: ...
+
 
 INPUT_COLUMNS = ("source", "log_message")
 OUTPUT_COLUMNS = ("target_label", "tier", "confidence", "error")

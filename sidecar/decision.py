@@ -19,10 +19,16 @@ class Verdict:
     confidence: float
     # Which rule or model produced it, for explanations (regex rule name, LLM model name).
     detail: str = ""
+    # Reported instead of the tier's own name (the LLM tier's "llm_pending"); "" for the tier's.
+    tier: str = ""
+    # False for a stand-in answer (LLM late or down): the router must not cache it, so the next
+    # record of the template asks again and gets the real answer.
+    final: bool = True
 
 
 # Tier names that appear in decisions besides the tiers themselves.
 TIER_NONE = "none"  # no tier decided: the fallback label
+TIER_LLM_PENDING = "llm_pending"  # the LLM missed its budget; the answer is on its way to the cache
 
 
 @dataclass(frozen=True, slots=True)

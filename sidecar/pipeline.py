@@ -53,8 +53,11 @@ def build_router(
     *,
     bundle: ModelBundle | None = None,
     encoder: Encoder | None = None,
+    llm_wait: bool = False,
 ) -> Router:
+    """``llm_wait``: the LLM tier waits for every answer instead of its budget (offline jobs)."""
     tiers = cfg["router"]["tiers"]
+    masker = TemplateMasker.from_config(cfg["templates"]["masks"])
     model_tiers: dict[str, Tier | None] = {}
     version = "rules-only"
     if "embedding" in tiers:
@@ -63,9 +66,9 @@ def build_router(
     if bundle is not None:
         version = bundle.version
     if "llm" in tiers:
-        model_tiers["llm"] = build_llm_tier(cfg["llm"])
+        model_tiers["llm"] = build_llm_tier(cfg, masker.template, wait=llm_wait)
     return Router(
-        masker=TemplateMasker.from_config(cfg["templates"]["masks"]),
+        masker=masker,
         tiers=tiers,
         regex=build_regex_tier(cfg) if "regex" in tiers else None,
         model_tiers=model_tiers,

@@ -97,6 +97,28 @@ class Router:
         names = ["regex"] if self.regex is not None else []
         return names + [tier.name for _, tier in self._model_tiers]
 
+    def tier(self, name: str) -> Tier | None:
+        """The model tier called ``name``, if configured and built."""
+        return next((tier for _, tier in self._model_tiers if tier.name == name), None)
+
+    def warm_up(self) -> None:
+        """Pays each model tier's one-off costs (first forward pass, an LLM's prompt prefix) before
+        traffic does, without touching caches or statistics."""
+        record = LogRecord("logclass-warmup", "logclass warm-up message 1")
+        for _, tier in self._model_tiers:
+            warm = getattr(tier, "warm_up", None)
+            if warm is not None:
+                warm()
+            else:
+                tier.decide([record])
+
+    def close(self) -> None:
+        """Frees tiers that hold threads or connections (the LLM tier)."""
+        for _, tier in self._model_tiers:
+            close = getattr(tier, "close", None)
+            if close is not None:
+                close()
+
     def labels(self) -> list[str]:
         labels: set[str] = {self.fallback_label}
         if self.regex is not None:
@@ -183,6 +205,7 @@ class Router:
     ) -> None:
         undecided = list(pending)
         decided: dict[tuple[str, str], Decision] = {}
+        provisional: set[tuple[str, str]] = set()
         for position, tier in self._model_tiers:
             ready = [k for k in undecided if self.source_routes.get(k[0], 0) <= position]
             if not ready:
@@ -197,14 +220,17 @@ class Router:
                 raise RuntimeError(f"tier {tier.name} returned {len(verdicts)} verdicts for {len(reps)} records")
             for key, verdict in zip(ready, verdicts, strict=True):
                 if verdict is not None:
-                    decided[key] = self._decision(verdict, tier.name, key[1])
+                    decided[key] = self._decision(verdict, verdict.tier or tier.name, key[1])
+                    if not verdict.final:
+                        provisional.add(key)
             undecided = [k for k in undecided if k not in decided]
         for key in undecided:
             decided[key] = self._fallback(key[1])
         for key, decision in decided.items():
-            if len(key[1]) <= CACHEABLE_MAX_CHARS:
+            cache = key not in provisional
+            if cache and len(key[1]) <= CACHEABLE_MAX_CHARS:
                 self.template_cache.put(key, decision)
             for i in pending[key]:
                 out[i] = decision
-                if len(records[i].message) <= CACHEABLE_MAX_CHARS:
+                if cache and len(records[i].message) <= CACHEABLE_MAX_CHARS:
                     self.exact_cache.put((records[i].source, records[i].message), decision)

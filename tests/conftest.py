@@ -20,6 +20,12 @@ from sidecar.encoder import Encoder
 from sidecar.pipeline import DEFAULT_BUNDLE, build_encoder, build_router
 from sidecar.router import Router
 
+# Outside tests/llm/ the pipeline is tested without an LLM tier (with llama.cpp installed the
+# default, auto, would load Qwen); tests/llm/ chooses its backends explicitly. Set in os.environ
+# too, so CLI and server subprocesses inherit it.
+NO_LLM = {"LOGCLASS_LLM__BACKEND": "none"}
+os.environ.update(NO_LLM)
+
 ROOT = Path(__file__).resolve().parent.parent
 SEED_CSV = ROOT / "training" / "data" / "synthetic_logs.csv"
 SEED_TEST_CSV = ROOT / "training" / "data" / "seed_test.csv"
@@ -48,7 +54,7 @@ class MemoEncoder(Encoder):
 
 @pytest.fixture(scope="session")
 def cfg() -> config.Config:
-    return config.load(environ={})
+    return config.load(environ=NO_LLM)
 
 
 @pytest.fixture(scope="session")

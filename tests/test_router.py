@@ -11,9 +11,9 @@ from sidecar.masking import TemplateMasker
 from sidecar.pipeline import build_router
 from sidecar.router import Router
 from sidecar.tiers.embedding import EmbeddingTier
-from sidecar.tiers.llm import LlmConfigError, build_llm_tier
+from sidecar.tiers.llm import LlmConfigError, build_backend, build_llm_tier, choose_backend
 from sidecar.tiers.regex import RegexTier, load_rules, parse_rules
-from tests.conftest import MemoEncoder
+from tests.conftest import NO_LLM, MemoEncoder
 
 
 def _records(*pairs: tuple[str, str]) -> list[LogRecord]:
@@ -95,6 +95,7 @@ def test_bad_records_get_an_error_and_do_not_fail_the_batch(router: Router, mess
 def test_low_confidence_escalates_to_fallback(cfg: config.Config, bundle: ModelBundle, encoder: MemoEncoder) -> None:
     strict = config.load(
         environ={
+            **NO_LLM,
             "LOGCLASS_EMBEDDING__MIN_CONFIDENCE": "0.999999",
             "LOGCLASS_ROUTER__FALLBACK_LABEL": "review",
         }
@@ -153,14 +154,19 @@ def test_llm_hook_receives_escalations_and_routed_sources(
     assert "Workflow Error" in router.labels()
 
 
-def test_llm_backend_none_is_absent_and_unknown_is_an_error() -> None:
-    assert build_llm_tier({"backend": "none"}) is None
-    with pytest.raises(LlmConfigError, match="not available"):
-        build_llm_tier({"backend": "gpt"})
+def test_llm_backend_none_is_absent_and_unknown_is_an_error(cfg: config.Config) -> None:
+    assert cfg["llm"]["backend"] == "none" and build_llm_tier(cfg, str) is None
+    with pytest.raises(LlmConfigError, match="'gpt' is unknown"):
+        choose_backend({"backend": "gpt"})
+    assert choose_backend({"backend": "auto", "server": {"url": "http://vllm:8000/v1"}}) == "vllm"
+    with pytest.raises(LlmConfigError, match=r"llm.server.url is not set"):
+        build_backend("vllm", {"server": {"url": None}})
 
 
 def test_cache_eviction(cfg: config.Config, bundle: ModelBundle, encoder: MemoEncoder) -> None:
-    small = config.load(environ={"LOGCLASS_TEMPLATES__CACHE_SIZE": "2", "LOGCLASS_TEMPLATES__EXACT_CACHE_SIZE": "0"})
+    small = config.load(
+        environ={**NO_LLM, "LOGCLASS_TEMPLATES__CACHE_SIZE": "2", "LOGCLASS_TEMPLATES__EXACT_CACHE_SIZE": "0"}
+    )
     router = build_router(small, bundle=bundle, encoder=encoder)
     msgs = ["Disk usage at 1 percent", "CPU load high", "Memory pressure rising"]
     router.classify(_records(*[("s", m) for m in msgs]))

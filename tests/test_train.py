@@ -9,7 +9,7 @@ from sidecar import config
 from sidecar.bundle import load_bundle
 from sidecar.decision import LogRecord
 from sidecar.pipeline import build_router
-from tests.conftest import SEED_CSV, MemoEncoder
+from tests.conftest import NO_LLM, SEED_CSV, MemoEncoder
 from training.dataset import DatasetError, load_labelled_csv
 from training.evaluate import evaluate, format_report, holdout_rows
 from training.train import TrainError, TrainOptions, train
@@ -65,7 +65,7 @@ def test_rare_labels_are_reported_and_left_to_the_llm(
     assert bundle.manifest["training"]["rare_labels"] == {"Resource Usage": 3}
     assert "cv_macro_f1" in bundle.manifest["training"]
     # A 50-row model is not confident; the point here is that the bundle serves.
-    lenient = config.load(environ={"LOGCLASS_EMBEDDING__MIN_CONFIDENCE": "0"})
+    lenient = config.load(environ={**NO_LLM, "LOGCLASS_EMBEDDING__MIN_CONFIDENCE": "0"})
     router = build_router(lenient, bundle=bundle, encoder=encoder)
     source, message, label = next(r for r in subset if r[2] == "Security Alert")
     decision = router.classify([LogRecord(source, message)])[0]
@@ -110,3 +110,40 @@ def test_evaluate_holdout_end_to_end(cfg: config.Config, encoder: MemoEncoder) -
     assert report["end_to_end"]["accuracy"] >= 0.97
     text = format_report(report)
     assert "per tier" in text and "cache hit ratio" in text
+
+
+def test_teacher_rows_join_the_training_side_only(tmp_path: Path, cfg: config.Config, encoder: MemoEncoder) -> None:
+    import json
+
+    data = _write_csv(tmp_path / "small.csv", _subset(12, {}))
+    teacher = tmp_path / "teacher.jsonl"
+    entries = [
+        {
+            "source": "ModernHR",
+            "example": f"Account lockout triggered for user {n} after repeated failures",
+            "label": "Security Alert",
+        }
+        for n in range(5)
+    ]
+    entries.append(
+        {"source": "LegacyCRM", "example": "Lead conversion failed for prospect 1", "label": "Workflow Error"}
+    )
+    entries.append({"source": "ModernHR", "example": "Quarterly payroll closed", "label": "Payroll Event"})
+    teacher.write_text("".join(json.dumps(e) + "\n" for e in entries), encoding="utf-8")
+    plain = train(data, tmp_path / "plain", cfg, TrainOptions(folds=3), encoder=encoder, progress=False)
+    taught = train(
+        data, tmp_path / "taught", cfg, TrainOptions(folds=3, extra=[teacher]), encoder=encoder, progress=False
+    )
+    # The 5 Security Alert rows are added; LegacyCRM is routed past the embedding tier and a label
+    # the CSV lacks has no hold-out, so both stay out. The hold-out is the CSV's alone.
+    assert taught.manifest["training"]["rows_used"] == plain.manifest["training"]["rows_used"] + 5
+    assert taught.manifest["metrics"]["holdout"]["rows"] == plain.manifest["metrics"]["holdout"]["rows"]
+    assert "teacher.jsonl" in taught.manifest["training"]["extra_files"]
+    assert (
+        len(load_bundle(tmp_path / "taught").training_rows())
+        == len(load_bundle(tmp_path / "plain").training_rows()) + 5
+    )
+
+    teacher.write_text('{"source": "a", "example": "b", "label": "c"}\nnot json\n', encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"teacher.jsonl:2: not a teacher entry"):
+        train(data, tmp_path / "bad", cfg, TrainOptions(folds=3, extra=[teacher]), encoder=encoder, progress=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,30 @@ def load_labelled_csv(path: str | Path) -> list[LabelledRow]:
         print(f"note: {path}: skipped {skipped} row(s) with an empty log_message or target_label")
     if not rows:
         raise DatasetError(f"{path}: no labelled rows")
+    return rows
+
+
+def load_teacher_jsonl(path: str | Path) -> list[LabelledRow]:
+    """Rows from an LLM teacher file (``llm.teacher_file``): one JSON object per line with
+    ``source``, ``example`` and ``label``. A bad line names its number; nothing is half-read."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path}: {exc.strerror}") from exc
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            rows.append(LabelledRow(str(entry["source"]), str(entry["example"]).strip(), str(entry["label"]).strip()))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DatasetError(
+                f"{path}:{number}: not a teacher entry ({exc}); each line needs JSON with source, example and label"
+            ) from exc
+    if not rows:
+        raise DatasetError(f"{path}: no teacher entries")
     return rows
 
 

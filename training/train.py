@@ -21,7 +21,7 @@ from sidecar.bundle import ModelBundle, sha256_file, write_bundle
 from sidecar.decision import LogRecord
 from sidecar.encoder import MODEL_NAME, Encoder, weights_sha256
 from sidecar.pipeline import build_encoder, build_regex_tier
-from training.dataset import LabelledRow, load_labelled_csv, row_hashes
+from training.dataset import LabelledRow, load_labelled_csv, load_teacher_jsonl, row_hashes
 from training.report import format_class_report
 
 DEFAULT_CS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
@@ -40,6 +40,9 @@ class TrainOptions:
     min_class_rows: int = 0  # 0: folds + 2 (enough for a hold-out row and every CV fold)
     cs: Sequence[float] = DEFAULT_CS
     name: str | None = None
+    # LLM teacher files (JSONL): their rows join the training side only, so the hold-out stays
+    # the labelled CSV's and measures against human labels.
+    extra: Sequence[Path] = ()
 
 
 @dataclass
@@ -157,6 +160,23 @@ def holdout_metrics(clf: Any, x: np.ndarray, y: Sequence[str]) -> dict[str, Any]
     }
 
 
+def select_extra(paths: Sequence[Path], cfg: config_mod.Config, known: set[str]) -> list[LabelledRow]:
+    """Teacher rows the embedding tier is responsible for, with labels the CSV also has (a label
+    seen only in teacher output has no hold-out to be checked against)."""
+    out: list[LabelledRow] = []
+    for path in paths:
+        selection = select_rows(load_teacher_jsonl(path), cfg, 0)
+        kept = [r for r in selection.rows if r.label in known]
+        dropped = len(selection.rows) - len(kept)
+        log(
+            f"      extra {path}: {len(kept)} teacher rows added to training"
+            + (f", {dropped} with labels not in the CSV left out" if dropped else "")
+            + (f" (excluded: {selection.excluded})" if selection.excluded else "")
+        )
+        out += kept
+    return out
+
+
 def train(
     data: str | Path,
     out: str | Path,
@@ -180,6 +200,11 @@ def train(
     log(f"[2/5] {len(used)} rows for the embedding tier (excluded: {selection.excluded or 'none'})")
     labels = [r.label for r in used]
     train_idx, test_idx = split_rows(labels, options)
+    extra = select_extra(options.extra, cfg, set(labels))
+    if extra:
+        train_idx = np.concatenate([train_idx, np.arange(len(used), len(used) + len(extra))])
+        used = used + extra
+        labels = labels + [r.label for r in extra]
     encoder = encoder or build_encoder(cfg)
     log(f"[3/5] encoding {len(used)} messages with {MODEL_NAME} on {encoder.device}")
     x = encoder.encode([r.message for r in used], progress=progress)
@@ -206,6 +231,7 @@ def train(
             "data_sha256": sha256_file(data),
             "rows_total": len(rows),
             "rows_used": len(used),
+            "extra_files": {str(Path(p).name): sha256_file(Path(p)) for p in options.extra},
             "excluded": selection.excluded,
             "rare_labels": selection.rare_labels,
             "label_counts": dict(sorted(Counter(labels).items())),

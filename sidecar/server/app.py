@@ -15,13 +15,13 @@ from sidecar import config as config_mod
 from sidecar.api.logclass.v1 import classifier_pb2 as pb
 from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
 from sidecar.bundle import load_bundle
-from sidecar.decision import LogRecord
 from sidecar.pipeline import build_encoder, build_router, bundle_path
 from sidecar.server import ServeError
 from sidecar.server.batcher import MicroBatcher
 from sidecar.server.metrics import Metrics, serve_metrics
 from sidecar.server.security import BearerTokenInterceptor, load_token, server_credentials
 from sidecar.server.service import LogClassifierService, build_model_info
+from sidecar.tiers.llm.tier import LlmTier
 
 log = logging.getLogger("logclass.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LogClassifier"].full_name
@@ -90,6 +90,9 @@ async def serve(cfg: config_mod.Config, ready: asyncio.Event | None = None) -> N
         max_queue_records=server_cfg["max_queue_records"],
     )
     router.on_tier_call = metrics.observe_tier
+    llm = router.tier("llm")
+    if isinstance(llm, LlmTier):
+        llm.on_call = metrics.observe_llm_call
 
     def on_batch(records: int) -> None:
         metrics.batch_records.observe(records)
@@ -100,10 +103,8 @@ async def serve(cfg: config_mod.Config, ready: asyncio.Event | None = None) -> N
     metrics.queue_records.set_function(lambda: batcher.queued_records)
     metrics.cache_hit_ratio.set_function(lambda: router.stats.cache_hit_ratio)
     batcher.start()
-    # Warm-up: the first encode pays one-off costs; no caller should.
-    await batcher.classify([LogRecord("logclass-warmup", "logclass warm-up message 1")])
-    router.template_cache.clear()
-    router.exact_cache.clear()
+    # The first encode and the LLM's prompt prefix pay one-off costs; no caller should.
+    await loop.run_in_executor(None, router.warm_up)
     device = encoder.device if encoder is not None else ""
     files = dict(bundle.manifest["files"]) if bundle is not None else {}
     service.attach(router, batcher, build_model_info(router, cfg, files, device))
@@ -131,6 +132,8 @@ async def serve(cfg: config_mod.Config, ready: asyncio.Event | None = None) -> N
     await health_servicer.enter_graceful_shutdown()
     await server.stop(server_cfg["grace_seconds"])
     await batcher.stop()
+    # Lets LLM questions in flight land (and reach the teacher file) before the process goes.
+    await loop.run_in_executor(None, router.close)
     log.info("stopped")
 
 

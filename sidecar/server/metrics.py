@@ -40,6 +40,13 @@ class Metrics:
         self.queue_records = Gauge("logclass_queue_records", "Records waiting in the micro-batcher", registry=r)
         self.cache_hits = Counter("logclass_cache_hits", "Records answered by a cache", ["cache"], registry=r)
         self.cache_misses = Counter("logclass_cache_misses", "Templates decided by the model tiers", registry=r)
+        self.llm_calls = Counter(
+            "logclass_llm_calls",
+            "LLM backend calls by outcome (answered, unavailable, invalid_output)",
+            ["outcome"],
+            registry=r,
+        )
+        self.llm_seconds = Histogram("logclass_llm_seconds", "LLM backend call latency", buckets=_LATENCY, registry=r)
         self._router_seen: dict[str, int] = {}
         self.cache_hit_ratio = Gauge("logclass_cache_hit_ratio", "Share of records answered by the caches", registry=r)
 
@@ -64,6 +71,11 @@ class Metrics:
                 else:
                     self.cache_hits.labels(key).inc(delta)
         self._router_seen = now
+
+    def observe_llm_call(self, outcome: str, seconds: float) -> None:
+        # Records the LLM missed its budget for are counted as logclass_records_total{tier="llm_pending"}.
+        self.llm_calls.labels(outcome).inc()
+        self.llm_seconds.observe(seconds)
 
     def observe_tier(self, tier: str, records: int, seconds: float) -> None:
         self.tier_seconds.labels(tier).observe(seconds)

@@ -111,6 +111,7 @@ class LogClassifierService(pb_grpc.LogClassifierServicer):
 
 
 def build_model_info(router: Router, cfg: dict[str, Any], bundle_files: dict[str, str], device: str) -> Any:
+    llm = router.tier("llm")
     return pb.ModelInfo(
         labels=router.labels(),
         tiers=router.tiers_enabled,
@@ -118,8 +119,8 @@ def build_model_info(router: Router, cfg: dict[str, Any], bundle_files: dict[str
         bundle_files_sha256=bundle_files,
         embedding_model="sentence-transformers/all-MiniLM-L6-v2" if "embedding" in router.tiers_enabled else "",
         embedding_device=device,
-        llm_backend=cfg["llm"].get("backend", "none"),
-        llm_model="",
+        llm_backend=getattr(getattr(llm, "backend", None), "name", "none"),
+        llm_model=getattr(getattr(llm, "backend", None), "model", ""),
         fallback_label=router.fallback_label,
         max_records_per_request=cfg["server"]["max_records_per_request"],
         max_message_bytes=cfg["limits"]["max_message_bytes"],

@@ -1,23 +1,86 @@
-"""LLM tier hook: the router takes any ``Tier`` here, or none.
+"""The LLM tier: which backend to build from configuration, and the tier around it.
 
-Backends (a vLLM server, embedded llama.cpp) plug in behind the same ``Tier`` protocol; with
-``llm.backend: none`` there is no LLM tier and escalated records get the fallback label.
+Backends (one module each, behind ``backend.LlmBackend``): ``openai_http`` for vLLM or any
+OpenAI-compatible server, ``llamacpp`` for an embedded GGUF model. ``tier.LlmTier`` adds the
+template cache, coalescing, the per-call budget and the teacher file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import importlib.util
+import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from sidecar.tiers.base import Tier
+from sidecar.tiers.llm.backend import LlmBackend, LlmUnavailable
+from sidecar.tiers.llm.model_files import ModelFileError
+from sidecar.tiers.llm.prompt import PromptBuilder
+from sidecar.tiers.llm.tier import LlmTier, TeacherLog
+
+log = logging.getLogger("logclass.llm")
+BACKENDS = ("auto", "none", "vllm", "llamacpp")
+FALLBACK_DESCRIPTION = "the line fits none of the other labels"
 
 
 class LlmConfigError(ValueError):
     pass
 
 
-def build_llm_tier(llm_config: Mapping[str, Any]) -> Tier | None:
-    backend = llm_config.get("backend", "none")
-    if backend in ("none", "auto"):  # auto: backends land with the LLM tier
+def choose_backend(llm_config: Mapping[str, Any]) -> str:
+    """What ``auto`` means here: a configured server, else llama.cpp if installed, else none."""
+    backend = str(llm_config.get("backend", "auto"))
+    if backend not in BACKENDS:
+        raise LlmConfigError(f"llm.backend {backend!r} is unknown; use one of {', '.join(BACKENDS)}")
+    if backend != "auto":
+        return backend
+    if (llm_config.get("server") or {}).get("url"):
+        return "vllm"
+    if importlib.util.find_spec("llama_cpp") is not None:
+        return "llamacpp"
+    log.warning("LLM tier off: no llm.server.url and llama.cpp is not installed (pip install 'logclass[llm]')")
+    return "none"
+
+
+def build_backend(name: str, llm_config: Mapping[str, Any]) -> LlmBackend:
+    if name == "vllm":
+        if not (llm_config.get("server") or {}).get("url"):
+            raise LlmConfigError("llm.backend is vllm but llm.server.url is not set: give the server's /v1 base URL")
+        from sidecar.tiers.llm.openai_http import OpenAiHttpBackend
+
+        return OpenAiHttpBackend.from_config(llm_config)
+    from sidecar.tiers.llm.llamacpp import LlamaCppBackend
+
+    return LlamaCppBackend.from_config(llm_config)
+
+
+def build_llm_tier(cfg: Mapping[str, Any], template_of: Callable[[str], str], *, wait: bool = False) -> LlmTier | None:
+    """The configured LLM tier, or None for none. ``wait``: no budget, every answer is awaited
+    (offline jobs, where completeness beats latency)."""
+    llm = cfg["llm"]
+    name = choose_backend(llm)
+    if name == "none":
         return None
-    raise LlmConfigError(f"llm.backend {backend!r} is not available in this build; use 'none'")
+    fallback = cfg["router"]["fallback_label"]
+    try:
+        prompts = PromptBuilder.from_config(llm, {fallback: FALLBACK_DESCRIPTION})
+    except ValueError as exc:
+        raise LlmConfigError(str(exc)) from exc
+    try:
+        backend = build_backend(name, llm)
+    except (ModelFileError, LlmUnavailable) as exc:
+        if llm.get("backend", "auto") != "auto":
+            raise LlmConfigError(str(exc)) from exc
+        # auto is best effort: a sidecar without its LLM still classifies; say loudly why.
+        log.warning("LLM tier off: %s", exc)
+        return None
+    return LlmTier(
+        backend,
+        prompts,
+        template_of,
+        fallback_label=fallback,
+        timeout_ms=None if wait else llm["timeout_ms"],
+        min_confidence=llm.get("min_confidence", 0.0),
+        cache_size=llm.get("cache_size", 100_000),
+        max_queue=llm.get("max_queue", 1000),
+        teacher=TeacherLog(llm["teacher_file"]) if llm.get("teacher_file") else None,
+    )

@@ -46,6 +46,7 @@ class PromptBuilder:
         if unknown:
             raise ValueError(f"llm.examples use labels not in llm.labels: {unknown}; add them or fix the examples")
         self.labels = tuple(labels)
+        self.examples = tuple(examples)
         self.max_message_chars = max_message_chars
         listing = "\n".join(f"- {label}: {description}" for label, description in labels.items())
         self._system = f"{instructions.strip()}\n\nLabels:\n{listing}"
@@ -55,14 +56,14 @@ class PromptBuilder:
             self._shots.append({"role": "assistant", "content": example.label})
 
     @classmethod
-    def from_config(cls, llm_config: Mapping[str, Any]) -> PromptBuilder:
+    def from_config(cls, llm_config: Mapping[str, Any], extra_labels: Mapping[str, str] | None = None) -> PromptBuilder:
+        """From the ``llm`` config section; ``extra_labels`` (e.g. the fallback label) are added to
+        the answer set unless the section already describes them."""
+        labels = {str(k): str(v) for k, v in llm_config["labels"].items()}
+        for label, description in (extra_labels or {}).items():
+            labels.setdefault(label, description)
         examples = [Example(str(e["source"]), str(e["message"]), str(e["label"])) for e in llm_config["examples"]]
-        return cls(
-            llm_config["instructions"],
-            {str(k): str(v) for k, v in llm_config["labels"].items()},
-            examples,
-            llm_config["max_message_chars"],
-        )
+        return cls(llm_config["instructions"], labels, examples, llm_config["max_message_chars"])
 
     def _question(self, source: str, message: str) -> str:
         return (

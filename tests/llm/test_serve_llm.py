@@ -1,0 +1,79 @@
+"""`logclass serve` with each LLM backend, end to end over gRPC: the vLLM server given by flags,
+and the embedded llama.cpp default picked by `llm.backend: auto`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import grpc
+import pytest
+
+from sidecar.api.logclass.v1 import classifier_pb2 as pb
+from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
+from tests.conftest import ROOT
+from tests.test_server import _free_port, _wait_serving
+
+LEAD = "Lead conversion failed for prospect ID {} due to missing contact information."
+
+
+@contextmanager
+def serve(*flags: str, env: dict[str, str]) -> Iterator[pb_grpc.LogClassifierStub]:
+    address = f"127.0.0.1:{_free_port()}"
+    cmd = [sys.executable, "-m", "sidecar.cli", "serve", "--listen", address, *flags]
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "LOGCLASS_SERVER__METRICS_LISTEN": "null", **env}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_serving(address, proc, timeout=300)
+        with grpc.insecure_channel(address) as channel:
+            yield pb_grpc.LogClassifierStub(channel)  # type: ignore[no-untyped-call]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err[-3000:]
+
+
+def _until_llm_decides(stub: pb_grpc.LogClassifierStub, timeout: float = 120.0) -> Any:
+    """A LegacyCRM line (routed straight to the LLM) until the answer is the LLM's own."""
+    deadline = time.monotonic() + timeout
+    n = 0
+    while True:
+        n += 1
+        request = pb.ClassifyRequest(records=[pb.LogRecord(source="LegacyCRM", message=LEAD.format(n))])
+        result = stub.Classify(request, timeout=60).results[0]
+        if result.tier == "llm":
+            return result
+        assert result.tier == "llm_pending", result
+        assert time.monotonic() < deadline, "the LLM answer never reached the cache"
+        time.sleep(0.5)
+
+
+def test_serve_with_vllm_from_flags(vllm_server: Any) -> None:
+    flags = ("--llm-backend", "vllm", "--llm-url", vllm_server.url, "--llm-timeout-ms", "100")
+    with serve(*flags, env={"LOGCLASS_LLM__SERVER__API_KEY": vllm_server.api_key}) as stub:
+        info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
+        assert info.llm_backend == "vllm" and "llm" in info.tiers
+        result = _until_llm_decides(stub)
+        assert result.label in info.labels and 0 < result.confidence <= 1
+        assert result.detail == "smollm2-135m-instruct"
+
+
+def test_serve_embedded_default_is_llamacpp() -> None:
+    pytest.importorskip("llama_cpp", reason="llama.cpp is not installed: pip install 'logclass[llm]'")
+    # auto, no server URL: the embedded backend (SmolLM2 here, for speed; Qwen is the default model).
+    env = {
+        "LOGCLASS_LLM__BACKEND": "auto",
+        "LOGCLASS_LLM__LLAMACPP__MODEL": "smollm2-135m",
+        "LOGCLASS_LLM__TIMEOUT_MS": "100",
+    }
+    with serve(env=env) as stub:
+        info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
+        assert (info.llm_backend, info.llm_model) == ("llamacpp", "SmolLM2-135M-Instruct.Q4_1.gguf")
+        result = _until_llm_decides(stub)
+        assert result.detail == "SmolLM2-135M-Instruct.Q4_1.gguf"
