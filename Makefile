@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run test lint model bench bench-server proto clean
+.PHONY: install run test lint model bench bench-server bench-relay proto clean
 
 # llama-cpp-python has no wheels on PyPI: it is compiled once and the wheel kept in a cache
 # outside the checkout. -march=native makes the wheel specific to this CPU, so the cache is keyed
@@ -63,6 +63,10 @@ model: $(STAMP)
 ## make bench-server: the gRPC sidecar against the in-process pipeline, in the same run
 bench-server: $(STAMP)
 	$(BIN)/python benchmarks/bench_server.py
+
+## make bench-relay: records/s and added ack latency through the Forward relay, against a pass-through relay and a direct send, in the same run
+bench-relay: $(STAMP)
+	$(BIN)/python benchmarks/bench_relay.py
 
 ## make proto: regenerate the Python gRPC stubs from proto/ (a test fails when they are stale)
 proto: $(STAMP)

@@ -122,6 +122,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run(cfg)
 
 
+def cmd_relay(args: argparse.Namespace) -> int:
+    relay: dict[str, Any] = {}
+    if args.listen:
+        relay["listen"] = args.listen
+    if args.upstream:
+        relay["upstreams"] = [_upstream_arg(u) for u in args.upstream]
+    if args.buffer_path:
+        relay["buffer"] = {"path": str(args.buffer_path)}
+    if args.no_classify:
+        relay["classify"] = False
+    cfg = _load_config(args, relay=relay) if relay else _load_config(args)
+    if args.print_config:
+        import yaml
+
+        from sidecar.relay.settings import redacted
+
+        print(yaml.safe_dump(redacted(cfg), sort_keys=False), end="")
+        return 0
+    from sidecar.relay.app import run
+
+    return run(cfg)
+
+
+def _upstream_arg(value: str) -> dict[str, Any]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise CliError(f"--upstream {value!r}: expected HOST:PORT")
+    return {"host": host.strip("[]"), "port": int(port)}
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from sidecar import loadgen
 
@@ -201,6 +231,20 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_serve)
 
+    p = sub.add_parser("relay", help="run the Forward-protocol relay (Fluent Bit, Fluentd) without gRPC")
+    p.add_argument("--listen", help="host:port for senders (overrides relay.listen)")
+    p.add_argument(
+        "--upstream",
+        action="append",
+        metavar="HOST:PORT",
+        help="next hop; repeat for failover (replaces relay.upstreams)",
+    )
+    p.add_argument("--buffer-path", type=Path, help="directory of the on-disk buffer (overrides relay.buffer.path)")
+    p.add_argument("--no-classify", action="store_true", help="forward records untouched (relay.classify false)")
+    p.add_argument("--print-config", action="store_true", help="print the effective config and exit")
+    _common(p)
+    p.set_defaults(func=cmd_relay)
+
     p = sub.add_parser("bench", help="load-test a running sidecar with the Loghub mix")
     p.add_argument("--server", required=True, metavar="ADDR", help="host:port of the sidecar")
     p.add_argument("--streams", type=int, default=8, help="concurrent ClassifyStream callers")
@@ -219,6 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sidecar.csv_classify import CsvInputError
     from sidecar.encoder import EncoderError
     from sidecar.masking import MaskError
+    from sidecar.relay import RelayError
     from sidecar.server import ServeError
     from sidecar.tiers.llm import LlmConfigError
     from sidecar.tiers.regex import RuleError
@@ -236,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         LlmConfigError,
         DatasetError,
         ServeError,
+        RelayError,
     )
     try:
         result: int = args.func(args)

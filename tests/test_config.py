@@ -80,3 +80,20 @@ def test_auto_batch_size_depends_on_the_device() -> None:
     assert resolve_batch_size("auto", "cpu") == 32
     assert resolve_batch_size("auto", "cuda:0") == 256
     assert resolve_batch_size(64, "cuda") == 64
+
+
+def test_redacted_masks_every_secret() -> None:
+    cfg = config.load(
+        environ={"LOGCLASS_LLM__SERVER__API_KEY": "k-llm", "LOGCLASS_SERVER__AUTH__TOKEN": "k-token"},
+        overrides={
+            "relay": {
+                "auth": {"shared_key": "k-relay", "users": [{"username": "u", "password": "k-user"}]},
+                "upstreams": [{"host": "agg", "port": 24224, "shared_key": "k-up", "password": "k-up-pw"}],
+            }
+        },
+    )
+    shown = str(config.redacted(cfg))
+    for secret in ("k-llm", "k-token", "k-relay", "k-user", "k-up", "k-up-pw"):
+        assert secret not in shown
+    assert shown.count("<redacted>") == 6
+    assert cfg["relay"]["auth"]["shared_key"] == "k-relay"  # the loaded config itself is untouched

@@ -142,7 +142,16 @@ def load(
 def redacted(config: Config) -> Config:
     """A copy safe to print or log: secrets replaced by a marker."""
     out = copy.deepcopy(config)
-    for section, key in ((out.get("server", {}).get("auth"), "token"), (out.get("llm", {}).get("server"), "api_key")):
+    relay = out.get("relay") or {}
+    relay_auth = relay.get("auth") or {}
+    secrets: list[tuple[Any, str]] = [
+        (out.get("server", {}).get("auth"), "token"),
+        (out.get("llm", {}).get("server"), "api_key"),
+        (relay_auth, "shared_key"),
+    ]
+    secrets += [(user, "password") for user in relay_auth.get("users") or []]
+    secrets += [(up, key) for up in relay.get("upstreams") or [] for key in ("shared_key", "password")]
+    for section, key in secrets:
         if section and section.get(key):
             section[key] = "<redacted>"
     return out

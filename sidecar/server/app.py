@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import signal
+from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -14,8 +15,13 @@ from grpc_reflection.v1alpha import reflection
 from sidecar import config as config_mod
 from sidecar.api.logclass.v1 import classifier_pb2 as pb
 from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
-from sidecar.bundle import load_bundle
+from sidecar.bundle import ModelBundle, load_bundle
+from sidecar.encoder import Encoder
 from sidecar.pipeline import build_encoder, build_router, bundle_path
+from sidecar.relay.app import Relay
+from sidecar.relay.settings import check_runnable as check_relay_runnable
+from sidecar.relay.settings import from_config as relay_settings_from_config
+from sidecar.router import Router
 from sidecar.server import ServeError
 from sidecar.server.batcher import MicroBatcher
 from sidecar.server.metrics import Metrics, serve_metrics
@@ -39,8 +45,59 @@ def _addresses(cfg: config_mod.Config) -> list[str]:
     return out
 
 
+@dataclass
+class Pipeline:
+    """The loaded models behind the micro-batcher: what gRPC and the relay classify through."""
+
+    router: Router
+    batcher: MicroBatcher
+    bundle: ModelBundle | None
+    encoder: Encoder | None
+
+    async def close(self) -> None:
+        await self.batcher.stop()
+        # Lets LLM questions in flight land (and reach the teacher file) before the process goes.
+        await asyncio.get_running_loop().run_in_executor(None, self.router.close)
+
+
+async def load_pipeline(cfg: config_mod.Config, metrics: Metrics) -> Pipeline:
+    """Loads and warms the models, starts the micro-batcher, wires the pipeline metrics."""
+    server_cfg = cfg["server"]
+    loop = asyncio.get_running_loop()
+    bundle = load_bundle(bundle_path(cfg)) if "embedding" in cfg["router"]["tiers"] else None
+    encoder = await loop.run_in_executor(None, build_encoder, cfg) if bundle is not None else None
+    router = await loop.run_in_executor(None, lambda: build_router(cfg, bundle=bundle, encoder=encoder))
+    batcher = MicroBatcher(
+        router,
+        max_batch_records=server_cfg["batch"]["max_records"],
+        max_wait_ms=server_cfg["batch"]["max_wait_ms"],
+        max_queue_records=server_cfg["max_queue_records"],
+    )
+    router.on_tier_call = metrics.observe_tier
+    llm = router.tier("llm")
+    if isinstance(llm, LlmTier):
+        llm.on_call = metrics.observe_llm_call
+
+    def on_batch(records: int) -> None:
+        metrics.batch_records.observe(records)
+        metrics.observe_router(router.stats)
+
+    batcher.on_batch = on_batch
+    batcher.on_drop = metrics.dropped_records.inc
+    metrics.queue_records.set_function(lambda: batcher.queued_records)
+    metrics.cache_hit_ratio.set_function(lambda: router.stats.cache_hit_ratio)
+    batcher.start()
+    # The first encode and the LLM's prompt prefix pay one-off costs; no caller should.
+    await loop.run_in_executor(None, router.warm_up)
+    return Pipeline(router, batcher, bundle, encoder)
+
+
 async def serve(cfg: config_mod.Config, ready: asyncio.Event | None = None) -> None:
     server_cfg = cfg["server"]
+    # Checked before the models load, so a relay misconfiguration fails at once.
+    relay_settings = relay_settings_from_config(cfg) if cfg["relay"]["enabled"] else None
+    if relay_settings is not None:
+        check_relay_runnable(relay_settings)
     options = [
         ("grpc.max_receive_message_length", server_cfg["max_request_bytes"]),
         ("grpc.max_send_message_length", server_cfg["max_request_bytes"] * 2),
@@ -80,34 +137,16 @@ async def serve(cfg: config_mod.Config, ready: asyncio.Event | None = None) -> N
     )
 
     loop = asyncio.get_running_loop()
-    bundle = load_bundle(bundle_path(cfg)) if "embedding" in cfg["router"]["tiers"] else None
-    encoder = await loop.run_in_executor(None, build_encoder, cfg) if bundle is not None else None
-    router = await loop.run_in_executor(None, lambda: build_router(cfg, bundle=bundle, encoder=encoder))
-    batcher = MicroBatcher(
-        router,
-        max_batch_records=server_cfg["batch"]["max_records"],
-        max_wait_ms=server_cfg["batch"]["max_wait_ms"],
-        max_queue_records=server_cfg["max_queue_records"],
-    )
-    router.on_tier_call = metrics.observe_tier
-    llm = router.tier("llm")
-    if isinstance(llm, LlmTier):
-        llm.on_call = metrics.observe_llm_call
-
-    def on_batch(records: int) -> None:
-        metrics.batch_records.observe(records)
-        metrics.observe_router(router.stats)
-
-    batcher.on_batch = on_batch
-    batcher.on_drop = metrics.dropped_records.inc
-    metrics.queue_records.set_function(lambda: batcher.queued_records)
-    metrics.cache_hit_ratio.set_function(lambda: router.stats.cache_hit_ratio)
-    batcher.start()
-    # The first encode and the LLM's prompt prefix pay one-off costs; no caller should.
-    await loop.run_in_executor(None, router.warm_up)
+    pipeline = await load_pipeline(cfg, metrics)
+    router, batcher, bundle, encoder = pipeline.router, pipeline.batcher, pipeline.bundle, pipeline.encoder
     device = encoder.device if encoder is not None else ""
     files = dict(bundle.manifest["files"]) if bundle is not None else {}
     service.attach(router, batcher, build_model_info(router, cfg, files, device))
+    relay = None
+    if relay_settings is not None:
+        # Same router, caches and micro-batcher as gRPC; relay metrics on the same /metrics.
+        relay = Relay(relay_settings, batcher.classify, metrics.registry)
+        await relay.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
@@ -130,10 +169,9 @@ async def serve(cfg: config_mod.Config, ready: asyncio.Event | None = None) -> N
     await stop.wait()
     log.info("draining: NOT_SERVING, up to %ss for in-flight requests", server_cfg["grace_seconds"])
     await health_servicer.enter_graceful_shutdown()
-    await server.stop(server_cfg["grace_seconds"])
-    await batcher.stop()
-    # Lets LLM questions in flight land (and reach the teacher file) before the process goes.
-    await loop.run_in_executor(None, router.close)
+    # The relay drains alongside gRPC, before the batcher both classify through stops.
+    await asyncio.gather(server.stop(server_cfg["grace_seconds"]), *([relay.stop()] if relay else []))
+    await pipeline.close()
     log.info("stopped")
 
 

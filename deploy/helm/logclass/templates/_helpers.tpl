@@ -1,0 +1,245 @@
+{{- define "logclass.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "logclass.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "logclass.vllmName" -}}
+{{- printf "%s-vllm" (include "logclass.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "logclass.commonLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: logclass
+{{- end }}
+
+{{- define "logclass.labels" -}}
+{{ include "logclass.commonLabels" . }}
+{{ include "logclass.selectorLabels" . }}
+{{- end }}
+
+{{- define "logclass.vllmLabels" -}}
+{{ include "logclass.commonLabels" . }}
+{{ include "logclass.vllmSelectorLabels" . }}
+{{- end }}
+
+{{- define "logclass.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "logclass.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: {{ .Values.mode }}
+{{- end }}
+
+{{- define "logclass.vllmSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "logclass.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: vllm
+{{- end }}
+
+{{- define "logclass.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{- define "logclass.authSecret" -}}
+{{- .Values.auth.existingSecret | default (printf "%s-auth" (include "logclass.fullname" .)) }}
+{{- end }}
+
+{{/* The OpenAI-compatible URL the sidecar calls: the chart's vLLM Service, else llm.url. */}}
+{{- define "logclass.llmUrl" -}}
+{{- if .Values.vllm.enabled -}}
+{{- printf "http://%s.%s.svc:%d/v1" (include "logclass.vllmName" .) .Release.Namespace (int .Values.vllm.port) }}
+{{- else if .Values.llm.url -}}
+{{- .Values.llm.url }}
+{{- end }}
+{{- end }}
+
+{{- define "logclass.llmKeySecret" -}}
+{{- if .Values.vllm.enabled }}{{ .Values.vllm.apiKeySecret.name }}{{ else }}{{ .Values.llm.apiKeySecret.name }}{{ end }}
+{{- end }}
+
+{{- define "logclass.llmKeyKey" -}}
+{{- if .Values.vllm.enabled }}{{ .Values.vllm.apiKeySecret.key }}{{ else }}{{ .Values.llm.apiKeySecret.key }}{{ end }}
+{{- end }}
+
+{{/*
+logclass config.yaml: .Values.config with the keys the chart manages set on top. Listen addresses
+and the bundle path come from env (LOGCLASS_SERVER__LISTEN ...: they also override the image's), the
+rest is here.
+*/}}
+{{- define "logclass.config" -}}
+{{- $cfg := deepCopy (.Values.config | default dict) }}
+{{- $server := dict }}
+{{- if .Values.auth.enabled }}
+{{- $_ := set $server "auth" (dict "token_file" "/etc/logclass/auth/token") }}
+{{- end }}
+{{- if .Values.tls.enabled }}
+{{- $tls := dict "cert_file" "/etc/logclass/tls/tls.crt" "key_file" "/etc/logclass/tls/tls.key" }}
+{{- if .Values.tls.clientAuth }}{{ $_ := set $tls "client_ca_file" "/etc/logclass/tls/ca.crt" }}{{ end }}
+{{- $_ := set $server "tls" $tls }}
+{{- end }}
+{{- $managed := dict }}
+{{- if $server }}{{ $_ := set $managed "server" $server }}{{ end }}
+{{- if .Values.rules }}
+{{- $_ := set $managed "regex" (dict "rules_file" "/etc/logclass/rules.yaml") }}
+{{- end }}
+{{- $url := include "logclass.llmUrl" . }}
+{{- if $url }}
+{{- $llmServer := dict "url" $url }}
+{{- $model := ternary .Values.vllm.servedModelName .Values.llm.model .Values.vllm.enabled }}
+{{- if $model }}{{ $_ := set $llmServer "model" $model }}{{ end }}
+{{- if include "logclass.llmKeySecret" . }}{{ $_ := set $llmServer "api_key_file" "/etc/logclass/llm/api-key" }}{{ end }}
+{{- $_ := set $managed "llm" (dict "backend" "vllm" "server" $llmServer) }}
+{{- else }}
+{{- /* No server: the image has no llama.cpp; say so instead of relying on auto. */}}
+{{- $_ := set $managed "llm" (dict "backend" "none") }}
+{{- end }}
+{{- if eq .Values.mode "daemonset" }}
+{{- $relay := dict "upstreams" .Values.daemonset.relay.upstreams "buffer" (dict "path" "/var/lib/logclass/relay") }}
+{{- $_ := set $managed "relay" $relay }}
+{{- end }}
+{{- $merged := mustMergeOverwrite $cfg $managed }}
+{{- toYaml $merged }}
+{{- end }}
+
+{{/* The logclass container, shared by the DaemonSet and the Deployment. */}}
+{{- define "logclass.container" -}}
+- name: logclass
+  image: {{ include "logclass.image" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  env:
+    - name: LOGCLASS_CONFIG
+      value: /etc/logclass/config.yaml
+    # Kubelet probes connect to the pod IP, so gRPC listens on all interfaces.
+    - name: LOGCLASS_SERVER__LISTEN
+      value: "0.0.0.0:{{ .Values.ports.grpc }}"
+    - name: LOGCLASS_SERVER__METRICS_LISTEN
+      value: "0.0.0.0:{{ .Values.ports.metrics }}"
+    - name: LOGCLASS_MODEL__BUNDLE
+      value: {{ ternary (printf "%s/%s" .Values.model.mountPath .Values.model.subPath) .Values.model.imagePath (eq .Values.model.source "volume") | quote }}
+    {{- if eq .Values.mode "daemonset" }}
+    - name: LOGCLASS_RELAY__ENABLED
+      value: "true"
+    - name: LOGCLASS_RELAY__LISTEN
+      value: "127.0.0.1:{{ .Values.ports.forward }}"
+    {{- end }}
+    - name: HOME
+      value: /tmp
+    - name: XDG_CACHE_HOME
+      value: /tmp/cache
+    {{- with .Values.extraEnv }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  ports:
+    - {name: grpc, containerPort: {{ .Values.ports.grpc }}, protocol: TCP}
+    - {name: metrics, containerPort: {{ .Values.ports.metrics }}, protocol: TCP}
+  {{- $probe := dict "grpc" (dict "port" (int .Values.ports.grpc) "service" "logclass.v1.LogClassifier") }}
+  {{- if .Values.tls.enabled }}
+  {{- $probe = dict "tcpSocket" (dict "port" "grpc") }}
+  {{- end }}
+  startupProbe:
+    {{- toYaml (merge (deepCopy $probe) .Values.probes.startup) | nindent 4 }}
+  livenessProbe:
+    {{- toYaml (merge (deepCopy $probe) .Values.probes.liveness) | nindent 4 }}
+  readinessProbe:
+    {{- toYaml (merge (deepCopy $probe) .Values.probes.readiness) | nindent 4 }}
+  resources:
+    {{- toYaml .Values.resources | nindent 4 }}
+  securityContext:
+    {{- toYaml .Values.securityContext | nindent 4 }}
+  volumeMounts:
+    - {name: config, mountPath: /etc/logclass/config.yaml, subPath: config.yaml, readOnly: true}
+    {{- if .Values.rules }}
+    - {name: config, mountPath: /etc/logclass/rules.yaml, subPath: rules.yaml, readOnly: true}
+    {{- end }}
+    - {name: tmp, mountPath: /tmp}
+    {{- if eq .Values.model.source "volume" }}
+    - {name: model, mountPath: {{ .Values.model.mountPath }}, readOnly: true}
+    {{- end }}
+    {{- if .Values.auth.enabled }}
+    - {name: auth, mountPath: /etc/logclass/auth, readOnly: true}
+    {{- end }}
+    {{- if .Values.tls.enabled }}
+    - {name: tls, mountPath: /etc/logclass/tls, readOnly: true}
+    {{- end }}
+    {{- if include "logclass.llmKeySecret" . }}
+    - {name: llm-key, mountPath: /etc/logclass/llm, readOnly: true}
+    {{- end }}
+    {{- if eq .Values.mode "daemonset" }}
+    - {name: relay-buffer, mountPath: /var/lib/logclass/relay}
+    {{- end }}
+{{- end }}
+
+{{/* Volumes of the logclass container. */}}
+{{- define "logclass.volumes" -}}
+- name: config
+  configMap:
+    name: {{ include "logclass.fullname" . }}
+- name: tmp
+  emptyDir: {}
+{{- if eq .Values.model.source "volume" }}
+- name: model
+  {{- toYaml .Values.model.volume | nindent 2 }}
+{{- end }}
+{{- if .Values.auth.enabled }}
+- name: auth
+  secret:
+    secretName: {{ include "logclass.authSecret" . }}
+    items: [{key: {{ .Values.auth.key }}, path: token}]
+{{- end }}
+{{- if .Values.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ .Values.tls.existingSecret }}
+{{- end }}
+{{- if include "logclass.llmKeySecret" . }}
+- name: llm-key
+  secret:
+    secretName: {{ include "logclass.llmKeySecret" . }}
+    items: [{key: {{ include "logclass.llmKeyKey" . }}, path: api-key}]
+{{- end }}
+{{- end }}
+
+{{- define "logclass.podAnnotations" -}}
+checksum/config: {{ include (print $.Template.BasePath "/configmap.yaml") . | sha256sum }}
+{{- if .Values.metrics.annotations }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .Values.ports.metrics | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+{{- with .Values.podAnnotations }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "logclass.podCommon" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}
+{{- with .Values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,116 @@
+"""One relay (server, tagger, disk buffer, forwarder) and `logclass relay`, which runs it alone.
+
+Inside `logclass serve` (``relay.enabled: true``) the server builds a :class:`Relay` on its own
+micro-batcher and metrics registry; `logclass relay` loads the pipeline the same way, without gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import signal
+
+from prometheus_client import CollectorRegistry
+
+from sidecar import config as config_mod
+from sidecar.relay import settings as settings_mod
+from sidecar.relay.buffer import DiskBuffer
+from sidecar.relay.forwarder import Forwarder
+from sidecar.relay.metrics import RelayMetrics
+from sidecar.relay.server import ForwardServer
+from sidecar.relay.settings import RelaySettings
+from sidecar.relay.tagger import Classify, Tagger
+
+log = logging.getLogger("logclass.relay")
+
+
+class Relay:
+    def __init__(self, settings: RelaySettings, classify: Classify | None, registry: CollectorRegistry) -> None:
+        """``classify``: the pipeline (a MicroBatcher's classify); None forwards records untouched."""
+        settings_mod.check_runnable(settings)
+        self.settings = settings
+        self.metrics = RelayMetrics(registry)
+        self.buffer = DiskBuffer(
+            settings.buffer_path, settings.buffer_max_bytes, settings.max_chunk_bytes, settings.compress
+        )
+        self.tagger = Tagger(settings, classify if settings.classify else None, self.metrics)
+        self.server = ForwardServer(settings, self.tagger, self.buffer, self.metrics)
+        self.forwarder = Forwarder(self.buffer, settings, self.metrics)
+
+    async def start(self) -> None:
+        # What is loaded by now (the models, torch) is a large heap that never becomes garbage;
+        # left to the collector, every full collection walks it and pauses the relay ~0.5 s on 2
+        # cores (measured: p99 ack of a 1,000-record request 550 ms -> 110 ms, warm records/s +70 %).
+        gc.collect()
+        gc.freeze()
+        recovered = await asyncio.get_running_loop().run_in_executor(None, self.buffer.open)
+        self.buffer.start()
+        self.metrics.buffer_chunks.set_function(lambda: self.buffer.queued_chunks)
+        self.metrics.buffer_bytes.set_function(lambda: self.buffer.used_bytes)
+        self.metrics.buffer_limit_bytes.set(self.settings.buffer_max_bytes)
+        self.forwarder.start()
+        await self.server.start()
+        s = self.settings
+        log.info(
+            "relay listening on %s (forward protocol; tls %s, handshake %s, classify %s, message key %r); "
+            "forwarding to %s; buffer %s (limit %s bytes, %s chunks / %s records recovered)",
+            s.listen,
+            "on" if s.tls else "off",
+            ("users" if s.users else "shared key") if s.shared_key else "off",
+            "on" if self.tagger.settings.classify else "off",
+            s.message_key.spec,
+            ", ".join(u.name for u in s.upstreams),
+            s.buffer_path,
+            s.buffer_max_bytes,
+            len(recovered),
+            sum(f.records for f in recovered),
+        )
+
+    async def stop(self) -> None:
+        """Stops taking requests (those in progress are queued and acked within the grace period),
+        writes what is queued, then stops forwarding; unacked chunks stay on disk for the next start."""
+        grace = self.settings.grace_s
+        await self.server.stop(grace)
+        await self.buffer.flush()
+        await self.forwarder.stop(grace)
+        await self.buffer.close()
+        log.info("relay stopped; %s chunks (%s bytes) stay queued", self.buffer.queued_chunks, self.buffer.used_bytes)
+
+
+async def serve_relay(cfg: config_mod.Config, ready: asyncio.Event | None = None) -> None:
+    """`logclass relay`: the pipeline (unless relay.classify is false), the relay and its metrics."""
+    from sidecar.server.app import load_pipeline
+    from sidecar.server.metrics import Metrics, serve_metrics
+
+    settings = settings_mod.from_config(cfg)
+    settings_mod.check_runnable(settings)
+    metrics = Metrics()
+    if settings.metrics_listen:
+        serve_metrics(metrics, settings.metrics_listen)
+    pipeline = await load_pipeline(cfg, metrics) if settings.classify else None
+    if pipeline is not None:
+        log.info("pipeline ready: model %s, tiers %s", pipeline.router.model_version, pipeline.router.tiers_enabled)
+    relay = Relay(settings, pipeline.batcher.classify if pipeline else None, metrics.registry)
+    await relay.start()
+    log.info("metrics on %s", f"http://{settings.metrics_listen}/metrics" if settings.metrics_listen else "off")
+    if ready is not None:
+        ready.set()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: up to %ss for requests in progress", settings.grace_s)
+    await relay.stop()
+    if pipeline is not None:
+        await pipeline.close()
+    log.info("stopped")
+
+
+def run(cfg: config_mod.Config) -> int:
+    from sidecar.server.app import setup_logging
+
+    setup_logging(cfg["server"]["log_format"])
+    asyncio.run(serve_relay(cfg))
+    return 0

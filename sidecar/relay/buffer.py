@@ -1,0 +1,374 @@
+"""Bounded on-disk queue of chunks waiting for the upstream's ack: what makes the relay lose nothing.
+
+One file per upstream chunk, holding the exact PackedForward request the forwarder sends
+(``{seq}-{chunk id as hex}.chunk``). A file is written under a ``.tmp`` name, fsync'd, renamed and
+the directory fsync'd before any sender is acked for its records, and deleted only after the
+upstream acked it; on start the files left are queued again in sequence order (they may have
+reached the upstream unacked: duplicates, never losses).
+
+Writes are group commits: requests that arrive while a write is under way go into the next one,
+and requests of one tag are merged into one chunk up to ``max_chunk_bytes``, so a burst of small
+requests costs a few fsyncs rather than one each.
+
+Space is reserved before a request is queued: ``reserve`` waits while queued plus reserved bytes
+would pass ``max_bytes``, which is how a full buffer turns into senders not being acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import fcntl
+import logging
+import os
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import msgpack
+
+from sidecar.relay import RelayError
+from sidecar.relay.protocol import packed_forward
+
+log = logging.getLogger("logclass.relay.buffer")
+
+SUFFIX = ".chunk"
+TMP_SUFFIX = ".tmp"
+CORRUPT_SUFFIX = ".corrupt"
+LOCK_NAME = ".lock"
+# Bytes a request adds on disk beyond its entries and tag: option map, msgpack headers.
+_OVERHEAD = 128
+
+
+class BufferWriteError(OSError):
+    """The chunk could not be made durable; its sender must not be acked."""
+
+
+@dataclass(slots=True)
+class ChunkFile:
+    path: Path
+    seq: int
+    chunk_id: str  # the `chunk` option inside, which the upstream's ack must echo
+    size: int
+    records: int
+    written_at: float  # time.monotonic() of the write (or of the recovery)
+
+
+@dataclass(slots=True)
+class _Pending:
+    tag: str
+    stream: bytes
+    records: int
+    reserved: int
+    done: asyncio.Future[None]
+
+
+class DiskBuffer:
+    def __init__(self, path: Path, max_bytes: int, max_chunk_bytes: int, compress: bool = False) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.max_chunk_bytes = max_chunk_bytes
+        self.compress = compress
+        self._used = 0  # bytes of files on disk, queued or in flight
+        self._reserved = 0  # bytes promised to requests not yet written
+        self._ready: deque[ChunkFile] = deque()
+        self._in_flight = 0
+        self._pending: list[_Pending] = []
+        self._next_seq = 0
+        self._lock_file: IO[bytes] | None = None
+        self._writing: list[_Pending] = []
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-buffer")
+        # Fired whenever space is freed or chunks are queued; waiters re-check their condition.
+        self._changed: _Signal | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._wake_writer: asyncio.Event | None = None
+
+    # -- state -----------------------------------------------------------------------------------
+
+    @property
+    def used_bytes(self) -> int:
+        return self._used
+
+    @property
+    def queued_chunks(self) -> int:
+        """Chunk files on disk: waiting or in flight to the upstream."""
+        return len(self._ready) + self._in_flight
+
+    def cost(self, tag: str, stream_bytes: int) -> int:
+        """Bytes to reserve for a request: an upper bound of what it takes on disk."""
+        return stream_bytes + len(tag.encode("utf-8", "surrogateescape")) + _OVERHEAD
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    def open(self) -> list[ChunkFile]:
+        """Locks the directory and queues the chunks a previous run left. Blocking: call once at start."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            lock = (self.path / LOCK_NAME).open("ab")
+        except OSError as exc:
+            raise RelayError(f"cannot use relay.buffer.path {self.path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            lock.close()
+            raise RelayError(
+                f"relay.buffer.path {self.path} is in use by another relay process; give each relay its own directory"
+            ) from exc
+        self._lock_file = lock
+        recovered = self._recover()
+        self._ready.extend(recovered)
+        self._used = sum(f.size for f in recovered)
+        self._next_seq = recovered[-1].seq + 1 if recovered else 0
+        return recovered
+
+    def start(self) -> None:
+        """Starts the writer; call from the event loop after ``open``."""
+        self._changed = _Signal()
+        self._wake_writer = asyncio.Event()
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="relay-buffer-writer")
+
+    async def flush(self) -> None:
+        """Waits until every queued request is on disk (or failed)."""
+        while self._pending or self._writing:
+            await asyncio.gather(*(p.done for p in self._pending + self._writing), return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.flush()
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        self._io.shutdown(wait=True)
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    # -- senders' side ---------------------------------------------------------------------------
+
+    def try_reserve(self, nbytes: int) -> bool:
+        if self._used + self._reserved + nbytes > self.max_bytes:
+            return False
+        self._reserved += nbytes
+        return True
+
+    async def reserve(self, nbytes: int, timeout: float | None) -> bool:
+        """Waits for room for ``nbytes`` (at most ``timeout`` seconds; None: as long as it takes)."""
+        if nbytes > self.max_bytes:
+            raise RelayError(f"a request of {nbytes} bytes can never fit relay.buffer.max_bytes ({self.max_bytes})")
+        changed = self._signal()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.try_reserve(nbytes):
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                return False
+        return True
+
+    def release(self, nbytes: int) -> None:
+        """Gives back a reservation that will not be used."""
+        self._reserved -= nbytes
+        self._notify()
+
+    def append(self, tag: str, stream: bytes, records: int, reserved: int) -> asyncio.Future[None]:
+        """Queues a reserved request for the next write; the future is done once it is durable."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(tag, stream, records, reserved, done))
+        assert self._wake_writer is not None, "DiskBuffer.start() first"
+        self._wake_writer.set()
+        return done
+
+    # -- forwarder's side ------------------------------------------------------------------------
+
+    async def take(self, max_files: int) -> list[ChunkFile]:
+        """The oldest queued chunks (at least one: waits for it), now in flight."""
+        changed = self._signal()
+        while not self._ready:
+            await changed.wait()
+        files = [self._ready.popleft() for _ in range(min(max_files, len(self._ready)))]
+        self._in_flight += len(files)
+        return files
+
+    def give_back(self, files: Sequence[ChunkFile]) -> None:
+        """In-flight chunks the upstream did not ack: first in line again, in their order."""
+        self._in_flight -= len(files)
+        self._ready.extendleft(reversed(files))
+        self._notify()
+
+    async def remove(self, files: Sequence[ChunkFile]) -> None:
+        """Chunks the upstream acked: deleted (a delete lost in a crash only means a duplicate)."""
+        await asyncio.get_running_loop().run_in_executor(self._io, _unlink_all, [f.path for f in files])
+        self._in_flight -= len(files)
+        self._used -= sum(f.size for f in files)
+        self._notify()
+
+    async def read(self, file: ChunkFile) -> bytes:
+        return await asyncio.get_running_loop().run_in_executor(self._io, file.path.read_bytes)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _signal(self) -> _Signal:
+        assert self._changed is not None, "DiskBuffer.start() first"
+        return self._changed
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.fire()
+
+    async def _write_loop(self) -> None:
+        assert self._wake_writer is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake_writer.wait()
+            self._wake_writer.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            self._writing = batch
+            try:
+                files = await loop.run_in_executor(self._io, self._write, batch)
+            except Exception as exc:  # the writer must outlive any one write, or every sender hangs
+                self._writing = []
+                if isinstance(exc, OSError):
+                    log.error("cannot write to relay.buffer.path %s: %s; the senders are not acked", self.path, exc)
+                else:
+                    log.exception("writing the relay buffer failed; the senders are not acked")
+                self._reserved -= sum(p.reserved for p in batch)
+                for p in batch:
+                    if not p.done.done():
+                        p.done.set_exception(BufferWriteError(f"cannot write the relay buffer: {exc}"))
+                self._notify()
+                continue
+            self._writing = []
+            self._ready.extend(files)
+            self._used += sum(f.size for f in files)
+            self._reserved -= sum(p.reserved for p in batch)
+            self._notify()
+            for p in batch:
+                if not p.done.done():
+                    p.done.set_result(None)
+
+    def _write(self, batch: Sequence[_Pending]) -> list[ChunkFile]:
+        """Runs in the I/O thread: chunk files written, fsync'd, renamed, directory fsync'd."""
+        written: list[tuple[Path, ChunkFile]] = []
+        try:
+            for tag, stream, records in _merge(batch, self.max_chunk_bytes):
+                raw_id = uuid.uuid4().bytes
+                chunk_id = base64.b64encode(raw_id).decode("ascii")
+                data = packed_forward(tag, stream, records, chunk_id, compress=self.compress)
+                final = self.path / f"{self._next_seq:016d}-{raw_id.hex()}{SUFFIX}"
+                tmp = final.with_name(final.name + TMP_SUFFIX)
+                with tmp.open("wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                written.append((tmp, ChunkFile(final, self._next_seq, chunk_id, len(data), records, 0.0)))
+                self._next_seq += 1
+            for tmp, chunk in written:
+                os.replace(tmp, chunk.path)
+            _fsync_dir(self.path)
+        except OSError:
+            for tmp, chunk in written:
+                for p in (tmp, chunk.path):
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+            raise
+        now = time.monotonic()
+        for _, chunk in written:
+            chunk.written_at = now
+        return [chunk for _, chunk in written]
+
+    def _recover(self) -> list[ChunkFile]:
+        for tmp in self.path.glob(f"*{TMP_SUFFIX}"):
+            # A write that did not complete: nobody was acked for it.
+            tmp.unlink()
+        files: list[ChunkFile] = []
+        now = time.monotonic()
+        for path in sorted(self.path.glob(f"*{SUFFIX}")):
+            try:
+                files.append(_read_chunk_file(path, now))
+            except (OSError, ValueError) as exc:
+                aside = path.with_name(path.name + CORRUPT_SUFFIX)
+                path.rename(aside)
+                log.error("relay buffer file %s is unreadable (%s); moved aside to %s, not forwarded", path, exc, aside)
+        return sorted(files, key=lambda f: f.seq)
+
+
+class _Signal:
+    """Wakes every current waiter at once (asyncio.Condition without the lock, which no state here needs:
+    it is all touched from the event loop)."""
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def wait(self) -> asyncio.Future[None]:
+        """Done at the next fire(). Not a coroutine: the future is taken now, so a fire() between
+        the caller's check and its first await (wait_for starts a task a loop turn later) is not missed."""
+        return asyncio.shield(self._future)
+
+    def fire(self) -> None:
+        if not self._future.done():
+            self._future.set_result(None)
+        self._future = asyncio.get_running_loop().create_future()
+
+
+def _merge(batch: Iterable[_Pending], max_chunk_bytes: int) -> list[tuple[str, bytes, int]]:
+    """(tag, entries, records) per chunk to write: requests of one tag merged up to max_chunk_bytes."""
+    by_tag: dict[str, list[_Pending]] = {}
+    for p in batch:
+        by_tag.setdefault(p.tag, []).append(p)
+    chunks: list[tuple[str, bytes, int]] = []
+    for tag, items in by_tag.items():
+        parts: list[bytes] = []
+        size = records = 0
+        for p in items:
+            if parts and size + len(p.stream) > max_chunk_bytes:
+                chunks.append((tag, b"".join(parts), records))
+                parts, size, records = [], 0, 0
+            parts.append(p.stream)
+            size += len(p.stream)
+            records += p.records
+        if parts:
+            chunks.append((tag, b"".join(parts), records))
+    return chunks
+
+
+def _read_chunk_file(path: Path, now: float) -> ChunkFile:
+    seq_text, _, id_hex = path.stem.partition("-")
+    data = path.read_bytes()
+    request: Any = msgpack.unpackb(data, raw=False, unicode_errors="surrogateescape", strict_map_key=False)
+    if not (isinstance(request, list) and len(request) == 3 and isinstance(request[2], dict)):
+        raise ValueError("not a PackedForward request")
+    chunk_id = base64.b64encode(bytes.fromhex(id_hex)).decode("ascii")
+    option = request[2]
+    if option.get("chunk") != chunk_id or not isinstance(option.get("size"), int):
+        raise ValueError("its chunk option does not match its name")
+    return ChunkFile(path, int(seq_text), chunk_id, len(data), option["size"], now)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_all(paths: Iterable[Path]) -> None:
+    for path in paths:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            # Delivered already: a file that cannot be deleted is only resent after a restart.
+            log.error("cannot delete delivered chunk %s (%s); it will be sent again after a restart", path, exc)

@@ -1,0 +1,293 @@
+"""The Forward protocol server senders connect to: decode, classify, queue durably, then ack.
+
+Per connection: an optional handshake (HELO/PING/PONG), then requests are decoded as they stream
+in. Whatever complete requests one read brings are classified together, queued in the disk buffer,
+and the ones carrying a ``chunk`` option are acked once their write is durable; until then nothing
+more is read from that connection, so a slow pipeline or a full buffer holds the sender back
+through TCP instead of piling up in memory.
+
+A request that breaks the protocol closes its connection (the log line says why, from whom);
+requests before it on that read are still queued. Other connections are not affected. Values other
+than arrays are ignored, as the spec asks, and nil is a heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+import msgpack
+
+from sidecar.relay import RelayError, auth, protocol
+from sidecar.relay.buffer import BufferWriteError, DiskBuffer
+from sidecar.relay.metrics import RelayMetrics
+from sidecar.relay.protocol import EventBatch, ProtocolError
+from sidecar.relay.settings import RelaySettings
+from sidecar.relay.tagger import Tagger
+from sidecar.relay.throttle import ThrottledLog
+from sidecar.relay.tls import server_context
+
+log = logging.getLogger("logclass.relay")
+
+_READ_BYTES = 256 * 1024
+HANDSHAKE_TIMEOUT_S = 10.0
+
+
+class _Close(Exception):
+    """Ends a connection with one log line; ``kind`` labels protocol errors in the metrics."""
+
+    def __init__(self, reason: str, kind: str | None) -> None:
+        super().__init__(reason)
+        self.kind = kind
+
+
+@dataclass(eq=False)
+class _Connection:
+    peer: str
+    task: asyncio.Task[Any] | None
+    busy: bool = False
+    warned_non_array: bool = False
+
+
+class ForwardServer:
+    def __init__(self, settings: RelaySettings, tagger: Tagger, buffer: DiskBuffer, metrics: RelayMetrics) -> None:
+        self.settings = settings
+        self.tagger = tagger
+        self.buffer = buffer
+        self.metrics = metrics
+        self._context = server_context(settings.tls) if settings.tls is not None else None
+        self._server: asyncio.Server | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._connections: set[_Connection] = set()
+        self._stopping = False
+        self._packer = protocol.packer()
+        self._warn = ThrottledLog(log)
+
+    async def start(self) -> None:
+        host, port = self.settings.host, self.settings.port
+        try:
+            self._server = await asyncio.start_server(self._on_connection, host, port, ssl=self._context)
+        except OSError as exc:
+            raise RelayError(
+                f"cannot listen on relay.listen {host}:{port}: {exc.strerror}; is another relay using it?"
+            ) from exc
+        if self.settings.udp_heartbeat:
+            try:
+                transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+                    _Heartbeat, local_addr=(host, port)
+                )
+                self._udp = transport
+            except OSError as exc:
+                log.warning("no UDP heartbeat on %s:%s (%s); TCP is unaffected", host, port, exc.strerror)
+
+    async def stop(self, grace_s: float) -> None:
+        """Stops listening; requests being processed get ``grace_s`` to be queued and acked."""
+        self._stopping = True
+        if self._server is not None:
+            self._server.close()
+        if self._udp is not None:
+            self._udp.close()
+        for conn in list(self._connections):
+            if not conn.busy and conn.task is not None:
+                conn.task.cancel()
+        tasks = [c.task for c in self._connections if c.task is not None]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=grace_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = _peer(writer)
+        conn = _Connection(peer, asyncio.current_task())
+        self._connections.add(conn)
+        self.metrics.connections.inc()
+        decoder = protocol.unpacker(self.settings.max_request_bytes)
+        try:
+            if self.settings.shared_key:
+                await asyncio.wait_for(self._handshake(reader, writer, decoder, peer), HANDSHAKE_TIMEOUT_S)
+            await self._serve(reader, writer, decoder, conn)
+        except _Close as exc:
+            if exc.kind is not None:
+                self.metrics.protocol_errors.labels(exc.kind).inc()
+            log.warning("closing connection from %s: %s", peer, exc)
+        except asyncio.TimeoutError:
+            self.metrics.protocol_errors.labels("auth").inc()
+            log.warning("closing connection from %s: no PING within %ss of HELO", peer, HANDSHAKE_TIMEOUT_S)
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
+            log.info("connection from %s lost: %s", peer, exc)
+        except asyncio.CancelledError:
+            # stop() cancelled this connection's task, which ends here; re-raising would only make
+            # asyncio's stream callback log the cancellation as an error.
+            log.info("closing connection from %s: the relay is stopping", peer)
+        except Exception:  # a bug must cost one connection (its sender resends), not the relay
+            log.exception("closing connection from %s after an unexpected error", peer)
+        finally:
+            self._connections.discard(conn)
+            self.metrics.connections.dec()
+            writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError, asyncio.CancelledError):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    async def _handshake(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, decoder: Any, peer: str
+    ) -> None:
+        assert self.settings.shared_key is not None
+        nonce, auth_salt = auth.salt(), auth.salt() if self.settings.users else b""
+        writer.write(auth.helo(nonce, auth_salt))
+        await writer.drain()
+        message = await _read_one(reader, decoder)
+        try:
+            ping = auth.parse_ping(message)
+        except ProtocolError as exc:
+            raise _Close(f"handshake: {exc}", "auth") from exc
+        reason = auth.check_ping(ping, nonce, self.settings.shared_key, auth_salt, self.settings.users)
+        writer.write(auth.pong(not reason, reason, self.settings.hostname, self.settings.shared_key, ping, nonce))
+        await writer.drain()
+        if reason:
+            raise _Close(f"handshake refused: {reason} (client hostname {ping.hostname!r})", "auth")
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, decoder: Any, conn: _Connection
+    ) -> None:
+        while not self._stopping:
+            data = await reader.read(_READ_BYTES)
+            if not data:
+                return
+            started = time.monotonic()
+            try:
+                decoder.feed(data)
+            except msgpack.BufferFull:
+                raise _Close(
+                    f"a request is larger than relay.max_request_bytes ({self.settings.max_request_bytes} bytes); "
+                    "raise it or lower the sender's chunk size",
+                    "too_large",
+                ) from None
+            batches, error = self._decode(decoder, conn)
+            if batches:
+                conn.busy = True
+                try:
+                    await self._accept(batches, writer, conn, started)
+                finally:
+                    conn.busy = False
+            if error is not None:
+                raise error
+
+    def _decode(self, decoder: Any, conn: _Connection) -> tuple[list[EventBatch], _Close | None]:
+        """The complete requests buffered so far, and the error that ends the connection, if any."""
+        batches: list[EventBatch] = []
+        try:
+            for request in decoder:
+                if request is None:
+                    continue  # a heartbeat
+                if not isinstance(request, list):
+                    if not conn.warned_non_array:
+                        conn.warned_non_array = True
+                        log.warning("ignoring %s from %s: requests are arrays", type(request).__name__, conn.peer)
+                    continue
+                batches.append(protocol.parse_request(request, self.settings.max_request_bytes))
+        except ProtocolError as exc:
+            return batches, _Close(f"invalid request: {exc}", "invalid")
+        except (msgpack.UnpackException, ValueError) as exc:
+            return batches, _Close(f"malformed msgpack ({type(exc).__name__}: {exc})", "malformed")
+        return batches, None
+
+    async def _accept(
+        self, batches: list[EventBatch], writer: asyncio.StreamWriter, conn: _Connection, started: float
+    ) -> None:
+        await self.tagger.tag(batches)
+        acks: list[tuple[str, asyncio.Future[None] | None]] = []
+        for batch in batches:
+            self.metrics.records_in.labels(batch.mode).inc(len(batch.entries))
+            done = None
+            if batch.entries:
+                stream = protocol.pack_entries(batch.entries, self._packer)
+                cost = self.buffer.cost(batch.tag, len(stream))
+                await self._reserve(cost, batch, conn)
+                done = self.buffer.append(batch.tag, stream, len(batch.entries), cost)
+                # A failed write is logged by the buffer; this keeps asyncio from reporting it again.
+                done.add_done_callback(_consume)
+            if batch.chunk is not None:
+                acks.append((batch.chunk, done))
+        for chunk, done in acks:
+            if done is not None:
+                try:
+                    await done
+                except BufferWriteError as exc:
+                    raise _Close(f"{exc}; chunk {chunk} not acknowledged", None) from exc
+            writer.write(protocol.ack(chunk))
+        if acks:
+            await writer.drain()
+            self.metrics.ack_seconds.observe(time.monotonic() - started)
+
+    async def _reserve(self, cost: int, batch: EventBatch, conn: _Connection) -> None:
+        buffer = self.buffer
+        if cost > buffer.max_bytes:
+            raise _Close(
+                f"a request of {cost} bytes can never fit relay.buffer.max_bytes ({buffer.max_bytes}); raise it",
+                "too_large",
+            )
+        if buffer.try_reserve(cost):
+            return
+        self.metrics.backpressure.labels("waited").inc()
+        self._warn.warning(
+            "buffer_full",
+            "relay buffer full (%s of %s bytes queued, upstream not taking them): holding a request from %s %s",
+            buffer.used_bytes,
+            buffer.max_bytes,
+            conn.peer,
+            f"unacknowledged for up to {self.settings.full_wait_s}s" if batch.chunk else "(no ack wanted: it waits)",
+        )
+        # A sender that wants an ack can resend; one that does not cannot, so it waits for room.
+        timeout = self.settings.full_wait_s if batch.chunk is not None else None
+        if not await buffer.reserve(cost, timeout):
+            self.metrics.backpressure.labels("refused").inc()
+            raise _Close(
+                f"relay buffer still full after relay.buffer.full_wait_s ({self.settings.full_wait_s}s); "
+                f"chunk {batch.chunk} not acknowledged, the sender will resend it",
+                None,
+            )
+
+
+class _Heartbeat(asyncio.DatagramProtocol):
+    """UDP heartbeat: a 0x00 byte answered with a 0x00 byte (in_forward's behaviour)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.transport.sendto(b"\x00", addr)
+
+
+async def _read_one(reader: asyncio.StreamReader, decoder: Any) -> object:
+    while True:
+        try:
+            return next(decoder)
+        except StopIteration:
+            pass
+        except (msgpack.UnpackException, ValueError) as exc:
+            raise _Close(f"malformed msgpack in the handshake ({exc})", "auth") from exc
+        data = await reader.read(_READ_BYTES)
+        if not data:
+            raise ConnectionError("closed during the handshake")
+        try:
+            decoder.feed(data)
+        except msgpack.BufferFull:
+            raise _Close("handshake message larger than relay.max_request_bytes", "auth") from None
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)
+
+
+def _consume(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()

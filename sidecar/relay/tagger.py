@@ -1,0 +1,122 @@
+"""Classifies the records of received requests and writes the decision into each record.
+
+All records of the requests read together from one connection go to the pipeline as one call
+(through the micro-batcher when the relay runs with a pipeline, so they share its cache and
+batches with gRPC callers). The tagger never fails and never waits longer than its timeout: when
+the pipeline is too slow, full or broken, the records get ``relay.fallback_label`` with tier
+``fallback`` and the reason, and are forwarded all the same. Field names and fallback values are
+the Fluentd plugin's, so both paths produce the same records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from sidecar.decision import Decision, LogRecord
+from sidecar.relay.metrics import RelayMetrics
+from sidecar.relay.protocol import EventBatch
+from sidecar.relay.settings import RelaySettings
+from sidecar.relay.throttle import ThrottledLog
+from sidecar.server.batcher import QueueFullError
+
+log = logging.getLogger("logclass.relay")
+
+Classify = Callable[[Sequence[LogRecord]], Awaitable[list[Decision]]]
+
+# The tier written for records the relay could not get classified; "none" is the pipeline's own
+# "no tier decided", worth telling apart from "not asked".
+FALLBACK_TIER = "fallback"
+REASON_TIMEOUT = "timeout"
+REASON_QUEUE_FULL = "queue_full"
+REASON_INTERNAL = "internal"
+REASON_MISSING = "missing_message"
+
+
+class Tagger:
+    def __init__(self, settings: RelaySettings, classify: Classify | None, metrics: RelayMetrics) -> None:
+        """``classify`` None: records pass through untouched (relay.classify false)."""
+        self.settings = settings
+        self._classify = classify
+        self._metrics = metrics
+        self._warn = ThrottledLog(log)
+        keys = settings.output
+        self._label, self._tier, self._confidence = keys.label, keys.tier, keys.confidence
+        self._reason, self._error = keys.fallback_reason, keys.error
+
+    async def tag(self, batches: Sequence[EventBatch]) -> None:
+        if self._classify is None:
+            return
+        records: list[LogRecord] = []
+        targets: list[dict[Any, Any]] = []
+        missing: list[dict[Any, Any]] = []
+        message_key, source_key = self.settings.message_key, self.settings.source_key
+        for batch in batches:
+            default_source = self.settings.source or batch.tag
+            for entry in batch.entries:
+                record = entry[1]
+                message = _text(message_key.get(record))
+                if message is None:
+                    missing.append(record)
+                    continue
+                source = _text(source_key.get(record)) if source_key is not None else None
+                records.append(LogRecord(source or default_source, message))
+                targets.append(record)
+        if missing and self.settings.tag_missing_message:
+            self._fall_back(missing, REASON_MISSING)
+        if records:
+            await self._decide(records, targets)
+
+    async def _decide(self, records: list[LogRecord], targets: list[dict[Any, Any]]) -> None:
+        assert self._classify is not None
+        try:
+            decisions = await asyncio.wait_for(self._classify(records), self.settings.classify_timeout_s)
+        except asyncio.TimeoutError:  # asyncio.TimeoutError is not TimeoutError before 3.11
+            self._warn.warning(
+                REASON_TIMEOUT,
+                "pipeline gave no answer within relay.classify_timeout_ms (%s ms): %s records forwarded as %r",
+                round(self.settings.classify_timeout_s * 1000),
+                len(records),
+                self.settings.fallback_label,
+            )
+            self._fall_back(targets, REASON_TIMEOUT)
+            return
+        except QueueFullError as exc:
+            self._warn.warning(REASON_QUEUE_FULL, "%s: %s records forwarded unclassified", exc, len(records))
+            self._fall_back(targets, REASON_QUEUE_FULL)
+            return
+        except Exception:  # a tier failed: delivery must not depend on classification
+            log.exception("pipeline failed; %s records forwarded as %r", len(records), self.settings.fallback_label)
+            self._fall_back(targets, REASON_INTERNAL)
+            return
+        for record, decision in zip(targets, decisions, strict=True):
+            self._write(record, decision.label, decision.tier, round(decision.confidence, 4))
+            if self._error and decision.error:
+                record[self._error] = decision.error
+
+    def _fall_back(self, targets: Sequence[dict[Any, Any]], reason: str) -> None:
+        self._metrics.fallback_records.labels(reason).inc(len(targets))
+        for record in targets:
+            self._write(record, self.settings.fallback_label, FALLBACK_TIER, 0.0)
+            if self._reason:
+                record[self._reason] = reason
+
+    def _write(self, record: dict[Any, Any], label: str, tier: str, confidence: float) -> None:
+        if self._label:
+            record[self._label] = label
+        if self._tier:
+            record[self._tier] = tier
+        if self._confidence:
+            record[self._confidence] = confidence
+
+
+def _text(value: object) -> str | None:
+    """A record value as classifiable text; bytes that are not UTF-8 reach the pipeline as such
+    (surrogate escapes), which reports them as invalid_utf8."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    return None

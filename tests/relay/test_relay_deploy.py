@@ -1,0 +1,82 @@
+"""deploy/fluent-bit/: the classic and YAML Fluent Bit configs say the same thing, the agent sends
+to where the relay listens with acks and unlimited retries, the aggregator takes the relay's chunk
+size, and the relay's config is valid. (No Fluent Bit binary can be installed where the suite runs.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sidecar import config
+from sidecar.relay.settings import check_runnable, from_config
+from tests.conftest import NO_LLM, ROOT
+
+DEPLOY = ROOT / "deploy" / "fluent-bit"
+SECTIONS = {"SERVICE": "service", "INPUT": "inputs", "FILTER": "filters", "OUTPUT": "outputs"}
+
+
+def _value(value: Any) -> str:
+    text = str(value).lower()
+    return {"true": "on", "false": "off"}.get(text, text)
+
+
+def classic(path: Path) -> dict[str, list[dict[str, str]]]:
+    """Sections of a classic Fluent Bit config as lists of {lowercased key: normalised value}."""
+    out: dict[str, list[dict[str, str]]] = {}
+    current: dict[str, str] | None = None
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = {}
+            out.setdefault(SECTIONS[line[1:-1]], []).append(current)
+            continue
+        assert current is not None, f"{path}: {line!r} outside a section"
+        key, _, value = line.partition(" ")
+        current[key.lower()] = _value(value.strip())
+    return out
+
+
+def yaml_config(path: Path) -> dict[str, list[dict[str, str]]]:
+    data = yaml.safe_load(path.read_text())
+    out = {"service": [{k.lower(): _value(v) for k, v in data["service"].items()}]}
+    for name, items in data["pipeline"].items():
+        out[name] = [{k.lower(): _value(v) for k, v in item.items()} for item in items]
+    return out
+
+
+def _size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+
+
+def test_classic_and_yaml_configs_say_the_same() -> None:
+    for role in ("agent", "aggregator"):
+        assert classic(DEPLOY / role / "fluent-bit.conf") == yaml_config(DEPLOY / role / "fluent-bit.yaml"), role
+
+
+def test_agent_sends_to_the_relay_with_acks_and_unlimited_retries() -> None:
+    cfg = config.load(DEPLOY / "logclass-relay.yaml", environ=NO_LLM)
+    relay = from_config(cfg)
+    check_runnable(relay)
+    agent = classic(DEPLOY / "agent" / "fluent-bit.conf")
+    (output,) = agent["outputs"]
+    assert output["name"] == "forward" and (output["host"], int(output["port"])) == (relay.host, relay.port)
+    assert output["require_ack_response"] == "on" and output["retry_limit"] == "no_limits"
+    assert output["retain_metadata_in_forward_mode"] == "off"
+    (tail,) = agent["inputs"]
+    assert tail["name"] == "tail" and tail["storage.type"] == "filesystem" and "db" in tail
+    assert agent["service"][0]["storage.path"] and relay.message_key.keys == ("log",)
+    assert len(relay.upstreams) == 2 and str(relay.buffer_path).startswith("/var/lib/")
+
+
+def test_aggregator_takes_the_relays_chunks() -> None:
+    relay = from_config(config.load(DEPLOY / "logclass-relay.yaml", environ=NO_LLM))
+    (forward,) = classic(DEPLOY / "aggregator" / "fluent-bit.conf")["inputs"]
+    assert forward["name"] == "forward" and int(forward["port"]) == relay.upstreams[0].port
+    assert _size(forward["buffer_max_size"]) > relay.max_chunk_bytes
+    fluentd = (DEPLOY / "aggregator" / "fluentd.conf").read_text()
+    assert "@type forward" in fluentd and f"port {relay.upstreams[0].port}" in fluentd

@@ -1,0 +1,198 @@
+"""What the relay writes into records, with the relay in this process (its own event-loop thread,
+real sockets, real disk buffer) so the pipeline can be replaced: a failing, slow or full pipeline
+still delivers every record, with the fallback label; key paths and output names are honoured; a
+PackedForward request reaches the router as one batch."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from sidecar import config
+from sidecar.decision import Decision, LogRecord
+from sidecar.pipeline import build_router
+from sidecar.relay.app import Relay
+from sidecar.relay.settings import from_config
+from sidecar.relay.tagger import Classify
+from sidecar.server.batcher import MicroBatcher, QueueFullError
+from tests.conftest import NO_LLM
+from tests.relay.conftest import FAST_FORWARD, report
+from tests.relay.forward_peer import ForwardClient, Upstream, free_port
+
+
+class RelayThread:
+    """A Relay on its own event loop in a thread, so blocking test clients can talk to it."""
+
+    def __init__(self, tmp: Path, upstream: int, classify: Classify | None, relay: dict[str, Any] | None = None):
+        self.port = free_port()
+        section = {
+            "listen": f"127.0.0.1:{self.port}",
+            "upstreams": [{"host": "127.0.0.1", "port": upstream}],
+            "buffer": {"path": str(tmp / "buffer")},
+            "forward": FAST_FORWARD,
+            **(relay or {}),
+        }
+        cfg = config.load(environ=NO_LLM, overrides={"relay": section})
+        self.settings = from_config(cfg)
+        self.cfg = cfg
+        self.classify = classify
+        self.loop = asyncio.new_event_loop()
+        self.relay: Relay | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.relay = Relay(self.settings, self.classify, CollectorRegistry())
+        self.loop.run_until_complete(self.relay.start())
+        self._ready.set()
+        self.loop.run_forever()
+
+    def call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    def __enter__(self) -> RelayThread:
+        self._thread.start()
+        assert self._ready.wait(30), "relay did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.relay is not None
+        self.call(self.relay.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    receiver = Upstream().start()
+    yield receiver
+    receiver.stop()
+
+
+async def _raises(records: Sequence[LogRecord]) -> list[Decision]:
+    raise RuntimeError("a tier exploded")
+
+
+async def _slow(records: Sequence[LogRecord]) -> list[Decision]:
+    await asyncio.sleep(30)
+    return []
+
+
+async def _full(records: Sequence[LogRecord]) -> list[Decision]:
+    raise QueueFullError("server queue is full (100000 records waiting, limit 100000); retry with backoff")
+
+
+@pytest.mark.parametrize(("classify", "reason"), [(_raises, "internal"), (_slow, "timeout"), (_full, "queue_full")])
+def test_a_failing_pipeline_never_blocks_delivery(
+    tmp_path: Path, upstream: Upstream, classify: Classify, reason: str
+) -> None:
+    with RelayThread(tmp_path, upstream.port, classify, {"classify_timeout_ms": 200}) as relay:
+        with ForwardClient(relay.port) as client:
+            chunk = [{"log": f"User User{i} logged in.", "seq": i} for i in range(20)]
+            assert client.wait_ack(client.packed("app", chunk), timeout=10)
+        assert upstream.wait_for_all(range(20))
+    report(f"pipeline {reason}", list(range(20)), upstream.values())
+    for event in upstream.events:
+        assert event.record["log_label"] == "unclassified"
+        assert event.record["log_label_tier"] == "fallback"
+        assert event.record["log_label_confidence"] == 0.0
+        assert event.record["log_label_fallback"] == reason
+
+
+def test_key_paths_sources_and_output_names(tmp_path: Path, upstream: Upstream) -> None:
+    seen: list[LogRecord] = []
+
+    async def classify(records: Sequence[LogRecord]) -> list[Decision]:
+        seen.extend(records)
+        return [
+            Decision(
+                f"label-{r.source}", 0.87654321, "embedding", "t", "v1", "", "empty_message" if not r.message else ""
+            )
+            for r in records
+        ]
+
+    relay_cfg = {
+        "message_key": "$.payload['text body']",
+        "source_key": "$.kubernetes.labels['app.kubernetes.io/name']",
+        "tag_missing_message": True,
+        "output": {"label_key": "class", "tier_key": None, "confidence_key": "score", "error_key": "class_error"},
+    }
+    k8s = {"labels": {"app.kubernetes.io/name": "billing"}}
+    sent = [
+        {"seq": 0, "payload": {"text body": "User 1 logged in."}, "kubernetes": k8s},
+        {"seq": 1, "payload": {"text body": b"bytes \xff message"}},  # no source: the tag
+        {"seq": 2, "payload": {"other": "no message here"}},
+        {"seq": 3, "payload": {"text body": ""}, "kubernetes": k8s},
+        {"seq": 4, "payload": "not a map"},
+    ]
+    with RelayThread(tmp_path, upstream.port, classify, relay_cfg) as relay:
+        with ForwardClient(relay.port) as client:
+            assert client.wait_ack(client.forward("app.web", sent))
+        assert upstream.wait_for_all(range(5))
+    assert [(r.source, r.message) for r in seen] == [
+        ("billing", "User 1 logged in."),
+        ("app.web", "bytes \udcff message"),
+        ("billing", ""),
+    ]
+    got = {e.record["seq"]: e.record for e in upstream.events}
+    assert got[0]["class"] == "label-billing" and got[0]["score"] == 0.8765 and "log_label_tier" not in got[0]
+    assert got[1]["payload"]["text body"] == b"bytes \xff message"  # bytes forwarded unchanged
+    assert got[3]["class_error"] == "empty_message" and "class_error" not in got[0]
+    for missing in (2, 4):
+        assert got[missing]["class"] == "unclassified" and got[missing]["log_label_fallback"] == "missing_message"
+
+
+def test_records_without_message_pass_untouched_by_default(tmp_path: Path, upstream: Upstream) -> None:
+    async def classify(records: Sequence[LogRecord]) -> list[Decision]:
+        return [Decision("L", 1.0, "regex", "t", "v") for _ in records]
+
+    with RelayThread(tmp_path, upstream.port, classify) as relay:
+        with ForwardClient(relay.port) as client:
+            assert client.wait_ack(client.forward("app", [{"seq": 0, "msg": "x"}, {"seq": 1, "log": "y"}]))
+        assert upstream.wait_for_all([0, 1])
+    got = {e.record["seq"]: e.record for e in upstream.events}
+    assert got[0] == {"seq": 0, "msg": "x"}
+    assert got[1] == {"seq": 1, "log": "y", "log_label": "L", "log_label_tier": "regex", "log_label_confidence": 1.0}
+
+
+def test_classify_false_forwards_records_untouched(tmp_path: Path, upstream: Upstream) -> None:
+    async def never(records: Sequence[LogRecord]) -> list[Decision]:
+        raise AssertionError("classify: false must not call the pipeline")
+
+    with RelayThread(tmp_path, upstream.port, never, {"classify": False}) as relay:
+        with ForwardClient(relay.port) as client:
+            assert client.wait_ack(client.packed("app", [{"log": "User 1 logged in.", "seq": 0}]))
+        assert upstream.wait_for_all([0])
+    assert upstream.events[0].record == {"log": "User 1 logged in.", "seq": 0}
+
+
+def test_a_packed_forward_request_is_one_router_batch_through_the_batcher(tmp_path: Path, upstream: Upstream) -> None:
+    cfg = config.load(environ=NO_LLM, overrides={"router": {"tiers": ["regex"], "source_routes": {}}})
+    router = build_router(cfg)
+    holder: dict[str, MicroBatcher] = {}
+
+    async def classify(records: Sequence[LogRecord]) -> list[Decision]:
+        if "b" not in holder:
+            holder["b"] = MicroBatcher(router, max_batch_records=4096, max_wait_ms=2, max_queue_records=100_000)
+            holder["b"].start()
+        return await holder["b"].classify(records)
+
+    lines = ["User User{} logged in.", "Backup completed successfully.", "Disk cleanup completed successfully."]
+    chunk = [{"log": lines[i % 3].format(i), "seq": i} for i in range(1000)]
+    with RelayThread(tmp_path, upstream.port, classify) as relay:
+        with ForwardClient(relay.port) as client:
+            assert client.wait_ack(client.packed("app", chunk), timeout=20)
+            assert client.wait_ack(client.packed("app", chunk[:10]), timeout=20)  # exact-cache hits now
+        assert upstream.wait_for(lambda u: len(u.events) == 1010)
+        relay.call(holder["b"].stop())
+    assert holder["b"].stats.batches == 2 and router.stats.records == 1010
+    assert router.stats.exact_hits >= 10
+    labels = {e.record["log_label"] for e in upstream.events}
+    assert labels == {"User Action", "System Notification"}

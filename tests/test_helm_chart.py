@@ -1,0 +1,619 @@
+"""The Helm chart deploy/helm/logclass, rendered offline with helm-python-sdk (Helm's Go SDK, no
+cluster, no helm binary): lint, every mode with default and non-default values, the objects it
+renders checked against the sidecar's own config loader, proto and the repo's Fluent Bit config."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import helm_python  # helm-python-sdk, in the dev extra: a missing SDK fails, it does not skip
+import pytest
+import yaml
+
+from sidecar import config as config_mod
+from sidecar.tiers.regex import load_rules
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "deploy" / "helm" / "logclass"
+# The node side of deploy/fluent-bit/ (tail -> relay): what the daemonset runs.
+FLUENT_BIT_DIR = ROOT / "deploy" / "fluent-bit" / "agent"
+RELEASE, NAMESPACE = "rel", "obs"
+FULLNAME = f"{RELEASE}-logclass"
+UPSTREAMS = [{"host": "aggregator.logging.svc", "port": 24224}]
+DAEMONSET = {"mode": "daemonset", "daemonset": {"relay": {"upstreams": UPSTREAMS}}}
+VLLM = {"vllm": {"enabled": True, "model": {"pvc": {"claimName": "llm-weights"}}}}
+WORKLOADS = {"Deployment", "DaemonSet"}
+
+Obj = dict[str, Any]
+
+
+def _proto_service() -> str:
+    text = (ROOT / "proto" / "logclass" / "v1" / "classifier.proto").read_text(encoding="utf-8")
+    package = re.search(r"^package\s+([\w.]+);", text, re.M)
+    service = re.search(r"^service\s+(\w+)", text, re.M)
+    assert package and service
+    return f"{package.group(1)}.{service.group(1)}"
+
+
+GRPC_SERVICE = _proto_service()
+
+
+def _merge(base: Obj, override: Obj) -> Obj:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+@pytest.fixture(scope="module")
+def chart() -> Any:
+    return helm_python.Chart.load(str(CHART))
+
+
+class Rendered:
+    """A release's objects, parsed."""
+
+    def __init__(self, manifests: dict[str, str]) -> None:
+        self.notes = next((text for path, text in manifests.items() if path.endswith("NOTES.txt")), "")
+        self.objects: list[Obj] = [
+            doc
+            for path, text in manifests.items()
+            if not path.endswith("NOTES.txt")
+            for doc in yaml.safe_load_all(text)
+            if doc
+        ]
+
+    def kinds(self) -> list[tuple[str, str]]:
+        return sorted((o["kind"], o["metadata"]["name"]) for o in self.objects)
+
+    def get(self, kind: str, name: str = FULLNAME) -> Obj:
+        found = [o for o in self.objects if o["kind"] == kind and o["metadata"]["name"] == name]
+        assert len(found) == 1, f"{kind}/{name} not rendered once; got {self.kinds()}"
+        return found[0]
+
+    def has(self, kind: str, name: str = FULLNAME) -> bool:
+        return any(o["kind"] == kind and o["metadata"]["name"] == name for o in self.objects)
+
+    def workloads(self) -> list[Obj]:
+        return [o for o in self.objects if o["kind"] in WORKLOADS]
+
+    def sidecar_workload(self) -> Obj:
+        (found,) = [w for w in self.workloads() if w["metadata"]["name"] == FULLNAME]
+        return found
+
+    def container(self, name: str = "logclass", workload: Obj | None = None) -> Obj:
+        pod = (workload or self.sidecar_workload())["spec"]["template"]["spec"]
+        (found,) = [c for c in pod["containers"] if c["name"] == name]
+        return dict(found)
+
+    def config_map(self) -> dict[str, str]:
+        data: dict[str, str] = self.get("ConfigMap")["data"]
+        return data
+
+
+def render(chart: Any, values: Obj | None = None) -> Rendered:
+    return Rendered(chart.render(values or {}, name=RELEASE, namespace=NAMESPACE))
+
+
+def env_of(container: Obj) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
+def mounts_of(container: Obj) -> dict[str, Obj]:
+    return {m["mountPath"]: m for m in container.get("volumeMounts", [])}
+
+
+def volumes_of(workload: Obj) -> dict[str, Obj]:
+    return {v["name"]: v for v in workload["spec"]["template"]["spec"].get("volumes", [])}
+
+
+def effective_config(release: Rendered, tmp_path: Path) -> config_mod.Config:
+    """What the sidecar in the pod would run on: the ConfigMap's config.yaml at LOGCLASS_CONFIG,
+    the container's LOGCLASS_* env on top, loaded and validated by the sidecar's own loader."""
+    container = release.container()
+    env = env_of(container)
+    mount = mounts_of(container)[env["LOGCLASS_CONFIG"]]
+    assert mount["name"] == "config"
+    assert volumes_of(release.sidecar_workload())["config"]["configMap"]["name"] == FULLNAME
+    path = tmp_path / "config.yaml"
+    path.write_text(release.config_map()[mount["subPath"]], encoding="utf-8")
+    return config_mod.load(path, environ={k: v for k, v in env.items() if k.startswith("LOGCLASS_")})
+
+
+def port_of(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+# --- lint -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", [{}, DAEMONSET, VLLM], ids=["service", "daemonset", "vllm"])
+def test_lint_is_clean(values: Obj) -> None:
+    report = helm_python.lint(str(CHART), values, strict=True)
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+# --- kinds per mode -------------------------------------------------------------------------------
+
+MODES: dict[str, tuple[Obj, set[str]]] = {
+    "service": ({}, {"ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}),
+    "daemonset": (DAEMONSET, {"ConfigMap", "DaemonSet"}),
+    "service+vllm": (VLLM, {"ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}),
+    "daemonset+vllm": (_merge(DAEMONSET, VLLM), {"ConfigMap", "DaemonSet"}),
+    "service, all options": (
+        {
+            "service": {"autoscaling": {"enabled": False}, "podDisruptionBudget": {"enabled": False}, "replicas": 3},
+            "networkPolicy": {"enabled": True},
+            "metrics": {"serviceMonitor": {"enabled": True}},
+            "auth": {"enabled": True, "token": "0123456789abcdef0123"},
+        },
+        {"ConfigMap", "Deployment", "Service", "NetworkPolicy", "ServiceMonitor", "Secret"},
+    ),
+    "daemonset, all options": (
+        _merge(DAEMONSET, {"networkPolicy": {"enabled": True}, "metrics": {"serviceMonitor": {"enabled": True}}}),
+        {"ConfigMap", "DaemonSet", "NetworkPolicy", "PodMonitor"},
+    ),
+}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_each_mode_renders_its_kinds(chart: Any, mode: str) -> None:
+    values, expected = MODES[mode]
+    release = render(chart, values)
+    own = {kind for kind, name in release.kinds() if name in (FULLNAME, f"{FULLNAME}-auth")}
+    assert own == expected
+    vllm = {kind for kind, name in release.kinds() if name == f"{FULLNAME}-vllm"}
+    if values.get("vllm", {}).get("enabled"):
+        assert {"Deployment", "Service"} <= vllm
+    else:
+        assert vllm == set()
+    for obj in release.objects:
+        assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+
+
+def test_replicas_belong_to_the_hpa_unless_autoscaling_is_off(chart: Any) -> None:
+    release = render(chart)
+    hpa = release.get("HorizontalPodAutoscaler")
+    assert "replicas" not in release.get("Deployment")["spec"]
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": FULLNAME}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 10)
+    fixed = render(chart, {"service": {"autoscaling": {"enabled": False}, "replicas": 4}})
+    assert fixed.get("Deployment")["spec"]["replicas"] == 4
+
+
+def test_selectors_match_pod_labels(chart: Any) -> None:
+    for values in (_merge({}, VLLM), _merge(DAEMONSET, VLLM)):
+        release = render(chart, values)
+        for workload in release.workloads():
+            pod_labels = workload["spec"]["template"]["metadata"]["labels"]
+            selector = workload["spec"]["selector"]["matchLabels"]
+            assert selector.items() <= pod_labels.items()
+        for svc in (o for o in release.objects if o["kind"] == "Service"):
+            targets = [w for w in release.workloads() if w["metadata"]["name"] == svc["metadata"]["name"]]
+            assert len(targets) == 1
+            assert svc["spec"]["selector"].items() <= targets[0]["spec"]["template"]["metadata"]["labels"].items()
+        if release.has("PodDisruptionBudget"):
+            pdb_selector = release.get("PodDisruptionBudget")["spec"]["selector"]["matchLabels"]
+            assert pdb_selector == release.get("Deployment")["spec"]["selector"]["matchLabels"]
+
+
+# --- the sidecar's config, ports and probes -------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["service", "daemonset", "service+vllm"])
+def test_configmap_is_a_valid_logclass_config_and_ports_match(chart: Any, tmp_path: Path, mode: str) -> None:
+    values, _ = MODES[mode]
+    release = render(chart, values)
+    cfg = effective_config(release, tmp_path)
+    container = release.container()
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert port_of(cfg["server"]["listen"]) == ports["grpc"] == 50051
+    assert cfg["server"]["listen"].startswith("0.0.0.0:"), "kubelet probes reach the pod IP, not loopback"
+    assert port_of(cfg["server"]["metrics_listen"]) == ports["metrics"] == 9464
+    annotations = release.sidecar_workload()["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == ports["metrics"]
+    assert cfg["model"]["bundle"] == "/opt/logclass/models/default"
+    assert cfg["llm"]["backend"] == ("vllm" if "vllm" in mode else "none")
+    if mode == "service":
+        svc = release.get("Service")
+        by_name = {p["name"]: p for p in svc["spec"]["ports"]}
+        assert by_name["grpc"]["port"] == 50051 and by_name["grpc"]["targetPort"] == "grpc"
+        assert by_name["metrics"]["targetPort"] == "metrics"
+        assert cfg["relay"]["enabled"] is False
+    if mode == "daemonset":
+        assert cfg["relay"]["enabled"] is True
+        assert cfg["relay"]["listen"] == "127.0.0.1:24224"
+        assert cfg["relay"]["upstreams"] == UPSTREAMS
+        buffer = mounts_of(container)[cfg["relay"]["buffer"]["path"]]
+        host_path = volumes_of(release.sidecar_workload())[buffer["name"]]["hostPath"]
+        assert host_path["path"] == f"/var/lib/logclass/relay/{RELEASE}", "one buffer per relay, outliving the pod"
+
+
+def test_non_default_ports_and_values_reach_the_config(chart: Any, tmp_path: Path) -> None:
+    values = {
+        "ports": {"grpc": 7000, "metrics": 7001, "forward": 7002},
+        "service": {"port": 443},
+        "config": {
+            "embedding": {"min_confidence": 0.7, "label_min_confidence": {"Security Alert": 0.9}},
+            "router": {"fallback_label": "unknown", "source_routes": {}},
+            "llm": {"labels": {"Billing": "invoices and payments"}},
+        },
+    }
+    release = render(chart, values)
+    cfg = effective_config(release, tmp_path)
+    assert port_of(cfg["server"]["listen"]) == 7000
+    assert port_of(cfg["server"]["metrics_listen"]) == 7001
+    assert cfg["embedding"]["min_confidence"] == 0.7
+    assert cfg["embedding"]["label_min_confidence"] == {"Security Alert": 0.9}
+    assert cfg["router"]["fallback_label"] == "unknown"
+    assert cfg["router"]["source_routes"] == {}
+    # Mappings merge into the defaults, as in any logclass config file.
+    assert cfg["llm"]["labels"]["Billing"] == "invoices and payments"
+    assert "Security Alert" in cfg["llm"]["labels"]
+    assert release.container()["readinessProbe"]["grpc"]["port"] == 7000
+    grpc_port = {p["name"]: p for p in release.get("Service")["spec"]["ports"]}["grpc"]
+    assert (grpc_port["port"], grpc_port["targetPort"]) == (443, "grpc")
+    daemon = render(chart, _merge(DAEMONSET, {"ports": {"forward": 7002}}))
+    assert effective_config(daemon, tmp_path)["relay"]["listen"] == "127.0.0.1:7002"
+    assert fluent_bit_sections(daemon.config_map()["fluent-bit.conf"])[("OUTPUT", "forward")]["port"] == "7002"
+
+
+def test_rules_from_values_are_a_loadable_rules_file(chart: Any, tmp_path: Path) -> None:
+    rules = [
+        {"name": "billing", "pattern": r"invoice \d+ paid", "label": "Billing", "ignore_case": True},
+        {"pattern": r"^GET \S+ HTTP", "label": "HTTP Status", "sources": ["nginx"]},
+    ]
+    release = render(chart, {"rules": rules})
+    cfg = effective_config(release, tmp_path)
+    mount = mounts_of(release.container())[cfg["regex"]["rules_file"]]
+    text = release.config_map()[mount["subPath"]]
+    assert yaml.safe_load(text) == {"rules": rules}
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(text, encoding="utf-8")
+    loaded = load_rules(rules_file)
+    assert [r.label for r in loaded] == ["Billing", "HTTP Status"]
+    assert "rules.yaml" not in render(chart).config_map()
+
+
+def test_config_change_rolls_the_pods(chart: Any) -> None:
+    def checksum(values: Obj) -> str:
+        annotations = render(chart, values).sidecar_workload()["spec"]["template"]["metadata"]["annotations"]
+        return str(annotations["checksum/config"])
+
+    assert checksum({}) == checksum({})
+    assert checksum({}) != checksum({"config": {"embedding": {"min_confidence": 0.8}}})
+
+
+@pytest.mark.parametrize("mode", ["service", "daemonset"])
+def test_probes_are_grpc_health_on_the_listen_port(chart: Any, mode: str) -> None:
+    container = render(chart, MODES[mode][0]).container()
+    for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[kind]["grpc"] == {"port": 50051, "service": GRPC_SERVICE}, kind
+    assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] >= 120
+
+
+def test_tls_and_token_come_from_secrets(chart: Any, tmp_path: Path) -> None:
+    token = "s3cr3t-token-0123456789"
+    values = {
+        "auth": {"enabled": True, "token": token},
+        "tls": {"enabled": True, "existingSecret": "logclass-tls", "clientAuth": True},
+    }
+    release = render(chart, values)
+    cfg = effective_config(release, tmp_path)
+    container, workload = release.container(), release.sidecar_workload()
+    volumes = volumes_of(workload)
+
+    secret = release.get("Secret", f"{FULLNAME}-auth")
+    token_file = Path(cfg["server"]["auth"]["token_file"])
+    auth_mount = mounts_of(container)[str(token_file.parent)]
+    auth_volume = volumes[auth_mount["name"]]["secret"]
+    assert auth_volume["secretName"] == secret["metadata"]["name"]
+    (item,) = auth_volume["items"]
+    assert item["path"] == token_file.name
+    assert base64.b64decode(secret["data"][item["key"]]).decode() == token
+    assert cfg["server"]["auth"]["token"] is None, "the token itself never lands in the ConfigMap"
+    assert token not in release.config_map()["config.yaml"]
+
+    tls = cfg["server"]["tls"]
+    assert [Path(tls[k]).name for k in ("cert_file", "key_file", "client_ca_file")] == ["tls.crt", "tls.key", "ca.crt"]
+    tls_mount = mounts_of(container)[str(Path(tls["cert_file"]).parent)]
+    assert volumes[tls_mount["name"]]["secret"]["secretName"] == "logclass-tls"
+    # Kubelet's gRPC probes cannot speak TLS: the port is checked instead.
+    assert container["readinessProbe"]["tcpSocket"] == {"port": "grpc"}
+    assert "grpc" not in container["readinessProbe"]
+
+    existing = render(chart, {"auth": {"enabled": True, "existingSecret": "my-token"}})
+    assert not existing.has("Secret", f"{FULLNAME}-auth")
+    assert volumes_of(existing.sidecar_workload())["auth"]["secret"]["secretName"] == "my-token"
+
+
+def test_model_bundle_from_a_volume(chart: Any, tmp_path: Path) -> None:
+    volume = {"persistentVolumeClaim": {"claimName": "bundles"}}
+    release = render(chart, {"model": {"source": "volume", "volume": volume, "subPath": "v2"}})
+    cfg = effective_config(release, tmp_path)
+    assert cfg["model"]["bundle"] == "/models/v2"
+    mount = mounts_of(release.container())["/models"]
+    assert mount["readOnly"] is True
+    assert volumes_of(release.sidecar_workload())[mount["name"]]["persistentVolumeClaim"] == {"claimName": "bundles"}
+
+
+# --- vLLM -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("base", [{}, DAEMONSET], ids=["service", "daemonset"])
+def test_sidecar_llm_url_points_at_the_vllm_service(chart: Any, tmp_path: Path, base: Obj) -> None:
+    release = render(chart, _merge(base, VLLM))
+    cfg = effective_config(release, tmp_path)
+    name = f"{FULLNAME}-vllm"
+    svc, deploy = release.get("Service", name), release.get("Deployment", name)
+    url = urlsplit(cfg["llm"]["server"]["url"])
+    assert url.scheme == "http" and url.path == "/v1"
+    assert url.hostname == f"{name}.{NAMESPACE}.svc"
+    (svc_port,) = svc["spec"]["ports"]
+    assert url.port == svc_port["port"]
+    vllm = release.container("vllm", deploy)
+    container_ports = {p["name"]: p["containerPort"] for p in vllm["ports"]}
+    assert container_ports[svc_port["targetPort"]] == svc_port["port"]
+    assert svc["spec"]["selector"].items() <= deploy["spec"]["template"]["metadata"]["labels"].items()
+    # The vLLM pods are not the sidecar's: neither the sidecar's Service nor its selector picks them.
+    sidecar_selector = release.sidecar_workload()["spec"]["selector"]["matchLabels"]
+    assert not sidecar_selector.items() <= deploy["spec"]["template"]["metadata"]["labels"].items()
+
+    args = vllm["args"]
+    assert vllm["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+    assert f"--served-model-name={cfg['llm']['server']['model']}" in args
+    assert f"--port={container_ports['http']}" in args
+    assert "--host=0.0.0.0" in args
+    model_arg = next(a for a in args if a.startswith("--model="))
+    pod = deploy["spec"]["template"]["spec"]
+    assert vllm["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    models = {v["name"]: v for v in pod["volumes"]}["models"]
+    assert models["persistentVolumeClaim"] == {"claimName": "llm-weights", "readOnly": True}
+    models_mount = next(m for m in vllm["volumeMounts"] if m["name"] == "models")
+    assert model_arg.removeprefix("--model=").startswith(models_mount["mountPath"] + "/")
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert vllm[probe]["httpGet"] == {"path": "/health", "port": "http"}
+
+
+def test_vllm_model_from_the_image_and_api_key(chart: Any, tmp_path: Path) -> None:
+    values = {
+        "vllm": {
+            "enabled": True,
+            "servedModelName": "llama-3.1-8b",
+            "model": {"source": "image", "path": "/weights/llama"},
+            "image": {"repository": "registry.example/vllm-llama", "tag": "v0.11.0-llama31"},
+            "apiKeySecret": {"name": "vllm-key", "key": "key"},
+        }
+    }
+    release = render(chart, values)
+    cfg = effective_config(release, tmp_path)
+    deploy = release.get("Deployment", f"{FULLNAME}-vllm")
+    vllm = release.container("vllm", deploy)
+    assert "--model=/weights/llama" in vllm["args"]
+    assert cfg["llm"]["server"]["model"] == "llama-3.1-8b"
+    assert "models" not in {v["name"] for v in deploy["spec"]["template"]["spec"]["volumes"]}
+    key_env = next(e for e in vllm["env"] if e["name"] == "VLLM_API_KEY")
+    assert key_env["valueFrom"]["secretKeyRef"] == {"name": "vllm-key", "key": "key"}
+    key_file = Path(cfg["llm"]["server"]["api_key_file"])
+    mount = mounts_of(release.container())[str(key_file.parent)]
+    secret = volumes_of(release.sidecar_workload())[mount["name"]]["secret"]
+    assert secret == {"secretName": "vllm-key", "items": [{"key": "key", "path": key_file.name}]}
+
+
+def test_external_llm_url_without_vllm(chart: Any, tmp_path: Path) -> None:
+    release = render(chart, {"llm": {"url": "https://llm.example/v1", "model": "m"}})
+    cfg = effective_config(release, tmp_path)
+    assert (cfg["llm"]["backend"], cfg["llm"]["server"]["url"], cfg["llm"]["server"]["model"]) == (
+        "vllm",
+        "https://llm.example/v1",
+        "m",
+    )
+    assert not release.has("Deployment", f"{FULLNAME}-vllm")
+
+
+# --- security and images --------------------------------------------------------------------------
+
+ALL_ON = _merge(
+    _merge(DAEMONSET, VLLM),
+    {"auth": {"enabled": True, "token": "0123456789abcdef"}, "networkPolicy": {"enabled": True}},
+)
+
+
+@pytest.mark.parametrize("values", [{}, VLLM, ALL_ON], ids=["service", "service+vllm", "daemonset, all on"])
+def test_every_container_is_locked_down(chart: Any, values: Obj) -> None:
+    release = render(chart, values)
+    seen = set()
+    for workload in release.workloads():
+        pod = workload["spec"]["template"]["spec"]
+        assert not pod.get("hostNetwork") and not pod.get("hostPID")
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            ctx = container["securityContext"]
+            seen.add(container["name"])
+            assert ctx["allowPrivilegeEscalation"] is False, container["name"]
+            assert ctx["readOnlyRootFilesystem"] is True, container["name"]
+            assert ctx["capabilities"]["drop"] == ["ALL"], container["name"]
+            assert not ctx.get("privileged"), container["name"]
+            if container["name"] in ("logclass", "vllm"):
+                assert ctx["runAsNonRoot"] is True and ctx["runAsUser"] > 0
+            if container["name"] == "relay-buffer-owner":
+                assert ctx["capabilities"]["add"] == ["CHOWN"]
+    assert "logclass" in seen
+    if values is ALL_ON:
+        assert seen == {"logclass", "fluent-bit", "relay-buffer-owner", "vllm"}
+
+
+def test_images_are_pinned(chart: Any) -> None:
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))["appVersion"]
+    release = render(chart, ALL_ON)
+    images = {
+        c["name"]: c["image"]
+        for w in release.workloads()
+        for c in w["spec"]["template"]["spec"].get("initContainers", []) + w["spec"]["template"]["spec"]["containers"]
+    }
+    assert images["logclass"] == f"ghcr.io/logclass/logclass:{app_version}"
+    for name, image in images.items():
+        repo, _, tag = image.rpartition(":")
+        assert repo and "/" not in tag and tag not in ("", "latest"), f"{name}: {image}"
+    assert render(chart, {"image": {"tag": "0.1.0-cuda"}}).container()["image"].endswith(":0.1.0-cuda")
+
+
+def test_network_policy_limits_grpc_and_vllm(chart: Any) -> None:
+    release = render(chart, _merge(VLLM, {"networkPolicy": {"enabled": True}}))
+    policy = release.get("NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"] == release.get("Deployment")["spec"]["selector"]["matchLabels"]
+    ports = {rule["ports"][0]["port"]: rule for rule in policy["spec"]["ingress"]}
+    assert ports[50051]["from"] == [{"podSelector": {}}]
+    assert "from" not in ports[9464]
+    vllm_policy = release.get("NetworkPolicy", f"{FULLNAME}-vllm")
+    (rule,) = vllm_policy["spec"]["ingress"]
+    sidecar_labels = release.get("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert rule["from"][0]["podSelector"]["matchLabels"].items() <= sidecar_labels.items()
+
+
+def test_service_monitor_scrapes_the_metrics_port(chart: Any) -> None:
+    release = render(chart, {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}})
+    monitor = release.get("ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert "metrics" in {p["name"] for p in release.get("Service")["spec"]["ports"]}
+
+
+def test_notes_say_how_to_call_and_where_metrics_are(chart: Any) -> None:
+    notes = render(chart, VLLM).notes
+    assert f"{FULLNAME}.{NAMESPACE}.svc:50051" in notes
+    assert GRPC_SERVICE in notes
+    assert "9464" in notes and "/metrics" in notes
+    assert f"http://{FULLNAME}-vllm.{NAMESPACE}.svc:8000/v1" in notes
+    daemon_notes = render(chart, DAEMONSET).notes
+    assert "aggregator.logging.svc:24224" in daemon_notes
+
+
+# --- schema -----------------------------------------------------------------------------------------
+
+BAD_VALUES = {
+    "unknown mode": ({"mode": "sidecar"}, "/mode"),
+    "latest tag": ({"image": {"tag": "latest"}}, "/image/tag"),
+    "latest vLLM tag": ({"vllm": {"image": {"tag": "latest"}}}, "/vllm/image/tag"),
+    "daemonset without upstreams": ({"mode": "daemonset"}, "/daemonset/relay/upstreams"),
+    "upstream without port": (
+        {"mode": "daemonset", "daemonset": {"relay": {"upstreams": [{"host": "a"}]}}},
+        "/daemonset/relay/upstreams/0",
+    ),
+    "tls without secret": ({"tls": {"enabled": True}}, "/tls/existingSecret"),
+    "auth without token": ({"auth": {"enabled": True}}, "/auth/token"),
+    "vllm without claim": ({"vllm": {"enabled": True}}, "/vllm/model/pvc/claimName"),
+    "volume bundle without volume": ({"model": {"source": "volume"}}, "/model"),
+    "root container": ({"securityContext": {"runAsNonRoot": False}}, "/securityContext/runAsNonRoot"),
+    "port out of range": ({"ports": {"grpc": 70000}}, "/ports/grpc"),
+    "llm url scheme": ({"llm": {"url": "grpc://x"}}, "/llm/url"),
+    "unknown config section": ({"config": {"embeddings": {}}}, "'embeddings'"),
+    "rule without label": ({"rules": [{"pattern": "x"}]}, "/rules/0"),
+    "misspelt key": ({"servce": {}}, "servce"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+def test_schema_rejects_bad_values_and_says_where(chart: Any, case: str) -> None:
+    values, where = BAD_VALUES[case]
+    with pytest.raises(helm_python.HelmValuesError) as err:
+        chart.validate_schema(values)
+    assert where in str(err.value)
+
+
+def test_render_refuses_values_the_schema_rejects(chart: Any) -> None:
+    with pytest.raises(helm_python.HelmValuesError, match="/image/tag"):
+        chart.render({"image": {"tag": "latest"}}, name=RELEASE, namespace=NAMESPACE)
+
+
+def test_every_default_value_passes_the_schema(chart: Any) -> None:
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    chart.validate_schema(defaults)
+    for values, _ in MODES.values():
+        chart.validate_schema(values)
+
+
+# --- one source of truth for the Fluent Bit config ------------------------------------------------
+
+
+def fluent_bit_sections(text: str) -> dict[tuple[str, str], dict[str, str]]:
+    """Classic Fluent Bit config -> {(SECTION, Name): {key: value}}, keys lower-cased
+    (Fluent Bit's keys are case-insensitive); @INCLUDE/@SET lines are skipped."""
+    sections: dict[tuple[str, str], dict[str, str]] = {}
+    current: dict[str, str] | None = None
+    header = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or line.startswith("@"):
+            continue
+        match = re.fullmatch(r"\[([A-Z_]+)\]", line)
+        if match:
+            header, current = match.group(1), {}
+            sections[(header, f"#{len(sections)}")] = current
+            continue
+        assert current is not None, f"key outside a section: {raw!r}"
+        key, _, value = line.partition(" ")
+        current[key.lower()] = value.strip()
+    return {(h, body.get("name", "")): body for (h, _), body in sections.items()}
+
+
+def fluent_bit_shape_diff(repo_texts: list[str], chart_text: str) -> list[str]:
+    """How the chart's Fluent Bit config differs in shape (sections, keys) from the repo's."""
+    repo: dict[tuple[str, str], dict[str, str]] = {}
+    for text in repo_texts:
+        repo.update(fluent_bit_sections(text))
+    ours = fluent_bit_sections(chart_text)
+    diff = [f"section {s} only in deploy/fluent-bit/" for s in sorted(set(repo) - set(ours))]
+    diff += [f"section {s} only in the chart" for s in sorted(set(ours) - set(repo))]
+    for section in sorted(set(repo) & set(ours)):
+        for key in sorted(set(repo[section]) ^ set(ours[section])):
+            where = "deploy/fluent-bit/" if key in repo[section] else "the chart"
+            diff.append(f"{section}: key {key!r} only in {where}")
+    return diff
+
+
+def test_chart_fluent_bit_config_has_the_shape_of_deploy_fluent_bit(chart: Any) -> None:
+    confs = sorted(FLUENT_BIT_DIR.glob("*.conf")) if FLUENT_BIT_DIR.is_dir() else []
+    assert confs, (
+        f"{FLUENT_BIT_DIR.relative_to(ROOT)}/ has no .conf file: the chart's Fluent Bit config must be "
+        "compared with the repo's (one source of truth)"
+    )
+    chart_text = render(chart, DAEMONSET).config_map()["fluent-bit.conf"]
+    assert fluent_bit_shape_diff([c.read_text(encoding="utf-8") for c in confs], chart_text) == []
+
+
+def test_fluent_bit_shape_diff_catches_drift(chart: Any) -> None:
+    chart_text = render(chart, DAEMONSET).config_map()["fluent-bit.conf"]
+    assert fluent_bit_shape_diff([chart_text.replace("127.0.0.1", "${RELAY_HOST}")], chart_text) == []
+    drifted = chart_text.replace("Require_ack_response", "Retry_Wait").replace(
+        "[INPUT]\n    Name              tail", "[INPUT]\n    Name systemd"
+    )
+    assert fluent_bit_shape_diff([drifted], chart_text) == [
+        "section ('INPUT', 'systemd') only in deploy/fluent-bit/",
+        "section ('INPUT', 'tail') only in the chart",
+        "('OUTPUT', 'forward'): key 'require_ack_response' only in the chart",
+        "('OUTPUT', 'forward'): key 'retry_wait' only in deploy/fluent-bit/",
+    ]
+
+
+def test_chart_fluent_bit_forwards_to_the_relay_with_acks(chart: Any, tmp_path: Path) -> None:
+    release = render(chart, DAEMONSET)
+    sections = fluent_bit_sections(release.config_map()["fluent-bit.conf"])
+    forward = sections[("OUTPUT", "forward")]
+    relay_listen = effective_config(release, tmp_path)["relay"]["listen"]
+    assert f"{forward['host']}:{forward['port']}" == relay_listen
+    assert forward["require_ack_response"].lower() == "on"
+    tail = sections[("INPUT", "tail")]
+    fluent_bit = release.container("fluent-bit")
+    mounts = mounts_of(fluent_bit)
+    conf_path = fluent_bit["args"][fluent_bit["args"].index("-c") + 1]
+    assert mounts[conf_path]["subPath"] == "fluent-bit.conf"
+    assert tail["path"].startswith("/var/log/") and mounts["/var/log"]["readOnly"] is True
+    assert any(tail["db"].startswith(path + "/") for path in mounts), "tail offsets must be on a volume"
