@@ -47,9 +47,10 @@ run: $(STAMP)
 	$(BIN)/logclass serve
 
 ## make test: lint, type-check and run the whole suite (pytest's "no tests" exit 5 is a failure)
-test: $(STAMP) $(VLLM_STAMP) lint
-	# The vLLM venv was just made: its tests must run, not skip. (Not LOGCLASS_*: that prefix is config.)
-	REQUIRE_VLLM_TESTS=1 $(BIN)/python -m pytest -q
+test: $(STAMP) $(VLLM_STAMP) ruby-deps lint
+	# The vLLM venv and Ruby were just made ready: their tests must run, not skip.
+	# (Not LOGCLASS_*: that prefix is the sidecar's config.)
+	REQUIRE_VLLM_TESTS=1 REQUIRE_RUBY_TESTS=1 $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check sidecar training tests benchmarks deploy
@@ -78,3 +79,6 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# The Fluentd plugin's targets (ruby-deps, ruby-stubs, ruby-test, fluentd-gem).
+include plugins/fluentd/plugin.mk
