@@ -136,9 +136,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
     if args.print_config:
         import yaml
 
-        from sidecar.relay.settings import redacted
-
-        print(yaml.safe_dump(redacted(cfg), sort_keys=False), end="")
+        print(yaml.safe_dump(config_mod.redacted(cfg), sort_keys=False), end="")
         return 0
     from sidecar.relay.app import run
 

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 PLUGIN = ROOT / "plugins" / "fluentd"
 ADAPTER_TESTS = "FilterLogclassTest"
@@ -180,12 +179,6 @@ def test_readme_fluent_conf_passes_fluentds_dry_run(ruby: str, tmp_path: Path) -
     assert "@type logclass" in output and 'source_key "service"' in output, output
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait_for(predicate: Callable[[], bool], what: str, timeout: float, log: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -209,8 +202,8 @@ def fluentd(ruby: str, tmp_path: Path) -> Iterator[tuple[int, str, Path, Path]]:
         import fluent.sender  # noqa: F401
     except ImportError:
         pytest.skip("Python's fluent-logger is not installed (pip install fluent-logger)")
-    sidecar = f"127.0.0.1:{_free_port()}"
-    port, out_dir, log = _free_port(), tmp_path / "out", tmp_path / "fluentd.log"
+    sidecar = f"127.0.0.1:{free_port()}"
+    port, out_dir, log = free_port(), tmp_path / "out", tmp_path / "fluentd.log"
     conf = tmp_path / "fluent.conf"
     conf.write_text(f"""
 <source>

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sidecar.api.generate import generate
 from sidecar.api.logclass.v1 import classifier_pb2 as pb
 from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 METRICS_PORT = 0  # set by the fixture
 
@@ -32,12 +31,6 @@ SEED_ROWS = [
     ("AnalyticsEngine", "Backup completed successfully.", "System Notification"),
     ("ModernHR", "Admin access escalation detected for user 9429", "Security Alert"),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_serving(
@@ -80,8 +73,8 @@ def start_server(
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[str, subprocess.Popen[str]]]:
     global METRICS_PORT
-    METRICS_PORT = _free_port()
-    port = _free_port()
+    METRICS_PORT = free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     env = {
         "LOGCLASS_SERVER__LOG_FORMAT": "json",
@@ -226,7 +219,7 @@ def test_stubs_are_fresh(tmp_path: Path) -> None:
 
 
 def test_sigterm_drains_in_flight_requests() -> None:
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     proc = start_server(address)
 
@@ -280,7 +273,7 @@ def test_sync_and_async_clients(server: tuple[str, subprocess.Popen[str]]) -> No
 def test_unavailable_server_fails_after_retries() -> None:
     from sidecar.client import ClassifierClient, records_from
 
-    client = ClassifierClient(f"127.0.0.1:{_free_port()}", timeout=0.5, retries=2, backoff=0.01)
+    client = ClassifierClient(f"127.0.0.1:{free_port()}", timeout=0.5, retries=2, backoff=0.01)
     with client, pytest.raises(grpc.RpcError) as err:
         client.classify(records_from([("a", "b")]))
     assert err.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -330,7 +323,7 @@ def test_node_grpc_js_client_interoperates(server: tuple[str, subprocess.Popen[s
 
 
 def test_full_queue_is_resource_exhausted_and_expired_work_is_dropped() -> None:
-    address, metrics_port = f"127.0.0.1:{_free_port()}", _free_port()
+    address, metrics_port = f"127.0.0.1:{free_port()}", free_port()
     proc = start_server(
         address,
         {"LOGCLASS_SERVER__MAX_QUEUE_RECORDS": "150", "LOGCLASS_SERVER__METRICS_LISTEN": f"127.0.0.1:{metrics_port}"},
@@ -381,7 +374,7 @@ def test_full_queue_is_resource_exhausted_and_expired_work_is_dropped() -> None:
 
 
 def test_health_is_not_serving_while_models_load() -> None:
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "sidecar.cli", "serve", "--listen", address],
         cwd=ROOT,

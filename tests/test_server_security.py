@@ -12,7 +12,8 @@ import pytest
 
 from sidecar.api.logclass.v1 import classifier_pb2 as pb
 from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
-from tests.test_server import _free_port, start_server
+from tests.conftest import free_port
+from tests.test_server import start_server
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -81,7 +82,7 @@ def secure_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
     d = tmp_path_factory.mktemp("certs")
     _make_certs(d)
     (d / "token").write_text(TOKEN + "\n")
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     env = {
         "LOGCLASS_SERVER__TLS__CERT_FILE": str(d / "server.pem"),
         "LOGCLASS_SERVER__TLS__KEY_FILE": str(d / "server.key"),

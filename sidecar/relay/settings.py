@@ -145,11 +145,6 @@ def check_runnable(settings: RelaySettings) -> None:
         raise RelayError("relay.auth.users needs relay.auth.shared_key (the handshake carries both)")
 
 
-def redacted(cfg: config_mod.Config) -> config_mod.Config:
-    """Kept for callers: ``config.redacted`` masks the relay's secrets too."""
-    return config_mod.redacted(cfg)
-
-
 def default_buffer_path() -> Path:
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(state) / "logclass" / "relay"

@@ -15,7 +15,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import pytest
 
 from sidecar import config
 from sidecar.tiers.llm.prompt import PromptBuilder
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CONVERTER = ROOT / "deploy" / "vllm" / "convert_gguf.py"
@@ -45,13 +45,6 @@ def _require_or_skip(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _tail(path: Path, lines: int = 40) -> str:
     try:
         return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
@@ -68,7 +61,7 @@ class VllmServer:
         self.model_dir = model_dir
         self.log_path = log_path
         self.api_key = api_key
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.process: subprocess.Popen[bytes] | None = None
         self.start_seconds: list[float] = []

@@ -17,15 +17,15 @@ import pytest
 
 from sidecar.api.logclass.v1 import classifier_pb2 as pb
 from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
-from tests.conftest import ROOT
-from tests.test_server import _free_port, _wait_serving
+from tests.conftest import ROOT, free_port
+from tests.test_server import _wait_serving
 
 LEAD = "Lead conversion failed for prospect ID {} due to missing contact information."
 
 
 @contextmanager
 def serve(*flags: str, env: dict[str, str]) -> Iterator[pb_grpc.LogClassifierStub]:
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     cmd = [sys.executable, "-m", "sidecar.cli", "serve", "--listen", address, *flags]
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "LOGCLASS_SERVER__METRICS_LISTEN": "null", **env}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

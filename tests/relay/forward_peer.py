@@ -25,6 +25,8 @@ from typing import Any
 
 import msgpack
 
+from tests.conftest import free_port
+
 
 def sha512_hex(*parts: bytes | str) -> str:
     h = hashlib.sha512()
@@ -35,12 +37,6 @@ def sha512_hex(*parts: bytes | str) -> str:
 
 def event_time(seconds: int, nanos: int) -> msgpack.ExtType:
     return msgpack.ExtType(0, seconds.to_bytes(4, "big") + nanos.to_bytes(4, "big"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -17,13 +17,13 @@ from sidecar.api.logclass.v1 import classifier_pb2 as pb
 from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
 from tests.relay.conftest import report
 from tests.relay.forward_peer import ForwardClient, Upstream, free_port
-from tests.test_server import SEED_ROWS, _free_port, start_server
+from tests.test_server import SEED_ROWS, start_server
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen[str], int, int, Upstream]]:
     upstream = Upstream().start()
-    relay_port, metrics_port, grpc_port = free_port(), free_port(), _free_port()
+    relay_port, metrics_port, grpc_port = free_port(), free_port(), free_port()
     env = {
         "LOGCLASS_SERVER__LOG_FORMAT": "json",
         "LOGCLASS_SERVER__METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
