@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run test lint model bench bench-server bench-relay proto clean
+.PHONY: install run test lint model bench bench-server bench-relay proto browser-deps clean
 
 # llama-cpp-python has no wheels on PyPI: it is compiled once and the wheel kept in a cache
 # outside the checkout. -march=native makes the wheel specific to this CPU, so the cache is keyed
@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml $(LLAMA_WHEEL)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# CPU torch first, so no dependency can pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet --find-links $(WHEELS) --only-binary llama-cpp-python -e '.[dev,llm,qwen]'
+	$(BIN)/python -m pip install --quiet --find-links $(WHEELS) --only-binary llama-cpp-python -e '.[dev,llm,qwen,report]'
 	touch $(STAMP)
 
 $(VLLM_STAMP): deploy/vllm/install-cpu.sh
@@ -47,10 +47,20 @@ run: $(STAMP)
 	$(BIN)/logclass serve
 
 ## make test: lint, type-check and run the whole suite (pytest's "no tests" exit 5 is a failure)
-test: $(STAMP) $(VLLM_STAMP) ruby-deps lint
-	# The vLLM venv and Ruby were just made ready: their tests must run, not skip.
-	# (Not LOGCLASS_*: that prefix is the sidecar's config.)
-	REQUIRE_VLLM_TESTS=1 REQUIRE_RUBY_TESTS=1 $(BIN)/python -m pytest -q
+test: $(STAMP) $(VLLM_STAMP) ruby-deps browser-deps lint
+	# The vLLM venv, Ruby and Chromium were just made ready: their tests must run, not skip.
+	# (Not LOGCLASS_*: that prefix is the sidecar's config.) Screenshots land in test-artifacts/.
+	REQUIRE_VLLM_TESTS=1 REQUIRE_RUBY_TESTS=1 REQUIRE_BROWSER_TESTS=1 $(BIN)/python -m pytest -q
+
+## make browser-deps: Debian's headless Chromium, which opens `logclass report` pages in the tests
+browser-deps:
+	@if command -v chromium >/dev/null 2>&1; then \
+	  echo "browser-deps: $$(chromium --version 2>/dev/null) present"; \
+	else \
+	  echo "browser-deps: installing chromium"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check sidecar training tests benchmarks deploy

@@ -105,6 +105,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from sidecar.report import ReportOptions, build_report
+
+    if args.templates < 1 or args.examples < 1:
+        raise CliError("--templates and --examples must be at least 1")
+    options = ReportOptions(
+        gold=args.gold,
+        templates_per_label=args.templates,
+        examples=args.examples,
+        encoding=args.encoding,
+        progress=args.progress,
+    )
+    result = build_report(args.input, args.output, args.png, _load_config(args), options)
+    written = [str(p) for p in ([result.html] if result.html else []) + result.pngs]
+    print(f"{result.rows:,} records, {len(result.charts)} charts: wrote {', '.join(written)}", file=sys.stderr)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     server: dict[str, Any] = {}
     if args.listen is not None:
@@ -222,6 +240,23 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("report", help="charts and tables of a classified CSV, as one HTML page and/or PNGs")
+    p.add_argument("input", type=Path, help="output of `logclass classify IN.csv -o OUT.csv`")
+    p.add_argument("-o", "--output", type=Path, help="HTML file to write (self-contained: images embedded)")
+    p.add_argument("--png", type=Path, metavar="DIR", help="also write each chart as DIR/<name>.png")
+    p.add_argument(
+        "--gold",
+        metavar="COLUMN",
+        help="column with the right answers (default: input_target_label, where classify keeps the input's "
+        "own target_label)",
+    )
+    p.add_argument("--templates", type=int, default=10, metavar="N", help="templates listed per label (default 10)")
+    p.add_argument("--examples", type=int, default=25, metavar="N", help="low-confidence examples listed (default 25)")
+    p.add_argument("--encoding", default="utf-8", help="CSV text encoding (default utf-8)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars on stderr")
+    _common(p, model=False)
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("serve", help="run the gRPC classification sidecar")
     p.add_argument("--listen", help="host:port (overrides server.listen; '' for none)")
     p.add_argument("--unix-socket", help="unix socket path (overrides server.unix_socket)")
@@ -262,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sidecar.encoder import EncoderError
     from sidecar.masking import MaskError
     from sidecar.relay import RelayError
+    from sidecar.report import ReportError
     from sidecar.server import ServeError
     from sidecar.tiers.llm import LlmConfigError
     from sidecar.tiers.regex import RuleError
@@ -280,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         DatasetError,
         ServeError,
         RelayError,
+        ReportError,
     )
     try:
         result: int = args.func(args)

@@ -69,7 +69,7 @@ class ClassifySummary:
         return "\n".join(lines)
 
 
-class _CountingReader(io.RawIOBase):
+class CountingReader(io.RawIOBase):
     """Counts bytes pulled from the file, for a progress bar in bytes."""
 
     def __init__(self, raw: BinaryIO, bar: tqdm[Any]) -> None:
@@ -87,7 +87,7 @@ class _CountingReader(io.RawIOBase):
         return n
 
 
-def _header(reader: Iterator[list[str]], path: Path) -> list[str]:
+def read_header(reader: Iterator[list[str]], path: Path) -> list[str]:
     for row in reader:
         if row:
             return [name.strip() for name in row]
@@ -139,13 +139,13 @@ def classify_csv(
     bar: tqdm[Any] = tqdm(total=size, unit="B", unit_scale=True, desc="classifying", disable=not progress)
     with raw, bar:
         text = io.TextIOWrapper(
-            io.BufferedReader(_CountingReader(raw, bar)),
+            io.BufferedReader(CountingReader(raw, bar)),
             encoding=encoding,
             errors="surrogateescape",
             newline="",
         )
         reader = csv.reader(text, skipinitialspace=True)
-        header = _header(reader, in_path)
+        header = read_header(reader, in_path)
         missing = [c for c in INPUT_COLUMNS if c not in header]
         if missing:
             raise CsvInputError(

@@ -1,0 +1,133 @@
+"""`logclass report`: a classified CSV as charts and tables in one self-contained HTML page.
+
+``stats`` reads the CSV once into bounded summaries, ``charts`` draws them with matplotlib,
+``scores`` turns a gold column into precision/recall, ``page`` writes the HTML.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from sidecar.decision import TIER_NONE
+
+
+class ReportError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    gold: str | None = None
+    templates_per_label: int = 10
+    examples: int = 25
+    encoding: str = "utf-8"
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    rows: int
+    html: Path | None
+    pngs: list[Path]
+    charts: list[str]
+
+
+def _import_matplotlib() -> None:
+    try:
+        import matplotlib
+
+        # No display here, and none wanted: render straight to PNG.
+        matplotlib.use("Agg")
+    except ImportError as exc:
+        raise ReportError(
+            "`logclass report` needs matplotlib: pip install 'logclass[report]' (make install includes it)"
+        ) from exc
+
+
+def thresholds(config: Mapping[str, Any]) -> dict[str, float]:
+    """Each tier's escalation threshold, drawn on its confidence histogram."""
+    return {
+        "embedding": float(config["embedding"]["min_confidence"]),
+        "llm": float(config["llm"]["min_confidence"]),
+    }
+
+
+def build_report(
+    csv_path: Path,
+    html_path: Path | None,
+    png_dir: Path | None,
+    config: Mapping[str, Any],
+    options: ReportOptions,
+) -> ReportResult:
+    if html_path is None and png_dir is None:
+        raise ReportError("nothing to write: pass -o report.html and/or --png DIR")
+    _import_matplotlib()
+    from sidecar.masking import TemplateMasker
+    from sidecar.report import charts as ch
+    from sidecar.report.page import Card, render
+    from sidecar.report.scores import accuracy, class_scores
+    from sidecar.report.stats import collect
+
+    masker = TemplateMasker.from_config(config["templates"]["masks"])
+    stats = collect(
+        csv_path,
+        masker.template,
+        gold=options.gold,
+        top_n=options.templates_per_label,
+        examples=options.examples,
+        encoding=options.encoding,
+        progress=options.progress,
+    )
+    if stats.rows == 0:
+        raise ReportError(f"{csv_path} has a header but no rows: nothing to report")
+
+    scores = class_scores(stats.confusion) if stats.has_gold else []
+    colors = ch.label_colors([name for name, _ in stats.labels.most_common()])
+    drawers: list[Callable[[], ch.Chart]] = [
+        lambda: ch.label_chart(stats, colors),
+        lambda: ch.source_chart(stats, colors),
+    ]
+    if stats.has_tiers:
+        drawers.append(lambda: ch.tier_chart(stats))
+    if stats.confidence:
+        drawers.append(lambda: ch.confidence_chart(stats, thresholds(config)))
+    if stats.has_gold:
+        drawers.append(lambda: ch.confusion_chart(stats.confusion, stats.columns.gold_name or "gold"))
+        drawers.append(lambda: ch.scores_chart(scores))
+    charts: dict[str, ch.Chart] = {}
+    for draw in tqdm(drawers, desc="drawing", unit="chart", disable=not options.progress):
+        chart = draw()
+        charts[chart.name] = chart
+
+    fallback = str(config["router"]["fallback_label"])
+    cards = [Card(f"{stats.rows:,}", "records"), Card(f"{len(stats.labels)}", "labels")]
+    cards.append(Card(f"{len(stats.sources)}", "sources"))
+    if stats.has_tiers:
+        llm = sum(n for tier, n in stats.tiers.items() if tier.startswith("llm"))
+        cards.append(Card(f"{llm / stats.rows:.1%}", "reached the LLM"))
+        cards.append(Card(f"{stats.tiers.get(TIER_NONE, 0) / stats.rows:.1%}", "undecided (tier none)"))
+    cards.append(Card(f"{stats.labels.get(fallback, 0) / stats.rows:.1%}", f"labelled {fallback}"))
+    if stats.has_gold:
+        cards.append(Card(f"{accuracy(stats.confusion):.2%}", "accuracy vs gold"))
+    if stats.errors:
+        cards.append(Card(f"{sum(stats.errors.values()):,}", "flagged records"))
+
+    pngs = [_write(png_dir / f"{chart.name}.png", chart.png) for chart in charts.values()] if png_dir else []
+    if html_path is not None:
+        page = render(stats, cards, charts, scores, templates_per_label=options.templates_per_label)
+        _write(html_path, page.encode("utf-8"))
+    return ReportResult(stats.rows, html_path, pngs, list(charts))
+
+
+def _write(path: Path, data: bytes) -> Path:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    except OSError as exc:
+        raise ReportError(f"cannot write {path}: {exc.strerror}") from exc
+    return path
