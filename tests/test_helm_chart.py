@@ -5,7 +5,9 @@ renders checked against the sidecar's own config loader, proto and the repo's Fl
 from __future__ import annotations
 
 import base64
+import json
 import re
+import tarfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +28,8 @@ FULLNAME = f"{RELEASE}-logclass"
 UPSTREAMS = [{"host": "aggregator.logging.svc", "port": 24224}]
 DAEMONSET = {"mode": "daemonset", "daemonset": {"relay": {"upstreams": UPSTREAMS}}}
 VLLM = {"vllm": {"enabled": True, "model": {"pvc": {"claimName": "llm-weights"}}}}
+DASHBOARD = ROOT / "deploy" / "grafana" / "logclass.json"
+GRAFANA = {"grafanaDashboard": {"enabled": True}}
 WORKLOADS = {"Deployment", "DaemonSet"}
 
 Obj = dict[str, Any]
@@ -131,7 +135,7 @@ def port_of(address: str) -> int:
 # --- lint -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values", [{}, DAEMONSET, VLLM], ids=["service", "daemonset", "vllm"])
+@pytest.mark.parametrize("values", [{}, DAEMONSET, VLLM, GRAFANA], ids=["service", "daemonset", "vllm", "grafana"])
 def test_lint_is_clean(values: Obj) -> None:
     report = helm_python.lint(str(CHART), values, strict=True)
     assert report["errors"] == []
@@ -517,6 +521,12 @@ BAD_VALUES = {
     "unknown config section": ({"config": {"embeddings": {}}}, "'embeddings'"),
     "rule without label": ({"rules": [{"pattern": "x"}]}, "/rules/0"),
     "misspelt key": ({"servce": {}}, "servce"),
+    "numeric dashboard label": (
+        {"grafanaDashboard": {"labels": {"grafana_dashboard": 1}}},
+        "/grafanaDashboard/labels/grafana_dashboard",
+    ),
+    "dashboard namespace": ({"grafanaDashboard": {"namespace": "Monitoring_NS"}}, "/grafanaDashboard/namespace"),
+    "misspelt dashboard key": ({"grafanaDashboard": {"enable": True}}, "enable"),
 }
 
 
@@ -617,3 +627,51 @@ def test_chart_fluent_bit_forwards_to_the_relay_with_acks(chart: Any, tmp_path: 
     assert mounts[conf_path]["subPath"] == "fluent-bit.conf"
     assert tail["path"].startswith("/var/log/") and mounts["/var/log"]["readOnly"] is True
     assert any(tail["db"].startswith(path + "/") for path in mounts), "tail offsets must be on a volume"
+
+
+# --- Grafana dashboard ----------------------------------------------------------------------------
+
+DASHBOARD_CONFIGMAP = f"{FULLNAME}-dashboard"
+# The chart reads the dashboard through this symlink: Helm only reads files inside the chart.
+DASHBOARD_LINK = CHART / "dashboards" / "logclass.json"
+
+
+@pytest.mark.parametrize("values", [{}, DAEMONSET], ids=["service", "daemonset"])
+def test_grafana_dashboard_is_off_by_default(chart: Any, values: Obj) -> None:
+    assert not render(chart, values).has("ConfigMap", DASHBOARD_CONFIGMAP)
+
+
+@pytest.mark.parametrize("mode", ["service", "daemonset"])
+def test_grafana_dashboard_configmap_carries_the_repo_dashboard(chart: Any, mode: str) -> None:
+    values = _merge(MODES[mode][0], {"grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Logs"}}})
+    configmap = render(chart, values).get("ConfigMap", DASHBOARD_CONFIGMAP)
+    meta = configmap["metadata"]
+    assert meta["labels"]["grafana_dashboard"] == "1", "the label Grafana's dashboard sidecar looks for"
+    assert meta["labels"]["app.kubernetes.io/instance"] == RELEASE
+    assert meta["annotations"] == {"grafana_folder": "Logs"} and meta["namespace"] == NAMESPACE
+    assert list(configmap["data"]) == ["logclass.json"]
+    text = configmap["data"]["logclass.json"]
+    assert json.loads(text) == json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    assert text == DASHBOARD.read_text(encoding="utf-8"), "not byte for byte the repo's dashboard"
+
+
+def test_grafana_dashboard_namespace_and_extra_labels(chart: Any) -> None:
+    values = {"grafanaDashboard": {"enabled": True, "namespace": "monitoring", "labels": {"team": "obs"}}}
+    meta = render(chart, values).get("ConfigMap", DASHBOARD_CONFIGMAP)["metadata"]
+    assert meta["namespace"] == "monitoring"
+    # Helm merges maps: the sidecar label stays unless set to null.
+    assert meta["labels"]["team"] == "obs" and meta["labels"]["grafana_dashboard"] == "1"
+
+
+def test_chart_dashboard_is_a_link_to_deploy_grafana_and_packages_as_a_file(tmp_path: Path) -> None:
+    assert DASHBOARD_LINK.is_symlink() and DASHBOARD_LINK.resolve() == DASHBOARD.resolve(), (
+        f"{DASHBOARD_LINK.relative_to(ROOT)} must link to deploy/grafana/logclass.json; recreate it with "
+        f"ln -sfn ../../../grafana/logclass.json {DASHBOARD_LINK.relative_to(ROOT)}"
+    )
+    # What a chart repository serves: `helm package` must store the dashboard itself, not the link.
+    archive = helm_python.package(str(CHART), destination=str(tmp_path))
+    with tarfile.open(archive) as tar:
+        member = tar.getmember("logclass/dashboards/logclass.json")
+        assert member.isfile()
+        packed = tar.extractfile(member)
+        assert packed is not None and packed.read() == DASHBOARD.read_bytes()

@@ -91,7 +91,7 @@ async def serve_relay(cfg: config_mod.Config, ready: asyncio.Event | None = None
     pipeline = await load_pipeline(cfg, metrics) if settings.classify else None
     if pipeline is not None:
         log.info("pipeline ready: model %s, tiers %s", pipeline.router.model_version, pipeline.router.tiers_enabled)
-    relay = Relay(settings, pipeline.batcher.classify if pipeline else None, metrics.registry)
+    relay = Relay(settings, metrics.counting(pipeline.batcher.classify) if pipeline else None, metrics.registry)
     await relay.start()
     log.info("metrics on %s", f"http://{settings.metrics_listen}/metrics" if settings.metrics_listen else "off")
     if ready is not None:

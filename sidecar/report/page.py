@@ -71,7 +71,8 @@ def _table(
     flagged: Sequence[bool] = (),
     compact: bool = False,
 ) -> str:
-    out = ['<table class="compact">' if compact else "<table>", "<thead><tr>", *(f"<th>{escape(h)}</th>" for h in head), "</tr></thead><tbody>"]
+    out = ['<table class="compact">' if compact else "<table>", "<thead><tr>"]
+    out += [*(f"<th>{escape(h)}</th>" for h in head), "</tr></thead><tbody>"]
     for r, row in enumerate(rows):
         out.append('<tr class="wrong">' if r < len(flagged) and flagged[r] else "<tr>")
         for i, value in enumerate(row):
@@ -207,7 +208,8 @@ def render(
         ]
     if stats.errors:
         rows = [(escape(kind), f"{n:,}", _pct(n, stats.rows)) for kind, n in stats.errors.most_common()]
-        parts += ['<h2 id="errors">Flagged records</h2>', _table(["error", "records", "share"], rows, numeric=(1, 2), compact=True)]
+        table = _table(["error", "records", "share"], rows, numeric=(1, 2), compact=True)
+        parts += ['<h2 id="errors">Flagged records</h2>', table]
     if stats.malformed:
         parts.append(f'<p class="note">{stats.malformed:,} rows had the wrong number of fields and were left out.</p>')
     if stats.bad_confidence:

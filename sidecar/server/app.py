@@ -27,6 +27,7 @@ from sidecar.server.batcher import MicroBatcher
 from sidecar.server.metrics import Metrics, serve_metrics
 from sidecar.server.security import BearerTokenInterceptor, load_token, server_credentials
 from sidecar.server.service import LogClassifierService, build_model_info
+from sidecar.tiers.llm.openai_http import OpenAiHttpBackend
 from sidecar.tiers.llm.tier import LlmTier
 
 log = logging.getLogger("logclass.server")
@@ -77,6 +78,8 @@ async def load_pipeline(cfg: config_mod.Config, metrics: Metrics) -> Pipeline:
     llm = router.tier("llm")
     if isinstance(llm, LlmTier):
         llm.on_call = metrics.observe_llm_call
+        if isinstance(llm.backend, OpenAiHttpBackend):
+            metrics.watch_llm_circuit(llm.backend.circuit)
 
     def on_batch(records: int) -> None:
         metrics.batch_records.observe(records)
@@ -145,7 +148,7 @@ async def serve(cfg: config_mod.Config, ready: asyncio.Event | None = None) -> N
     relay = None
     if relay_settings is not None:
         # Same router, caches and micro-batcher as gRPC; relay metrics on the same /metrics.
-        relay = Relay(relay_settings, batcher.classify, metrics.registry)
+        relay = Relay(relay_settings, metrics.counting(batcher.classify), metrics.registry)
         await relay.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 from collections import Counter as Counter_
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from sidecar.decision import Decision
+from sidecar.decision import Decision, LogRecord
 from sidecar.router import RouterStats
+from sidecar.tiers.llm.circuit import CircuitBreaker, State
+
+Classify = Callable[[Sequence[LogRecord]], Awaitable[list[Decision]]]
 
 # Latency buckets from 0.5 ms (a warm cache hit) to 30 s (a cold LLM call).
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+# logclass_llm_circuit_state: one number per state, worse is higher, so max() across pods or
+# over time shows the worst state any pod was in.
+CIRCUIT_STATE_VALUES = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}
 
 
 class Metrics:
@@ -49,6 +55,8 @@ class Metrics:
         self.llm_seconds = Histogram("logclass_llm_seconds", "LLM backend call latency", buckets=_LATENCY, registry=r)
         self._router_seen: dict[str, int] = {}
         self.cache_hit_ratio = Gauge("logclass_cache_hit_ratio", "Share of records answered by the caches", registry=r)
+        # Registered by watch_llm_circuit only: absent means no circuit (no LLM tier, or llama.cpp).
+        self.llm_circuit_state: Gauge | None = None
 
     def observe_decisions(self, decisions: Sequence[Decision]) -> None:
         # Counted first, then one increment per distinct key: labels().inc() takes a lock and
@@ -58,6 +66,17 @@ class Metrics:
             self.records.labels(tier, label).inc(n)
             if error:
                 self.errors.labels(error).inc(n)
+
+    def counting(self, classify: Classify) -> Classify:
+        """``classify`` with its decisions counted like gRPC's (logclass_records_total, errors):
+        the relay classifies through the batcher directly, and its records would go uncounted."""
+
+        async def classify_and_count(records: Sequence[LogRecord]) -> list[Decision]:
+            decisions = await classify(records)
+            self.observe_decisions(decisions)
+            return decisions
+
+        return classify_and_count
 
     def observe_router(self, stats: RouterStats) -> None:
         """Moves the cache counters by what the router counted since the last call (its counts are
@@ -76,6 +95,17 @@ class Metrics:
         # Records the LLM missed its budget for are counted as logclass_records_total{tier="llm_pending"}.
         self.llm_calls.labels(outcome).inc()
         self.llm_seconds.observe(seconds)
+
+    def watch_llm_circuit(self, circuit: CircuitBreaker) -> None:
+        """Exports the LLM server's circuit breaker as logclass_llm_circuit_state, read at scrape
+        time: the breaker changes state on its own clock (open turns half-open when the cooldown
+        ends), with no call to hook."""
+        self.llm_circuit_state = Gauge(
+            "logclass_llm_circuit_state",
+            "LLM server circuit breaker: 0 closed, 1 half-open (one probe allowed), 2 open (calls refused)",
+            registry=self.registry,
+        )
+        self.llm_circuit_state.set_function(lambda: CIRCUIT_STATE_VALUES[circuit.state])
 
     def observe_tier(self, tier: str, records: int, seconds: float) -> None:
         self.tier_seconds.labels(tier).observe(seconds)

@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from sidecar import config
+from sidecar.server.metrics import Metrics
 from sidecar.tiers.llm.backend import LlmAnswer, LlmBackend, LlmOutputError, LlmUnavailable, Prompt
 from sidecar.tiers.llm.circuit import CircuitBreaker, State
 from sidecar.tiers.llm.openai_http import AUTO_MODEL, OpenAiHttpBackend, confidence
@@ -393,6 +394,27 @@ def test_late_failure_of_an_earlier_call_does_not_extend_the_cooldown() -> None:
     assert not breaker.record_failure()
     clock.now += 1
     assert breaker.state is State.HALF_OPEN
+
+
+def test_circuit_state_metric_follows_the_breaker_at_scrape_time() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failures=1, cooldown_s=5, clock=clock)
+    metrics = Metrics()
+    # No breaker (no LLM tier, or llama.cpp): no series, rather than a "closed" that means nothing.
+    assert metrics.registry.get_sample_value("logclass_llm_circuit_state") is None
+    metrics.watch_llm_circuit(breaker)
+
+    def state() -> float | None:
+        return metrics.registry.get_sample_value("logclass_llm_circuit_state")
+
+    assert state() == 0
+    breaker.record_failure()
+    assert state() == 2
+    clock.now += 5  # the cooldown ends with no call: the scrape still sees half-open
+    assert state() == 1
+    assert breaker.allow()
+    breaker.record_success()
+    assert state() == 0
 
 
 def test_confidence_counts_only_the_label_tokens() -> None:

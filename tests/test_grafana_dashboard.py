@@ -1,0 +1,459 @@
+"""deploy/grafana/logclass.json: a well-formed Grafana dashboard whose every query asks for series a
+real sidecar exports.
+
+The main test runs `logclass serve` with the LLM tier (pointed at a server that never answers) and
+the relay (first upstream dead, second up late), drives traffic through every path that creates
+a labelled series, scrapes /metrics and checks each PromQL expression of the dashboard against
+the scrape: metric names, label names and the label values the dashboard matches on. Expressions
+are parsed with promql-parser (Prometheus' grammar), so an invalid query fails here, not in
+Grafana; a renamed metric or label fails here, not as an empty panel in production.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import promql_parser as promql  # promql-parser: Prometheus' PromQL grammar (Rust), dev extra
+import pytest
+import yaml
+from fluent import sender as fluent_sender  # type: ignore[import-untyped]
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sidecar.api.logclass.v1 import classifier_pb2 as pb
+from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
+from sidecar.decision import Decision
+from sidecar.relay.metrics import RelayMetrics
+from sidecar.server.metrics import Metrics
+from sidecar.tiers.llm.circuit import CircuitBreaker
+from tests.conftest import ROOT, free_port
+from tests.relay.conftest import FAST_FORWARD
+from tests.relay.forward_peer import ForwardClient, Upstream
+from tests.test_server import SEED_ROWS, start_server
+
+DASHBOARD = ROOT / "deploy" / "grafana" / "logclass.json"
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+# Target labels Prometheus attaches at scrape time (ServiceMonitor / PodMonitor), not the sidecar.
+TARGET_LABELS = frozenset({"namespace", "pod"})
+# Grafana's interval macros, which are not PromQL: any duration parses the same.
+GRAFANA_MACROS = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
+LEAD = "Lead conversion failed for prospect ID 7 due to missing contact information."
+
+Scrape = dict[str, dict[str, set[str]]]  # sample name -> label name -> values seen
+
+
+# --- the dashboard's queries --------------------------------------------------------------------
+
+
+def load_dashboard(path: Path = DASHBOARD) -> dict[str, Any]:
+    dashboard: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return dashboard
+
+
+def all_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """Top-level panels and those nested in collapsed rows."""
+    out = []
+    for panel in dashboard["panels"]:
+        out.append(panel)
+        out.extend(panel.get("panels", []))
+    return out
+
+
+def queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """(where, PromQL) for every panel target and every query variable."""
+    out = [
+        (f"panel {panel['title']!r} target {target.get('refId')}", target["expr"])
+        for panel in all_panels(dashboard)
+        for target in panel.get("targets", [])
+    ]
+    for var in dashboard["templating"]["list"]:
+        if var["type"] != "query":
+            continue
+        query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
+        # label_values(selector, label): the selector is PromQL, the label must exist on it.
+        match = re.fullmatch(r"\s*label_values\((.+),\s*(\w+)\s*\)\s*", query)
+        assert match, f"variable {var['name']}: only label_values(selector, label) is checked, got {query!r}"
+        selector, label = match.groups()
+        out.append((f"variable {var['name']}", f"count by ({label}) ({selector})"))
+    return out
+
+
+@dataclass
+class Use:
+    """What one selector in a query needs from the scrape."""
+
+    metric: str
+    labels: set[str] = field(default_factory=set)
+    values: dict[str, str] = field(default_factory=dict)  # label="value" matchers
+
+
+def parse(expr: str) -> promql.Expr:
+    for macro, value in GRAFANA_MACROS.items():
+        expr = expr.replace(macro, value)
+    return promql.parse(expr)
+
+
+def selectors(node: Any) -> list[promql.VectorSelector]:
+    if isinstance(node, promql.VectorSelector):
+        return [node]
+    if isinstance(node, promql.MatrixSelector):
+        return [node.vector_selector]
+    if isinstance(node, promql.BinaryExpr):
+        return selectors(node.lhs) + selectors(node.rhs)
+    if isinstance(node, promql.Call):
+        return [s for arg in node.args for s in selectors(arg)]
+    if isinstance(node, promql.AggregateExpr | promql.ParenExpr | promql.UnaryExpr | promql.SubqueryExpr):
+        return selectors(node.expr)
+    return []  # number and string literals
+
+
+def matchers(selector: promql.VectorSelector) -> list[promql.Matcher]:
+    found = list(selector.matchers.matchers)
+    for group in selector.matchers.or_matchers:
+        found.extend(group)
+    return found
+
+
+def uses(expr: str) -> list[Use]:
+    """Every selector of ``expr`` with the labels it matches on or groups by. Grouping labels
+    (``by``, ``on``) are required of every selector beneath them: conservative for nested
+    aggregations, exact for what the dashboard writes."""
+    found: dict[int, Use] = {}
+
+    def use_of(selector: promql.VectorSelector) -> Use:
+        key = id(selector)
+        if key not in found:
+            ms = matchers(selector)
+            name = selector.name or next((m.value for m in ms if m.name == "__name__"), "")
+            use = Use(name)
+            for m in ms:
+                if m.name != "__name__":
+                    use.labels.add(m.name)
+                    if m.op == promql.MatchOp.Equal and "$" not in m.value:
+                        use.values[m.name] = m.value
+            found[key] = use
+        return found[key]
+
+    def visit(node: Any, grouping: frozenset[str]) -> None:
+        if isinstance(node, promql.VectorSelector | promql.MatrixSelector):
+            for selector in selectors(node):
+                use_of(selector).labels |= grouping
+            return
+        if isinstance(node, promql.AggregateExpr):
+            modifier = node.modifier
+            by = modifier.labels if modifier is not None and modifier.type == promql.AggModifierType.By else []
+            visit(node.expr, grouping | frozenset(by))
+        elif isinstance(node, promql.BinaryExpr):
+            matching = node.modifier.matching if node.modifier is not None else None
+            on = matching.labels if matching is not None and matching.type == promql.LabelModifierType.Include else []
+            visit(node.lhs, grouping | frozenset(on))
+            visit(node.rhs, grouping | frozenset(on))
+        elif isinstance(node, promql.Call):
+            for arg in node.args:
+                visit(arg, grouping)
+        elif isinstance(node, promql.ParenExpr | promql.UnaryExpr | promql.SubqueryExpr):
+            visit(node.expr, grouping)
+
+    tree = parse(expr)
+    visit(tree, frozenset())
+    for selector in selectors(tree):
+        use_of(selector)
+    return list(found.values())
+
+
+def scrape_of(text: str) -> Scrape:
+    out: Scrape = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = out.setdefault(sample.name, {})
+            for name, value in sample.labels.items():
+                labels.setdefault(name, set()).add(value)
+    return out
+
+
+def problems(exprs: list[tuple[str, str]], scrape: Scrape) -> list[str]:
+    """What the queries ask for that the scrape lacks; empty when every query can return data."""
+    out = []
+    for where, expr in exprs:
+        try:
+            found = uses(expr)
+        except ValueError as exc:
+            out.append(f"{where}: not valid PromQL ({exc}): {expr}")
+            continue
+        for use in found:
+            if not use.metric.startswith("logclass_"):
+                out.append(f"{where}: {use.metric or 'a selector without a metric name'} is not a logclass metric")
+                continue
+            if use.metric not in scrape:
+                out.append(f"{where}: {use.metric} is not exported by the sidecar")
+                continue
+            labels = scrape[use.metric]
+            for label in sorted(use.labels - TARGET_LABELS):
+                if label not in labels:
+                    out.append(f"{where}: {use.metric} has no label {label!r} (it has {sorted(labels) or 'none'})")
+            for label, value in sorted(use.values.items()):
+                if label in labels and value not in labels[label]:
+                    out.append(f"{where}: no {use.metric} series with {label}={value!r} (seen {sorted(labels[label])})")
+    return out
+
+
+# --- structure ----------------------------------------------------------------------------------
+
+
+def test_dashboard_structure() -> None:
+    dashboard = load_dashboard()
+    assert dashboard["schemaVersion"] >= 39 and dashboard["uid"] == "logclass" and dashboard["title"]
+    assert dashboard["id"] is None, "an id belongs to one Grafana instance; imports and provisioning assign their own"
+    panels = all_panels(dashboard)
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), f"duplicate panel ids: {sorted(i for i in ids if ids.count(i) > 1)}"
+    cells: dict[tuple[int, int], str] = {}
+    for panel in panels:
+        title = panel.get("title")
+        assert title, f"panel {panel['id']} has no title"
+        grid = panel.get("gridPos")
+        assert grid and all(isinstance(grid.get(k), int) for k in "hwxy"), f"{title}: gridPos {grid}"
+        assert grid["x"] + grid["w"] <= 24, f"{title}: wider than the 24-column grid"
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in cells, f"{title} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = title
+        if panel["type"] == "row":
+            continue
+        assert panel.get("description", "").strip(), f"{title}: no description"
+        assert panel["datasource"] == DATASOURCE, f"{title}: datasource {panel.get('datasource')}"
+        # A heatmap's unit is its y axis'.
+        unit = panel["fieldConfig"]["defaults"].get("unit") or panel["options"].get("yAxis", {}).get("unit")
+        assert unit, f"{title}: no unit"
+        targets = panel.get("targets") or []
+        assert targets, f"{title}: no targets"
+        ref_ids = [t.get("refId") for t in targets]
+        assert all(ref_ids) and len(set(ref_ids)) == len(ref_ids), f"{title}: refIds {ref_ids}"
+        for target in targets:
+            assert target.get("expr", "").strip(), f"{title} {target['refId']}: no expr"
+            assert target.get("datasource") == DATASOURCE, f"{title} {target['refId']}: datasource"
+    rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
+    assert rows == ["Traffic", "Tiers & cache", "Latency", "LLM", "Relay", "Errors"]
+    assert {p["type"] for p in panels} >= {"timeseries", "stat", "heatmap"}
+
+
+def test_variables_and_every_selector_filters_on_them() -> None:
+    dashboard = load_dashboard()
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    for name in ("namespace", "pod"):
+        var = variables[name]
+        assert var["type"] == "query" and var["multi"] and var["includeAll"], name
+        assert var["datasource"] == DATASOURCE, name
+        # "All" as a regex that also matches a missing label, so the dashboard works off Kubernetes.
+        assert var["allValue"] == ".*", name
+    unfiltered = []
+    for where, expr in queries(dashboard):
+        if where.startswith("variable"):
+            continue
+        for selector in selectors(parse(expr)):
+            got = {(m.name, m.value) for m in matchers(selector) if m.op == promql.MatchOp.Re}
+            if not {("namespace", "$namespace"), ("pod", "$pod")} <= got:
+                unfiltered.append(f"{where}: {selector}")
+    assert unfiltered == [], 'selectors without namespace=~"$namespace", pod=~"$pod":\n' + "\n".join(unfiltered)
+
+
+def _metrics_scrape() -> Scrape:
+    """The exposition of a real Metrics registry after a few observations, without a server."""
+    metrics = Metrics()
+    RelayMetrics(metrics.registry)
+    metrics.observe_decisions(
+        [Decision("User Action", 1.0, "regex", "t1", "v1"), Decision("x", 0.0, "none", "", "v1", "", "empty_message")]
+    )
+    metrics.watch_llm_circuit(CircuitBreaker(failures=1, cooldown_s=10))
+    return scrape_of(generate_latest(metrics.registry).decode())
+
+
+def test_checker_reports_what_the_scrape_lacks() -> None:
+    scrape = _metrics_scrape()
+    good = (
+        'sum by (label, tier) (rate(logclass_records_total{namespace=~"$namespace", tier="regex"}[$__rate_interval]))'
+    )
+    cases = {
+        "good": (good, []),
+        "circuit": ("max(logclass_llm_circuit_state)", []),
+        "bucket": ("histogram_quantile(0.99, sum by (le) (rate(logclass_llm_seconds_bucket[5m])))", []),
+        "missing metric": ("sum(rate(logclass_not_a_metric_total[5m]))", ["logclass_not_a_metric_total is not"]),
+        "counter without _total": ("rate(logclass_records[5m])", ["logclass_records is not exported"]),
+        "label rot": ("sum by (tierz) (rate(logclass_records_total[5m]))", ["has no label 'tierz'"]),
+        "matcher label": ('logclass_records_total{lable="x"}', ["has no label 'lable'"]),
+        "on() label": (
+            "logclass_records_total / on(kind) logclass_errors_total",
+            ["logclass_records_total has no label 'kind'"],
+        ),
+        "value nobody emits": ('logclass_records_total{tier="llm_pendin"}', ["tier='llm_pendin'"]),
+        "other metric": ("up", ["up is not a logclass metric"]),
+        "not PromQL": ("sum(rate(logclass_records_total[5m])", ["not valid PromQL"]),
+    }
+    for name, (expr, expected) in cases.items():
+        found = problems([(name, expr)], scrape)
+        assert len(found) == len(expected), f"{name}: {found}"
+        for problem, fragment in zip(found, expected, strict=True):
+            assert fragment in problem, f"{name}: {problem!r} does not say {fragment!r}"
+
+
+# --- against a real sidecar ---------------------------------------------------------------------
+
+
+@dataclass
+class Sidecar:
+    proc: subprocess.Popen[str]
+    grpc_address: str
+    metrics_port: int
+    relay_port: int
+    late_upstream: Upstream
+
+    def text(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
+            return str(response.read().decode())
+
+    def scrape(self) -> Scrape:
+        return scrape_of(self.text())
+
+    def samples(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(self.text())
+            for s in family.samples
+        }
+
+
+@pytest.fixture(scope="module")
+def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
+    tmp = tmp_path_factory.mktemp("dashboard")
+    # An LLM server that accepts connections and never answers: calls time out, the tier answers
+    # llm_pending, the circuit opens.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    grpc_port, metrics_port, relay_port = free_port(), free_port(), free_port()
+    dead, late = free_port(), Upstream()
+    config = {
+        "server": {"metrics_listen": f"127.0.0.1:{metrics_port}", "grace_seconds": 3},
+        "llm": {
+            "timeout_ms": 100,
+            "server": {
+                "url": f"http://127.0.0.1:{silent.getsockname()[1]}/v1",
+                "model": "silent",
+                "request_timeout_ms": 400,
+                "retries": 0,
+                # The warm-up's failure is the first, a classified record's the second.
+                "circuit": {"failures": 2, "cooldown_s": 600},
+            },
+        },
+        "relay": {
+            "enabled": True,
+            "listen": f"127.0.0.1:{relay_port}",
+            "source_key": "source",
+            "tag_missing_message": True,
+            "upstreams": [{"host": "127.0.0.1", "port": dead}, {"host": "127.0.0.1", "port": late.port}],
+            # The smallest allowed, so a few requests fill it while no upstream is up.
+            "buffer": {"path": str(tmp / "buffer"), "max_bytes": 65536, "full_wait_s": 0.5},
+            "forward": FAST_FORWARD,
+        },
+    }
+    config_path = tmp / "logclass.yaml"
+    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    # LOGCLASS_LLM__BACKEND: tests/conftest.py turns the LLM off for every subprocess.
+    env = {"LOGCLASS_CONFIG": str(config_path), "LOGCLASS_LLM__BACKEND": "vllm"}
+    proc: subprocess.Popen[str] | None = None
+    try:
+        proc = start_server(f"127.0.0.1:{grpc_port}", env)
+        sidecar = Sidecar(proc, f"127.0.0.1:{grpc_port}", metrics_port, relay_port, late)
+        _drive(sidecar)
+        yield sidecar
+    finally:
+        late.stop()
+        silent.close()
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err[-3000:]
+
+
+def _drive(sidecar: Sidecar) -> None:
+    """Traffic through every path that creates a labelled series."""
+    rows = [*((s, m) for s, m, _ in SEED_ROWS), ("LegacyCRM", LEAD), ("BillingSystem", "")]
+    with grpc.insecure_channel(sidecar.grpc_address) as channel:
+        stub = pb_grpc.LogClassifierStub(channel)  # type: ignore[no-untyped-call]
+        request = pb.ClassifyRequest(records=[pb.LogRecord(source=s, message=m) for s, m in rows])
+        tiers = {r.tier for r in stub.Classify(request, timeout=30).results}
+    assert {"regex", "embedding", "llm_pending"} <= tiers, tiers
+
+    acked: list[str] = []
+    with ForwardClient(sidecar.relay_port) as client:
+        chunk = [{"log": m, "source": s, "seq": f"seed-{i}"} for i, (s, m, _) in enumerate(SEED_ROWS)]
+        chunk.append({"source": "BillingSystem", "seq": "no-message"})  # missing_message fallback
+        assert client.wait_ack(client.packed("app", chunk), timeout=30)
+        acked += [str(r["seq"]) for r in chunk]
+    logger = fluent_sender.FluentSender("fl", host="127.0.0.1", port=sidecar.relay_port)
+    assert logger.emit("app", {"log": SEED_ROWS[1][1], "source": "BillingSystem", "seq": "fl-0"}), logger.last_error
+    logger.close()
+    acked.append("fl-0")
+    with ForwardClient(sidecar.relay_port) as bad:
+        bad.send_raw(b"\xc1\x00\x00")  # never valid msgpack: a protocol error
+        assert bad.is_closed(timeout=5)
+    # No upstream is up: the buffer fills, a request waits, then is refused (backpressure).
+    with ForwardClient(sidecar.relay_port) as client:
+        pad = "x" * 12000
+        for n in range(10):
+            record = {"log": SEED_ROWS[1][1], "source": "BillingSystem", "seq": f"fill-{n}", "pad": pad}
+            if not client.wait_ack(client.packed("app", [record]), timeout=5):
+                break
+            acked.append(f"fill-{n}")
+        else:
+            raise AssertionError("a 64 KiB buffer took 120 KB without backpressure")
+    sidecar.late_upstream.start()
+    assert sidecar.late_upstream.wait_for_all(acked, timeout=30), "the late upstream did not get the records"
+
+
+def test_every_dashboard_query_finds_its_series_in_a_real_scrape(sidecar: Sidecar) -> None:
+    started = time.monotonic()
+    exprs = queries(load_dashboard())
+    # The LLM call and the forwarder's counters land asynchronously after the traffic above.
+    deadline = time.monotonic() + 20
+    while True:
+        scrape = sidecar.scrape()
+        found = problems(exprs, scrape)
+        if not found or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert found == [], "\n".join(found)
+    print(f"\n{len(exprs)} dashboard queries checked against a live scrape in {time.monotonic() - started:.1f}s")
+
+
+def test_circuit_state_and_relay_records_in_the_scrape(sidecar: Sidecar) -> None:
+    """The values behind two panels: the circuit opened by the silent LLM server, and relay
+    records counted in logclass_records_total like gRPC's."""
+    circuit, unavailable = (
+        ("logclass_llm_circuit_state", ()),
+        ("logclass_llm_calls_total", (("outcome", "unavailable"),)),
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        # The LLM call fails request_timeout_ms after the record was answered llm_pending.
+        samples = sidecar.samples()
+        if samples.get(circuit) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert samples[circuit] == 2  # open
+    assert samples[unavailable] >= 1
+    # One over gRPC; the relay's (seed chunk, fl-0, fill-n) count only if relay records are counted.
+    regex_user_action = samples[("logclass_records_total", (("label", "User Action"), ("tier", "regex")))]
+    assert regex_user_action >= 3, regex_user_action
