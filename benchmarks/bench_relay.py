@@ -26,12 +26,9 @@ import contextlib
 import json
 import os
 import platform
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,22 +45,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import msgpack
 
+from benchmarks.common import LogclassProcess, free_port, stage
 from sidecar import loadgen
 from sidecar.decision import LogRecord
 
 RPS_TARGET = 20_000.0  # records/s delivered through the classifying relay, warm, 1,000-record chunks
 CHUNK_RECORDS = 1000
 TAG = "bench.app"
-
-
-def stage(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -193,32 +181,27 @@ async def send_pass(
     return PassResult(total, acked, delivered, latencies)
 
 
-class Relay:
+class Relay(LogclassProcess):
     """A `logclass relay` subprocess for the length of one set-up."""
 
     def __init__(self, upstream: int, classify: bool) -> None:
         self.port = free_port()
         self.buffer = tempfile.mkdtemp(prefix="logclass-bench-relay-")
-        fd, self.log_path = tempfile.mkstemp(prefix="logclass-bench-relay-", suffix=".log")
-        cmd = [sys.executable, "-m", "sidecar.cli", "relay", "--listen", f"127.0.0.1:{self.port}"]
-        cmd += ["--upstream", f"127.0.0.1:{upstream}", "--buffer-path", self.buffer]
+        args = ["relay", "--listen", f"127.0.0.1:{self.port}"]
+        args += ["--upstream", f"127.0.0.1:{upstream}", "--buffer-path", self.buffer]
         if not classify:
-            cmd.append("--no-classify")
-        self.metrics_url = f"http://127.0.0.1:{free_port()}/metrics"
+            args.append("--no-classify")
         env = {
-            **os.environ,
             "LOGCLASS_RELAY__SOURCE_KEY": "source",
-            "LOGCLASS_RELAY__METRICS_LISTEN": self.metrics_url.split("/")[2],
             # The cold pass must classify every record (not forward it with the fallback label after
             # the default 5 s), or the "warm" passes would still be filling the caches.
             "LOGCLASS_RELAY__CLASSIFY_TIMEOUT_MS": "600000",
         }
-        self.proc = subprocess.Popen(cmd, env=env, stdout=fd, stderr=subprocess.STDOUT)
-        os.close(fd)
+        super().__init__(args, env, "LOGCLASS_RELAY__METRICS_LISTEN", "relay")
 
     def wait_ready(self, timeout: float = 300) -> float:
         started = time.perf_counter()
-        while f"relay listening on 127.0.0.1:{self.port}" not in Path(self.log_path).read_text(errors="replace"):
+        while f"relay listening on 127.0.0.1:{self.port}" not in self.log_text():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the relay exited with {self.proc.returncode}:\n{self.log_tail()}")
             if time.perf_counter() - started > timeout:
@@ -226,32 +209,17 @@ class Relay:
             time.sleep(0.1)
         return time.perf_counter() - started
 
-    def log_tail(self) -> str:
-        return Path(self.log_path).read_text(errors="replace")[-3000:]
-
     def fallback_records(self) -> float:
         """Records the relay forwarded unclassified (pipeline too slow or failing): 0 in a fair run."""
-        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
-            text = response.read().decode()
+        text = self.metrics_text()
         return sum(
             float(line.rpartition(" ")[2])
             for line in text.splitlines()
             if line.startswith("logclass_relay_fallback_records_total")
         )
 
-    def peak_rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        os.unlink(self.log_path)
+        super().stop()
         for name in os.listdir(self.buffer):
             os.unlink(os.path.join(self.buffer, name))
         os.rmdir(self.buffer)

@@ -17,24 +17,25 @@ import gc
 import json
 import os
 import platform
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The targets are about the gRPC layer over regex + embeddings, and the RSS target excludes an
+# embedded LLM (Qwen alone is ~1.5 GB): without this the default config would load it. Set
+# LOGCLASS_LLM__BACKEND yourself to measure with one.
+os.environ.setdefault("LOGCLASS_LLM__BACKEND", "none")
 # Run as a script, which puts benchmarks/, not the project root, on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks.common import LogclassProcess, free_port, stage
 from sidecar import config, loadgen
 from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
 from sidecar.bundle import load_bundle
@@ -45,16 +46,6 @@ from sidecar.pipeline import build_encoder, build_router, bundle_path
 WARM_TARGET = 40_000.0  # records/s through gRPC, warm, 1,000-record requests
 RATIO_TARGET = 0.8  # gRPC throughput / in-process: the gRPC layer costs at most 20 %
 RSS_TARGET_MB = 1536.0  # server peak RSS without an embedded LLM
-
-
-def stage(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def in_process(records: Sequence[LogRecord], sizes: Sequence[int]) -> tuple[dict[str, LoadResult], str]:
@@ -80,21 +71,13 @@ def in_process(records: Sequence[LogRecord], sizes: Sequence[int]) -> tuple[dict
     return results, encoder.device
 
 
-class Server:
+class Server(LogclassProcess):
     """A real `logclass serve` on loopback, with its metrics port, for the length of the run."""
 
     def __init__(self) -> None:
         self.target = f"127.0.0.1:{free_port()}"
-        self.metrics_url = f"http://127.0.0.1:{free_port()}/metrics"
-        fd, self.log_path = tempfile.mkstemp(prefix="logclass-bench-server-", suffix=".log")
-        env = {
-            **os.environ,
-            "LOGCLASS_SERVER__LISTEN": self.target,
-            "LOGCLASS_SERVER__METRICS_LISTEN": self.metrics_url.split("/")[2],
-        }
-        cmd = [sys.executable, "-m", "sidecar.cli", "serve"]
-        self.proc = subprocess.Popen(cmd, env=env, stdout=fd, stderr=subprocess.STDOUT)
-        os.close(fd)
+        listen = {"LOGCLASS_SERVER__LISTEN": self.target}
+        super().__init__(["serve"], listen, "LOGCLASS_SERVER__METRICS_LISTEN", "server")
 
     def wait_ready(self, timeout: float = 300.0) -> None:
         async def probe() -> None:
@@ -108,19 +91,9 @@ class Server:
         if self.proc.poll() is not None:
             raise RuntimeError(f"the server exited with {self.proc.returncode}\n{self.log_tail()}")
 
-    def log_tail(self) -> str:
-        return Path(self.log_path).read_text(errors="replace")[-3000:]
-
-    def peak_rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
     def tier_latency(self) -> dict[str, dict[str, float]]:
         """p50/p99 per model-tier call, interpolated in the server's histogram buckets."""
-        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
-            text = response.read().decode()
+        text = self.metrics_text()
         buckets: dict[str, list[tuple[float, float]]] = {}
         for family in text_string_to_metric_families(text):
             if family.name != "logclass_tier_seconds":
@@ -140,14 +113,6 @@ class Server:
                     "p99_ms": _quantile(rows, 0.99) * 1000,
                 }
         return out
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        os.unlink(self.log_path)
 
 
 def _quantile(buckets: list[tuple[float, float]], q: float) -> float:

@@ -1,0 +1,60 @@
+"""What the benchmarks that start a real `logclass` process share: ports, progress lines, and the
+child process itself (log file, metrics scrape, peak RSS, stop)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+def stage(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LogclassProcess:
+    """``python -m sidecar.cli ARGS`` with its output in a temporary log and a metrics port."""
+
+    def __init__(self, args: Sequence[str], env: Mapping[str, str], metrics_env: str, name: str) -> None:
+        self.metrics_url = f"http://127.0.0.1:{free_port()}/metrics"
+        fd, self.log_path = tempfile.mkstemp(prefix=f"logclass-bench-{name}-", suffix=".log")
+        full_env = {**os.environ, **env, metrics_env: self.metrics_url.split("/")[2]}
+        cmd = [sys.executable, "-m", "sidecar.cli", *args]
+        self.proc = subprocess.Popen(cmd, env=full_env, stdout=fd, stderr=subprocess.STDOUT)
+        os.close(fd)
+
+    def log_text(self) -> str:
+        return Path(self.log_path).read_text(errors="replace")
+
+    def log_tail(self) -> str:
+        return self.log_text()[-3000:]
+
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
+            text: str = response.read().decode()
+        return text
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        os.unlink(self.log_path)
