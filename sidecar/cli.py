@@ -162,10 +162,15 @@ def cmd_relay(args: argparse.Namespace) -> int:
 
 
 def _upstream_arg(value: str) -> dict[str, Any]:
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit():
-        raise CliError(f"--upstream {value!r}: expected HOST:PORT")
-    return {"host": host.strip("[]"), "port": int(port)}
+    from sidecar.address import AddressError, split_host_port
+
+    try:
+        host, port = split_host_port(value, "--upstream", default_host="")
+    except AddressError as exc:
+        raise CliError(str(exc)) from exc
+    if not host:
+        raise CliError(f"--upstream {value!r}: the host is missing (HOST:PORT)")
+    return {"host": host, "port": port}
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

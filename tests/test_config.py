@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from sidecar import config
+from sidecar.address import AddressError, split_host_port
 
 
 def test_defaults_validate_and_carry_the_seed_policy() -> None:
@@ -97,3 +98,17 @@ def test_redacted_masks_every_secret() -> None:
         assert secret not in shown
     assert shown.count("<redacted>") == 6
     assert cfg["relay"]["auth"]["shared_key"] == "k-relay"  # the loaded config itself is untouched
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [("127.0.0.1:9464", ("127.0.0.1", 9464)), ("[::1]:50051", ("::1", 50051)), (":9464", ("0.0.0.0", 9464))],
+)
+def test_host_port_parsing(address: str, expected: tuple[str, int]) -> None:
+    assert split_host_port(address, "server.metrics_listen") == expected
+
+
+@pytest.mark.parametrize("address", ["9464", "host:", "host:port", "host:0", "host:70000"])
+def test_bad_host_port_names_the_setting(address: str) -> None:
+    with pytest.raises(AddressError, match=r"server.metrics_listen: .* is not HOST:PORT"):
+        split_host_port(address, "server.metrics_listen")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sidecar import config as config_mod
+from sidecar.address import AddressError, split_host_port
 from sidecar.relay import RelayError
 from sidecar.relay.keypath import KeyPath
 
@@ -151,10 +152,10 @@ def default_buffer_path() -> Path:
 
 
 def split_address(address: str, setting: str) -> tuple[str, int]:
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise RelayError(f"{setting}: {address!r} is not host:port")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    try:
+        return split_host_port(address, setting)
+    except AddressError as exc:
+        raise RelayError(str(exc)) from exc
 
 
 def _secret(value: str | None, path: str | None, setting: str) -> str | None:

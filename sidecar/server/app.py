@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -92,6 +93,11 @@ async def load_pipeline(cfg: config_mod.Config, metrics: Metrics) -> Pipeline:
     batcher.start()
     # The first encode and the LLM's prompt prefix pay one-off costs; no caller should.
     await loop.run_in_executor(None, router.warm_up)
+    # What is loaded by now (the models, torch) is a large heap that never becomes garbage; left
+    # to the collector, every full collection walks it and pauses serving ~0.5 s on 2 cores
+    # (measured on the relay: p99 ack of a 1,000-record request 550 ms -> 110 ms, warm rec/s +70 %).
+    gc.collect()
+    gc.freeze()
     return Pipeline(router, batcher, bundle, encoder)
 
 

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from sidecar.address import split_host_port
 from sidecar.decision import Decision, LogRecord
 from sidecar.router import RouterStats
 from sidecar.tiers.llm.circuit import CircuitBreaker, State
@@ -112,6 +113,6 @@ class Metrics:
         self.tier_records.labels(tier).inc(records)
 
 
-def serve_metrics(metrics: Metrics, listen: str) -> None:
-    host, _, port = listen.rpartition(":")
-    start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0", registry=metrics.registry)
+def serve_metrics(metrics: Metrics, listen: str, setting: str = "server.metrics_listen") -> None:
+    host, port = split_host_port(listen, setting)
+    start_http_server(port, addr=host, registry=metrics.registry)
