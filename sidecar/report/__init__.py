@@ -86,7 +86,7 @@ def build_report(
     if stats.rows == 0:
         raise ReportError(f"{csv_path} has a header but no rows: nothing to report")
 
-    scores = class_scores(stats.confusion) if stats.has_gold else []
+    scores = class_scores(stats.confusion)
     colors = ch.label_colors([name for name, _ in stats.labels.most_common()])
     drawers: list[Callable[[], ch.Chart]] = [
         lambda: ch.label_chart(stats, colors),
@@ -96,7 +96,7 @@ def build_report(
         drawers.append(lambda: ch.tier_chart(stats))
     if stats.confidence:
         drawers.append(lambda: ch.confidence_chart(stats, thresholds(config)))
-    if stats.has_gold:
+    if stats.confusion:
         drawers.append(lambda: ch.confusion_chart(stats.confusion, stats.columns.gold_name or "gold"))
         drawers.append(lambda: ch.scores_chart(scores))
     charts: dict[str, ch.Chart] = {}
@@ -112,7 +112,7 @@ def build_report(
         cards.append(Card(f"{llm / stats.rows:.1%}", "reached the LLM"))
         cards.append(Card(f"{stats.tiers.get(TIER_NONE, 0) / stats.rows:.1%}", "undecided (tier none)"))
     cards.append(Card(f"{stats.labels.get(fallback, 0) / stats.rows:.1%}", f"labelled {fallback}"))
-    if stats.has_gold:
+    if stats.confusion:
         cards.append(Card(f"{accuracy(stats.confusion):.2%}", "accuracy vs gold"))
     if stats.errors:
         cards.append(Card(f"{sum(stats.errors.values()):,}", "flagged records"))

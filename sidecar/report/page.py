@@ -134,7 +134,7 @@ def _examples(examples: Sequence[Example], gold: bool) -> str:
         )
         for e in examples
     ]
-    wrong = [gold and e.gold != e.label for e in examples]
+    wrong = [e.gold is not None and e.gold != e.label for e in examples]
     return _table(head, rows, numeric=(0,), msg=4, flagged=wrong)
 
 
@@ -199,13 +199,18 @@ def render(
             + "</p>",
             _examples(stats.low.sorted(), stats.has_gold),
         ]
-    if stats.has_gold:
+    if stats.confusion:
         parts += [
             f'<h2 id="quality">Against the gold column <code>{escape(stats.columns.gold_name or "")}</code></h2>',
             fig("confusion"),
             fig("precision_recall"),
             _scores_table(scores),
         ]
+    if stats.unlabelled:
+        parts.append(
+            f'<p class="note">{stats.unlabelled:,} rows have an empty gold column '
+            f"<code>{escape(stats.columns.gold_name or '')}</code> and are left out of the scores.</p>"
+        )
     if stats.errors:
         rows = [(escape(kind), f"{n:,}", _pct(n, stats.rows)) for kind, n in stats.errors.most_common()]
         table = _table(["error", "records", "share"], rows, numeric=(1, 2), compact=True)

@@ -169,6 +169,7 @@ class ReportStats:
     rows: int = 0
     malformed: int = 0
     bad_confidence: int = 0
+    unlabelled: int = 0
     labels: CappedCounter = field(default_factory=lambda: CappedCounter(MAX_LABELS))
     sources: CappedCounter = field(default_factory=lambda: CappedCounter(MAX_SOURCES))
     tiers: CappedCounter = field(default_factory=lambda: CappedCounter(MAX_TIERS))
@@ -214,10 +215,13 @@ class ReportStats:
         if c.error is not None and row[c.error]:
             self.errors[self.errors.key(row[c.error].strip())] += 1
         gold = None
-        if c.gold is not None:
-            gold = self.gold_labels.key(row[c.gold].strip() or "(empty)")
+        if c.gold is not None and row[c.gold].strip():
+            gold = self.gold_labels.key(row[c.gold].strip())
             self.gold_labels[gold] += 1
             self.confusion[gold, label] += 1
+        elif c.gold is not None:
+            # A partly labelled file: rows without an answer say nothing about right or wrong.
+            self.unlabelled += 1
         top = self.templates.get(label)
         if top is None:
             top = self.templates[label] = TopK(self.top_n * TOPK_HEADROOM)

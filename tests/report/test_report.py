@@ -209,3 +209,23 @@ def test_bad_rows_are_counted_not_fatal(cfg: config.Config, tmp_path: Path) -> N
     assert "1 rows had the wrong number of fields" in page
     assert "2 rows had a confidence that is not a number in [0, 1]" in page
     assert "<td>message_too_long</td>" in page
+
+
+def test_rows_without_a_gold_answer_are_left_out_of_the_scores(cfg: config.Config, tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text(
+        "source,log_message,target_label,tier,confidence,error,truth\n"
+        "A,disk full,Error,embedding,0.93,,Error\n"
+        "A,login ok,User Action,regex,1.0,,Security Alert\n"
+        "B,disk low,Error,embedding,0.61,,\n"
+        "B,disk gone,Error,embedding,0.55,,\n",
+        encoding="utf-8",
+    )
+    html_path = tmp_path / "r.html"
+    result = build_report(src, html_path, None, cfg, ReportOptions(gold="truth", progress=False))
+    page = html_path.read_text(encoding="utf-8")
+    assert "confusion" in result.charts
+    assert "50.00%</b><span>accuracy vs gold" in page  # 1 of the 2 labelled rows
+    assert "2 rows have an empty gold column <code>truth</code>" in page
+    # Only the labelled mismatch is shaded in the review list.
+    assert page.count('<tr class="wrong">') == 1
