@@ -66,6 +66,10 @@ class TopK(Generic[K]):
     def __init__(self, k: int) -> None:
         self.k = k
         self.entries: dict[K, TopEntry] = {}
+        # Keys that had the minimum count at the last scan, evicted first. A long tail of one-off
+        # keys shares that count, so one O(k) scan serves many evictions instead of one.
+        self._lowest: list[K] = []
+        self._lowest_count = 0
 
     def add(self, key: K, example: str) -> None:
         entry = self.entries.get(key)
@@ -76,9 +80,20 @@ class TopK(Generic[K]):
             self.entries[key] = TopEntry(1, 0, example)
             return
         # The evicted key's count is inherited as an upper bound for the newcomer.
-        victim = min(self.entries, key=lambda k: self.entries[k].count)
-        floor = self.entries.pop(victim).count
+        floor = self._evict()
         self.entries[key] = TopEntry(floor + 1, floor, example)
+
+    def _evict(self) -> int:
+        while self._lowest:
+            victim = self._lowest.pop()
+            entry = self.entries.get(victim)
+            # Still at the minimum: counts only grow, so nothing can be below it.
+            if entry is not None and entry.count == self._lowest_count:
+                del self.entries[victim]
+                return entry.count
+        self._lowest_count = min(e.count for e in self.entries.values())
+        self._lowest = [k for k, e in self.entries.items() if e.count == self._lowest_count]
+        return self._evict()
 
     def top(self, n: int) -> list[tuple[K, TopEntry]]:
         return sorted(self.entries.items(), key=lambda kv: -kv[1].count)[:n]
