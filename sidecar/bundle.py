@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,11 +33,14 @@ class BundleError(RuntimeError):
     pass
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, on_block: Callable[[int], object] | None = None) -> str:
+    """``on_block`` gets each block's size, for a progress bar on large files."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
+            if on_block is not None:
+                on_block(len(block))
     return digest.hexdigest()
 
 

@@ -1,5 +1,5 @@
 # Fluentd filter plugin (plugins/fluentd/). Included from the top-level Makefile, after its
-# variables (STAMP, BIN): `include plugins/fluentd/plugin.mk`.
+# variables (STAMP, BIN, APT_INSTALL): `include plugins/fluentd/plugin.mk`.
 #
 # make ruby-deps     Debian's Ruby, gRPC, grpc-tools, test-unit and Fluentd's runtime libraries,
 #                    installed only when one is missing
@@ -16,7 +16,6 @@ RUBY_PACKAGES  := ruby ruby-grpc ruby-grpc-tools ruby-test-unit \
 # (test/unit/version, not test/unit: requiring test/unit runs every test file it finds.)
 RUBY_REQUIRES  := grpc grpc/health/v1/health_services_pb google/protobuf test/unit/version msgpack yajl cool.io \
 	serverengine http/parser sigdump tzinfo strptime webrick concurrent
-SUDO           := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: ruby-deps ruby-stubs ruby-test fluentd-gem
 
@@ -28,8 +27,7 @@ ruby-deps:
 	  echo "ruby-deps: Ruby $$(ruby -e 'print RUBY_VERSION'), grpc $$(ruby -e 'require "grpc"; print GRPC::VERSION') present"; \
 	else \
 	  echo "ruby-deps: installing $(RUBY_PACKAGES)"; \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(RUBY_PACKAGES); \
+	  $(APT_INSTALL) $(RUBY_PACKAGES); \
 	fi
 
 ruby-stubs: ruby-deps

@@ -20,6 +20,8 @@ from typing import NoReturn
 
 from tqdm import tqdm
 
+from sidecar.bundle import sha256_file
+
 GGUF_MAGIC = b"GGUF"
 SMOLLM2 = "smollm2-135m"
 QWEN = "qwen2.5-coder-1.5b"
@@ -180,12 +182,8 @@ def cached_copy_ok(target: Path, sha256: str, progress: bool) -> bool:
 
 
 def hash_file(path: Path, progress: bool) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f, _bytes_bar(path.stat().st_size, f"verifying {path.name}", progress) as bar:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-            bar.update(len(chunk))
-    return digest.hexdigest()
+    with _bytes_bar(path.stat().st_size, f"verifying {path.name}", progress) as bar:
+        return sha256_file(path, bar.update)
 
 
 def stamp_path(target: Path) -> Path:

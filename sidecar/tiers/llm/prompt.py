@@ -46,7 +46,6 @@ class PromptBuilder:
         if unknown:
             raise ValueError(f"llm.examples use labels not in llm.labels: {unknown}; add them or fix the examples")
         self.labels = tuple(labels)
-        self.examples = tuple(examples)
         self.max_message_chars = max_message_chars
         listing = "\n".join(f"- {label}: {description}" for label, description in labels.items())
         self._system = f"{instructions.strip()}\n\nLabels:\n{listing}"

@@ -121,9 +121,10 @@ class LlmTier:
 
     def decide(self, records: Sequence[LogRecord]) -> list[Verdict | None]:
         waits: list[concurrent.futures.Future[LlmAnswer | None] | LlmAnswer] = []
+        # Masked before taking the lock: answers landing on the loop thread wait for it.
+        keys = [(record.source, self.template_of(record.message)) for record in records]
         with self._lock:
-            for record in records:
-                key = (record.source, self.template_of(record.message))
+            for key, record in zip(keys, records, strict=True):
                 answer = self._answers.get(key)
                 if answer is not None:
                     self.stats.cache_hits += 1
@@ -142,15 +143,18 @@ class LlmTier:
         futures = [w for w in waits if isinstance(w, concurrent.futures.Future)]
         if futures:
             concurrent.futures.wait(futures, timeout=self.budget)
-        return [self._verdict(w) for w in waits]
+        verdicts = [self._verdict(w) for w in waits]
+        pending = sum(v is not None and v.tier == TIER_LLM_PENDING for v in verdicts)
+        if pending:
+            with self._lock:
+                self.stats.pending += pending
+        return verdicts
 
     def _verdict(self, wait: concurrent.futures.Future[LlmAnswer | None] | LlmAnswer) -> Verdict | None:
         if wait is _BUSY:
             return Verdict(self.fallback_label, 0.0, "LLM queue full", TIER_NONE, final=False)
         if isinstance(wait, concurrent.futures.Future):
             if not wait.done():
-                with self._lock:
-                    self.stats.pending += 1
                 return Verdict(self.fallback_label, 0.0, "LLM answer pending", TIER_LLM_PENDING, final=False)
             answer = wait.result()
             if answer is None:
