@@ -50,7 +50,8 @@ def to_request(records: Sequence[LogRecord]) -> Any:
     return pb.ClassifyRequest(records=out)
 
 
-def _backoff(attempt: int, base: float) -> float:
+def backoff_delay(attempt: int, base: float) -> float:
+    """``base`` doubled per attempt, with full-range jitter so callers that failed together retry apart."""
     return float(base * (2**attempt) * (0.5 + random.random()))
 
 
@@ -93,7 +94,7 @@ class ClassifierClient:
             except grpc.RpcError as exc:
                 if exc.code() not in RETRYABLE or attempt == self.retries:
                     raise
-                time.sleep(_backoff(attempt, self.backoff))
+                time.sleep(backoff_delay(attempt, self.backoff))
         raise AssertionError("unreachable")
 
     def classify(self, records: Sequence[LogRecord]) -> list[Decision]:
@@ -132,7 +133,7 @@ class AsyncClassifierClient:
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in RETRYABLE or attempt == self.retries:
                     raise
-                await asyncio.sleep(_backoff(attempt, self.backoff))
+                await asyncio.sleep(backoff_delay(attempt, self.backoff))
         raise AssertionError("unreachable")
 
     async def classify(self, records: Sequence[LogRecord]) -> list[Decision]:

@@ -23,7 +23,6 @@ import fcntl
 import logging
 import os
 import time
-import uuid
 from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +33,7 @@ from typing import IO, Any
 import msgpack
 
 from sidecar.relay import RelayError
-from sidecar.relay.protocol import packed_forward
+from sidecar.relay.protocol import UNPACK_OPTIONS, new_chunk_id, packed_forward
 
 log = logging.getLogger("logclass.relay.buffer")
 
@@ -262,10 +261,9 @@ class DiskBuffer:
         written: list[tuple[Path, ChunkFile]] = []
         try:
             for tag, stream, records in _merge(batch, self.max_chunk_bytes):
-                raw_id = uuid.uuid4().bytes
-                chunk_id = base64.b64encode(raw_id).decode("ascii")
+                chunk_id = new_chunk_id()
                 data = packed_forward(tag, stream, records, chunk_id, compress=self.compress)
-                final = self.path / f"{self._next_seq:016d}-{raw_id.hex()}{SUFFIX}"
+                final = self.path / f"{self._next_seq:016d}-{base64.b64decode(chunk_id).hex()}{SUFFIX}"
                 tmp = final.with_name(final.name + TMP_SUFFIX)
                 with tmp.open("wb") as fh:
                     fh.write(data)
@@ -345,7 +343,7 @@ def _merge(batch: Iterable[_Pending], max_chunk_bytes: int) -> list[tuple[str, b
 def _read_chunk_file(path: Path, now: float) -> ChunkFile:
     seq_text, _, id_hex = path.stem.partition("-")
     data = path.read_bytes()
-    request: Any = msgpack.unpackb(data, raw=False, unicode_errors="surrogateescape", strict_map_key=False)
+    request: Any = msgpack.unpackb(data, **UNPACK_OPTIONS)
     if not (isinstance(request, list) and len(request) == 3 and isinstance(request[2], dict)):
         raise ValueError("not a PackedForward request")
     chunk_id = base64.b64encode(bytes.fromhex(id_hex)).decode("ascii")

@@ -40,7 +40,7 @@ MODES = (MODE_MESSAGE, MODE_FORWARD, MODE_PACKED, MODE_COMPRESSED)
 
 # Decoding options shared by every reader: see the module docstring for surrogateescape; map keys
 # may be any type (records from other shippers sometimes use integers).
-_UNPACK_OPTIONS: dict[str, Any] = {"raw": False, "unicode_errors": "surrogateescape", "strict_map_key": False}
+UNPACK_OPTIONS: dict[str, Any] = {"raw": False, "unicode_errors": "surrogateescape", "strict_map_key": False}
 
 # Python type names as the spec calls them, for error messages.
 _MSGPACK_NAMES = {"str": "string", "bytes": "binary", "list": "array", "dict": "map", "NoneType": "nil"}
@@ -65,7 +65,7 @@ class EventBatch:
 
 def unpacker(max_buffer_bytes: int) -> msgpack.Unpacker:
     """A streaming decoder for one connection; feed() raises BufferFull past ``max_buffer_bytes``."""
-    return msgpack.Unpacker(max_buffer_size=max_buffer_bytes, **_UNPACK_OPTIONS)
+    return msgpack.Unpacker(max_buffer_size=max_buffer_bytes, **UNPACK_OPTIONS)
 
 
 def packer() -> msgpack.Packer:
@@ -114,7 +114,7 @@ def parse_request(request: list[Any], max_bytes: int) -> EventBatch:
 
 def decode_entries(stream: bytes) -> list[Entry]:
     """The entries of a MessagePackEventStream; a stream cut mid-entry is an error, not a short chunk."""
-    reader = msgpack.Unpacker(max_buffer_size=max(len(stream), 1), **_UNPACK_OPTIONS)
+    reader = msgpack.Unpacker(max_buffer_size=max(len(stream), 1), **UNPACK_OPTIONS)
     reader.feed(stream)
     entries: list[Entry] = []
     end = 0

@@ -16,6 +16,8 @@ from sidecar import config as config_mod
 from sidecar.address import AddressError, split_host_port
 from sidecar.relay import RelayError
 from sidecar.relay.keypath import KeyPath
+from sidecar.secrets import SecretError, read_secret
+from sidecar.server.security import SecurityConfigError, tls_files
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,26 +161,21 @@ def split_address(address: str, setting: str) -> tuple[str, int]:
 
 
 def _secret(value: str | None, path: str | None, setting: str) -> str | None:
-    if value and path:
-        raise RelayError(f"set {setting} or {setting}_file, not both")
-    if path:
-        try:
-            value = Path(path).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise RelayError(f"cannot read {setting}_file {path}: {exc.strerror}") from exc
-        if not value:
-            raise RelayError(f"{setting}_file {path} is empty")
-    return value or None
+    try:
+        secret: str | None = read_secret(value, path, setting)
+    except SecretError as exc:
+        raise RelayError(str(exc)) from exc.__cause__
+    return secret
 
 
 def _server_tls(tls: dict[str, Any]) -> TlsFiles | None:
-    cert, key, client_ca = tls.get("cert_file"), tls.get("key_file"), tls.get("client_ca_file")
-    if not cert and not key:
-        if client_ca:
-            raise RelayError("relay.tls.client_ca_file needs relay.tls.cert_file and key_file too")
+    try:
+        files = tls_files(tls, "relay")
+    except SecurityConfigError as exc:
+        raise RelayError(str(exc)) from None
+    if files is None:
         return None
-    if not (cert and key):
-        raise RelayError("relay.tls needs both cert_file and key_file")
+    cert, key, client_ca = files
     return TlsFiles(cert_file=cert, key_file=key, ca_file=client_ca)
 
 

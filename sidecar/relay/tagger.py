@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from sidecar.decision import Decision, LogRecord
+from sidecar.decision import LogRecord
 from sidecar.relay.metrics import RelayMetrics
 from sidecar.relay.protocol import EventBatch
 from sidecar.relay.settings import RelaySettings
 from sidecar.relay.throttle import ThrottledLog
 from sidecar.server.batcher import QueueFullError
+from sidecar.server.metrics import Classify as Classify  # re-exported: the relay's callers import it from here
 
 log = logging.getLogger("logclass.relay")
-
-Classify = Callable[[Sequence[LogRecord]], Awaitable[list[Decision]]]
 
 # The tier written for records the relay could not get classified; "none" is the pipeline's own
 # "no tier decided", worth telling apart from "not asked".

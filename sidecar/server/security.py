@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import grpc
+
+from sidecar.secrets import SecretError, read_secret
 
 # Kubelet probes and load balancers check health without credentials.
 _OPEN_METHODS = ("/grpc.health.v1.Health/",)
@@ -24,14 +26,23 @@ def _read(path: str, what: str) -> bytes:
         raise SecurityConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
 
 
-def server_credentials(tls: dict[str, Any]) -> grpc.ServerCredentials | None:
+def tls_files(tls: Mapping[str, Any], section: str) -> tuple[str, str, str | None] | None:
+    """``(cert_file, key_file, client_ca_file)`` of a server's ``{section}.tls``; None for plaintext."""
     cert, key, client_ca = tls.get("cert_file"), tls.get("key_file"), tls.get("client_ca_file")
     if not cert and not key:
         if client_ca:
-            raise SecurityConfigError("server.tls.client_ca_file needs server.tls.cert_file and key_file too")
+            raise SecurityConfigError(f"{section}.tls.client_ca_file needs {section}.tls.cert_file and key_file too")
         return None
     if not (cert and key):
-        raise SecurityConfigError("server.tls needs both cert_file and key_file")
+        raise SecurityConfigError(f"{section}.tls needs both cert_file and key_file")
+    return cert, key, client_ca
+
+
+def server_credentials(tls: dict[str, Any]) -> grpc.ServerCredentials | None:
+    files = tls_files(tls, "server")
+    if files is None:
+        return None
+    cert, key, client_ca = files
     root = _read(client_ca, "server.tls.client_ca_file") if client_ca else None
     return grpc.ssl_server_credentials(
         [(_read(key, "server.tls.key_file"), _read(cert, "server.tls.cert_file"))],
@@ -41,13 +52,10 @@ def server_credentials(tls: dict[str, Any]) -> grpc.ServerCredentials | None:
 
 
 def load_token(auth: dict[str, Any]) -> str | None:
-    token, token_file = auth.get("token"), auth.get("token_file")
-    if token and token_file:
-        raise SecurityConfigError("set server.auth.token or server.auth.token_file, not both")
-    if token_file:
-        token = _read(token_file, "server.auth.token_file").decode("utf-8").strip()
-        if not token:
-            raise SecurityConfigError(f"server.auth.token_file {token_file} is empty")
+    try:
+        token = read_secret(auth.get("token"), auth.get("token_file"), "server.auth.token")
+    except SecretError as exc:
+        raise SecurityConfigError(str(exc)) from exc.__cause__
     return str(token) if token else None
 
 

@@ -34,17 +34,17 @@ import asyncio
 import json
 import logging
 import math
-import random
 import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 
+from sidecar.client import backoff_delay
 from sidecar.config import ConfigError
+from sidecar.secrets import SecretError, read_secret
 from sidecar.tiers.llm.backend import LlmAnswer, LlmOutputError, LlmUnavailable, Prompt, check_label
 from sidecar.tiers.llm.circuit import CircuitBreaker, State
 
@@ -102,14 +102,14 @@ def _api_key(server: Mapping[str, Any]) -> str | None:
     if server.get("api_key"):
         return str(server["api_key"])
     path = server.get("api_key_file")
-    if not path:
-        return None
     try:
-        key = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"llm.server.api_key_file {path}: cannot read it ({exc.strerror}); fix the path") from exc
-    if not key:
-        raise ConfigError(f"llm.server.api_key_file {path} is empty: put the server's API key in it")
+        key: str | None = read_secret(None, path, "llm.server.api_key")
+    except SecretError as exc:
+        if exc.reason == "unreadable":
+            raise ConfigError(
+                f"llm.server.api_key_file {path}: cannot read it ({exc.strerror}); fix the path"
+            ) from exc.__cause__
+        raise ConfigError(f"llm.server.api_key_file {path} is empty: put the server's API key in it") from None
     return key
 
 
@@ -249,12 +249,8 @@ class OpenAiHttpBackend:
             except _Retryable as exc:
                 if attempt >= self.settings.retries:
                     raise _Retryable(f"{exc} (after {attempt + 1} attempts)") from None
-                await asyncio.sleep(self._backoff(attempt))
+                await asyncio.sleep(backoff_delay(attempt, self.settings.backoff_s))
                 attempt += 1
-
-    def _backoff(self, attempt: int) -> float:
-        # Full-range jitter around the exponential step, so callers that failed together retry apart.
-        return float(self.settings.backoff_s * (2**attempt) * random.uniform(0.5, 1.5))
 
     async def _attempt(self, method: str, path: str, payload: dict[str, Any] | None) -> dict[str, Any]:
         url = f"{self.settings.url}/{path}"

@@ -1,0 +1,34 @@
+"""Secrets given in a config either inline (``X``) or as a file holding them (``X_file``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+
+class SecretError(ValueError):
+    """A secret setting cannot be used; ``reason`` and ``strerror`` let callers word their own message."""
+
+    def __init__(
+        self, message: str, reason: Literal["both", "unreadable", "empty"], strerror: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.strerror = strerror
+
+
+def read_secret(value: Any, path: str | None, setting: str) -> Any:
+    """``value``, or the stripped contents of the file at ``path``; None when neither is given.
+
+    ``setting`` names the inline setting (``relay.auth.shared_key``); the file setting is ``{setting}_file``.
+    """
+    if value and path:
+        raise SecretError(f"set {setting} or {setting}_file, not both", "both")
+    if path:
+        try:
+            value = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SecretError(f"cannot read {setting}_file {path}: {exc.strerror}", "unreadable", exc.strerror) from exc
+        if not value:
+            raise SecretError(f"{setting}_file {path} is empty", "empty")
+    return value or None
