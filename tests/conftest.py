@@ -6,11 +6,15 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -30,6 +34,16 @@ os.environ.update(NO_LLM)
 ROOT = Path(__file__).resolve().parent.parent
 SEED_CSV = ROOT / "training" / "data" / "synthetic_logs.csv"
 SEED_TEST_CSV = ROOT / "training" / "data" / "seed_test.csv"
+
+SEED_ROWS = [
+    ("ModernCRM", "IP 192.168.133.114 blocked due to potential attack", "Security Alert"),
+    ("BillingSystem", "User 12345 logged in.", "User Action"),
+    ("AnalyticsEngine", "File data_6957.csv uploaded successfully by user User265.", "System Notification"),
+    ("AnalyticsEngine", "Backup completed successfully.", "System Notification"),
+    ("ModernHR", "Admin access escalation detected for user 9429", "Security Alert"),
+]
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 class MemoEncoder(Encoder):
@@ -91,3 +105,73 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_serving(
+    address: str, proc: subprocess.Popen[str], creds: grpc.ChannelCredentials | None = None, timeout: float = 120
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        channel = grpc.secure_channel(address, creds) if creds else grpc.insecure_channel(address)
+        try:
+            with channel:
+                request = health_pb2.HealthCheckRequest(service="logclass.v1.LogClassifier")
+                if health_pb2_grpc.HealthStub(channel).Check(request, timeout=2).status == SERVING:
+                    return
+        except grpc.RpcError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError("server did not become SERVING")
+
+
+def start_server(
+    address: str,
+    env: dict[str, str] | None = None,
+    creds: grpc.ChannelCredentials | None = None,
+    flags: Sequence[str] = (),
+    timeout: float = 120,
+) -> subprocess.Popen[str]:
+    """`logclass serve` in a child process, returned once its health check says SERVING."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sidecar.cli", "serve", "--listen", address, *flags],
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_serving(address, proc, creds, timeout)
+    return proc
+
+
+def metrics_text(port: int) -> str:
+    """The Prometheus exposition text a server or relay serves on 127.0.0.1:port."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return str(response.read().decode())
+
+
+def scrape(port: int) -> dict[str, float]:
+    """metrics_text as {sample with labels: value}."""
+    out = {}
+    for line in metrics_text(port).splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def wait_until(
+    predicate: Callable[[], object],
+    timeout: float,
+    message: str | Callable[[], str] = "condition not met in time",
+    interval: float = 0.05,
+) -> None:
+    """Polls predicate every interval seconds until it is true; AssertionError(message) after timeout.
+
+    A callable message is built only on failure (say, to include a log file as it is then)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(message() if callable(message) else message)
+        time.sleep(interval)

@@ -17,13 +17,12 @@ import signal
 import subprocess
 import sys
 import tarfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, wait_until
 
 PLUGIN = ROOT / "plugins" / "fluentd"
 ADAPTER_TESTS = "FilterLogclassTest"
@@ -180,12 +179,7 @@ def test_readme_fluent_conf_passes_fluentds_dry_run(ruby: str, tmp_path: Path) -
 
 
 def _wait_for(predicate: Callable[[], bool], what: str, timeout: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; fluentd log:\n{log.read_text()}")
+    wait_until(predicate, timeout, lambda: f"timed out waiting for {what}; fluentd log:\n{log.read_text()}", 0.2)
 
 
 def _output(out_dir: Path) -> list[dict[str, object]]:
@@ -257,7 +251,7 @@ def test_real_fluentd_end_to_end(fluentd: tuple[int, str, Path, Path]) -> None:
     """Records sent with fluent-logger come out of out_file labelled; with the sidecar killed, still all out."""
     from fluent import sender
 
-    from tests.test_server import SEED_ROWS, start_server
+    from tests.conftest import SEED_ROWS, start_server
 
     port, address, out_dir, log = fluentd
     proc = start_server(address, {"LOGCLASS_SERVER__METRICS_LISTEN": "null"})

@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +36,9 @@ from sidecar.decision import Decision
 from sidecar.relay.metrics import RelayMetrics
 from sidecar.server.metrics import Metrics
 from sidecar.tiers.llm.circuit import CircuitBreaker
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, SEED_ROWS, free_port, metrics_text, start_server
 from tests.relay.conftest import FAST_FORWARD
 from tests.relay.forward_peer import ForwardClient, Upstream
-from tests.test_server import SEED_ROWS, start_server
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "logclass.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -320,8 +318,7 @@ class Sidecar:
     late_upstream: Upstream
 
     def text(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
-            return str(response.read().decode())
+        return metrics_text(self.metrics_port)
 
     def scrape(self) -> Scrape:
         return scrape_of(self.text())

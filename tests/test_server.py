@@ -19,55 +19,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sidecar.api.generate import generate
 from sidecar.api.logclass.v1 import classifier_pb2 as pb
 from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, SEED_ROWS, SERVING, free_port, metrics_text, scrape, start_server
 
 METRICS_PORT = 0  # set by the fixture
-
-
-SEED_ROWS = [
-    ("ModernCRM", "IP 192.168.133.114 blocked due to potential attack", "Security Alert"),
-    ("BillingSystem", "User 12345 logged in.", "User Action"),
-    ("AnalyticsEngine", "File data_6957.csv uploaded successfully by user User265.", "System Notification"),
-    ("AnalyticsEngine", "Backup completed successfully.", "System Notification"),
-    ("ModernHR", "Admin access escalation detected for user 9429", "Security Alert"),
-]
-
-
-def _wait_serving(
-    address: str, proc: subprocess.Popen[str], creds: grpc.ChannelCredentials | None = None, timeout: float = 120
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        channel = grpc.secure_channel(address, creds) if creds else grpc.insecure_channel(address)
-        try:
-            with channel:
-                request = health_pb2.HealthCheckRequest(service="logclass.v1.LogClassifier")
-                if health_pb2_grpc.HealthStub(channel).Check(request, timeout=2).status == SERVING:
-                    return
-        except grpc.RpcError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError("server did not become SERVING")
-
-
-SERVING = health_pb2.HealthCheckResponse.SERVING
-
-
-def start_server(
-    address: str, env: dict[str, str] | None = None, creds: grpc.ChannelCredentials | None = None
-) -> subprocess.Popen[str]:
-    """`logclass serve` in a child process, returned once its health check says SERVING."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sidecar.cli", "serve", "--listen", address],
-        cwd=ROOT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    _wait_serving(address, proc, creds)
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -176,32 +130,19 @@ def test_concurrent_callers_match_sequential_and_are_batched(server: tuple[str, 
     concurrent, sequential = asyncio.run(main())
     assert concurrent == sequential
     # The micro-batcher merged concurrent requests: some batch held more than one record.
-    metrics = _scrape()
+    metrics = scrape(METRICS_PORT)
     single = metrics['logclass_batch_records_bucket{le="1.0"}']
     assert metrics["logclass_batch_records_count"] > single, metrics
-
-
-def _scrape() -> dict[str, float]:
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 def test_metrics_are_exported(server: tuple[str, subprocess.Popen[str]]) -> None:
     with grpc.insecure_channel(server[0]) as channel:
         stub = pb_grpc.LogClassifierStub(channel)
         stub.Classify(_request(SEED_ROWS), timeout=30)
-        before = _scrape()
+        before = scrape(METRICS_PORT)
         # The same rows again: every one needing a model decision is now an exact-cache hit.
         stub.Classify(_request(SEED_ROWS), timeout=30)
-    metrics = _scrape()
+    metrics = scrape(METRICS_PORT)
     exact = 'logclass_cache_hits_total{cache="exact"}'
     assert metrics[exact] - before.get(exact, 0.0) >= 3
     assert metrics["logclass_cache_misses_total"] == before["logclass_cache_misses_total"] >= 1
@@ -357,12 +298,9 @@ def test_full_queue_is_resource_exhausted_and_expired_work_is_dropped() -> None:
         assert exhausted and all(e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for e in exhausted)
         assert served and all(len(r.results) == 100 for r in served)  # type: ignore[attr-defined]
         assert isinstance(late, grpc.aio.AioRpcError) and late.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        import urllib.request
-
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # the drop is counted when the batcher reaches the job
-            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
-                text = response.read().decode()
+            text = metrics_text(metrics_port)
             if "logclass_dropped_records_total 1.0" in text:
                 break
             time.sleep(0.2)

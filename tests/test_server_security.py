@@ -12,8 +12,7 @@ import pytest
 
 from sidecar.api.logclass.v1 import classifier_pb2 as pb
 from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
-from tests.conftest import free_port
-from tests.test_server import start_server
+from tests.conftest import free_port, start_server
 
 TOKEN = "s3cret-token-for-tests"
 

@@ -3,10 +3,7 @@ and the embedded llama.cpp default picked by `llm.backend: auto`."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,8 +14,7 @@ import pytest
 
 from sidecar.api.logclass.v1 import classifier_pb2 as pb
 from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
-from tests.conftest import ROOT, free_port
-from tests.test_server import _wait_serving
+from tests.conftest import free_port, start_server
 
 LEAD = "Lead conversion failed for prospect ID {} due to missing contact information."
 
@@ -26,11 +22,8 @@ LEAD = "Lead conversion failed for prospect ID {} due to missing contact informa
 @contextmanager
 def serve(*flags: str, env: dict[str, str]) -> Iterator[pb_grpc.LogClassifierStub]:
     address = f"127.0.0.1:{free_port()}"
-    cmd = [sys.executable, "-m", "sidecar.cli", "serve", "--listen", address, *flags]
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "LOGCLASS_SERVER__METRICS_LISTEN": "null", **env}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_server(address, {"LOGCLASS_SERVER__METRICS_LISTEN": "null", **env}, flags=flags, timeout=300)
     try:
-        _wait_serving(address, proc, timeout=300)
         with grpc.insecure_channel(address) as channel:
             yield pb_grpc.LogClassifierStub(channel)  # type: ignore[no-untyped-call]
     finally:

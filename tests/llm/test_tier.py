@@ -8,9 +8,7 @@ answer quality is the business of test_llamacpp.py (Qwen) and test_vllm.py.
 from __future__ import annotations
 
 import json
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,12 +18,14 @@ import pytest
 pytest.importorskip("llama_cpp", reason="llama.cpp is not installed: pip install 'logclass[llm]'")
 
 from sidecar import config
+from sidecar.bundle import ModelBundle
 from sidecar.decision import TIER_LLM_PENDING, TIER_NONE, LogRecord
 from sidecar.masking import TemplateMasker
 from sidecar.pipeline import build_router
 from sidecar.router import Router
 from sidecar.tiers.llm import build_llm_tier
 from sidecar.tiers.llm.tier import LlmTier
+from tests.conftest import MemoEncoder, free_port, wait_until
 
 LEAD = "Lead conversion failed for prospect ID {} due to missing contact information."
 
@@ -42,19 +42,11 @@ def _tier(cfg: config.Config) -> LlmTier:
     return tier
 
 
-def _wait_for(predicate: Any, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the LLM")
-        time.sleep(0.05)
-
-
 @pytest.fixture
-def router(tmp_path: Path) -> Iterator[Router]:
+def router(tmp_path: Path, bundle: ModelBundle, encoder: MemoEncoder) -> Iterator[Router]:
     # A budget no real model meets: every first ask is late.
     cfg = _cfg(timeout_ms=1, teacher_file=str(tmp_path / "teacher.jsonl"))
-    r = build_router(cfg)
+    r = build_router(cfg, bundle=bundle, encoder=encoder)
     yield r
     r.close()
 
@@ -67,7 +59,7 @@ def test_late_answer_is_pending_uncached_then_fills_the_cache(router: Router, tm
     assert first[0].label == router.fallback_label
     # A stand-in is never cached: the next record of the template must reach the LLM tier again.
     assert len(router.template_cache) == 0 and len(router.exact_cache) == 0
-    _wait_for(lambda: llm.stats.answered == 1)
+    wait_until(lambda: llm.stats.answered == 1, 120.0, "timed out waiting for the LLM")
     later = router.classify([LogRecord("LegacyCRM", LEAD.format(5555))])[0]
     assert later.tier == "llm" and later.label in llm.labels() and later.detail.endswith(".gguf")
     assert later.template_id == first[0].template_id
@@ -115,9 +107,9 @@ def test_a_full_queue_sheds_new_templates_uncached() -> None:
         tier.close()
 
 
-def test_no_budget_waits_for_answers_in_offline_jobs() -> None:
+def test_no_budget_waits_for_answers_in_offline_jobs(bundle: ModelBundle, encoder: MemoEncoder) -> None:
     cfg = _cfg(timeout_ms=1)
-    r = build_router(cfg, llm_wait=True)
+    r = build_router(cfg, bundle=bundle, encoder=encoder, llm_wait=True)
     try:
         decision = r.classify([LogRecord("LegacyCRM", LEAD.format(3))])[0]
         assert decision.tier == "llm" and decision.confidence > 0
@@ -125,19 +117,13 @@ def test_no_budget_waits_for_answers_in_offline_jobs() -> None:
         r.close()
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def test_unreachable_server_gives_uncached_fallback_and_asks_again() -> None:
-    url = f"http://127.0.0.1:{_closed_port()}/v1"
+def test_unreachable_server_gives_uncached_fallback_and_asks_again(bundle: ModelBundle, encoder: MemoEncoder) -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"
     cfg = config.load(
         environ={},
         overrides={"llm": {"backend": "vllm", "timeout_ms": 5000, "server": {"url": url, "model": "m", "retries": 0}}},
     )
-    r = build_router(cfg)
+    r = build_router(cfg, bundle=bundle, encoder=encoder)
     try:
         llm = r.tier("llm")
         assert isinstance(llm, LlmTier)

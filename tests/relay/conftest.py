@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, scrape
 from tests.relay.forward_peer import Upstream, free_port
 
 # Fast retries so the fault tests spend their time on faults, not on backoff.
@@ -96,15 +95,7 @@ class RelayProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def metrics(self) -> dict[str, float]:
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            text = response.read().decode()
-        out = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                out[name] = float(value)
-        return out
+        return scrape(self.metrics_port)
 
     def buffered_files(self) -> list[Path]:
         return sorted(self.buffer.glob("*.chunk"))

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import wait_until
 from tests.relay.conftest import report
 from tests.relay.forward_peer import ForwardClient, Upstream, free_port
 
@@ -51,7 +52,7 @@ def test_upstream_down_then_back_delivers_everything(relays: Any) -> None:
         report("upstream down then back", sent, upstream.values())
         labels = {e.record["seq"]: e.record["log_label"] for e in upstream.events}
         assert labels["down0-0"] == "User Action" and labels["down0-1"] == "System Notification"
-        _wait(lambda: not relay.buffered_files())
+        wait_until(lambda: not relay.buffered_files(), 10, "condition not met in time")
         metrics = relay.metrics()
         assert metrics["logclass_relay_records_out_total"] >= 1000
         assert metrics["logclass_relay_buffer_chunks"] == 0 and metrics["logclass_relay_buffer_bytes"] == 0
@@ -89,7 +90,7 @@ def test_sigkill_with_buffered_and_unacked_chunks_then_restart_delivers_everythi
         recovered = re.findall(r"(\d+) chunks / (\d+) records recovered", relay.log())[-1]
         assert int(recovered[0]) >= 1 and int(recovered[1]) == len(sent), recovered
         assert upstream.wait_for_all(sent, timeout=30), relay.log()
-        _wait(lambda: not relay.buffered_files())
+        wait_until(lambda: not relay.buffered_files(), 10, "condition not met in time")
         duplicates = report("SIGKILL and restart", sent, received_before + upstream.values())
         # What reached the upstream unacked before the kill was sent again: duplicates, no loss.
         assert duplicates >= len(set(received_before))
@@ -210,10 +211,3 @@ def _packb(value: object) -> bytes:
     import msgpack
 
     return bytes(msgpack.packb(value))
-
-
-def _wait(predicate: Any, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)

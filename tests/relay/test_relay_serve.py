@@ -15,13 +15,15 @@ from fluent import sender as fluent_sender
 
 from sidecar.api.logclass.v1 import classifier_pb2 as pb
 from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
+from tests.conftest import SEED_ROWS, scrape, start_server
 from tests.relay.conftest import report
 from tests.relay.forward_peer import ForwardClient, Upstream, free_port
-from tests.test_server import SEED_ROWS, start_server
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen[str], int, int, Upstream]]:
+def served(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[subprocess.Popen[str], int, int, int, Upstream]]:
     upstream = Upstream().start()
     relay_port, metrics_port, grpc_port = free_port(), free_port(), free_port()
     env = {
@@ -35,7 +37,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subproces
     }
     proc = start_server(f"127.0.0.1:{grpc_port}", env)
     try:
-        yield proc, relay_port, metrics_port, upstream
+        yield proc, relay_port, metrics_port, grpc_port, upstream
     finally:
         upstream.stop()
         if proc.poll() is None:
@@ -43,23 +45,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subproces
             proc.communicate(timeout=60)
 
 
-def _scrape(port: int) -> dict[str, float]:
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
 def test_relay_inside_serve_shares_the_pipeline_with_grpc(
-    served: tuple[subprocess.Popen[str], int, int, Upstream], tmp_path: Path
+    served: tuple[subprocess.Popen[str], int, int, int, Upstream], tmp_path: Path
 ) -> None:
-    proc, relay_port, metrics_port, upstream = served
+    _, relay_port, metrics_port, grpc_port, upstream = served
     # A raw PackedForward chunk and fluent-logger records, both through the full pipeline.
     with ForwardClient(relay_port) as client:
         chunk = [{"log": m, "source": s, "seq": f"raw-{i}"} for i, (s, m, _) in enumerate(SEED_ROWS)]
@@ -77,12 +66,12 @@ def test_relay_inside_serve_shares_the_pipeline_with_grpc(
     assert {by_seq[f"raw-{i}"]["log_label_tier"] for i in range(len(SEED_ROWS))} == {"regex", "embedding"}
 
     # gRPC asks for the same records: the relay already filled the shared exact cache.
-    before = _scrape(metrics_port)
-    with grpc.insecure_channel(f"127.0.0.1:{_grpc_port(proc)}") as channel:
+    before = scrape(metrics_port)
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
         request = pb.ClassifyRequest(records=[pb.LogRecord(source=s, message=m) for s, m, _ in SEED_ROWS])
         results = pb_grpc.LogClassifierStub(channel).Classify(request, timeout=30).results
     assert [r.label for r in results] == [x for _, _, x in SEED_ROWS]
-    after = _scrape(metrics_port)
+    after = scrape(metrics_port)
     exact = 'logclass_cache_hits_total{cache="exact"}'
     assert after[exact] - before.get(exact, 0.0) == len(SEED_ROWS)
     assert after['logclass_relay_records_in_total{mode="packed_forward"}'] == len(SEED_ROWS)
@@ -91,7 +80,7 @@ def test_relay_inside_serve_shares_the_pipeline_with_grpc(
     assert after["logclass_batch_records_count"] >= 3  # relay requests and gRPC through one batcher
 
 
-def test_serve_drains_the_relay_on_sigterm(served: tuple[subprocess.Popen[str], int, int, Upstream]) -> None:
+def test_serve_drains_the_relay_on_sigterm(served: tuple[subprocess.Popen[str], int, int, int, Upstream]) -> None:
     proc = served[0]
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
@@ -99,9 +88,3 @@ def test_serve_drains_the_relay_on_sigterm(served: tuple[subprocess.Popen[str], 
     messages = [json.loads(line)["message"] for line in err.splitlines() if line.startswith("{")]
     assert any(m.startswith("relay listening on") for m in messages), err
     assert any(m.startswith("relay stopped") for m in messages), err
-
-
-def _grpc_port(proc: subprocess.Popen[str]) -> str:
-    args = proc.args
-    assert isinstance(args, list)
-    return str(args[args.index("--listen") + 1]).rpartition(":")[2]

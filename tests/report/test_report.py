@@ -158,7 +158,7 @@ def test_report_opens_in_headless_chromium(classified: dict[str, Path], cfg: con
 
 def test_cli_report(classified: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "r.html"
-    done = run_cli("report", str(classified["sample"]), "-o", str(out), "--png", str(tmp_path / "png"), env=NO_LLM)
+    done = run_cli("report", str(classified["sample"]), "-o", str(out), "--png", str(tmp_path / "png"))
     assert done.returncode == 0, done.stderr
     assert "10 records, 4 charts: wrote" in done.stderr
     assert "reading: 100%" in done.stderr and "drawing: 100%" in done.stderr
@@ -178,7 +178,7 @@ def test_cli_report(classified: dict[str, Path], tmp_path: Path) -> None:
 def test_bad_input_is_one_clear_line(tmp_path: Path, content: str, args: list[str], message: str) -> None:
     src = tmp_path / "in.csv"
     src.write_text(content, encoding="utf-8")
-    done = run_cli("report", str(src), "-o", str(tmp_path / "r.html"), "--no-progress", *args, env=NO_LLM)
+    done = run_cli("report", str(src), "-o", str(tmp_path / "r.html"), "--no-progress", *args)
     assert done.returncode == 2
     assert message in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
@@ -186,7 +186,7 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, content: str, args: list[st
 
 
 def test_nothing_to_write_names_the_fix(tmp_path: Path) -> None:
-    done = run_cli("report", str(SEED_TEST_CSV), env=NO_LLM)
+    done = run_cli("report", str(SEED_TEST_CSV))
     assert done.returncode == 2
     assert "pass -o report.html and/or --png DIR" in done.stderr
 
