@@ -29,11 +29,11 @@ import torch
 
 from benchmarks.seed_baseline import seed_classify
 from sidecar import config
-from sidecar.bundle import LinearHead, load_bundle
-from sidecar.decision import LogRecord
-from sidecar.encoder import Encoder
-from sidecar.pipeline import DEFAULT_BUNDLE, build_encoder, build_router
-from sidecar.router import Router, RouterStats
+from sidecar.core.bundle import LinearHead, load_bundle
+from sidecar.core.decision import LogRecord
+from sidecar.tiers.encoder import Encoder
+from sidecar.engine.pipeline import DEFAULT_BUNDLE, build_encoder, build_router
+from sidecar.engine.router import Router, RouterStats
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_CSV = ROOT / "training" / "data" / "synthetic_logs.csv"

@@ -47,7 +47,7 @@ import msgpack
 
 from benchmarks.common import LogclassProcess, free_port, stage
 from sidecar import loadgen
-from sidecar.decision import LogRecord
+from sidecar.core.decision import LogRecord
 
 RPS_TARGET = 20_000.0  # records/s delivered through the classifying relay, warm, 1,000-record chunks
 CHUNK_RECORDS = 1000

@@ -38,10 +38,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from benchmarks.common import LogclassProcess, free_port, stage
 from sidecar import config, loadgen
 from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
-from sidecar.bundle import load_bundle
-from sidecar.decision import LogRecord
+from sidecar.core.bundle import load_bundle
+from sidecar.core.decision import LogRecord
 from sidecar.loadgen import LoadResult
-from sidecar.pipeline import build_encoder, build_router, bundle_path
+from sidecar.engine.pipeline import build_encoder, build_router, bundle_path
 
 WARM_TARGET = 40_000.0  # records/s through gRPC, warm, 1,000-record requests
 RATIO_TARGET = 0.8  # gRPC throughput / in-process: the gRPC layer costs at most 20 %

@@ -12,9 +12,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from sidecar.bundle import LinearHead
-from sidecar.decision import LogRecord
-from sidecar.encoder import Encoder
+from sidecar.core.bundle import LinearHead
+from sidecar.core.decision import LogRecord
+from sidecar.tiers.encoder import Encoder
 
 UNCLASSIFIED = "Unclassified"
 SEED_PATTERNS = {

@@ -33,27 +33,41 @@ def _load_config(args: argparse.Namespace, **sections: dict[str, Any]) -> config
         remote = llm.get("backend") == "vllm" or bool(getattr(args, "llm_url", None))
         key = "server" if remote else "llamacpp"
         llm.setdefault(key, {})["model"] = args.llm_model
-    if getattr(args, "llm_timeout_ms", None) is not None:
-        llm["timeout_ms"] = args.llm_timeout_ms
     if llm:
         overrides["llm"] = llm
+    if getattr(args, "budget_ms", None) is not None:
+        overrides.setdefault("server", {})["inline_budget_ms"] = args.budget_ms
     return config_mod.load(args.config, overrides=overrides)
 
 
+def _offline_engine(cfg: config_mod.Config, args: argparse.Namespace, bundle: Any = None) -> Any:
+    """The engine for an offline job: every answer is awaited unless --budget-ms says otherwise."""
+    from sidecar.engine.blocking import BlockingEngine
+    from sidecar.engine.pipeline import build_engine
+
+    budget = args.budget_ms / 1000.0 if args.budget_ms is not None else None
+    return BlockingEngine(build_engine(cfg, bundle=bundle), budget)
+
+
 def cmd_classify(args: argparse.Namespace) -> int:
-    from sidecar.csv_classify import BatchClassifier, classify_csv
+    from sidecar.offline.csv_classify import BatchClassifier, classify_csv
 
     cfg = _load_config(args)
     router: BatchClassifier
     if args.server:
         from sidecar.client import ClassifierClient
 
-        router = ClassifierClient(args.server, batch_size=min(args.chunk_rows, 1000))
+        # A batch job: the server waits for every answer (up to the call's deadline).
+        budget_ms = args.budget_ms if args.budget_ms is not None else None
+        router = ClassifierClient(
+            args.server,
+            batch_size=min(args.chunk_rows, 1000),
+            timeout=600.0,
+            budget_ms=budget_ms,
+            wait_for_all=budget_ms is None,
+        )
     else:
-        from sidecar.pipeline import build_router
-
-        # An offline job: completeness beats latency, so the LLM tier waits for its answers.
-        router = build_router(cfg, llm_wait=True)
+        router = _offline_engine(cfg, args)
     progress = args.progress if args.progress is not None else args.output is not None and args.output != "-"
     try:
         summary = classify_csv(
@@ -88,13 +102,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from sidecar.bundle import load_bundle
-    from sidecar.pipeline import build_router, bundle_path
+    from sidecar.core.bundle import load_bundle
+    from sidecar.engine.pipeline import bundle_path
     from training.evaluate import evaluate, format_report
 
     cfg = _load_config(args)
     bundle = load_bundle(bundle_path(cfg)) if "embedding" in cfg["router"]["tiers"] else None
-    router = build_router(cfg, bundle=bundle, llm_wait=True)
+    router = _offline_engine(cfg, args, bundle)
     try:
         report = evaluate(args.data, router, bundle=bundle, holdout=args.holdout, progress=not args.no_progress)
     finally:
@@ -106,7 +120,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from sidecar.report import ReportOptions, build_report
+    from sidecar.offline.report import ReportOptions, build_report
 
     if args.templates < 1 or args.examples < 1:
         raise CliError("--templates and --examples must be at least 1")
@@ -135,7 +149,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         print(yaml.safe_dump(config_mod.redacted(cfg), sort_keys=False), end="")
         return 0
-    from sidecar.server.app import run
+    from sidecar.serve import run
 
     return run(cfg)
 
@@ -156,9 +170,9 @@ def cmd_relay(args: argparse.Namespace) -> int:
 
         print(yaml.safe_dump(config_mod.redacted(cfg), sort_keys=False), end="")
         return 0
-    from sidecar.relay.app import run
+    from sidecar.serve import run
 
-    return run(cfg)
+    return run(cfg, grpc=False)
 
 
 def _upstream_arg(value: str) -> dict[str, Any]:
@@ -171,19 +185,6 @@ def _upstream_arg(value: str) -> dict[str, Any]:
     if not host:
         raise CliError(f"--upstream {value!r}: the host is missing (HOST:PORT)")
     return {"host": host, "port": port}
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from sidecar import loadgen
-
-    try:
-        records = loadgen.bench_records(args.records)
-    except FileNotFoundError as exc:
-        raise CliError(str(exc)) from exc
-    sizes = [int(x) for x in args.request_sizes.split(",")]
-    print(f"{len(records):,} records (seed set + Loghub mix), {args.streams} concurrent streams, server {args.server}")
-    loadgen.run(args.server, records, sizes, args.streams)
-    return 0
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -201,7 +202,13 @@ def _common(parser: argparse.ArgumentParser, model: bool = True) -> None:
         g.add_argument("--llm-backend", choices=["auto", "none", "vllm", "llamacpp"], help="llm.backend")
         g.add_argument("--llm-url", metavar="URL", help="OpenAI-compatible base URL, e.g. http://vllm:8000/v1")
         g.add_argument("--llm-model", help="model name on the server, or llama.cpp model name or .gguf path")
-        g.add_argument("--llm-timeout-ms", type=int, help="budget per call before records get llm_pending")
+        g.add_argument(
+            "--budget-ms",
+            type=int,
+            metavar="MS",
+            help="how long to wait for model answers per batch before records get tier pending "
+            "(offline jobs: every answer by default; serve/relay: server.inline_budget_ms)",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -283,13 +290,6 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_relay)
 
-    p = sub.add_parser("bench", help="load-test a running sidecar with the Loghub mix")
-    p.add_argument("--server", required=True, metavar="ADDR", help="host:port of the sidecar")
-    p.add_argument("--streams", type=int, default=8, help="concurrent ClassifyStream callers")
-    p.add_argument("--request-sizes", default="1000,100", help="records per request, comma-separated")
-    p.add_argument("--records", type=int, default=0, help="replay only the first N records (0: all)")
-    p.set_defaults(func=cmd_bench)
-
     p = sub.add_parser("config", help="print the effective configuration")
     _common(p)
     p.set_defaults(func=cmd_config)
@@ -297,13 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from sidecar.bundle import BundleError
-    from sidecar.csv_classify import CsvInputError
-    from sidecar.encoder import EncoderError
-    from sidecar.masking import MaskError
+    from sidecar.core.bundle import BundleError
+    from sidecar.core.masking import MaskError
+    from sidecar.offline.csv_classify import CsvInputError
+    from sidecar.offline.report import ReportError
     from sidecar.relay import RelayError
-    from sidecar.report import ReportError
     from sidecar.server import ServeError
+    from sidecar.tiers.encoder import EncoderError
     from sidecar.tiers.llm import LlmConfigError
     from sidecar.tiers.regex import RuleError
     from training.dataset import DatasetError

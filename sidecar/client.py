@@ -7,6 +7,7 @@ with ClassifierClient("127.0.0.1:50051") as client:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import random
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -16,7 +17,7 @@ import grpc
 
 from sidecar.api.logclass.v1 import classifier_pb2 as pb
 from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
-from sidecar.decision import Decision, LogRecord
+from sidecar.core.decision import Decision, LogRecord
 
 # Worth retrying: the server is not there (yet) or asked us to back off.
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
@@ -38,7 +39,8 @@ def to_decision(result: Any) -> Decision:
     )
 
 
-def to_request(records: Sequence[LogRecord]) -> Any:
+def to_request(records: Sequence[LogRecord], budget_ms: int | None = None, wait_for_all: bool = False) -> Any:
+    """``budget_ms`` None: the server's inline budget; ``wait_for_all``: every answer (batch jobs)."""
     out = []
     for record in records:
         try:
@@ -47,7 +49,10 @@ def to_request(records: Sequence[LogRecord]) -> Any:
         except UnicodeEncodeError:  # undecodable input bytes: send them raw, the server flags them
             raw = record.message.encode("utf-8", "surrogateescape")
             out.append(pb.LogRecord(source=record.source, message_bytes=raw))
-    return pb.ClassifyRequest(records=out)
+    request = pb.ClassifyRequest(records=out, wait_for_all=wait_for_all)
+    if budget_ms is not None:
+        request.budget_ms = budget_ms
+    return request
 
 
 def backoff_delay(attempt: int, base: float) -> float:
@@ -70,8 +75,11 @@ class ClassifierClient:
         backoff: float = 0.1,
         batch_size: int = 1000,
         credentials: grpc.ChannelCredentials | None = None,
+        budget_ms: int | None = None,
+        wait_for_all: bool = False,
     ) -> None:
         self.timeout, self.retries, self.backoff, self.batch_size = timeout, retries, backoff, batch_size
+        self.budget_ms, self.wait_for_all = budget_ms, wait_for_all
         if credentials is None:
             self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
         else:
@@ -101,9 +109,21 @@ class ClassifierClient:
         """Classifies any number of records, in requests of at most ``batch_size``."""
         out: list[Decision] = []
         for chunk in chunked(records, self.batch_size):
-            response = self._call(self._stub.Classify, to_request(chunk))
+            response = self._call(self._stub.Classify, to_request(chunk, self.budget_ms, self.wait_for_all))
             out.extend(to_decision(r) for r in response.results)
         return out
+
+    def queued(self) -> dict[str, int]:
+        return {}  # the server's own metrics say
+
+    def submit(self, records: Sequence[LogRecord]) -> concurrent.futures.Future[list[Decision]]:
+        """``classify``, already done (one call at a time on this channel's blocking stub)."""
+        future: concurrent.futures.Future[list[Decision]] = concurrent.futures.Future()
+        try:
+            future.set_result(self.classify(records))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
 
     def model_info(self) -> Any:
         return self._call(self._stub.GetModelInfo, pb.GetModelInfoRequest())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,3 +33,19 @@ def read_secret(value: Any, path: str | None, setting: str) -> Any:
         if not value:
             raise SecretError(f"{setting}_file {path} is empty", "empty")
     return value or None
+
+
+class SecurityConfigError(ValueError):
+    pass
+
+
+def tls_files(tls: Mapping[str, Any], section: str) -> tuple[str, str, str | None] | None:
+    """``(cert_file, key_file, client_ca_file)`` of a server's ``{section}.tls``; None for plaintext."""
+    cert, key, client_ca = tls.get("cert_file"), tls.get("key_file"), tls.get("client_ca_file")
+    if not cert and not key:
+        if client_ca:
+            raise SecurityConfigError(f"{section}.tls.client_ca_file needs {section}.tls.cert_file and key_file too")
+        return None
+    if not (cert and key):
+        raise SecurityConfigError(f"{section}.tls needs both cert_file and key_file")
+    return cert, key, client_ca

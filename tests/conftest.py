@@ -20,10 +20,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from sidecar import config
-from sidecar.bundle import ModelBundle, load_bundle
-from sidecar.encoder import Encoder
-from sidecar.pipeline import DEFAULT_BUNDLE, build_encoder, build_router
-from sidecar.router import Router
+from sidecar.core.bundle import ModelBundle, load_bundle
+from sidecar.tiers.encoder import Encoder
+from sidecar.engine.pipeline import DEFAULT_BUNDLE, build_encoder, build_router
+from sidecar.engine.router import Router
 
 # Outside tests/llm/ the pipeline is tested without an LLM tier (with llama.cpp installed the
 # default, auto, would load Qwen); tests/llm/ chooses its backends explicitly. Set in os.environ

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sidecar.bundle import (
+from sidecar.core.bundle import (
     CLASSIFIER,
     MANIFEST,
     BundleError,

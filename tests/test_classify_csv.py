@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.csv_classify import CsvInputError, classify_csv
-from sidecar.router import Router
+from sidecar.offline.csv_classify import CsvInputError, classify_csv
+from sidecar.engine.router import Router
 from tests.conftest import SEED_TEST_CSV
 
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from sidecar import cli
-from sidecar.bundle import load_bundle
+from sidecar.core.bundle import load_bundle
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"

@@ -32,9 +32,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.api.logclass.v1 import classifier_pb2 as pb
 from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
-from sidecar.decision import Decision
+from sidecar.core.decision import Decision
 from sidecar.relay.metrics import RelayMetrics
-from sidecar.server.metrics import Metrics
+from sidecar.engine.metrics import Metrics
 from sidecar.tiers.llm.circuit import CircuitBreaker
 from tests.conftest import ROOT, SEED_ROWS, free_port, metrics_text, start_server
 from tests.relay.conftest import FAST_FORWARD

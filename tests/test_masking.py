@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from sidecar import config
-from sidecar.masking import Mask, MaskError, TemplateMasker, template_id
+from sidecar.core.masking import Mask, MaskError, TemplateMasker, template_id
 
 LOGHUB = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "loghub"
 

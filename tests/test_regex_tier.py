@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from sidecar import config
-from sidecar.decision import LogRecord
+from sidecar.core.decision import LogRecord
 from sidecar.tiers.regex import RegexTier, RuleError, load_rules, parse_rules
 
 SEED_CSV = Path(__file__).resolve().parent.parent / "training" / "data" / "synthetic_logs.csv"
@@ -32,7 +32,7 @@ def tier() -> RegexTier:
     ],
 )
 def test_default_rules(tier: RegexTier, message: str, label: str) -> None:
-    verdict = tier.decide([LogRecord("any", message)])[0]
+    verdict = tier.decide_now(LogRecord("any", message))
     assert verdict is not None and verdict.label == label and verdict.confidence == 1.0
 
 
@@ -46,14 +46,14 @@ def test_default_rules(tier: RegexTier, message: str, label: str) -> None:
     ],
 )
 def test_default_rules_do_not_overmatch(tier: RegexTier, message: str) -> None:
-    assert tier.decide([LogRecord("any", message)]) == [None]
+    assert tier.decide_now(LogRecord("any", message)) is None
 
 
 def test_default_rules_decide_exactly_the_seed_regex_rows(tier: RegexTier) -> None:
     with SEED_CSV.open(encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     for row in rows:
-        verdict = tier.decide([LogRecord(row["source"], row["log_message"])])[0]
+        verdict = tier.decide_now(LogRecord(row["source"], row["log_message"]))
         if row["complexity"] == "regex":
             assert verdict is not None and verdict.label == row["target_label"], row
         else:

@@ -5,11 +5,11 @@ from collections.abc import Sequence
 import pytest
 
 from sidecar import config
-from sidecar.bundle import ModelBundle
-from sidecar.decision import LogRecord, Verdict
-from sidecar.masking import TemplateMasker
-from sidecar.pipeline import build_router
-from sidecar.router import Router
+from sidecar.core.bundle import ModelBundle
+from sidecar.core.decision import LogRecord, Verdict
+from sidecar.core.masking import TemplateMasker
+from sidecar.engine.pipeline import build_router
+from sidecar.engine.router import Router
 from sidecar.tiers.embedding import EmbeddingTier
 from sidecar.tiers.llm import LlmConfigError, build_backend, build_llm_tier, choose_backend
 from sidecar.tiers.regex import RegexTier, load_rules, parse_rules

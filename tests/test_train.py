@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from sidecar import config
-from sidecar.bundle import load_bundle
-from sidecar.decision import LogRecord
-from sidecar.pipeline import build_router
+from sidecar.core.bundle import load_bundle
+from sidecar.core.decision import LogRecord
+from sidecar.engine.pipeline import build_router
 from tests.conftest import NO_LLM, SEED_CSV, MemoEncoder
 from training.dataset import DatasetError, load_labelled_csv
 from training.evaluate import evaluate, format_report, holdout_rows
@@ -93,7 +93,7 @@ def test_training_errors_are_clear(tmp_path: Path, cfg: config.Config, encoder: 
 
 @pytest.mark.slow
 def test_evaluate_holdout_end_to_end(cfg: config.Config, encoder: MemoEncoder) -> None:
-    from sidecar.pipeline import DEFAULT_BUNDLE
+    from sidecar.engine.pipeline import DEFAULT_BUNDLE
 
     bundle = load_bundle(DEFAULT_BUNDLE)
     rows = load_labelled_csv(SEED_CSV)

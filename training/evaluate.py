@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from sidecar.bundle import ModelBundle
-from sidecar.decision import Decision, LogRecord
-from sidecar.router import Router
+from sidecar.core.bundle import ModelBundle
+from sidecar.core.decision import Decision, LogRecord
+from sidecar.engine.blocking import BlockingEngine
+from sidecar.offline.csv_classify import pipelined
 from training.dataset import LabelledRow, load_labelled_csv, row_hashes
 from training.report import format_class_report, table
 
@@ -26,14 +27,22 @@ def holdout_rows(rows: Sequence[LabelledRow], bundle: ModelBundle) -> list[Label
 
 
 def classify_rows(
-    router: Router, rows: Sequence[LabelledRow], batch_size: int = 512, progress: bool = True
+    router: BlockingEngine, rows: Sequence[LabelledRow], batch_size: int = 512, progress: bool = True
 ) -> list[Decision]:
     decisions: list[Decision] = []
+    batches = (
+        (len(batch), [LogRecord(r.source, r.message) for r in batch])
+        for batch in (rows[start : start + batch_size] for start in range(0, len(rows), batch_size))
+    )
     with tqdm(total=len(rows), unit="rec", desc="classifying", disable=not progress) as bar:
-        for start in range(0, len(rows), batch_size):
-            batch = rows[start : start + batch_size]
-            decisions.extend(router.classify([LogRecord(r.source, r.message) for r in batch]))
-            bar.update(len(batch))
+
+        def show_queue() -> None:
+            bar.set_postfix({f"{k} queue": v for k, v in router.queued().items()})
+
+        for n, batch_decisions in pipelined(router, batches, on_wait=show_queue):
+            decisions.extend(batch_decisions)
+            bar.update(n)
+            show_queue()
     return decisions
 
 
@@ -67,7 +76,7 @@ def per_tier(gold: Sequence[str], decisions: Sequence[Decision]) -> dict[str, di
 
 def evaluate(
     data: str | Path,
-    router: Router,
+    router: BlockingEngine,
     bundle: ModelBundle | None = None,
     holdout: bool = False,
     progress: bool = True,

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from sidecar import config as config_mod
-from sidecar.bundle import ModelBundle, sha256_file, write_bundle
-from sidecar.decision import LogRecord
-from sidecar.encoder import MODEL_NAME, Encoder, weights_sha256
-from sidecar.pipeline import build_encoder, build_regex_tier
+from sidecar.core.bundle import ModelBundle, sha256_file, write_bundle
+from sidecar.core.decision import LogRecord
+from sidecar.engine.pipeline import build_encoder, build_regex_tier
+from sidecar.tiers.encoder import MODEL_NAME, Encoder, weights_sha256
 from training.dataset import LabelledRow, load_labelled_csv, load_teacher_jsonl, row_hashes
 from training.report import format_class_report
 

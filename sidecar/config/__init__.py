@@ -97,7 +97,28 @@ def env_overrides(environ: Mapping[str, str]) -> Config:
     return out
 
 
+# Settings that moved when the serving core became lanes (0.2): a config that still has one is
+# told where it went instead of only "additional properties are not allowed".
+MOVED = {
+    ("llm", "timeout_ms"): "server.inline_budget_ms (per request; the LLM no longer has its own budget)",
+    ("llm", "cache_size"): "templates.cache_size (LLM answers share the template cache)",
+    ("llm", "max_queue"): "server.lanes.llm.max_queue",
+    ("server", "max_queue_records"): "server.lanes.embedding.max_queue (templates, not records)",
+}
+
+
+def _check_moved(config: Mapping[str, Any]) -> None:
+    found = [
+        f"  {section}.{key} is now {where}"
+        for (section, key), where in MOVED.items()
+        if isinstance(config.get(section), Mapping) and key in config[section]
+    ]
+    if found:
+        raise ConfigError("invalid configuration: settings that moved:\n" + "\n".join(found))
+
+
 def validate(config: Config) -> None:
+    _check_moved(config)
     validator = jsonschema.Draft202012Validator(schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:

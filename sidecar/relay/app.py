@@ -1,32 +1,31 @@
-"""One relay (server, tagger, disk buffer, forwarder) and `logclass relay`, which runs it alone.
+"""The Forward-protocol front end: one relay (server, tagger, disk buffer, forwarder).
 
-Inside `logclass serve` (``relay.enabled: true``) the server builds a :class:`Relay` on its own
-micro-batcher and metrics registry; `logclass relay` loads the pipeline the same way, without gRPC.
+`logclass relay` runs it alone; inside `logclass serve` (``relay.enabled: true``) it runs beside
+gRPC on the same engine and metrics registry (see ``sidecar.serve``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 from prometheus_client import CollectorRegistry
 
-from sidecar import config as config_mod
+from sidecar.engine.metrics import Classify
 from sidecar.relay import settings as settings_mod
 from sidecar.relay.buffer import DiskBuffer
 from sidecar.relay.forwarder import Forwarder
 from sidecar.relay.metrics import RelayMetrics
 from sidecar.relay.server import ForwardServer
 from sidecar.relay.settings import RelaySettings
-from sidecar.relay.tagger import Classify, Tagger
+from sidecar.relay.tagger import Tagger
 
 log = logging.getLogger("logclass.relay")
 
 
 class Relay:
     def __init__(self, settings: RelaySettings, classify: Classify | None, registry: CollectorRegistry) -> None:
-        """``classify``: the pipeline (a MicroBatcher's classify); None forwards records untouched."""
+        """``classify``: the engine, counted; None forwards records untouched."""
         settings_mod.check_runnable(settings)
         self.settings = settings
         self.metrics = RelayMetrics(registry)
@@ -70,41 +69,3 @@ class Relay:
         await self.forwarder.stop(grace)
         await self.buffer.close()
         log.info("relay stopped; %s chunks (%s bytes) stay queued", self.buffer.queued_chunks, self.buffer.used_bytes)
-
-
-async def serve_relay(cfg: config_mod.Config, ready: asyncio.Event | None = None) -> None:
-    """`logclass relay`: the pipeline (unless relay.classify is false), the relay and its metrics."""
-    from sidecar.server.app import load_pipeline
-    from sidecar.server.metrics import Metrics, serve_metrics
-
-    settings = settings_mod.from_config(cfg)
-    settings_mod.check_runnable(settings)
-    metrics = Metrics()
-    if settings.metrics_listen:
-        serve_metrics(metrics, settings.metrics_listen, "relay.metrics_listen")
-    pipeline = await load_pipeline(cfg, metrics) if settings.classify else None
-    if pipeline is not None:
-        log.info("pipeline ready: model %s, tiers %s", pipeline.router.model_version, pipeline.router.tiers_enabled)
-    relay = Relay(settings, metrics.counting(pipeline.batcher.classify) if pipeline else None, metrics.registry)
-    await relay.start()
-    log.info("metrics on %s", f"http://{settings.metrics_listen}/metrics" if settings.metrics_listen else "off")
-    if ready is not None:
-        ready.set()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("stopping: up to %ss for requests in progress", settings.grace_s)
-    await relay.stop()
-    if pipeline is not None:
-        await pipeline.close()
-    log.info("stopped")
-
-
-def run(cfg: config_mod.Config) -> int:
-    from sidecar.server.app import setup_logging
-
-    setup_logging(cfg["server"]["log_format"])
-    asyncio.run(serve_relay(cfg))
-    return 0

@@ -16,8 +16,7 @@ from sidecar import config as config_mod
 from sidecar.address import AddressError, split_host_port
 from sidecar.relay import RelayError
 from sidecar.relay.keypath import KeyPath
-from sidecar.secrets import SecretError, read_secret
-from sidecar.server.security import SecurityConfigError, tls_files
+from sidecar.secrets import SecretError, SecurityConfigError, read_secret, tls_files
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +65,8 @@ class RelaySettings:
     fallback_label: str
     tag_missing_message: bool
     classify_timeout_s: float
+    # How long a read of requests waits for model answers (relay.budget_ms, else server.inline_budget_ms).
+    budget_s: float
     hostname: str
     shared_key: str | None
     users: dict[str, str]
@@ -116,6 +117,8 @@ def from_config(cfg: config_mod.Config) -> RelaySettings:
         fallback_label=relay["fallback_label"],
         tag_missing_message=relay["tag_missing_message"],
         classify_timeout_s=relay["classify_timeout_ms"] / 1000.0,
+        budget_s=(relay["budget_ms"] if relay.get("budget_ms") is not None else cfg["server"]["inline_budget_ms"])
+        / 1000.0,
         hostname=relay.get("hostname") or socket.gethostname(),
         shared_key=_secret(auth.get("shared_key"), auth.get("shared_key_file"), "relay.auth.shared_key"),
         users={u["username"]: u["password"] for u in auth.get("users") or []},

@@ -1,11 +1,14 @@
 """Classifies the records of received requests and writes the decision into each record.
 
-All records of the requests read together from one connection go to the pipeline as one call
-(through the micro-batcher when the relay runs with a pipeline, so they share its cache and
-batches with gRPC callers). The tagger never fails and never waits longer than its timeout: when
-the pipeline is too slow, full or broken, the records get ``relay.fallback_label`` with tier
-``fallback`` and the reason, and are forwarded all the same. Field names and fallback values are
-the Fluentd plugin's, so both paths produce the same records.
+All records of the requests read together from one connection go to the engine as one call
+(shared with gRPC callers when both run in one process: one cache, one set of lanes). Known
+records are answered at once; new templates are waited for up to ``relay.budget_ms``, then their
+records are forwarded with tier ``pending`` while the templates are still decided.
+
+The tagger never fails and never waits longer than its timeout: when the engine is too slow,
+full or broken, the records get ``relay.fallback_label`` with tier ``fallback`` and the reason,
+and are forwarded all the same. Field names and fallback values are the Fluentd plugin's, so
+both paths produce the same records.
 """
 
 from __future__ import annotations
@@ -15,13 +18,13 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sidecar.decision import LogRecord
+from sidecar.core.decision import LogRecord
+from sidecar.engine.lanes import LaneFullError
+from sidecar.engine.metrics import Classify
 from sidecar.relay.metrics import RelayMetrics
 from sidecar.relay.protocol import EventBatch
 from sidecar.relay.settings import RelaySettings
 from sidecar.relay.throttle import ThrottledLog
-from sidecar.server.batcher import QueueFullError
-from sidecar.server.metrics import Classify as Classify  # re-exported: the relay's callers import it from here
 
 log = logging.getLogger("logclass.relay")
 
@@ -71,7 +74,9 @@ class Tagger:
     async def _decide(self, records: list[LogRecord], targets: list[dict[Any, Any]]) -> None:
         assert self._classify is not None
         try:
-            decisions = await asyncio.wait_for(self._classify(records), self.settings.classify_timeout_s)
+            decisions = await asyncio.wait_for(
+                self._classify(records, self.settings.budget_s), self.settings.classify_timeout_s
+            )
         except asyncio.TimeoutError:  # asyncio.TimeoutError is not TimeoutError before 3.11
             self._warn.warning(
                 REASON_TIMEOUT,
@@ -82,7 +87,7 @@ class Tagger:
             )
             self._fall_back(targets, REASON_TIMEOUT)
             return
-        except QueueFullError as exc:
+        except LaneFullError as exc:
             self._warn.warning(REASON_QUEUE_FULL, "%s: %s records forwarded unclassified", exc, len(records))
             self._fall_back(targets, REASON_QUEUE_FULL)
             return

@@ -1,4 +1,4 @@
-"""The gRPC classification sidecar: service, cross-request batcher, process lifecycle."""
+"""The gRPC front end: the LogClassifier service, health, security."""
 
 
 class ServeError(RuntimeError):

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from sidecar.secrets import SecretError, read_secret
+from sidecar.secrets import SecretError, SecurityConfigError, read_secret, tls_files
 
 # Kubelet probes and load balancers check health without credentials.
 _OPEN_METHODS = ("/grpc.health.v1.Health/",)
-
-
-class SecurityConfigError(ValueError):
-    pass
 
 
 def _read(path: str, what: str) -> bytes:
@@ -24,18 +20,6 @@ def _read(path: str, what: str) -> bytes:
         return Path(path).read_bytes()
     except OSError as exc:
         raise SecurityConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
-
-
-def tls_files(tls: Mapping[str, Any], section: str) -> tuple[str, str, str | None] | None:
-    """``(cert_file, key_file, client_ca_file)`` of a server's ``{section}.tls``; None for plaintext."""
-    cert, key, client_ca = tls.get("cert_file"), tls.get("key_file"), tls.get("client_ca_file")
-    if not cert and not key:
-        if client_ca:
-            raise SecurityConfigError(f"{section}.tls.client_ca_file needs {section}.tls.cert_file and key_file too")
-        return None
-    if not (cert and key):
-        raise SecurityConfigError(f"{section}.tls needs both cert_file and key_file")
-    return cert, key, client_ca
 
 
 def server_credentials(tls: dict[str, Any]) -> grpc.ServerCredentials | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -11,10 +12,11 @@ import grpc
 from sidecar import __version__
 from sidecar.api.logclass.v1 import classifier_pb2 as pb
 from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
-from sidecar.decision import Decision, LogRecord
-from sidecar.router import ERROR_EMPTY, ERROR_TOO_LONG, ERROR_UTF8, Router
-from sidecar.server.batcher import MicroBatcher, QueueFullError
-from sidecar.server.metrics import Metrics
+from sidecar.core.decision import ERROR_EMPTY, ERROR_TOO_LONG, ERROR_UTF8, Decision, LogRecord
+from sidecar.engine.engine import Engine
+from sidecar.engine.lanes import LaneFullError
+from sidecar.engine.metrics import Classify, Metrics
+from sidecar.tiers.llm.tier import LlmTier
 
 _ERROR_CODES = {
     "": pb.ERROR_CODE_UNSPECIFIED,
@@ -45,33 +47,59 @@ def to_result(record_id: str, decision: Decision) -> Any:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Budgets:
+    """``server.inline_budget_ms`` and ``server.deadline_margin_ms``, in seconds."""
+
+    inline_s: float
+    margin_s: float
+
+    def for_request(self, request: Any, time_remaining: float | None) -> float | None:
+        """How long this request may wait for model answers; None: for all of them."""
+        budget: float | None
+        if request.wait_for_all:
+            budget = None
+        elif request.HasField("budget_ms"):
+            budget = request.budget_ms / 1000.0
+        else:
+            budget = self.inline_s
+        if time_remaining is not None:
+            cap = max(0.0, time_remaining - self.margin_s)
+            budget = cap if budget is None else min(budget, cap)
+        return budget
+
+
 class LogClassifierService(pb_grpc.LogClassifierServicer):
     """Registered before the server starts (gRPC needs that); answers UNAVAILABLE until
-    ``attach`` hands it the loaded pipeline."""
+    ``attach`` hands it the loaded engine."""
 
-    def __init__(self, max_records: int, metrics: Metrics) -> None:
+    def __init__(self, max_records: int, budgets: Budgets, metrics: Metrics) -> None:
         self.max_records = max_records
+        self.budgets = budgets
         self.metrics = metrics
-        self.router: Router | None = None
-        self.batcher: MicroBatcher | None = None
+        self.engine: Engine | None = None
+        self._classify: Classify | None = None
         self.model_info: Any = None
 
-    def attach(self, router: Router, batcher: MicroBatcher, model_info: Any) -> None:
-        self.router, self.batcher, self.model_info = router, batcher, model_info
+    def attach(self, engine: Engine, model_info: Any) -> None:
+        self.engine, self.model_info = engine, model_info
+        self._classify = self.metrics.counting(engine)
 
-    async def _ready(self, context: grpc.aio.ServicerContext[Any, Any]) -> MicroBatcher:
-        if self.batcher is None:
+    async def _ready(self, context: grpc.aio.ServicerContext[Any, Any]) -> Classify:
+        if self._classify is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "models are still loading; retry shortly")
-        assert self.batcher is not None
-        return self.batcher
+        assert self._classify is not None
+        return self._classify
 
     async def _abort(self, context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, message: str) -> None:
         self.metrics.errors.labels(code.name.lower()).inc()
         await context.abort(code, message)
 
-    async def _classify(self, request: Any, context: grpc.aio.ServicerContext[Any, Any], method: str) -> Any:
+    async def _classify_request(
+        self, request: Any, context: grpc.aio.ServicerContext[Any, Any], method: str, owner: object
+    ) -> Any:
         started = time.perf_counter()
-        batcher = await self._ready(context)
+        classify = await self._ready(context)
         records: Sequence[Any] = request.records
         self.metrics.request_records.observe(len(records))
         if len(records) > self.max_records:
@@ -80,15 +108,12 @@ class LogClassifierService(pb_grpc.LogClassifierServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"{len(records)} records in one request; the limit is {self.max_records}: split the batch",
             )
+        budget = self.budgets.for_request(request, context.time_remaining())
         try:
-            decisions = await batcher.classify([to_record(r) for r in records], context.time_remaining())
-        except QueueFullError as exc:
+            decisions = await classify([to_record(r) for r in records], budget, owner)
+        except LaneFullError as exc:
+            self.metrics.lane_rejected.labels(exc.lane).inc()
             await self._abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        except TimeoutError:
-            await self._abort(
-                context, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the records were classified"
-            )
-        self.metrics.observe_decisions(decisions)
         response = pb.ClassifyResponse(
             results=[to_result(r.id, d) for r, d in zip(records, decisions, strict=True)],
             request_id=request.request_id,
@@ -97,31 +122,34 @@ class LogClassifierService(pb_grpc.LogClassifierServicer):
         return response
 
     async def Classify(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        return await self._classify(request, context, "Classify")
+        return await self._classify_request(request, context, "Classify", object())
 
     async def ClassifyStream(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
+        # One owner per stream: the lanes take turns between streams, not between their messages.
+        owner = object()
         async for request in request_iterator:
-            yield await self._classify(request, context, "ClassifyStream")
+            yield await self._classify_request(request, context, "ClassifyStream", owner)
 
     async def GetModelInfo(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await self._ready(context)
         return self.model_info
 
 
-def build_model_info(router: Router, cfg: dict[str, Any], bundle_files: dict[str, str], device: str) -> Any:
-    llm = router.tier("llm")
+def build_model_info(engine: Engine, cfg: dict[str, Any], bundle_files: dict[str, str], device: str) -> Any:
+    llm = engine.tier("llm")
+    backend = llm.backend if isinstance(llm, LlmTier) else None
     return pb.ModelInfo(
-        labels=router.labels(),
-        tiers=router.tiers_enabled,
-        model_version=router.model_version,
+        labels=engine.labels(),
+        tiers=engine.tiers_enabled,
+        model_version=engine.model_version,
         bundle_files_sha256=bundle_files,
-        embedding_model="sentence-transformers/all-MiniLM-L6-v2" if "embedding" in router.tiers_enabled else "",
+        embedding_model="sentence-transformers/all-MiniLM-L6-v2" if "embedding" in engine.tiers_enabled else "",
         embedding_device=device,
-        llm_backend=getattr(getattr(llm, "backend", None), "name", "none"),
-        llm_model=getattr(getattr(llm, "backend", None), "model", ""),
-        fallback_label=router.fallback_label,
+        llm_backend=backend.name if backend is not None else "none",
+        llm_model=backend.model if backend is not None else "",
+        fallback_label=engine.fallback_label,
         max_records_per_request=cfg["server"]["max_records_per_request"],
         max_message_bytes=cfg["limits"]["max_message_bytes"],
         server_version=__version__,

@@ -10,7 +10,8 @@ from typing import Any
 
 import yaml
 
-from sidecar.decision import LogRecord, Verdict
+from sidecar.core.decision import LogRecord, Verdict
+from sidecar.tiers.base import FastTier
 
 _RULE_KEYS = {"name", "pattern", "label", "sources", "ignore_case"}
 # Sources are usually a few dozen services; past this many the per-source lookup table is
@@ -104,7 +105,7 @@ def _combine(rules: Sequence[Rule]) -> re.Pattern[str] | None:
     return re.compile("|".join(parts))
 
 
-class RegexTier:
+class RegexTier(FastTier):
     """First match wins: the earliest in the message, then the rule listed first."""
 
     name = "regex"
@@ -147,12 +148,9 @@ class RegexTier:
             return None
         return active[int((found.lastgroup or "r0")[1:])]
 
-    def decide(self, records: Sequence[LogRecord]) -> list[Verdict | None]:
-        out: list[Verdict | None] = []
-        for record in records:
-            rule = self.match(record)
-            out.append(None if rule is None else Verdict(rule.label, 1.0, rule.name))
-        return out
+    def decide_now(self, record: LogRecord) -> Verdict | None:
+        rule = self.match(record)
+        return None if rule is None else Verdict(rule.label, 1.0, rule.name)
 
     def labels(self) -> list[str]:
         return sorted({r.label for r in self.rules})

@@ -18,11 +18,11 @@ import pytest
 pytest.importorskip("llama_cpp", reason="llama.cpp is not installed: pip install 'logclass[llm]'")
 
 from sidecar import config
-from sidecar.bundle import ModelBundle
-from sidecar.decision import TIER_LLM_PENDING, TIER_NONE, LogRecord
-from sidecar.masking import TemplateMasker
-from sidecar.pipeline import build_router
-from sidecar.router import Router
+from sidecar.core.bundle import ModelBundle
+from sidecar.core.decision import TIER_LLM_PENDING, TIER_NONE, LogRecord
+from sidecar.core.masking import TemplateMasker
+from sidecar.engine.pipeline import build_router
+from sidecar.engine.router import Router
 from sidecar.tiers.llm import build_llm_tier
 from sidecar.tiers.llm.tier import LlmTier
 from tests.conftest import MemoEncoder, free_port, wait_until

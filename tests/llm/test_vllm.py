@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from sidecar import config
-from sidecar.server.metrics import Metrics
+from sidecar.engine.metrics import Metrics
 from sidecar.tiers.llm.backend import LlmAnswer, LlmBackend, LlmOutputError, LlmUnavailable, Prompt
 from sidecar.tiers.llm.circuit import CircuitBreaker, State
 from sidecar.tiers.llm.openai_http import AUTO_MODEL, OpenAiHttpBackend, confidence

@@ -15,8 +15,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from sidecar import config
-from sidecar.decision import Decision, LogRecord
-from sidecar.pipeline import build_router
+from sidecar.core.decision import Decision, LogRecord
+from sidecar.engine.pipeline import build_router
 from sidecar.relay.app import Relay
 from sidecar.relay.settings import from_config
 from sidecar.relay.tagger import Classify

@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 
 from sidecar import config
-from sidecar.bundle import ModelBundle
-from sidecar.csv_classify import classify_csv
-from sidecar.pipeline import build_router
-from sidecar.report import ReportOptions, build_report
+from sidecar.core.bundle import ModelBundle
+from sidecar.offline.csv_classify import classify_csv
+from sidecar.engine.pipeline import build_router
+from sidecar.offline.report import ReportOptions, build_report
 from tests.conftest import NO_LLM, ROOT, SEED_CSV, SEED_TEST_CSV, MemoEncoder, run_cli
 from tests.report.chromium import chromium_binary, visit
 

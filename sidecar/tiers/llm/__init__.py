@@ -1,15 +1,15 @@
 """The LLM tier: which backend to build from configuration, and the tier around it.
 
 Backends (one module each, behind ``backend.LlmBackend``): ``openai_http`` for vLLM or any
-OpenAI-compatible server, ``llamacpp`` for an embedded GGUF model. ``tier.LlmTier`` adds the
-template cache, coalescing, the per-call budget and the teacher file.
+OpenAI-compatible server, ``llamacpp`` for an embedded GGUF model. ``tier.LlmTier`` turns answers into
+outcomes and writes the teacher file; the engine's LLM lane schedules it.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from sidecar.tiers.llm.backend import LlmBackend, LlmUnavailable
@@ -53,9 +53,8 @@ def build_backend(name: str, llm_config: Mapping[str, Any]) -> LlmBackend:
     return LlamaCppBackend.from_config(llm_config)
 
 
-def build_llm_tier(cfg: Mapping[str, Any], template_of: Callable[[str], str], *, wait: bool = False) -> LlmTier | None:
-    """The configured LLM tier, or None for none. ``wait``: no budget, every answer is awaited
-    (offline jobs, where completeness beats latency)."""
+def build_llm_tier(cfg: Mapping[str, Any]) -> LlmTier | None:
+    """The configured LLM tier, or None for none."""
     llm = cfg["llm"]
     name = choose_backend(llm)
     if name == "none":
@@ -76,11 +75,7 @@ def build_llm_tier(cfg: Mapping[str, Any], template_of: Callable[[str], str], *,
     return LlmTier(
         backend,
         prompts,
-        template_of,
-        fallback_label=fallback,
-        timeout_ms=None if wait else llm["timeout_ms"],
-        min_confidence=llm.get("min_confidence", 0.0),
-        cache_size=llm.get("cache_size", 100_000),
-        max_queue=llm.get("max_queue", 1000),
+        min_confidence=llm["min_confidence"],
+        max_concurrency=llm["max_concurrency"],
         teacher=TeacherLog(llm["teacher_file"]) if llm.get("teacher_file") else None,
     )

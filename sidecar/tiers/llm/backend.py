@@ -1,7 +1,7 @@
 """What an LLM backend is to the LLM tier: chat messages and a closed label set in, one label out.
 
 Backends are async: the vLLM client awaits HTTP, the embedded llama.cpp backend awaits its own
-inference thread. The tier runs them on its event loop; nothing here blocks a loop.
+inference thread. The engine runs them on its event loop; nothing here blocks a loop.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+from sidecar.tiers.llm.circuit import CircuitBreaker
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,10 @@ class LlmBackend(Protocol):
     name: str
     # Model identifier, reported in model info and written to the teacher file.
     model: str
+    @property
+    def circuit(self) -> CircuitBreaker | None:
+        """The breaker in front of a remote server, exported as a metric; None when in-process."""
+        ...
 
     async def choose(self, prompt: Prompt) -> LlmAnswer: ...
 

@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sidecar.tiers.llm.backend import LlmAnswer, LlmUnavailable, Prompt, check_label
+from sidecar.tiers.llm.circuit import CircuitBreaker
 from sidecar.tiers.llm.model_files import resolve_gguf
 
 log = logging.getLogger("logclass.llm")
@@ -110,6 +111,8 @@ def _usable_cores() -> int:
 
 class LlamaCppBackend:
     name = "llamacpp"
+    # In-process: nothing to trip.
+    circuit: CircuitBreaker | None = None
 
     def __init__(self, model_path: str | Path, *, threads: int = 0, context_tokens: int = 2048) -> None:
         """Load the GGUF at ``model_path``; ``threads`` 0 means all cores."""

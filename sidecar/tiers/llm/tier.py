@@ -1,42 +1,43 @@
-"""The LLM tier: asks a backend about new templates without ever stalling the pipeline.
+"""The LLM tier: asks a backend about the templates the cheaper tiers could not decide.
 
-The router calls ``decide`` from its own thread; the backend runs on an event loop in a thread
-of this tier. For each record:
+The engine schedules it in its own lane (bounded queue, ``llm.max_concurrency`` questions at
+once) and owns everything around it: the template key, the shared template cache, coalescing of
+questions about one template, and each request's budget. This tier only asks, and says what the
+answer means:
 
-- its (source, template) answer is cached: returned at once;
-- a question about it is already in flight: this record waits on that one (coalesced);
-- else a question is sent.
-
-Then ``decide`` waits at most ``timeout_ms`` for the answers. What is not back in time gets the
-fallback label with tier ``llm_pending`` and is not cached by the router; the question carries
-on in the background and lands in this tier's cache, so the next record of the template gets the
-answer. A backend that cannot answer (down, circuit open) gives the fallback label, also uncached.
+- an answer in the label set at or above ``min_confidence``: a verdict, cached by the engine;
+- an answer below it: undecided (the fallback label, cached like any other decision);
+- no answer (server down, circuit open, invalid output): deferred, so nothing is cached and the
+  next record of the template asks again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine, Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import TextIO
 
-from sidecar.cache import LruCache
-from sidecar.decision import TIER_LLM_PENDING, TIER_NONE, LogRecord, Verdict
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from sidecar.core.decision import Deferred, Item, LogRecord, Outcome, Verdict
+from sidecar.tiers.base import Scheduling, Tier
 from sidecar.tiers.llm.backend import LlmAnswer, LlmBackend, LlmOutputError, LlmUnavailable
+from sidecar.tiers.llm.circuit import State
 from sidecar.tiers.llm.prompt import PromptBuilder
 
 log = logging.getLogger("logclass.llm")
-T = TypeVar("T")
-# Outcomes reported to ``on_call``.
+# Outcomes counted in logclass_llm_calls_total.
 ANSWERED, UNAVAILABLE, INVALID = "answered", "unavailable", "invalid_output"
-# Stands in for an answer when the queue is full.
-_BUSY = LlmAnswer("", 0.0)
+_LATENCY = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# logclass_llm_circuit_state: one number per state, worse is higher, so max() across pods or
+# over time shows the worst state any pod was in.
+CIRCUIT_STATE_VALUES = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}
 
 
 @dataclass(slots=True)
@@ -44,10 +45,6 @@ class LlmStats:
     asked: int = 0  # questions sent to the backend
     answered: int = 0
     failed: int = 0  # unavailable or invalid output
-    cache_hits: int = 0
-    coalesced: int = 0  # records that waited on a question already in flight
-    pending: int = 0  # records given llm_pending: their answer missed the budget
-    shed: int = 0  # records not asked about because max_queue questions were already waiting
 
 
 class TeacherLog:
@@ -79,130 +76,93 @@ class TeacherLog:
             self._fh.close()
 
 
-class LlmTier:
+class LlmTier(Tier):
     name = "llm"
 
     def __init__(
         self,
         backend: LlmBackend,
         prompts: PromptBuilder,
-        template_of: Callable[[str], str],
         *,
-        fallback_label: str,
-        timeout_ms: int | None,
-        min_confidence: float = 0.0,
-        cache_size: int = 100_000,
-        max_queue: int = 1000,
+        min_confidence: float,
+        max_concurrency: int,
         teacher: TeacherLog | None = None,
     ) -> None:
         self.backend = backend
         self.prompts = prompts
-        self.template_of = template_of
-        self.fallback_label = fallback_label
-        # None: wait for every answer (offline jobs: classify, evaluate).
-        self.budget = timeout_ms / 1000.0 if timeout_ms is not None else None
         self.min_confidence = min_confidence
-        self.max_queue = max_queue
+        self.max_concurrency = max_concurrency
         self.teacher = teacher
         self.stats = LlmStats()
-        # Called from the loop thread after every backend call with (outcome, seconds): metrics hook.
-        self.on_call: Callable[[str, float], None] | None = None
-        self._answers: LruCache[LlmAnswer] = LruCache(cache_size)
-        self._inflight: dict[Hashable, concurrent.futures.Future[LlmAnswer | None]] = {}
-        # Guards _answers, _inflight and stats: decide runs in the router's thread, answers land
-        # in the loop's thread.
-        self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="llm-tier", daemon=True)
-        self._thread.start()
+        self._calls: Counter | None = None
+        self._seconds: Histogram | None = None
 
     def labels(self) -> list[str]:
         return list(self.prompts.labels)
 
-    def decide(self, records: Sequence[LogRecord]) -> list[Verdict | None]:
-        waits: list[concurrent.futures.Future[LlmAnswer | None] | LlmAnswer] = []
-        # Masked before taking the lock: answers landing on the loop thread wait for it.
-        keys = [(record.source, self.template_of(record.message)) for record in records]
-        with self._lock:
-            for key, record in zip(keys, records, strict=True):
-                answer = self._answers.get(key)
-                if answer is not None:
-                    self.stats.cache_hits += 1
-                    waits.append(answer)
-                elif key in self._inflight:
-                    self.stats.coalesced += 1
-                    waits.append(self._inflight[key])
-                elif len(self._inflight) >= self.max_queue:
-                    self.stats.shed += 1
-                    waits.append(_BUSY)
-                else:
-                    self.stats.asked += 1
-                    future = self._submit(self._ask(key, record))
-                    self._inflight[key] = future
-                    waits.append(future)
-        futures = [w for w in waits if isinstance(w, concurrent.futures.Future)]
-        if futures:
-            concurrent.futures.wait(futures, timeout=self.budget)
-        verdicts = [self._verdict(w) for w in waits]
-        pending = sum(v is not None and v.tier == TIER_LLM_PENDING for v in verdicts)
-        if pending:
-            with self._lock:
-                self.stats.pending += pending
-        return verdicts
+    def scheduling(self) -> Scheduling:
+        return Scheduling(batched=False, concurrency=self.max_concurrency)
 
-    def _verdict(self, wait: concurrent.futures.Future[LlmAnswer | None] | LlmAnswer) -> Verdict | None:
-        if wait is _BUSY:
-            return Verdict(self.fallback_label, 0.0, "LLM queue full", TIER_NONE, final=False)
-        if isinstance(wait, concurrent.futures.Future):
-            if not wait.done():
-                return Verdict(self.fallback_label, 0.0, "LLM answer pending", TIER_LLM_PENDING, final=False)
-            answer = wait.result()
-            if answer is None:
-                return Verdict(self.fallback_label, 0.0, "LLM unavailable", TIER_NONE, final=False)
-        else:
-            answer = wait
-        if answer.confidence < self.min_confidence:
-            return None
-        return Verdict(answer.label, answer.confidence, self.backend.model)
+    def register_metrics(self, registry: CollectorRegistry) -> None:
+        self._calls = Counter(
+            "logclass_llm_calls",
+            "LLM backend calls by outcome (answered, unavailable, invalid_output)",
+            ["outcome"],
+            registry=registry,
+        )
+        self._seconds = Histogram(
+            "logclass_llm_seconds", "LLM backend call latency", buckets=_LATENCY, registry=registry
+        )
+        circuit = self.backend.circuit
+        if circuit is not None:
+            # Read at scrape time: the breaker changes state on its own clock (open turns
+            # half-open when the cooldown ends), with no call to hook. Absent: no circuit.
+            gauge = Gauge(
+                "logclass_llm_circuit_state",
+                "LLM server circuit breaker: 0 closed, 1 half-open (one probe allowed), 2 open (calls refused)",
+                registry=registry,
+            )
+            gauge.set_function(lambda: CIRCUIT_STATE_VALUES[circuit.state])
 
-    async def _ask(self, key: tuple[str, str], record: LogRecord) -> LlmAnswer | None:
+    async def decide(self, items: Sequence[Item]) -> list[Outcome]:
+        return list(await asyncio.gather(*(self._ask(item) for item in items)))
+
+    async def _ask(self, item: Item) -> Outcome:
         started = time.perf_counter()
         outcome, answer = ANSWERED, None
+        self.stats.asked += 1
         try:
-            answer = await self.backend.choose(self.prompts.build(record.source, record.message))
+            answer = await self.backend.choose(self.prompts.build(item.record.source, item.record.message))
         except LlmUnavailable as exc:
             outcome = UNAVAILABLE
             log.warning("LLM unavailable: %s", exc)
         except LlmOutputError as exc:
             outcome = INVALID
             log.error("%s", exc)
-        except Exception:  # a backend bug must not kill the loop thread or leave callers waiting
+        except Exception:  # a backend bug must not fail the lane or leave callers waiting
             outcome = INVALID
             log.exception("LLM backend %s failed", self.backend.name)
-        with self._lock:
-            self._inflight.pop(key, None)
-            if answer is not None:
-                self.stats.answered += 1
-                self._answers.put(key, answer)
-            else:
-                self.stats.failed += 1
-        if answer is not None and self.teacher is not None:
-            self.teacher.write(key[1], record, answer, self.backend.model)
-        if self.on_call is not None:
-            self.on_call(outcome, time.perf_counter() - started)
-        return answer
+        if self._calls is not None and self._seconds is not None:
+            self._calls.labels(outcome).inc()
+            self._seconds.observe(time.perf_counter() - started)
+        if answer is None:
+            self.stats.failed += 1
+            return Deferred("LLM unavailable" if outcome == UNAVAILABLE else "LLM answer invalid")
+        self.stats.answered += 1
+        if self.teacher is not None:
+            self.teacher.write(item.template, item.record, answer, self.backend.model)
+        if answer.confidence < self.min_confidence:
+            return None
+        return Verdict(answer.label, answer.confidence, self.backend.model)
 
-    def _submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop)
-
-    def warm_up(self, timeout: float = 300.0) -> None:
-        """One question outside cache, statistics and teacher file: llama.cpp evaluates the shared
-        prompt prefix (instructions, labels, examples) once, which takes seconds; a server is
-        asked to load its model. A backend that is down is reported, not fatal: the tier copes."""
+    async def warm_up(self, timeout: float = 300.0) -> None:
+        """One question outside caches, statistics and the teacher file: llama.cpp evaluates the
+        shared prompt prefix (instructions, labels, examples) once, which takes seconds; a server
+        is asked to load its model. A backend that is down is reported, not fatal."""
         source, message = "logclass-warmup", "logclass warm-up: service started"
         started = time.perf_counter()
         try:
-            answer = self._submit(self.backend.choose(self.prompts.build(source, message))).result(timeout)
+            answer = await asyncio.wait_for(self.backend.choose(self.prompts.build(source, message)), timeout)
             log.info(
                 "LLM %s/%s warm in %.1fs (answered %r)",
                 self.backend.name,
@@ -211,18 +171,9 @@ class LlmTier:
                 answer.label,
             )
         except Exception as exc:
-            log.warning("LLM warm-up failed (%s); the first records may be llm_pending or unclassified", exc)
+            log.warning("LLM warm-up failed (%s); the first records may be pending or unclassified", exc)
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Lets questions in flight finish (up to ``timeout``), then frees the backend."""
-        with self._lock:
-            inflight = list(self._inflight.values())
-        concurrent.futures.wait(inflight, timeout=timeout)
-        if self._loop.is_running():
-            try:
-                self._submit(self.backend.aclose()).result(timeout)
-            finally:
-                self._loop.call_soon_threadsafe(self._loop.stop)
-                self._thread.join(timeout)
+    async def close(self) -> None:
+        await self.backend.aclose()
         if self.teacher is not None:
             self.teacher.close()

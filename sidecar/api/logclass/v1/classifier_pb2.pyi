@@ -42,12 +42,16 @@ class LogRecord(_message.Message):
     def __init__(self, source: _Optional[str] = ..., message: _Optional[str] = ..., id: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., message_bytes: _Optional[bytes] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("records", "request_id")
+    __slots__ = ("records", "request_id", "budget_ms", "wait_for_all")
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_MS_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FOR_ALL_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[LogRecord]
     request_id: str
-    def __init__(self, records: _Optional[_Iterable[_Union[LogRecord, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    budget_ms: int
+    wait_for_all: bool
+    def __init__(self, records: _Optional[_Iterable[_Union[LogRecord, _Mapping]]] = ..., request_id: _Optional[str] = ..., budget_ms: _Optional[int] = ..., wait_for_all: _Optional[bool] = ...) -> None: ...
 
 class ClassifyResult(_message.Message):
     __slots__ = ("id", "label", "confidence", "tier", "template_id", "model_version", "error", "detail")

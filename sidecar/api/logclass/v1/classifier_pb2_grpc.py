@@ -28,6 +28,13 @@ if _version_not_supported:
 class LogClassifierStub:
     """Classifies log records. Every record in a request gets exactly one result, in the same
     order; a record that cannot be classified gets a result with `error` set, never a failed RPC.
+
+    Budgets. Records the server already knows (same message, or same template, seen before) are
+    answered at once, whatever else it is doing. For new templates a request waits at most its
+    budget (ClassifyRequest.budget_ms, else the server's inline budget, a few hundred ms), and
+    never past its gRPC deadline minus a small margin. Records still undecided then get the
+    fallback label with tier "pending": their templates are still being decided and the next
+    record of each gets the real answer. A pending result is never cached.
     """
 
     def __init__(self, channel):
@@ -56,14 +63,21 @@ class LogClassifierStub:
 class LogClassifierServicer:
     """Classifies log records. Every record in a request gets exactly one result, in the same
     order; a record that cannot be classified gets a result with `error` set, never a failed RPC.
+
+    Budgets. Records the server already knows (same message, or same template, seen before) are
+    answered at once, whatever else it is doing. For new templates a request waits at most its
+    budget (ClassifyRequest.budget_ms, else the server's inline budget, a few hundred ms), and
+    never past its gRPC deadline minus a small margin. Records still undecided then get the
+    fallback label with tier "pending": their templates are still being decided and the next
+    record of each gets the real answer. A pending result is never cached.
     """
 
     def Classify(self, request, context):
         """Classifies a batch of records.
         Status codes: INVALID_ARGUMENT when the request is larger than the server's
-        max_records_per_request; RESOURCE_EXHAUSTED when the server's queue is full (retry with
-        backoff); UNAUTHENTICATED when a bearer token is required and missing or wrong;
-        DEADLINE_EXCEEDED when the client's deadline passed before the work was done.
+        max_records_per_request; RESOURCE_EXHAUSTED when a model lane's queue is full (the message
+        names the lane; nothing of the request was queued; retry with backoff); UNAUTHENTICATED when
+        a bearer token is required and missing or wrong.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -113,6 +127,13 @@ def add_LogClassifierServicer_to_server(servicer, server):
 class LogClassifier:
     """Classifies log records. Every record in a request gets exactly one result, in the same
     order; a record that cannot be classified gets a result with `error` set, never a failed RPC.
+
+    Budgets. Records the server already knows (same message, or same template, seen before) are
+    answered at once, whatever else it is doing. For new templates a request waits at most its
+    budget (ClassifyRequest.budget_ms, else the server's inline budget, a few hundred ms), and
+    never past its gRPC deadline minus a small margin. Records still undecided then get the
+    fallback label with tier "pending": their templates are still being decided and the next
+    record of each gets the real answer. A pending result is never cached.
     """
 
     @staticmethod

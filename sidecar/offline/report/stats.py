@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 from tqdm import tqdm
 
-from sidecar.csv_classify import CountingReader, CsvInputError, read_header
+from sidecar.offline.csv_classify import CountingReader, CsvInputError, read_header
 
 K = TypeVar("K", bound=Hashable)
 

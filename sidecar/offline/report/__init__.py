@@ -13,7 +13,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from sidecar.decision import TIER_NONE
+from sidecar.core.decision import TIER_NONE
 
 
 class ReportError(ValueError):
@@ -67,11 +67,11 @@ def build_report(
     if html_path is None and png_dir is None:
         raise ReportError("nothing to write: pass -o report.html and/or --png DIR")
     _import_matplotlib()
-    from sidecar.masking import TemplateMasker
-    from sidecar.report import charts as ch
-    from sidecar.report.page import Card, render
-    from sidecar.report.scores import accuracy, class_scores
-    from sidecar.report.stats import collect
+    from sidecar.core.masking import TemplateMasker
+    from sidecar.offline.report import charts as ch
+    from sidecar.offline.report.page import Card, render
+    from sidecar.offline.report.scores import accuracy, class_scores
+    from sidecar.offline.report.stats import collect
 
     masker = TemplateMasker.from_config(config["templates"]["masks"])
     stats = collect(

@@ -37,7 +37,7 @@ def default_model_path() -> Path:
 
 def weights_sha256(model_path: Path) -> str:
     """Hash of the weights file, so a bundle can refuse an encoder it was not trained with."""
-    from sidecar.bundle import sha256_file
+    from sidecar.core.bundle import sha256_file
 
     weights = model_path / "model.safetensors"
     return sha256_file(weights) if weights.is_file() else ""
@@ -59,6 +59,21 @@ def resolve_device(device: str) -> str:
 AUTO_BATCH_SIZE = {"cpu": 32, "cuda": 256}
 
 
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def resolve_threads(threads: int | str) -> int:
+    """Intra-op threads for the encoder. ``auto`` leaves one core to the event loop (the fast lane
+    answers cached records there) on machines with few cores, and takes all but one elsewhere."""
+    if threads == "auto":
+        return max(1, usable_cores() - 1)
+    return max(1, int(threads))
+
+
 def resolve_batch_size(batch_size: int | str, device: str) -> int:
     if batch_size == "auto":
         return AUTO_BATCH_SIZE["cuda" if device.startswith("cuda") else "cpu"]
@@ -75,7 +90,9 @@ class Encoder:
         device: str = "auto",
         batch_size: int | str = "auto",
         max_seq_length: int = 128,
+        threads: int | str = "auto",
     ) -> None:
+        import torch
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
@@ -87,6 +104,10 @@ class Encoder:
             raise EncoderError(f"embedding.model_path {self.model_path} does not exist")
         self.device = resolve_device(device)
         self.batch_size = resolve_batch_size(batch_size, self.device)
+        self.max_seq_length = max_seq_length
+        self.threads = resolve_threads(threads)
+        # Process-wide in torch; the encoder is its only user.
+        torch.set_num_threads(self.threads)
         model = SentenceTransformer(str(self.model_path), device=self.device, local_files_only=True)
         model.max_seq_length = max_seq_length
         if self.device.startswith("cuda"):

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from html import escape
 
 from sidecar import __version__
-from sidecar.report.charts import Chart
-from sidecar.report.scores import ClassScore
-from sidecar.report.stats import Example, ReportStats, TopEntry
+from sidecar.offline.report.charts import Chart
+from sidecar.offline.report.scores import ClassScore
+from sidecar.offline.report.stats import Example, ReportStats, TopEntry
 
 MAX_CELL_CHARS = 300
 # Shown where a ratio is undefined (no rows, a label never predicted).

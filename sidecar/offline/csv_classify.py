@@ -7,28 +7,69 @@ classified or was malformed). Undecodable bytes are carried through to the outpu
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import io
 import os
 import sys
 import time
-from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, TextIO
+from typing import Any, BinaryIO, Protocol, TextIO, TypeVar
 
 from tqdm import tqdm
 
-from sidecar.decision import Decision, LogRecord
+from sidecar.core.decision import Decision, LogRecord
 
 
 class BatchClassifier(Protocol):
-    """The router in-process, or a client of a remote sidecar."""
+    """The engine in-process (``BlockingEngine``), or a client of a remote sidecar."""
 
     def classify(self, records: Sequence[LogRecord]) -> list[Decision]: ...
 
+    def submit(self, records: Sequence[LogRecord]) -> concurrent.futures.Future[list[Decision]]: ...
+
+    def queued(self) -> dict[str, int]:
+        """Templates waiting per model lane (empty when not known), for the progress bar."""
+        ...
+
     def close(self) -> None: ...
+
+
+# Chunks classified at once: later chunks' new templates queue in the lanes while earlier ones
+# are answered, so the LLM lane keeps llm.max_concurrency questions in flight across chunks.
+LOOKAHEAD_CHUNKS = 4
+T = TypeVar("T")
+
+
+def pipelined(
+    classifier: BatchClassifier,
+    batches: Iterable[tuple[T, Sequence[LogRecord]]],
+    *,
+    lookahead: int = LOOKAHEAD_CHUNKS,
+    on_wait: Callable[[], None] | None = None,
+) -> Iterator[tuple[T, list[Decision]]]:
+    """Each batch's decisions, in input order, with up to ``lookahead`` batches in flight.
+    ``on_wait`` is called about twice a second while the oldest batch is still out (progress)."""
+    inflight: deque[tuple[T, concurrent.futures.Future[list[Decision]]]] = deque()
+
+    def oldest() -> tuple[T, list[Decision]]:
+        tag, future = inflight.popleft()
+        while True:
+            try:
+                return tag, future.result(timeout=0.5)
+            except concurrent.futures.TimeoutError:
+                if on_wait is not None:
+                    on_wait()
+
+    for tag, records in batches:
+        inflight.append((tag, classifier.submit(records)))
+        while len(inflight) > lookahead or (inflight and inflight[0][1].done()):
+            yield oldest()
+    while inflight:
+        yield oldest()
 
 
 INPUT_COLUMNS = ("source", "log_message")
@@ -164,15 +205,23 @@ def classify_csv(
             table = _TableWriter(table_out or sys.stdout) if writer is None else None
             if writer is not None:
                 writer.writerow(out_header)
-            for chunk in _chunks(reader, chunk_rows, in_path):
-                rows, malformed = [], []
-                for row in chunk:
-                    fitted, bad = _fit_row(row, len(header))
-                    rows.append(fitted)
-                    malformed.append(bad)
-                records = [LogRecord(r[src_i].strip(), r[msg_i].strip()) for r in rows]
-                decisions = router.classify(records)
-                for row, bad, record, decision in zip(rows, malformed, records, decisions, strict=True):
+
+            def prepared() -> Iterator[tuple[tuple[list[list[str]], list[bool]], list[LogRecord]]]:
+                for chunk in _chunks(reader, chunk_rows, in_path):
+                    rows, malformed = [], []
+                    for row in chunk:
+                        fitted, bad = _fit_row(row, len(header))
+                        rows.append(fitted)
+                        malformed.append(bad)
+                    yield (rows, malformed), [LogRecord(r[src_i].strip(), r[msg_i].strip()) for r in rows]
+
+            def show_queue() -> None:
+                queued = router.queued()
+                if queued:
+                    bar.set_postfix({"rows": summary.rows, **{f"{k} queue": v for k, v in queued.items()}})
+
+            for (rows, malformed), decisions in pipelined(router, prepared(), on_wait=show_queue):
+                for row, bad, decision in zip(rows, malformed, decisions, strict=True):
                     error = decision.error or (ERROR_MALFORMED if bad else "")
                     summary.by_tier[decision.tier] += 1
                     summary.by_label[decision.label] += 1
@@ -181,8 +230,9 @@ def classify_csv(
                     if writer is not None:
                         writer.writerow([*row, decision.label, decision.tier, f"{decision.confidence:.4f}", error])
                     elif table is not None:
-                        table.write(record.source, record.message, decision)
+                        table.write(row[src_i].strip(), row[msg_i].strip(), decision)
                 summary.rows += len(rows)
+                show_queue()
         finally:
             if close and sink is not None:
                 sink.close()

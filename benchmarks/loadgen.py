@@ -18,7 +18,7 @@ import numpy as np
 from sidecar.api.logclass.v1 import classifier_pb2 as pb
 from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
 from sidecar.client import to_request
-from sidecar.decision import LogRecord
+from sidecar.core.decision import LogRecord
 
 
 @dataclass
@@ -88,7 +88,7 @@ async def wait_ready(stub: pb_grpc.LogClassifierStub, timeout: float) -> None:
 
 def bench_records(limit: int = 0) -> list[LogRecord]:
     """The benchmark mix: the seed set then the Loghub samples, as shipped in a checkout."""
-    from sidecar.pipeline import PROJECT_ROOT
+    from sidecar.engine.pipeline import PROJECT_ROOT
 
     paths = [PROJECT_ROOT / "training" / "data" / "synthetic_logs.csv"]
     paths += sorted((PROJECT_ROOT / "benchmarks" / "data" / "loghub").glob("*_2k.log_structured.csv"))

@@ -1,0 +1,207 @@
+"""The staged asynchronous core every front end classifies through.
+
+One request::
+
+    fast lane (router.Router, on the event loop)  ── decided ──────────────────► result
+      │ new templates: one task per (source, template), shared by every request that needs it
+      ▼
+    embedding lane ── confident ──► (else) LLM lane ── answer ──► (else) fallback ──► template cache
+
+A request waits only for its own new templates, and only up to its budget. Records still
+undecided when the budget ends get the fallback label with tier ``pending``; their templates go
+on through the lanes and fill the cache for the next record. A request whose records are all
+known never touches a lane, so it is answered in the fast lane's time whatever the lanes hold.
+
+Templates are decided once: a template already on its way through the lanes (asked by another
+request, or by an earlier one whose budget ended) is awaited, not asked again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+from sidecar.core.decision import (
+    ERROR_INTERNAL,
+    TIER_PENDING,
+    Decision,
+    Deferred,
+    Item,
+    LogRecord,
+    TemplateKey,
+    Verdict,
+)
+from sidecar.engine.lanes import Lane, LaneFullError
+from sidecar.engine.router import PendingTemplate, Router, RouterStats
+from sidecar.tiers.base import Tier
+
+log = logging.getLogger("logclass.engine")
+# Records the fast lane decides between two yields to the event loop: a 10,000-record request of
+# new lines is masked in slices, so known records of other requests are answered in between.
+FAST_SLICE = 512
+
+
+@dataclass(frozen=True, slots=True)
+class PositionedLane:
+    """A model lane and its tier's position in ``router.tiers`` (for ``router.source_routes``)."""
+
+    position: int
+    lane: Lane
+
+
+class Engine:
+    def __init__(self, router: Router, lanes: Sequence[PositionedLane], tiers: Sequence[Tier]) -> None:
+        self.router = router
+        self.lanes = list(lanes)
+        # Every tier, regex included, in order: lifecycle, labels and metrics go through the contract.
+        self.tiers = list(tiers)
+        # A template's task gives its decision and whether it is final (cached) or deferred.
+        self._inflight: dict[TemplateKey, asyncio.Task[tuple[Decision, bool]]] = {}
+
+    @property
+    def stats(self) -> RouterStats:
+        return self.router.stats
+
+    @property
+    def model_version(self) -> str:
+        return self.router.model_version
+
+    @property
+    def fallback_label(self) -> str:
+        return self.router.fallback_label
+
+    @property
+    def tiers_enabled(self) -> list[str]:
+        return [tier.name for tier in self.tiers]
+
+    @property
+    def inflight(self) -> int:
+        """Templates on their way through the model lanes."""
+        return len(self._inflight)
+
+    def tier(self, name: str) -> Tier | None:
+        return next((tier for tier in self.tiers if tier.name == name), None)
+
+    def lane(self, name: str) -> Lane | None:
+        return next((p.lane for p in self.lanes if p.lane.name == name), None)
+
+    def labels(self) -> list[str]:
+        labels = {self.router.fallback_label}
+        for tier in self.tiers:
+            labels.update(tier.labels())
+        return sorted(labels)
+
+    async def warm_up(self) -> None:
+        for p in self.lanes:
+            await p.lane.tier.warm_up()
+
+    async def close(self) -> None:
+        """Lets templates in flight land (LLM answers reach the teacher file), then frees the tiers."""
+        if self._inflight:
+            await asyncio.wait(list(self._inflight.values()), timeout=10.0)
+        for p in self.lanes:
+            await p.lane.stop()
+        for tier in self.tiers:
+            await tier.close()
+
+    async def classify(
+        self, records: Sequence[LogRecord], budget_s: float | None = None, owner: Hashable | None = None
+    ) -> list[Decision]:
+        """One decision per record, in order. ``budget_s``: how long to wait for model answers
+        (None: for all of them). ``owner``: whose turn it is in the lanes' round-robin (a stream);
+        by default each call is its own owner. Raises ``LaneFullError`` (nothing queued) when a
+        lane cannot take this request's new templates."""
+        router = self.router
+        out: list[Decision | None] = [None] * len(records)
+        pending: dict[TemplateKey, PendingTemplate] = {}
+        for start in range(0, len(records), FAST_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            router.fast(records[start : start + FAST_SLICE], out, pending, start)
+        if pending:
+            await self._decide_pending(records, pending, out, budget_s, owner if owner is not None else object())
+        result: list[Decision] = out  # type: ignore[assignment]  # every slot is filled by now
+        router.count(result)
+        return result
+
+    async def _decide_pending(
+        self,
+        records: Sequence[LogRecord],
+        pending: dict[TemplateKey, PendingTemplate],
+        out: list[Decision | None],
+        budget_s: float | None,
+        owner: Hashable,
+    ) -> None:
+        new = [key for key in pending if key not in self._inflight]
+        self._admit(pending, new)
+        for key in new:
+            entry = pending[key]
+            task = asyncio.get_running_loop().create_task(self._resolve(key, entry.record, entry.start, owner))
+            self._inflight[key] = task
+            task.add_done_callback(functools.partial(self._landed, key))
+        tasks = {key: self._inflight.get(key) for key in pending}
+        waiting = [t for t in tasks.values() if t is not None and not t.done()]
+        if waiting and (budget_s is None or budget_s > 0):
+            # Shielded by construction: asyncio.wait never cancels them, so a caller that leaves
+            # or runs out of budget does not stop the work that fills the cache.
+            await asyncio.wait(waiting, timeout=budget_s)
+        router = self.router
+        for key, entry in pending.items():
+            found = tasks[key]
+            if found is None or not found.done() or found.cancelled():
+                router.stats.pending += len(entry.indexes)
+                decision = router.fallback(key[1], TIER_PENDING, "answer not back within the request's budget")
+                final = False
+            else:
+                decision, final = found.result()
+            for i in entry.indexes:
+                out[i] = decision
+                if final:
+                    router.remember(records[i], decision)
+
+    def _landed(self, key: TemplateKey, task: asyncio.Task[tuple[Decision, bool]]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+
+    def _admit(self, pending: dict[TemplateKey, PendingTemplate], new: list[TemplateKey]) -> None:
+        """Every new template enters the lane of its first tier; all or nothing."""
+        wanted: dict[int, int] = {}
+        for key in new:
+            first = self._first_lane(pending[key].start)
+            if first is not None:
+                wanted[first] = wanted.get(first, 0) + 1
+        for index, n in wanted.items():
+            self.lanes[index].lane.admit(n)
+
+    def _first_lane(self, start: int) -> int | None:
+        return next((i for i, p in enumerate(self.lanes) if p.position >= start), None)
+
+    async def _resolve(self, key: TemplateKey, record: LogRecord, start: int, owner: Hashable) -> tuple[Decision, bool]:
+        """The template's way through the model lanes; final decisions fill the template cache."""
+        router = self.router
+        item = Item(record, key)
+        for p in self.lanes:
+            if p.position < start:
+                continue
+            lane = p.lane
+            router.stats.tier_calls[lane.name] += 1
+            try:
+                outcome = await lane.submit(owner, item)
+            except LaneFullError as exc:
+                # Escalated into a full lane: like an LLM that is down, ask again next time.
+                outcome = Deferred(f"{lane.name} lane full")
+                log.debug("%s", exc)
+            except Exception:  # the tier failed (logged by the lane): this record only
+                return router.fallback(key[1], detail=f"{lane.name} tier failed", error=ERROR_INTERNAL), False
+            if isinstance(outcome, Verdict):
+                return self._final_decision(key, router.decision(outcome, lane.name, key[1]))
+            if isinstance(outcome, Deferred):
+                return router.fallback(key[1], detail=outcome.reason), False
+        return self._final_decision(key, router.fallback(key[1]))
+
+    def _final_decision(self, key: TemplateKey, decision: Decision) -> tuple[Decision, bool]:
+        self.router.learn(key, decision)
+        return decision, True

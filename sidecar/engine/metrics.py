@@ -1,0 +1,133 @@
+"""Prometheus metrics of the engine and its front ends, served on their own port (prometheus-client)."""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter as Counter_
+from collections.abc import Hashable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from sidecar.address import split_host_port
+from sidecar.core.decision import Decision, LogRecord
+from sidecar.engine.lanes import Lane
+from sidecar.engine.router import RouterStats
+
+if TYPE_CHECKING:
+    from sidecar.engine.engine import Engine
+
+
+class Classify(Protocol):
+    """What a front end classifies through: the engine, counted."""
+
+    async def __call__(
+        self, records: Sequence[LogRecord], budget_s: float | None, owner: Hashable | None = None
+    ) -> list[Decision]: ...
+
+
+# Latency buckets from 0.5 ms (a warm cache hit) to 30 s (a cold LLM call).
+_LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.records = Counter("logclass_records", "Records classified", ["tier", "label"], registry=r)
+        self.errors = Counter("logclass_errors", "Records or requests that failed, by kind", ["kind"], registry=r)
+        self.request_seconds = Histogram(
+            "logclass_request_seconds", "gRPC request latency", ["method"], buckets=_LATENCY, registry=r
+        )
+        self.request_records = Histogram("logclass_request_records", "Records per request", buckets=_SIZES, registry=r)
+        self.tier_seconds = Histogram(
+            "logclass_tier_seconds", "Time a model tier spends on one call", ["tier"], buckets=_LATENCY, registry=r
+        )
+        self.tier_records = Counter("logclass_tier_records", "Templates sent to a model tier", ["tier"], registry=r)
+        self.batch_records = Histogram(
+            "logclass_batch_records", "Templates per call of a model lane", ["lane"], buckets=_SIZES, registry=r
+        )
+        self.lane_queue = Gauge(
+            "logclass_lane_queue_templates", "Templates waiting in a model lane", ["lane"], registry=r
+        )
+        self.lane_running = Gauge(
+            "logclass_lane_running_templates", "Templates a model lane's tier is working on", ["lane"], registry=r
+        )
+        self.lane_rejected = Counter(
+            "logclass_lane_rejected_requests", "Requests refused because a model lane was full", ["lane"], registry=r
+        )
+        self.inflight = Gauge(
+            "logclass_inflight_templates", "Templates on their way through the model lanes", registry=r
+        )
+        self.cache_hits = Counter("logclass_cache_hits", "Records answered by a cache", ["cache"], registry=r)
+        self.cache_misses = Counter("logclass_cache_misses", "Templates decided by the model tiers", registry=r)
+        self.cache_hit_ratio = Gauge("logclass_cache_hit_ratio", "Share of records answered by the caches", registry=r)
+        self._router_seen: dict[str, int] = {}
+        self._engine: Engine | None = None
+
+    def watch_engine(self, engine: Engine) -> None:
+        """Gauges read at scrape time, and each tier's own metrics."""
+        self._engine = engine
+        for positioned in engine.lanes:
+            lane = positioned.lane
+            self.lane_queue.labels(lane.name).set_function(functools.partial(_waiting, lane))
+            self.lane_running.labels(lane.name).set_function(functools.partial(_running, lane))
+        self.inflight.set_function(lambda: engine.inflight)
+        self.cache_hit_ratio.set_function(lambda: engine.stats.cache_hit_ratio)
+        for tier in engine.tiers:
+            tier.register_metrics(self.registry)
+
+    def counting(self, engine: Engine) -> Classify:
+        """``engine.classify`` with its decisions and cache counters observed: every front end
+        classifies through one of these, so all their records are counted alike."""
+
+        async def classify_and_count(
+            records: Sequence[LogRecord], budget_s: float | None, owner: Hashable | None = None
+        ) -> list[Decision]:
+            decisions = await engine.classify(records, budget_s, owner)
+            self.observe_decisions(decisions)
+            self.observe_router(engine.stats)
+            return decisions
+
+        return classify_and_count
+
+    def observe_decisions(self, decisions: Sequence[Decision]) -> None:
+        # Counted first, then one increment per distinct key: labels().inc() takes a lock and
+        # costs microseconds, which per record would be a visible share of a warm request.
+        counts = Counter_((d.tier, d.label, d.error) for d in decisions)
+        for (tier, label, error), n in counts.items():
+            self.records.labels(tier, label).inc(n)
+            if error:
+                self.errors.labels(error).inc(n)
+
+    def observe_router(self, stats: RouterStats) -> None:
+        """Moves the cache counters by what the router counted since the last call (its counts are
+        cumulative; Prometheus counters only go up by increments)."""
+        now = {"exact": stats.exact_hits, "template": stats.template_hits, "miss": stats.template_misses}
+        for key, value in now.items():
+            delta = value - self._router_seen.get(key, 0)
+            if delta:
+                if key == "miss":
+                    self.cache_misses.inc(delta)
+                else:
+                    self.cache_hits.labels(key).inc(delta)
+        self._router_seen = now
+
+    def observe_lane(self, lane: str, items: int, seconds: float) -> None:
+        self.tier_seconds.labels(lane).observe(seconds)
+        self.tier_records.labels(lane).inc(items)
+        self.batch_records.labels(lane).observe(items)
+
+
+def _waiting(lane: Lane) -> float:
+    return lane.waiting
+
+
+def _running(lane: Lane) -> float:
+    return lane.load - lane.waiting
+
+
+def serve_metrics(metrics: Metrics, listen: str, setting: str = "server.metrics_listen") -> None:
+    host, port = split_host_port(listen, setting)
+    start_http_server(port, addr=host, registry=metrics.registry)

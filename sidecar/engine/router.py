@@ -1,0 +1,185 @@
+"""The fast lane: what the engine decides on the request path, in microseconds per record.
+
+Per record::
+
+    exact cache (source, message)  ── hit ─────────────────► decision
+      │ miss
+    validate (empty, too long, invalid UTF-8) ── error ────► fallback + error
+      │
+    regex tier (exact rules, every record) ── match ───────► decision
+      │ no match
+    template cache (source, template) ── hit ──────────────► decision
+      │ miss
+    pending: one representative per template, for the model lanes (see engine.Engine)
+
+The regex tier runs before the template cache because rules may tell apart messages that share
+a template ("status 200" and "status 503"). The exact cache in front makes exact repeats, the
+bulk of real log volume, skip masking altogether. Everything here runs on the engine's event
+loop thread, so the caches need no locks.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from sidecar.core.cache import LruCache
+from sidecar.core.decision import (
+    ERROR_EMPTY,
+    ERROR_TOO_LONG,
+    ERROR_UTF8,
+    TIER_NONE,
+    Decision,
+    LogRecord,
+    TemplateKey,
+    Verdict,
+)
+from sidecar.core.masking import TemplateMasker, template_id
+from sidecar.tiers.base import FastTier
+
+# Longer messages are decided but not cached: caches are bounded by entries, and a handful of
+# megabyte-sized lines must not be able to hold gigabytes.
+CACHEABLE_MAX_CHARS = 4096
+
+
+@dataclass(slots=True)
+class RouterStats:
+    records: int = 0
+    exact_hits: int = 0
+    template_hits: int = 0
+    template_misses: int = 0
+    # Records given the fallback label because their request's budget ended first.
+    pending: int = 0
+    by_tier: Counter[str] = field(default_factory=Counter)
+    by_label: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    # Templates actually handed to each model tier (after caching and coalescing).
+    tier_calls: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def cache_hit_ratio(self) -> float:
+        """Share of the records needing a model decision that the caches answered."""
+        hits = self.exact_hits + self.template_hits
+        total = hits + self.template_misses
+        return hits / total if total else 0.0
+
+
+@dataclass(slots=True)
+class PendingTemplate:
+    """A template of one request that no cache knew: its first record, where its records sit in
+    the request, and the position of the first tier to ask (``router.source_routes``)."""
+
+    record: LogRecord
+    start: int
+    indexes: list[int]
+
+
+class Router:
+    def __init__(
+        self,
+        *,
+        masker: TemplateMasker,
+        tiers: Sequence[str],
+        regex: FastTier | None,
+        source_routes: Mapping[str, str],
+        fallback_label: str,
+        model_version: str,
+        cache_size: int,
+        exact_cache_size: int,
+        max_message_bytes: int,
+    ) -> None:
+        self.masker = masker
+        self.tier_order = list(tiers)
+        self.regex = regex if "regex" in self.tier_order else None
+        self.source_routes = {src: self.tier_order.index(t) for src, t in source_routes.items()}
+        self.fallback_label = fallback_label
+        self.model_version = model_version
+        self.max_message_bytes = max_message_bytes
+        self.template_cache: LruCache[Decision] = LruCache(cache_size)
+        self.exact_cache: LruCache[Decision] = LruCache(exact_cache_size)
+        self.stats = RouterStats()
+
+    def decision(self, verdict: Verdict, tier: str, template: str) -> Decision:
+        return Decision(
+            verdict.label, verdict.confidence, tier, template_id(template), self.model_version, verdict.detail
+        )
+
+    def fallback(self, template: str, tier: str = TIER_NONE, detail: str = "", error: str = "") -> Decision:
+        tid = template_id(template) if template else ""
+        return Decision(self.fallback_label, 0.0, tier, tid, self.model_version, detail, error)
+
+    def _validate(self, message: str) -> str:
+        if not message or message.isspace():
+            return ERROR_EMPTY
+        try:
+            size = len(message.encode("utf-8"))
+        except UnicodeEncodeError:
+            return ERROR_UTF8
+        return ERROR_TOO_LONG if size > self.max_message_bytes else ""
+
+    def fast(
+        self,
+        records: Sequence[LogRecord],
+        out: list[Decision | None],
+        pending: dict[TemplateKey, PendingTemplate],
+        offset: int = 0,
+    ) -> None:
+        """Decides what the fast lane can of ``records`` (the request's records from ``offset``)
+        into ``out``; the rest lands in ``pending``, one entry per new template."""
+        stats = self.stats
+        stats.records += len(records)
+        exact_cache, template_cache = self.exact_cache, self.template_cache
+        for i, record in enumerate(records, offset):
+            exact_key = (record.source, record.message)
+            cacheable = len(record.message) <= CACHEABLE_MAX_CHARS
+            decision = exact_cache.get(exact_key) if cacheable else None
+            if decision is not None:
+                stats.exact_hits += 1
+                out[i] = decision
+                continue
+            error = self._validate(record.message)
+            if error:
+                stats.errors[error] += 1
+                out[i] = self.fallback("", error=error)
+                continue
+            template = self.masker.template(record.message)
+            start = self.source_routes.get(record.source, 0)
+            if self.regex is not None and start == 0:
+                verdict = self.regex.decide_now(record)
+                if isinstance(verdict, Verdict):
+                    decision = self.decision(verdict, self.regex.name, template)
+                    if cacheable:
+                        exact_cache.put(exact_key, decision)
+                    out[i] = decision
+                    continue
+            key = (record.source, template)
+            decision = template_cache.get(key) if cacheable else None
+            if decision is not None:
+                stats.template_hits += 1
+                exact_cache.put(exact_key, decision)
+                out[i] = decision
+                continue
+            entry = pending.get(key)
+            if entry is not None:
+                # A repeat of a template already waiting in this request: decided once.
+                stats.template_hits += 1
+                entry.indexes.append(i)
+            else:
+                stats.template_misses += 1
+                pending[key] = PendingTemplate(record, start, [i])
+
+    def learn(self, key: TemplateKey, decision: Decision) -> None:
+        """A model lane's final decision for a template: the next record of it is a cache hit."""
+        if len(key[1]) <= CACHEABLE_MAX_CHARS:
+            self.template_cache.put(key, decision)
+
+    def remember(self, record: LogRecord, decision: Decision) -> None:
+        if len(record.message) <= CACHEABLE_MAX_CHARS:
+            self.exact_cache.put((record.source, record.message), decision)
+
+    def count(self, decisions: Sequence[Decision]) -> None:
+        stats = self.stats
+        for decision in decisions:
+            stats.by_tier[decision.tier] += 1
+            stats.by_label[decision.label] += 1

@@ -1,0 +1,1 @@
+"""Offline front ends on the engine: classifying a CSV and reporting on the result."""

@@ -1,0 +1,89 @@
+"""`logclass serve` and `logclass relay`: one engine, the front ends the config asks for.
+
+The front ends (gRPC, the Forward relay) never import each other: this module, above them, loads
+the engine once and hands it to each. Order of events: listen first (probes see NOT_SERVING
+while the models load), load and warm the engine, attach it, serve until SIGTERM/SIGINT, drain
+the front ends, then let the templates in flight land before the process goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from sidecar import config as config_mod
+from sidecar.engine.engine import Engine
+from sidecar.engine.metrics import Metrics, serve_metrics
+from sidecar.engine.pipeline import load_engine
+from sidecar.logs import setup_logging
+from sidecar.relay import settings as relay_settings_mod
+from sidecar.relay.app import Relay
+from sidecar.server.app import GrpcFrontEnd, how_to_call
+from sidecar.tiers.embedding import EmbeddingTier
+
+log = logging.getLogger("logclass.server")
+
+
+def _describe(engine: Engine, cfg: config_mod.Config) -> str:
+    server = cfg["server"]
+    return (
+        f"serving model {engine.model_version}; tiers {engine.tiers_enabled}; fallback {engine.fallback_label!r}; "
+        f"inline budget {server['inline_budget_ms']} ms; embedding batches ≤ {server['batch']['max_batch_ms']} ms "
+        f"/ {server['batch']['max_records']} templates; cache {cfg['templates']['cache_size']} templates"
+    )
+
+
+async def serve(cfg: config_mod.Config, *, grpc: bool = True, ready: asyncio.Event | None = None) -> None:
+    """``grpc`` False: the relay alone (`logclass relay`), with or without classification."""
+    relay_on = cfg["relay"]["enabled"] or not grpc
+    # Checked before the models load, so a relay misconfiguration fails at once.
+    relay_settings = relay_settings_mod.from_config(cfg) if relay_on else None
+    if relay_settings is not None:
+        relay_settings_mod.check_runnable(relay_settings)
+    metrics = Metrics()
+    front = GrpcFrontEnd(cfg, metrics) if grpc else None
+    if front is not None:
+        await front.start()
+    metrics_listen = cfg["server"].get("metrics_listen") if grpc else relay_settings and relay_settings.metrics_listen
+    if metrics_listen:
+        serve_metrics(metrics, metrics_listen, "server.metrics_listen" if grpc else "relay.metrics_listen")
+    log.info("%s; metrics %s; loading models", front.describe() if front else "relay only", metrics_listen or "off")
+
+    classify_needed = front is not None or (relay_settings is not None and relay_settings.classify)
+    engine, bundle = await load_engine(cfg, metrics) if classify_needed else (None, None)
+    if engine is not None:
+        log.info("%s", _describe(engine, cfg))
+    if front is not None and engine is not None:
+        embedding = engine.tier("embedding")
+        device = embedding.encoder.device if isinstance(embedding, EmbeddingTier) else ""
+        files = dict(bundle.manifest["files"]) if bundle is not None else {}
+        await front.attach(engine, files, device)
+    relay = None
+    if relay_settings is not None:
+        classify = metrics.counting(engine) if engine is not None and relay_settings.classify else None
+        relay = Relay(relay_settings, classify, metrics.registry)
+        await relay.start()
+    if front is not None:
+        log.info("ready; try:\n%s", how_to_call(cfg))
+    if ready is not None:
+        ready.set()
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    grace = cfg["server"]["grace_seconds"]
+    log.info("draining: NOT_SERVING, up to %ss for in-flight requests", grace)
+    # The relay drains alongside gRPC, before the engine both classify through closes.
+    await asyncio.gather(*([front.stop(grace)] if front else []), *([relay.stop()] if relay else []))
+    if engine is not None:
+        await engine.close()
+    log.info("stopped")
+
+
+def run(cfg: config_mod.Config, *, grpc: bool = True) -> int:
+    setup_logging(cfg["server"]["log_format"])
+    asyncio.run(serve(cfg, grpc=grpc))
+    return 0
