@@ -45,8 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import msgpack
 
+from benchmarks import loadgen
 from benchmarks.common import LogclassProcess, free_port, stage
-from sidecar import loadgen
 from sidecar.core.decision import LogRecord
 
 RPS_TARGET = 20_000.0  # records/s delivered through the classifying relay, warm, 1,000-record chunks

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from sidecar import config
 from sidecar.core.bundle import ModelBundle, load_bundle
+from sidecar.engine.blocking import BlockingEngine
+from sidecar.engine.pipeline import DEFAULT_BUNDLE, build_encoder, build_engine
 from sidecar.tiers.encoder import Encoder
-from sidecar.engine.pipeline import DEFAULT_BUNDLE, build_encoder, build_router
-from sidecar.engine.router import Router
 
 # Outside tests/llm/ the pipeline is tested without an LLM tier (with llama.cpp installed the
 # default, auto, would load Qwen); tests/llm/ chooses its backends explicitly. Set in os.environ
@@ -82,9 +82,17 @@ def bundle() -> ModelBundle:
     return load_bundle(DEFAULT_BUNDLE)
 
 
+def offline_engine(cfg: config.Config, **kwargs: Any) -> BlockingEngine:
+    """``build_engine(cfg, **kwargs)`` behind the blocking facade offline jobs use."""
+    return BlockingEngine(build_engine(cfg, **kwargs))
+
+
 @pytest.fixture
-def router(cfg: config.Config, bundle: ModelBundle, encoder: MemoEncoder) -> Router:
-    return build_router(cfg, bundle=bundle, encoder=encoder)
+def router(cfg: config.Config, bundle: ModelBundle, encoder: MemoEncoder) -> Iterator[BlockingEngine]:
+    """The engine as offline jobs run it: every answer awaited."""
+    engine = BlockingEngine(build_engine(cfg, bundle=bundle, encoder=encoder))
+    yield engine
+    engine.close()
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:

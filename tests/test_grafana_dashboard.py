@@ -1,24 +1,28 @@
 """deploy/grafana/logclass.json: a well-formed Grafana dashboard whose every query asks for series a
 real sidecar exports.
 
-The main test runs `logclass serve` with the LLM tier (pointed at a server that never answers) and
-the relay (first upstream dead, second up late), drives traffic through every path that creates
-a labelled series, scrapes /metrics and checks each PromQL expression of the dashboard against
-the scrape: metric names, label names and the label values the dashboard matches on. Expressions
+The main test runs `logclass serve` with both model lanes (the LLM one in front of a server that
+answers some questions and never answers others, and holds one template at most) and the relay
+(first upstream dead, second up late), drives traffic through every path that creates a labelled
+series (each tier, pending past the request budget, a lane rejection, an open circuit, relay
+faults), scrapes /metrics and checks each PromQL expression of the dashboard against the scrape:
+metric names, label names and the label values the dashboard matches on. Expressions
 are parsed with promql-parser (Prometheus' grammar), so an invalid query fails here, not in
 Grafana; a renamed metric or label fails here, not as an empty panel in production.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
-import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +34,15 @@ from fluent import sender as fluent_sender  # type: ignore[import-untyped]
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from sidecar import config
 from sidecar.api.logclass.v1 import classifier_pb2 as pb
 from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
-from sidecar.core.decision import Decision
-from sidecar.relay.metrics import RelayMetrics
+from sidecar.core.decision import LogRecord
 from sidecar.engine.metrics import Metrics
-from sidecar.tiers.llm.circuit import CircuitBreaker
+from sidecar.engine.pipeline import build_engine
+from sidecar.relay.metrics import RelayMetrics
+from sidecar.tiers.llm.circuit import State
+from sidecar.tiers.llm.tier import CIRCUIT_STATE_VALUES
 from tests.conftest import ROOT, SEED_ROWS, free_port, metrics_text, start_server
 from tests.relay.conftest import FAST_FORWARD
 from tests.relay.forward_peer import ForwardClient, Upstream
@@ -46,6 +53,9 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 TARGET_LABELS = frozenset({"namespace", "pod"})
 # Grafana's interval macros, which are not PromQL: any duration parses the same.
 GRAFANA_MACROS = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
+# LegacyCRM lines go straight to the LLM (router.source_routes in the defaults). The test's LLM
+# server answers the first and never answers the second.
+ANSWERED = "Case escalation for ticket ID 7324 failed because the assigned support agent is no longer active."
 LEAD = "Lead conversion failed for prospect ID 7 due to missing contact information."
 
 Scrape = dict[str, dict[str, set[str]]]  # sample name -> label name -> values seen
@@ -242,7 +252,7 @@ def test_dashboard_structure() -> None:
             assert target.get("expr", "").strip(), f"{title} {target['refId']}: no expr"
             assert target.get("datasource") == DATASOURCE, f"{title} {target['refId']}: datasource"
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
-    assert rows == ["Traffic", "Tiers & cache", "Latency", "LLM", "Relay", "Errors"]
+    assert rows == ["Traffic", "Tiers & cache", "Lanes", "Latency", "LLM", "Relay", "Errors"]
     assert {p["type"] for p in panels} >= {"timeseries", "stat", "heatmap"}
 
 
@@ -268,14 +278,37 @@ def test_variables_and_every_selector_filters_on_them() -> None:
 
 
 def _metrics_scrape() -> Scrape:
-    """The exposition of a real Metrics registry after a few observations, without a server."""
+    """The exposition of a real Metrics registry without a server: a small engine (the regex tier
+    and an LLM lane whose server is down) wired to it as `logclass serve` wires its own, after one
+    request with no budget (a regex record, an empty one, one pending on the LLM) has drained."""
     metrics = Metrics()
     RelayMetrics(metrics.registry)
-    metrics.observe_decisions(
-        [Decision("User Action", 1.0, "regex", "t1", "v1"), Decision("x", 0.0, "none", "", "v1", "", "empty_message")]
-    )
-    metrics.watch_llm_circuit(CircuitBreaker(failures=1, cooldown_s=10))
-    return scrape_of(generate_latest(metrics.registry).decode())
+    env = {
+        "LOGCLASS_ROUTER__TIERS": "[regex, llm]",
+        "LOGCLASS_LLM__BACKEND": "vllm",
+        "LOGCLASS_LLM__SERVER__URL": f"http://127.0.0.1:{free_port()}/v1",  # nothing listens
+        "LOGCLASS_LLM__SERVER__MODEL": "down",
+        "LOGCLASS_LLM__SERVER__RETRIES": "0",
+    }
+    engine = build_engine(config.load(environ=env), on_batch=metrics.observe_lane)
+    metrics.watch_engine(engine)  # lane gauges, and the LLM tier's calls, latency and circuit
+    classify = metrics.counting(engine)
+    records = [
+        LogRecord("BillingSystem", "User 12345 logged in."),
+        LogRecord("BillingSystem", ""),
+        LogRecord("LegacyCRM", LEAD),
+    ]
+
+    async def scenario() -> str:
+        try:
+            tiers = [d.tier for d in await classify(records, 0.0)]
+            assert tiers == ["regex", "none", "pending"], tiers
+            await asyncio.wait_for(engine.drain(), timeout=30)  # the LLM call fails: counted, batch observed
+            return generate_latest(metrics.registry).decode()
+        finally:
+            await engine.close()
+
+    return scrape_of(asyncio.run(scenario()))
 
 
 def test_checker_reports_what_the_scrape_lacks() -> None:
@@ -287,7 +320,16 @@ def test_checker_reports_what_the_scrape_lacks() -> None:
         "good": (good, []),
         "circuit": ("max(logclass_llm_circuit_state)", []),
         "bucket": ("histogram_quantile(0.99, sum by (le) (rate(logclass_llm_seconds_bucket[5m])))", []),
+        "lane label": ("sum by (lane) (logclass_lane_queue_templates) + on(lane) logclass_lane_running_templates", []),
+        "lane batches": (
+            'histogram_quantile(0.5, sum by (le) (rate(logclass_batch_records_bucket{lane="llm"}[5m])))',
+            [],
+        ),
+        "pending": ('sum(rate(logclass_records_total{tier="pending"}[5m]))', []),
+        "inflight": ("max(logclass_inflight_templates)", []),
+        "lane not configured": ('logclass_lane_queue_templates{lane="embedding"}', ["lane='embedding'"]),
         "missing metric": ("sum(rate(logclass_not_a_metric_total[5m]))", ["logclass_not_a_metric_total is not"]),
+        "removed metric": ("sum(logclass_queue_records)", ["logclass_queue_records is not exported"]),
         "counter without _total": ("rate(logclass_records[5m])", ["logclass_records is not exported"]),
         "label rot": ("sum by (tierz) (rate(logclass_records_total[5m]))", ["has no label 'tierz'"]),
         "matcher label": ('logclass_records_total{lable="x"}', ["has no label 'lable'"]),
@@ -295,7 +337,7 @@ def test_checker_reports_what_the_scrape_lacks() -> None:
             "logclass_records_total / on(kind) logclass_errors_total",
             ["logclass_records_total has no label 'kind'"],
         ),
-        "value nobody emits": ('logclass_records_total{tier="llm_pendin"}', ["tier='llm_pendin'"]),
+        "renamed value": ('logclass_records_total{tier="llm_pending"}', ["tier='llm_pending'"]),
         "other metric": ("up", ["up is not a logclass metric"]),
         "not PromQL": ("sum(rate(logclass_records_total[5m])", ["not valid PromQL"]),
     }
@@ -309,6 +351,56 @@ def test_checker_reports_what_the_scrape_lacks() -> None:
 # --- against a real sidecar ---------------------------------------------------------------------
 
 
+class LlmServer(ThreadingHTTPServer):
+    """An OpenAI-compatible LLM server that answers every question with its first allowed label,
+    except questions about ``LEAD``: those it takes and never answers (a stuck server)."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _LlmHandler)
+        self.stopping = threading.Event()
+        self.answered = 0
+        self.held = 0
+        self._thread = threading.Thread(target=self.serve_forever, name="llm-server", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.shutdown()
+        self.server_close()
+
+
+class _LlmHandler(BaseHTTPRequestHandler):
+    server: LlmServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        assert self.path.endswith("/chat/completions"), self.path
+        if any(LEAD in message["content"] for message in body["messages"]):
+            self.server.held += 1
+            self.server.stopping.wait(120)  # until the client gives up and the server stops
+            return
+        self.server.answered += 1
+        choice = body["structured_outputs"]["choice"][0]
+        payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": choice}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
 @dataclass
 class Sidecar:
     proc: subprocess.Popen[str]
@@ -316,6 +408,7 @@ class Sidecar:
     metrics_port: int
     relay_port: int
     late_upstream: Upstream
+    llm: LlmServer
 
     def text(self) -> str:
         return metrics_text(self.metrics_port)
@@ -323,7 +416,7 @@ class Sidecar:
     def scrape(self) -> Scrape:
         return scrape_of(self.text())
 
-    def samples(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    def samples(self) -> Samples:
         return {
             (s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(self.text())
@@ -331,27 +424,40 @@ class Sidecar:
         }
 
 
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples that carry ``labels``."""
+    wanted = set(labels.items())
+    return sum(value for (sample, have), value in samples.items() if sample == name and wanted <= set(have))
+
+
+# The LLM call the stuck server holds lasts this long; the request's budget ends much earlier.
+LLM_REQUEST_TIMEOUT_MS = 3000
+INLINE_BUDGET_MS = 200
+
+
 @pytest.fixture(scope="module")
 def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
     tmp = tmp_path_factory.mktemp("dashboard")
-    # An LLM server that accepts connections and never answers: calls time out, the tier answers
-    # llm_pending, the circuit opens.
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(16)
+    llm = LlmServer()
     grpc_port, metrics_port, relay_port = free_port(), free_port(), free_port()
     dead, late = free_port(), Upstream()
-    config = {
-        "server": {"metrics_listen": f"127.0.0.1:{metrics_port}", "grace_seconds": 3},
+    config_doc = {
+        "server": {
+            "metrics_listen": f"127.0.0.1:{metrics_port}",
+            "grace_seconds": 3,
+            # Known records never wait; new ones wait this long for the model lanes, then are pending.
+            "inline_budget_ms": INLINE_BUDGET_MS,
+            # One template at most in the LLM lane: a request with two new LegacyCRM templates is refused.
+            "lanes": {"llm": {"max_queue": 1}},
+        },
         "llm": {
-            "timeout_ms": 100,
             "server": {
-                "url": f"http://127.0.0.1:{silent.getsockname()[1]}/v1",
-                "model": "silent",
-                "request_timeout_ms": 400,
+                "url": llm.url,
+                "model": "test",
+                "request_timeout_ms": LLM_REQUEST_TIMEOUT_MS,
                 "retries": 0,
-                # The warm-up's failure is the first, a classified record's the second.
-                "circuit": {"failures": 2, "cooldown_s": 600},
+                # The warm-up and the first record are answered; the held call's failure opens it.
+                "circuit": {"failures": 1, "cooldown_s": 600},
             },
         },
         "relay": {
@@ -366,18 +472,18 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
         },
     }
     config_path = tmp / "logclass.yaml"
-    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    config_path.write_text(yaml.safe_dump(config_doc), encoding="utf-8")
     # LOGCLASS_LLM__BACKEND: tests/conftest.py turns the LLM off for every subprocess.
     env = {"LOGCLASS_CONFIG": str(config_path), "LOGCLASS_LLM__BACKEND": "vllm"}
     proc: subprocess.Popen[str] | None = None
     try:
         proc = start_server(f"127.0.0.1:{grpc_port}", env)
-        sidecar = Sidecar(proc, f"127.0.0.1:{grpc_port}", metrics_port, relay_port, late)
+        sidecar = Sidecar(proc, f"127.0.0.1:{grpc_port}", metrics_port, relay_port, late, llm)
         _drive(sidecar)
         yield sidecar
     finally:
         late.stop()
-        silent.close()
+        llm.stop()
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=60)
@@ -386,12 +492,37 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
 
 def _drive(sidecar: Sidecar) -> None:
     """Traffic through every path that creates a labelled series."""
-    rows = [*((s, m) for s, m, _ in SEED_ROWS), ("LegacyCRM", LEAD), ("BillingSystem", "")]
     with grpc.insecure_channel(sidecar.grpc_address) as channel:
         stub = pb_grpc.LogClassifierStub(channel)  # type: ignore[no-untyped-call]
-        request = pb.ClassifyRequest(records=[pb.LogRecord(source=s, message=m) for s, m in rows])
+        # Every answer awaited: the regex, embedding and LLM tiers decide, an empty message errs.
+        rows = [*((s, m) for s, m, _ in SEED_ROWS), ("LegacyCRM", ANSWERED), ("BillingSystem", "")]
+        request = pb.ClassifyRequest(records=[pb.LogRecord(source=s, message=m) for s, m in rows], wait_for_all=True)
         tiers = {r.tier for r in stub.Classify(request, timeout=30).results}
-    assert {"regex", "embedding", "llm_pending"} <= tiers, tiers
+        assert {"regex", "embedding", "llm"} <= tiers, tiers
+        assert sidecar.llm.answered >= 2, "the warm-up and the LegacyCRM record"
+
+        # The server holds this question: the request's inline budget ends first, the record is
+        # pending, and its template stays in the LLM lane (running) until the call times out.
+        started = time.monotonic()
+        (lead,) = stub.Classify(
+            pb.ClassifyRequest(records=[pb.LogRecord(source="LegacyCRM", message=LEAD)]), timeout=30
+        ).results
+        waited = time.monotonic() - started
+        assert lead.tier == "pending" and lead.label == "Unclassified", lead
+        assert INLINE_BUDGET_MS / 1000 <= waited < LLM_REQUEST_TIMEOUT_MS / 1000, waited
+        samples = sidecar.samples()
+        assert time.monotonic() - started < LLM_REQUEST_TIMEOUT_MS / 1000, "too slow to see the held call"
+        assert samples[("logclass_lane_running_templates", (("lane", "llm"),))] == 1
+        assert samples[("logclass_lane_queue_templates", (("lane", "llm"),))] == 0
+        assert samples[("logclass_inflight_templates", ())] == 1
+
+        # Two new templates for an LLM lane that holds one: refused whole, naming the lane.
+        full = [f"Opportunity sync for account {name} stalled waiting on approval." for name in ("Acme", "Globex")]
+        request = pb.ClassifyRequest(records=[pb.LogRecord(source="LegacyCRM", message=m) for m in full])
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Classify(request, timeout=30)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.value
+        assert "llm lane is full" in str(refused.value.details()), refused.value.details()
 
     acked: list[str] = []
     with ForwardClient(sidecar.relay_port) as client:
@@ -423,7 +554,7 @@ def _drive(sidecar: Sidecar) -> None:
 def test_every_dashboard_query_finds_its_series_in_a_real_scrape(sidecar: Sidecar) -> None:
     started = time.monotonic()
     exprs = queries(load_dashboard())
-    # The LLM call and the forwarder's counters land asynchronously after the traffic above.
+    # The held LLM call and the forwarder's counters land asynchronously after the traffic above.
     deadline = time.monotonic() + 20
     while True:
         scrape = sidecar.scrape()
@@ -435,22 +566,31 @@ def test_every_dashboard_query_finds_its_series_in_a_real_scrape(sidecar: Sideca
     print(f"\n{len(exprs)} dashboard queries checked against a live scrape in {time.monotonic() - started:.1f}s")
 
 
-def test_circuit_state_and_relay_records_in_the_scrape(sidecar: Sidecar) -> None:
-    """The values behind two panels: the circuit opened by the silent LLM server, and relay
-    records counted in logclass_records_total like gRPC's."""
-    circuit, unavailable = (
-        ("logclass_llm_circuit_state", ()),
-        ("logclass_llm_calls_total", (("outcome", "unavailable"),)),
-    )
-    deadline = time.monotonic() + 10
+def test_values_behind_the_lane_llm_and_relay_panels(sidecar: Sidecar) -> None:
+    """The values behind the panels the traffic above moved: pending records, the lane rejection,
+    the lanes emptied once the held call failed, the circuit it opened, and relay records counted
+    in logclass_records_total like gRPC's."""
+    open_ = CIRCUIT_STATE_VALUES[State.OPEN]
+    deadline = time.monotonic() + 15
     while True:
-        # The LLM call fails request_timeout_ms after the record was answered llm_pending.
+        # The held call fails request_timeout_ms after the record was answered pending.
         samples = sidecar.samples()
-        if samples.get(circuit) == 2 or time.monotonic() > deadline:
+        idle = total(samples, "logclass_inflight_templates") == 0
+        if (samples.get(("logclass_llm_circuit_state", ())) == open_ and idle) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    assert samples[circuit] == 2  # open
-    assert samples[unavailable] >= 1
+    assert samples[("logclass_llm_circuit_state", ())] == open_
+    assert total(samples, "logclass_llm_calls_total", outcome="unavailable") == 1  # the held call
+    assert total(samples, "logclass_llm_calls_total", outcome="answered") >= 1
+    assert total(samples, "logclass_records_total", tier="llm") >= 1
+    assert total(samples, "logclass_records_total", tier="pending") >= 1
+    assert total(samples, "logclass_lane_rejected_requests_total", lane="llm") == 1
+    assert total(samples, "logclass_errors_total", kind="resource_exhausted") == 1
+    for lane in ("embedding", "llm"):
+        assert total(samples, "logclass_lane_queue_templates", lane=lane) == 0, lane
+        assert total(samples, "logclass_lane_running_templates", lane=lane) == 0, lane
+        assert total(samples, "logclass_batch_records_count", lane=lane) >= 1, lane
+    assert total(samples, "logclass_inflight_templates") == 0
     # One over gRPC; the relay's (seed chunk, fl-0, fill-n) count only if relay records are counted.
     regex_user_action = samples[("logclass_records_total", (("label", "User Action"), ("tier", "regex")))]
     assert regex_user_action >= 3, regex_user_action

@@ -6,14 +6,14 @@ import pytest
 
 from sidecar import config
 from sidecar.core.bundle import ModelBundle
-from sidecar.core.decision import LogRecord, Verdict
-from sidecar.core.masking import TemplateMasker
-from sidecar.engine.pipeline import build_router
-from sidecar.engine.router import Router
+from sidecar.core.decision import Item, LogRecord, Outcome, Verdict
+from sidecar.engine.blocking import BlockingEngine as Router
+from sidecar.engine.pipeline import build_engine
+from sidecar.tiers.base import Tier
 from sidecar.tiers.embedding import EmbeddingTier
 from sidecar.tiers.llm import LlmConfigError, build_backend, build_llm_tier, choose_backend
-from sidecar.tiers.regex import RegexTier, load_rules, parse_rules
-from tests.conftest import NO_LLM, MemoEncoder
+from sidecar.tiers.regex import RegexTier, parse_rules
+from tests.conftest import NO_LLM, MemoEncoder, offline_engine
 
 
 def _records(*pairs: tuple[str, str]) -> list[LogRecord]:
@@ -69,8 +69,8 @@ def test_template_cache_is_per_source(router: Router) -> None:
 def test_regex_runs_before_the_template_cache(cfg: config.Config, bundle: ModelBundle, encoder: MemoEncoder) -> None:
     # "status 200" and "status 503" share a template; a rule must still tell them apart.
     rules = {"rules": [{"name": "5xx", "pattern": r"status 5\d\d", "label": "Server Error"}]}
-    router = build_router(cfg, bundle=bundle, encoder=encoder)
-    router.regex = RegexTier(parse_rules(rules))
+    router = offline_engine(cfg, bundle=bundle, encoder=encoder)
+    router.engine.router.regex = RegexTier(parse_rules(rules))
     first, second = router.classify(_records(("web", "GET /a status 200 in 3ms"), ("web", "GET /a status 503 in 3ms")))
     assert second.label == "Server Error" and second.tier == "regex"
     assert first.tier != "regex"
@@ -100,7 +100,7 @@ def test_low_confidence_escalates_to_fallback(cfg: config.Config, bundle: ModelB
             "LOGCLASS_ROUTER__FALLBACK_LABEL": "review",
         }
     )
-    router = build_router(strict, bundle=bundle, encoder=encoder)
+    router = offline_engine(strict, bundle=bundle, encoder=encoder)
     decision = router.classify(_records(("x", "Something odd happened near the coffee machine")))[0]
     assert (decision.label, decision.tier, decision.confidence) == ("review", "none", 0.0)
 
@@ -110,17 +110,17 @@ def test_per_label_thresholds_are_validated(bundle: ModelBundle, encoder: MemoEn
         EmbeddingTier(encoder, bundle.head, 0.5, {"No Such Label": 0.9})
 
 
-class _FixedTier:
-    """A stand-in LLM: the tier protocol is the extension point under test, not a model."""
+class _FixedTier(Tier):
+    """A stand-in LLM: the tier contract is the extension point under test, not a model."""
 
     name = "llm"
 
     def __init__(self) -> None:
         self.seen: list[str] = []
 
-    def decide(self, records: Sequence[LogRecord]) -> list[Verdict | None]:
-        self.seen.extend(r.message for r in records)
-        return [Verdict("Workflow Error", 0.9) for _ in records]
+    async def decide(self, items: Sequence[Item]) -> list[Outcome]:
+        self.seen.extend(item.record.message for item in items)
+        return [Verdict("Workflow Error", 0.9) for _ in items]
 
     def labels(self) -> list[str]:
         return ["Workflow Error"]
@@ -130,18 +130,8 @@ def test_llm_hook_receives_escalations_and_routed_sources(
     cfg: config.Config, bundle: ModelBundle, encoder: MemoEncoder
 ) -> None:
     llm = _FixedTier()
-    router = Router(
-        masker=TemplateMasker.from_config(cfg["templates"]["masks"]),
-        tiers=["regex", "embedding", "llm"],
-        regex=RegexTier(load_rules(config.packaged_path("rules.yaml"))),
-        model_tiers={"embedding": EmbeddingTier(encoder, bundle.head, 0.999999), "llm": llm},
-        source_routes={"LegacyCRM": "llm"},
-        fallback_label="Unclassified",
-        model_version="test",
-        cache_size=100,
-        exact_cache_size=100,
-        max_message_bytes=1000,
-    )
+    strict = config.load(environ={**NO_LLM, "LOGCLASS_EMBEDDING__MIN_CONFIDENCE": "0.999999"})
+    router = Router(build_engine(strict, bundle=bundle, encoder=encoder, tiers={"llm": llm}))
     out = router.classify(
         _records(
             ("LegacyCRM", "Lead conversion failed for prospect ID 7842"),
@@ -151,11 +141,12 @@ def test_llm_hook_receives_escalations_and_routed_sources(
     )
     assert [d.tier for d in out] == ["llm", "llm", "llm"]
     assert len(llm.seen) == 3
-    assert "Workflow Error" in router.labels()
+    assert "Workflow Error" in router.engine.labels()
+    router.close()
 
 
 def test_llm_backend_none_is_absent_and_unknown_is_an_error(cfg: config.Config) -> None:
-    assert cfg["llm"]["backend"] == "none" and build_llm_tier(cfg, str) is None
+    assert cfg["llm"]["backend"] == "none" and build_llm_tier(cfg) is None
     with pytest.raises(LlmConfigError, match="'gpt' is unknown"):
         choose_backend({"backend": "gpt"})
     assert choose_backend({"backend": "auto", "server": {"url": "http://vllm:8000/v1"}}) == "vllm"
@@ -167,9 +158,10 @@ def test_cache_eviction(cfg: config.Config, bundle: ModelBundle, encoder: MemoEn
     small = config.load(
         environ={**NO_LLM, "LOGCLASS_TEMPLATES__CACHE_SIZE": "2", "LOGCLASS_TEMPLATES__EXACT_CACHE_SIZE": "0"}
     )
-    router = build_router(small, bundle=bundle, encoder=encoder)
+    router = offline_engine(small, bundle=bundle, encoder=encoder)
     msgs = ["Disk usage at 1 percent", "CPU load high", "Memory pressure rising"]
     router.classify(_records(*[("s", m) for m in msgs]))
-    assert len(router.template_cache) == 2 and router.template_cache.stats.evictions == 1
+    cache = router.engine.router.template_cache
+    assert len(cache) == 2 and cache.stats.evictions == 1
     router.classify(_records(("s", msgs[0])))  # evicted: decided again
     assert router.stats.tier_calls["embedding"] == 4

@@ -8,8 +8,7 @@ import pytest
 from sidecar import config
 from sidecar.core.bundle import load_bundle
 from sidecar.core.decision import LogRecord
-from sidecar.engine.pipeline import build_router
-from tests.conftest import NO_LLM, SEED_CSV, MemoEncoder
+from tests.conftest import NO_LLM, SEED_CSV, MemoEncoder, offline_engine
 from training.dataset import DatasetError, load_labelled_csv
 from training.evaluate import evaluate, format_report, holdout_rows
 from training.train import TrainError, TrainOptions, train
@@ -66,7 +65,7 @@ def test_rare_labels_are_reported_and_left_to_the_llm(
     assert "cv_macro_f1" in bundle.manifest["training"]
     # A 50-row model is not confident; the point here is that the bundle serves.
     lenient = config.load(environ={**NO_LLM, "LOGCLASS_EMBEDDING__MIN_CONFIDENCE": "0"})
-    router = build_router(lenient, bundle=bundle, encoder=encoder)
+    router = offline_engine(lenient, bundle=bundle, encoder=encoder)
     source, message, label = next(r for r in subset if r[2] == "Security Alert")
     decision = router.classify([LogRecord(source, message)])[0]
     assert decision.label == label and decision.model_version == bundle.version
@@ -100,7 +99,7 @@ def test_evaluate_holdout_end_to_end(cfg: config.Config, encoder: MemoEncoder) -
     held = holdout_rows(rows, bundle)
     # Exact duplicates of training rows are not held out either, hence <=.
     assert 1000 < len(held) <= len(rows) - len(bundle.training_rows())
-    router = build_router(cfg, bundle=bundle, encoder=encoder)
+    router = offline_engine(cfg, bundle=bundle, encoder=encoder)
     report = evaluate(SEED_CSV, router, bundle=bundle, holdout=True, progress=False)
     tiers = report["tiers"]
     assert tiers["regex"]["records"] == 500 and tiers["regex"]["accuracy"] == 1.0

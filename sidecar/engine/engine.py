@@ -98,10 +98,16 @@ class Engine:
         for p in self.lanes:
             await p.lane.tier.warm_up()
 
+    async def drain(self, timeout: float | None = None) -> None:
+        """Waits until the templates in flight have landed in the cache (or ``timeout``)."""
+        while self._inflight:
+            _, waiting = await asyncio.wait(list(self._inflight.values()), timeout=timeout)
+            if waiting:
+                return
+
     async def close(self) -> None:
         """Lets templates in flight land (LLM answers reach the teacher file), then frees the tiers."""
-        if self._inflight:
-            await asyncio.wait(list(self._inflight.values()), timeout=10.0)
+        await self.drain(timeout=10.0)
         for p in self.lanes:
             await p.lane.stop()
         for tier in self.tiers:

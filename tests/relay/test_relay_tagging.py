@@ -16,12 +16,13 @@ from prometheus_client import CollectorRegistry
 
 from sidecar import config
 from sidecar.core.decision import Decision, LogRecord
-from sidecar.engine.pipeline import build_router
+from sidecar.engine.lanes import LaneFullError
+from sidecar.engine.metrics import Classify
+from sidecar.engine.pipeline import build_engine
 from sidecar.relay.app import Relay
 from sidecar.relay.settings import from_config
-from sidecar.relay.tagger import Classify
-from sidecar.server.batcher import MicroBatcher, QueueFullError
 from tests.conftest import NO_LLM
+from tests.engine.test_engine_lanes import GatedTier
 from tests.relay.conftest import FAST_FORWARD, report
 from tests.relay.forward_peer import ForwardClient, Upstream, free_port
 
@@ -76,17 +77,17 @@ def upstream() -> Iterator[Upstream]:
     receiver.stop()
 
 
-async def _raises(records: Sequence[LogRecord]) -> list[Decision]:
+async def _raises(records: Sequence[LogRecord], budget_s: float | None, owner: object = None) -> list[Decision]:
     raise RuntimeError("a tier exploded")
 
 
-async def _slow(records: Sequence[LogRecord]) -> list[Decision]:
+async def _slow(records: Sequence[LogRecord], budget_s: float | None, owner: object = None) -> list[Decision]:
     await asyncio.sleep(30)
     return []
 
 
-async def _full(records: Sequence[LogRecord]) -> list[Decision]:
-    raise QueueFullError("server queue is full (100000 records waiting, limit 100000); retry with backoff")
+async def _full(records: Sequence[LogRecord], budget_s: float | None, owner: object = None) -> list[Decision]:
+    raise LaneFullError("embedding", 50000, 50000)
 
 
 @pytest.mark.parametrize(("classify", "reason"), [(_raises, "internal"), (_slow, "timeout"), (_full, "queue_full")])
@@ -109,7 +110,7 @@ def test_a_failing_pipeline_never_blocks_delivery(
 def test_key_paths_sources_and_output_names(tmp_path: Path, upstream: Upstream) -> None:
     seen: list[LogRecord] = []
 
-    async def classify(records: Sequence[LogRecord]) -> list[Decision]:
+    async def classify(records: Sequence[LogRecord], budget_s: float | None, owner: object = None) -> list[Decision]:
         seen.extend(records)
         return [
             Decision(
@@ -150,7 +151,7 @@ def test_key_paths_sources_and_output_names(tmp_path: Path, upstream: Upstream) 
 
 
 def test_records_without_message_pass_untouched_by_default(tmp_path: Path, upstream: Upstream) -> None:
-    async def classify(records: Sequence[LogRecord]) -> list[Decision]:
+    async def classify(records: Sequence[LogRecord], budget_s: float | None, owner: object = None) -> list[Decision]:
         return [Decision("L", 1.0, "regex", "t", "v") for _ in records]
 
     with RelayThread(tmp_path, upstream.port, classify) as relay:
@@ -163,7 +164,7 @@ def test_records_without_message_pass_untouched_by_default(tmp_path: Path, upstr
 
 
 def test_classify_false_forwards_records_untouched(tmp_path: Path, upstream: Upstream) -> None:
-    async def never(records: Sequence[LogRecord]) -> list[Decision]:
+    async def never(records: Sequence[LogRecord], budget_s: float | None, owner: object = None) -> list[Decision]:
         raise AssertionError("classify: false must not call the pipeline")
 
     with RelayThread(tmp_path, upstream.port, never, {"classify": False}) as relay:
@@ -173,16 +174,14 @@ def test_classify_false_forwards_records_untouched(tmp_path: Path, upstream: Ups
     assert upstream.events[0].record == {"log": "User 1 logged in.", "seq": 0}
 
 
-def test_a_packed_forward_request_is_one_router_batch_through_the_batcher(tmp_path: Path, upstream: Upstream) -> None:
+def test_a_packed_forward_request_is_one_engine_call(tmp_path: Path, upstream: Upstream) -> None:
     cfg = config.load(environ=NO_LLM, overrides={"router": {"tiers": ["regex"], "source_routes": {}}})
-    router = build_router(cfg)
-    holder: dict[str, MicroBatcher] = {}
+    engine = build_engine(cfg)
+    calls: list[int] = []
 
-    async def classify(records: Sequence[LogRecord]) -> list[Decision]:
-        if "b" not in holder:
-            holder["b"] = MicroBatcher(router, max_batch_records=4096, max_wait_ms=2, max_queue_records=100_000)
-            holder["b"].start()
-        return await holder["b"].classify(records)
+    async def classify(records: Sequence[LogRecord], budget_s: float | None, owner: object = None) -> list[Decision]:
+        calls.append(len(records))
+        return await engine.classify(records, budget_s)
 
     lines = ["User User{} logged in.", "Backup completed successfully.", "Disk cleanup completed successfully."]
     chunk = [{"log": lines[i % 3].format(i), "seq": i} for i in range(1000)]
@@ -191,8 +190,42 @@ def test_a_packed_forward_request_is_one_router_batch_through_the_batcher(tmp_pa
             assert client.wait_ack(client.packed("app", chunk), timeout=20)
             assert client.wait_ack(client.packed("app", chunk[:10]), timeout=20)  # exact-cache hits now
         assert upstream.wait_for(lambda u: len(u.events) == 1010)
-        relay.call(holder["b"].stop())
-    assert holder["b"].stats.batches == 2 and router.stats.records == 1010
-    assert router.stats.exact_hits >= 10
+    assert calls == [1000, 10] and engine.stats.records == 1010
+    assert engine.stats.exact_hits >= 10
     labels = {e.record["log_label"] for e in upstream.events}
     assert labels == {"User Action", "System Notification"}
+
+
+def test_known_records_are_not_held_by_a_cold_burst(tmp_path: Path, upstream: Upstream) -> None:
+    """New templates wait in the embedding lane (held there by the test) while known records of a
+    later request are tagged and delivered; the cold ones are forwarded as pending after the
+    relay's budget, and their templates are decided once the lane moves."""
+    cfg = config.load(environ=NO_LLM, overrides={"router": {"source_routes": {}}})
+    holder: dict[str, Any] = {}
+
+    async def classify(records: Sequence[LogRecord], budget_s: float | None, owner: object = None) -> list[Decision]:
+        if "engine" not in holder:  # built on the relay's loop: the fake's gate belongs to it
+            holder["tier"] = GatedTier()
+            holder["engine"] = build_engine(cfg, tiers={"embedding": holder["tier"]})
+        decisions: list[Decision] = await holder["engine"].classify(records, budget_s, owner)
+        return decisions
+
+    known = [{"log": f"User User{i} logged in.", "seq": i} for i in range(50)]
+    cold = [
+        {"log": f"novel subsystem {word} reported state change", "seq": 100 + i} for i, word in enumerate("abcdefgh")
+    ]
+    with RelayThread(tmp_path, upstream.port, classify, {"budget_ms": 20}) as relay:
+        with ForwardClient(relay.port) as burst, ForwardClient(relay.port) as warm:
+            assert burst.wait_ack(burst.packed("app", cold), timeout=20)
+            assert warm.wait_ack(warm.packed("app", known), timeout=20)
+            assert upstream.wait_for(lambda u: len(u.events) == 58)
+            tier: GatedTier = holder["tier"]
+            assert len(tier.calls) == 1  # the cold batch is still held at the gate
+            relay.loop.call_soon_threadsafe(tier.open)
+            relay.call(holder["engine"].drain())
+            assert burst.wait_ack(burst.packed("app", cold[:1]), timeout=20)
+        assert upstream.wait_for(lambda u: len(u.events) == 59)
+    by_seq = {e.record["seq"]: e for e in upstream.events}
+    assert {by_seq[i].record["log_label_tier"] for i in range(50)} == {"regex"}
+    assert {by_seq[100 + i].record["log_label_tier"] for i in range(8)} == {"pending"}
+    assert upstream.events[-1].record["log_label"] == "Gated"  # decided in the background, then cached

@@ -15,9 +15,8 @@ from PIL import Image
 from sidecar import config
 from sidecar.core.bundle import ModelBundle
 from sidecar.offline.csv_classify import classify_csv
-from sidecar.engine.pipeline import build_router
 from sidecar.offline.report import ReportOptions, build_report
-from tests.conftest import NO_LLM, ROOT, SEED_CSV, SEED_TEST_CSV, MemoEncoder, run_cli
+from tests.conftest import NO_LLM, ROOT, SEED_CSV, SEED_TEST_CSV, MemoEncoder, offline_engine, run_cli
 from tests.report.chromium import chromium_binary, visit
 
 ALL_CHARTS = {"labels", "labels_by_source", "tiers", "confidence", "confusion", "precision_recall"}
@@ -36,7 +35,7 @@ def classified(
     text = SEED_CSV.read_text(encoding="utf-8")
     hostile = HOSTILE.replace('"', '""')
     seed.write_text(text + f'2025-01-01 00:00:00,ModernCRM,"{hostile}",Security Alert,bert\n', encoding="utf-8")
-    router = build_router(cfg, bundle=bundle, encoder=encoder)
+    router = offline_engine(cfg, bundle=bundle, encoder=encoder)
     outputs = {"gold": work / "gold_out.csv", "sample": work / "sample_out.csv"}
     classify_csv(seed, outputs["gold"], router, progress=False)
     classify_csv(SEED_TEST_CSV, outputs["sample"], router, progress=False)

@@ -36,6 +36,26 @@ module LogclassTest
     [logger, io]
   end
 
+  # Letters outside a-f: words of them are never masked (as hex or numbers), so each line below
+  # is a template of its own.
+  WORD_LETTERS = ('g'..'z').to_a.freeze
+
+  def self.word(number)
+    digits = number.digits(WORD_LETTERS.size)
+    digits.reverse.map { |d| WORD_LETTERS[d] }.join.rjust(4, WORD_LETTERS[0])
+  end
+
+  # A word this test process made up, so a sidecar that lives longer than it cannot know the
+  # templates below from an earlier run.
+  def self.salt
+    @salt ||= Array.new(6) { WORD_LETTERS.sample }.join.freeze
+  end
+
+  # `count` messages the sidecar has never seen, each a new template: "novel event ghjk in module ...".
+  def self.novel_messages(count, start: 0)
+    Array.new(count) { |i| "novel event #{word(start + i)} in module #{salt}" }
+  end
+
   def self.monotonic
     Process.clock_gettime(Process::CLOCK_MONOTONIC)
   end

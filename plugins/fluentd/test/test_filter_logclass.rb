@@ -53,9 +53,9 @@ class FilterLogclassTest < Test::Unit::TestCase
   test 'defaults, as the README lists them' do
     i = driver.instance
     assert_equal ['message', nil, nil, 'log_label', 'log_label_tier', 'log_label_confidence', 'log_label_fallback',
-                  nil, 'unclassified', false, 5, 1000, 4 << 20, 3, 10, 60],
+                  nil, 'unclassified', false, 5, nil, 1000, 4 << 20, 3, 10, 60],
                  [i.message_key, i.source_key, i.source, i.label_key, i.tier_key, i.confidence_key,
-                  i.fallback_reason_key, i.error_key, i.fallback_label, i.tag_missing_message, i.timeout,
+                  i.fallback_reason_key, i.error_key, i.fallback_label, i.tag_missing_message, i.timeout, i.budget_ms,
                   i.max_batch_records, i.max_batch_bytes, i.circuit_failures, i.circuit_cooldown, i.warn_interval]
   end
 
@@ -101,6 +101,23 @@ class FilterLogclassTest < Test::Unit::TestCase
     assert_not_equal 'none', by_source[0]['log_label_tier']
   end
 
+  test 'budget_ms goes with the calls: 0 answers a new template at once, pending; a long one waits for the model' do
+    message, other = LogclassTest.novel_messages(2, start: 30_000)
+    d = driver("budget_ms 0\nsource BillingSystem")
+    out = filter(d, [{ 'message' => message }])
+    assert_equal 0, d.instance.classifier.client.budget_ms
+    assert_equal [{ 'message' => message, 'log_label' => 'Unclassified', 'log_label_tier' => 'pending',
+                    'log_label_confidence' => 0.0 }], out, "the sidecar's own answer, no fallback reason"
+    waited = filter(driver("budget_ms 20000\ntimeout 30s\nsource BillingSystem"), [{ 'message' => other }])
+    assert_include %w[embedding none], waited[0]['log_label_tier']
+  end
+
+  test 'budget_ms not below timeout is warned about at start-up' do
+    d = driver("budget_ms 5000\ntimeout 5s")
+    assert_equal 1, d.logs.grep(/budget_ms 5000 is not below timeout 5/).size, d.logs.join
+    assert_empty driver("budget_ms 4900\ntimeout 5s").logs.grep(/budget_ms/)
+  end
+
   test 'a dead sidecar: every record passes with the fallback, one warning, then the open circuit' do
     d = driver("circuit_failures 2\ncircuit_cooldown 60", endpoint: "127.0.0.1:#{Sidecar.free_port}")
     records = Array.new(30) { |i| { 'seq' => i, 'message' => "m#{i}" } }
@@ -132,7 +149,9 @@ class FilterLogclassTest < Test::Unit::TestCase
       'max_batch_records 0' => /max_batch_records must be at least 1/,
       'tls_client_cert_path /x.pem' => /set both tls_client_cert_path and tls_client_key_path/,
       "bearer_token a\nbearer_token_path /t" => /not both/,
-      'timeout 0' => /timeout must be more than 0/ }.each do |conf, message|
+      'timeout 0' => /timeout must be more than 0/,
+      'budget_ms -1' => /budget_ms must be a whole number of milliseconds from 0 to 4294967295 \(got -1\)/,
+      'budget_ms 4294967296' => /budget_ms must be a whole number/ }.each do |conf, message|
       error = assert_raise(Fluent::ConfigError, conf) do
         Fluent::Test::Driver::Filter.new(Fluent::Plugin::LogclassFilter).configure("endpoint 127.0.0.1:1\n#{conf}")
       end

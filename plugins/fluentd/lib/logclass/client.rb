@@ -22,7 +22,10 @@ module Logclass
       [GRPC::Core::StatusCodes.const_get(name), name.to_s.downcase]
     end.freeze
 
-    attr_reader :target, :timeout
+    # ClassifyRequest.budget_ms is a uint32.
+    MAX_BUDGET_MS = (1 << 32) - 1
+
+    attr_reader :target, :timeout, :budget_ms
 
     # endpoint: host:port, unix:/path or a bare /path (a unix socket).
     def self.target_for(endpoint)
@@ -43,6 +46,25 @@ module Logclass
     # record comes back with the INVALID_UTF8 error. Sources are scrubbed: they only route and key
     # the cache. id: echoed back by the sidecar; #classify checks the echo, so results can never
     # be merged into the wrong records.
+    # budget_ms: how long the sidecar may wait for model answers about a request's new templates
+    # (ClassifyRequest.budget_ms), an Integer of milliseconds, 0 included (do not wait); nil: not
+    # sent, the sidecar's server.inline_budget_ms. Records still undecided then come back with the
+    # sidecar's fallback label and tier "pending" (a real answer, not a failed call).
+    def self.budget_ms_for(value)
+      return nil if value.nil?
+
+      budget = case value
+               when Integer then value
+               when String then Integer(value.strip, 10, exception: false)
+               end
+      unless budget && budget >= 0 && budget <= MAX_BUDGET_MS
+        raise ConfigError, "budget_ms must be a whole number of milliseconds from 0 to #{MAX_BUDGET_MS} " \
+                           "(got #{value.inspect}); leave it unset for the sidecar's server.inline_budget_ms"
+      end
+
+      budget
+    end
+
     def self.log_record(source, message, id)
       text = utf8(message)
       src = utf8(source) || source.dup.force_encoding(Encoding::UTF_8).scrub('?')
@@ -66,10 +88,13 @@ module Logclass
     # credentials: GRPC::Core::ChannelCredentials (TLS) or nil (plaintext).
     # tls_server_name: the name to check the sidecar's certificate against, when it differs from
     # the endpoint's host (e.g. the endpoint is an IP address and the certificate names a DNS name).
-    def initialize(endpoint, timeout:, credentials: nil, bearer_token: nil, tls_server_name: nil)
+    # budget_ms: see Client.budget_ms_for; sent with every Classify call.
+    def initialize(endpoint, timeout:, budget_ms: nil, credentials: nil, bearer_token: nil, tls_server_name: nil)
       @target = self.class.target_for(endpoint)
       @timeout = Float(timeout)
       raise ConfigError, "timeout must be more than 0 seconds (got #{timeout})" unless @timeout.positive?
+
+      @budget_ms = self.class.budget_ms_for(budget_ms)
 
       args = CHANNEL_ARGS.dup
       args[GRPC::Core::Channel::SSL_TARGET] = tls_server_name if credentials && tls_server_name
@@ -80,11 +105,12 @@ module Logclass
     end
 
     # One Classify call for `records` (Hashes from Client.log_record); returns its ClassifyResults,
-    # one per record, in the records' order.
+    # one per record, in the records' order. The request carries budget_ms when one is set.
     # Results that do not match the records one to one (count or echoed ids) fail the call with
     # bad_response: a fallback label is better than another record's label.
     def classify(records)
       request = V1::ClassifyRequest.new(records: records)
+      request.budget_ms = @budget_ms unless @budget_ms.nil? # unset (not 0): the sidecar's own budget
       response = call(@timeout) { |deadline| @stub.classify(request, deadline: deadline, metadata: @metadata) }
       results = response.results
       if results.size != records.size

@@ -29,7 +29,7 @@ module Fluent
 
       desc 'Where the label goes.'
       config_param :label_key, :string, default: 'log_label'
-      desc 'Where the deciding tier goes (regex, embedding, llm, llm_pending, none; fallback when the sidecar was not asked). Empty: not written.'
+      desc 'Where the deciding tier goes (regex, embedding, llm, pending, none; fallback when the sidecar was not asked). Empty: not written.'
       config_param :tier_key, :string, default: 'log_label_tier'
       desc 'Where the confidence (0..1) goes. Empty: not written.'
       config_param :confidence_key, :string, default: 'log_label_confidence'
@@ -45,6 +45,9 @@ module Fluent
 
       desc 'Deadline of each Classify call. A chunk waits at most this long: after a failure its remaining records fall back without calls.'
       config_param :timeout, :time, default: 5
+      desc "Milliseconds the sidecar may wait for model answers about a call's new templates (ClassifyRequest.budget_ms); " \
+           "records still undecided get its fallback label with tier pending. 0: do not wait. Unset: the sidecar's server.inline_budget_ms (250)."
+      config_param :budget_ms, :integer, default: nil
       desc "Records per Classify call; at most the sidecar's max_records_per_request (10000 by default)."
       config_param :max_batch_records, :integer, default: 1000
       desc "Message bytes per Classify call; below the sidecar's max_request_bytes (16 MiB by default)."
@@ -85,6 +88,9 @@ module Fluent
         Logclass::CircuitBreaker.new(failures: @circuit_failures, cooldown: @circuit_cooldown)
         raise Fluent::ConfigError, "timeout must be more than 0 seconds (got #{@timeout})" unless @timeout.positive?
 
+        @budget_ms = Logclass::Client.budget_ms_for(@budget_ms)
+        warn_budget_above_timeout
+
         @tagger = Logclass::RecordTagger.new(label_key: @label_key, tier_key: @tier_key, confidence_key: @confidence_key,
                                              fallback_reason_key: @fallback_reason_key, error_key: @error_key)
         warn_plaintext_token
@@ -99,8 +105,8 @@ module Fluent
       # The gRPC channel is made here, in the worker process, never before fluentd forks.
       def start
         super
-        client = Logclass::Client.new(@endpoint, timeout: @timeout, credentials: @credentials, bearer_token: @token,
-                                                 tls_server_name: @tls_server_name)
+        client = Logclass::Client.new(@endpoint, timeout: @timeout, budget_ms: @budget_ms, credentials: @credentials,
+                                                 bearer_token: @token, tls_server_name: @tls_server_name)
         @classifier = Logclass::Classifier.new(
           client, logger: log, fallback_label: @fallback_label, tag_missing_message: @tag_missing_message,
                   max_batch_records: @max_batch_records, max_batch_bytes: @max_batch_bytes,
@@ -180,6 +186,14 @@ module Fluent
       rescue Logclass::CallFailed => e
         log.warn "logclass: the sidecar at #{@target} does not answer yet (#{e.message}); records pass with the " \
                  "fallback label #{@fallback_label.inspect} until it does"
+      end
+
+      # The sidecar ends every budget a margin (server.deadline_margin_ms) before the call's deadline.
+      def warn_budget_above_timeout
+        return unless @budget_ms && @budget_ms >= @timeout * 1000
+
+        log.warn "logclass: budget_ms #{@budget_ms} is not below timeout #{@timeout}s: the sidecar stops waiting " \
+                 "shortly before each call's deadline instead; lower budget_ms or raise timeout"
       end
 
       def warn_plaintext_token

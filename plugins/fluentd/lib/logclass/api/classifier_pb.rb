@@ -17,6 +17,8 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
     add_message "logclass.v1.ClassifyRequest" do
       repeated :records, :message, 1, "logclass.v1.LogRecord"
       optional :request_id, :string, 2
+      proto3_optional :budget_ms, :uint32, 3
+      optional :wait_for_all, :bool, 4
     end
     add_message "logclass.v1.ClassifyResult" do
       optional :id, :string, 1

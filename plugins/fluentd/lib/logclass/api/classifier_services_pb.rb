@@ -16,6 +16,13 @@ module Logclass
     module LogClassifier
       # Classifies log records. Every record in a request gets exactly one result, in the same
       # order; a record that cannot be classified gets a result with `error` set, never a failed RPC.
+      #
+      # Budgets. Records the server already knows (same message, or same template, seen before) are
+      # answered at once, whatever else it is doing. For new templates a request waits at most its
+      # budget (ClassifyRequest.budget_ms, else the server's inline budget, a few hundred ms), and
+      # never past its gRPC deadline minus a small margin. Records still undecided then get the
+      # fallback label with tier "pending": their templates are still being decided and the next
+      # record of each gets the real answer. A pending result is never cached.
       class Service
 
         include ::GRPC::GenericService
@@ -26,9 +33,9 @@ module Logclass
 
         # Classifies a batch of records.
         # Status codes: INVALID_ARGUMENT when the request is larger than the server's
-        # max_records_per_request; RESOURCE_EXHAUSTED when the server's queue is full (retry with
-        # backoff); UNAUTHENTICATED when a bearer token is required and missing or wrong;
-        # DEADLINE_EXCEEDED when the client's deadline passed before the work was done.
+        # max_records_per_request; RESOURCE_EXHAUSTED when a model lane's queue is full (the message
+        # names the lane; nothing of the request was queued; retry with backoff); UNAUTHENTICATED when
+        # a bearer token is required and missing or wrong.
         rpc :Classify, ::Logclass::V1::ClassifyRequest, ::Logclass::V1::ClassifyResponse
         # The same exchange as a bidirectional stream, for long-lived shippers: each request message
         # is answered by one response message with the same `request_id`, in order.
