@@ -180,6 +180,8 @@ class Engine:
             if first is not None:
                 wanted[first] = wanted.get(first, 0) + 1
         for index, n in wanted.items():
+            self.lanes[index].lane.check(n)
+        for index, n in wanted.items():
             self.lanes[index].lane.admit(n)
 
     def _first_lane(self, start: int) -> int | None:
@@ -189,13 +191,16 @@ class Engine:
         """The template's way through the model lanes; final decisions fill the template cache."""
         router = self.router
         item = Item(record, key)
+        admitted = True  # the first lane's room was reserved by _admit
         for p in self.lanes:
             if p.position < start:
                 continue
             lane = p.lane
             router.stats.tier_calls[lane.name] += 1
             try:
-                outcome = await lane.submit(owner, item)
+                future = lane.submit(owner, item, admitted)
+                admitted = False
+                outcome = await future
             except LaneFullError as exc:
                 # Escalated into a full lane: like an LLM that is down, ask again next time.
                 outcome = Deferred(f"{lane.name} lane full")

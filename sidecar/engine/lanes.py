@@ -70,6 +70,8 @@ class Lane:
         self._owners: OrderedDict[Hashable, deque[tuple[Item, asyncio.Future[Outcome]]]] = OrderedDict()
         self._waiting = 0
         self._running = 0
+        # Admitted by a request but not queued yet: its templates' tasks have not started.
+        self._reserved = 0
         self._seconds_per_unit: float | None = None
         self._wake: asyncio.Event | None = None
         self._workers: list[asyncio.Task[None]] = []
@@ -83,17 +85,28 @@ class Lane:
 
     @property
     def load(self) -> int:
-        return self._waiting + self._running
+        return self._waiting + self._running + self._reserved
 
-    def admit(self, n: int) -> None:
+    def check(self, n: int) -> None:
         """Raises ``LaneFullError`` unless ``n`` more items fit."""
         if n and self.load + n > self.settings.max_queue:
             self.rejected += 1
             raise LaneFullError(self.name, self.load, self.settings.max_queue)
 
-    def submit(self, owner: Hashable, item: Item) -> asyncio.Future[Outcome]:
-        """Queues ``item`` for ``owner``; its future gets the tier's outcome."""
-        self.admit(1)
+    def admit(self, n: int) -> None:
+        """Reserves room for ``n`` items, to be queued with ``submit(..., admitted=True)``;
+        raises ``LaneFullError`` unless they fit."""
+        self.check(n)
+        self._reserved += n
+
+    def submit(self, owner: Hashable, item: Item, admitted: bool = False) -> asyncio.Future[Outcome]:
+        """Queues ``item`` for ``owner``; its future gets the tier's outcome. ``admitted``: room
+        was reserved by ``admit``; otherwise (an escalation) it must fit now."""
+        if admitted:
+            self._reserved -= 1
+        else:
+            self.admit(1)
+            self._reserved -= 1
         self._start()
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         queue = self._owners.get(owner)

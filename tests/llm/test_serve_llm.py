@@ -42,13 +42,13 @@ def _until_llm_decides(stub: pb_grpc.LogClassifierStub, timeout: float = 120.0) 
         result = stub.Classify(request, timeout=60).results[0]
         if result.tier == "llm":
             return result
-        assert result.tier == "llm_pending", result
+        assert result.tier == "pending", result
         assert time.monotonic() < deadline, "the LLM answer never reached the cache"
         time.sleep(0.5)
 
 
 def test_serve_with_vllm_from_flags(vllm_server: Any) -> None:
-    flags = ("--llm-backend", "vllm", "--llm-url", vllm_server.url, "--llm-timeout-ms", "100")
+    flags = ("--llm-backend", "vllm", "--llm-url", vllm_server.url, "--budget-ms", "100")
     with serve(*flags, env={"LOGCLASS_LLM__SERVER__API_KEY": vllm_server.api_key}) as stub:
         info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
         assert info.llm_backend == "vllm" and "llm" in info.tiers
@@ -63,7 +63,7 @@ def test_serve_embedded_default_is_llamacpp() -> None:
     env = {
         "LOGCLASS_LLM__BACKEND": "auto",
         "LOGCLASS_LLM__LLAMACPP__MODEL": "smollm2-135m",
-        "LOGCLASS_LLM__TIMEOUT_MS": "100",
+        "LOGCLASS_SERVER__INLINE_BUDGET_MS": "100",
     }
     with serve(env=env) as stub:
         info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
