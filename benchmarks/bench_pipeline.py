@@ -32,8 +32,9 @@ from sidecar import config
 from sidecar.core.bundle import LinearHead, load_bundle
 from sidecar.core.decision import LogRecord
 from sidecar.tiers.encoder import Encoder
-from sidecar.engine.pipeline import DEFAULT_BUNDLE, build_encoder, build_router
-from sidecar.engine.router import Router, RouterStats
+from sidecar.engine.blocking import BlockingEngine
+from sidecar.engine.pipeline import DEFAULT_BUNDLE, build_encoder, build_engine
+from sidecar.engine.router import RouterStats
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_CSV = ROOT / "training" / "data" / "synthetic_logs.csv"
@@ -112,7 +113,7 @@ def snapshot(stats: RouterStats) -> dict[str, int]:
     }
 
 
-def time_pass(router: Router, groups: dict[str, list[LogRecord]]) -> tuple[Timing, dict[str, Any]]:
+def time_pass(router: BlockingEngine, groups: dict[str, list[LogRecord]]) -> tuple[Timing, dict[str, Any]]:
     """One pass over every group in batches of BATCH; what the pass did comes from the stats delta."""
     before = snapshot(router.stats)
     timing = Timing()
@@ -169,7 +170,7 @@ def measure(baseline_sample: int, raw_sample: int, seed: int) -> dict[str, Any]:
     raw = len(raw_texts) / (time.perf_counter() - start)
     stage(f"  {raw:,.1f} messages/s")
 
-    router = build_router(cfg, bundle=bundle, encoder=encoder)
+    router = BlockingEngine(build_engine(cfg, bundle=bundle, encoder=encoder))
     shifted = {g: [LogRecord(r.source, shift_digits(r.message)) for r in rs] for g, rs in groups.items()}
     throughput: dict[str, dict[str, float | None]] = {
         "seed_baseline": baseline.rates(),
@@ -181,7 +182,7 @@ def measure(baseline_sample: int, raw_sample: int, seed: int) -> dict[str, Any]:
             # A shifted message can equal another original one ("worker 1" -> "worker 2"), and
             # messages without digits do not change: emptied, the exact cache only catches repeats
             # within this pass, so the template cache is what is measured.
-            router.exact_cache.clear()
+            router.engine.router.exact_cache.clear()
         stage(f"{PASSES[name]}: {len(pool):,} records in batches of {BATCH}")
         timing, passes[name] = time_pass(router, data)
         throughput[name] = timing.rates()

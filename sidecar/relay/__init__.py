@@ -2,7 +2,7 @@
 relay classifies them through the same pipeline as the gRPC sidecar, queues them durably on disk
 and forwards them to the next hop, at least once.
 
-    sender ─► server (decode, ack after durable enqueue) ─► tagger (router via the micro-batcher)
+    sender ─► server (decode, ack after durable enqueue) ─► tagger (the engine)
           ─► buffer (one fsync'd file per group of chunks) ─► forwarder (PackedForward + ack) ─► upstream
 """
 

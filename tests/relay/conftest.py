@@ -1,7 +1,7 @@
 """Relay processes for the tests: real `logclass relay` subprocesses on 127.0.0.1.
 
 They run the regex tier only (no model to load: a start takes about a second), which still goes
-through the router and the micro-batcher; `test_relay_serve.py` runs the full pipeline inside
+through the engine; `test_relay_serve.py` runs the full pipeline inside
 `logclass serve`. Every relay gets its own port, metrics port, buffer directory and log file.
 """
 

@@ -1,5 +1,5 @@
 """`logclass serve` with ``relay.enabled: true``: the full pipeline (regex and embedding tiers)
-behind both gRPC and the relay, one router, one cache, one micro-batcher, one /metrics."""
+behind both gRPC and the relay, one engine, one cache, one set of lanes, one /metrics."""
 
 from __future__ import annotations
 
