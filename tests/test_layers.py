@@ -1,0 +1,49 @@
+"""The layout shows the layers: imports only point down, and no front end imports another."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+SIDECAR = ROOT / "sidecar"
+# Lower number = lower layer. A module may import its own layer or lower ones only.
+LAYERS = {"core": 0, "tiers": 1, "engine": 2, "server": 3, "relay": 3, "offline": 3, "serve": 4, "cli": 5}
+FRONT_ENDS = {"server", "relay", "offline"}
+
+
+def _imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sidecar."):
+            found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("sidecar."))
+    return found
+
+
+def _modules() -> list[tuple[str, Path]]:
+    out = []
+    for path in sorted(SIDECAR.rglob("*.py")):
+        top = path.relative_to(SIDECAR).parts[0].removesuffix(".py")
+        if top in LAYERS:
+            out.append((top, path))
+    return out
+
+
+@pytest.mark.parametrize(("layer", "path"), _modules(), ids=lambda v: str(v) if isinstance(v, str) else v.name)
+def test_imports_point_down(layer: str, path: Path) -> None:
+    for target in _imports(path):
+        if target not in LAYERS or target == layer:
+            continue  # shared utilities (config, api, address, secrets, logs) and the layer itself
+        assert not (layer in FRONT_ENDS and target in FRONT_ENDS), f"{path}: front end {layer} imports {target}"
+        assert LAYERS[target] < LAYERS[layer], f"{path}: {layer} imports {target}, a higher layer"
+
+
+def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("from sidecar.server.app import GrpcFrontEnd\nimport sidecar.relay.app\n", encoding="utf-8")
+    assert _imports(bad) == {"server", "relay"}
