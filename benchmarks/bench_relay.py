@@ -196,6 +196,8 @@ class Relay(LogclassProcess):
             # The cold pass must classify every record (not forward it with the fallback label after
             # the default 5 s), or the "warm" passes would still be filling the caches.
             "LOGCLASS_RELAY__CLASSIFY_TIMEOUT_MS": "600000",
+            # Nor with tier "pending" after the default budget (server.inline_budget_ms).
+            "LOGCLASS_RELAY__BUDGET_MS": "600000",
         }
         super().__init__(args, env, "LOGCLASS_RELAY__METRICS_LISTEN", "relay")
 

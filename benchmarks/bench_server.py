@@ -52,8 +52,7 @@ RSS_TARGET_MB = 1536.0  # server peak RSS without an embedded LLM
 
 def in_process(records: Sequence[LogRecord], sizes: Sequence[int]) -> tuple[dict[str, LoadResult], str]:
     """The baseline: the server's own engine, called directly with one batch per request and
-    waiting for every answer (as loadgen's requests do not set a budget, the cold pass of the
-    server may answer some records "pending"; in-process every record is decided)."""
+    waiting for every answer (the server started here does too: see ``Server``)."""
     cfg = config.load()
     bundle = load_bundle(bundle_path(cfg))
     encoder = build_encoder(cfg)
@@ -83,8 +82,14 @@ class Server(LogclassProcess):
 
     def __init__(self) -> None:
         self.target = f"127.0.0.1:{free_port()}"
-        listen = {"LOGCLASS_SERVER__LISTEN": self.target}
-        super().__init__(["serve"], listen, "LOGCLASS_SERVER__METRICS_LISTEN", "server")
+        env = {
+            "LOGCLASS_SERVER__LISTEN": self.target,
+            # Every request waits for all its answers, as the in-process engine does: with the
+            # default budget (250 ms) the cold pass would answer "pending" and leave the caches
+            # to fill during the warm pass.
+            "LOGCLASS_SERVER__INLINE_BUDGET_MS": "600000",
+        }
+        super().__init__(["serve"], env, "LOGCLASS_SERVER__METRICS_LISTEN", "server")
 
     def wait_ready(self, timeout: float = 300.0) -> None:
         async def probe() -> None:

@@ -84,9 +84,7 @@ def test_concurrent_asks_for_one_template_are_coalesced(bundle: ModelBundle, enc
     asyncio.run(scenario())
 
 
-def test_a_full_llm_lane_refuses_routed_requests(
-    bundle: ModelBundle, encoder: MemoEncoder
-) -> None:
+def test_a_full_llm_lane_refuses_routed_requests(bundle: ModelBundle, encoder: MemoEncoder) -> None:
     cfg = _cfg(server={"lanes": {"llm": {"max_queue": 2}}})
 
     async def scenario() -> None:

@@ -80,7 +80,7 @@ class BudgetTest < Test::Unit::TestCase
 
     # Not cached as pending: once the background decision lands, budget 0 gets it from the cache.
     decided = nil
-    200.times do
+    600.times do
       decided = c.classify([['BillingSystem', message]]).first
       break unless decided.tier == 'pending'
 

@@ -51,6 +51,7 @@ class LlmBackend(Protocol):
     name: str
     # Model identifier, reported in model info and written to the teacher file.
     model: str
+
     @property
     def circuit(self) -> CircuitBreaker | None:
         """The breaker in front of a remote server, exported as a metric; None when in-process."""
