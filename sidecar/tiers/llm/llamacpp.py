@@ -117,7 +117,7 @@ class LlamaCppBackend:
     def __init__(self, model_path: str | Path, *, threads: int = 0, context_tokens: int = 2048) -> None:
         """Load the GGUF at ``model_path``; ``threads`` 0 means all cores but one (at least one), so
         the event loop answering known records keeps a core (bench-lanes: warm p99 under an LLM
-        trickle 78–100 ms with both cores of 2 for llama.cpp, 36 ms with one)."""
+        trickle 78 to 100 ms with both cores of 2 for llama.cpp, 36 ms with one)."""
         llama_cpp = import_llama_cpp()
         self._llama_cpp = llama_cpp
         path = Path(model_path)
