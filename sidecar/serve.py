@@ -54,16 +54,17 @@ async def serve(cfg: config_mod.Config, *, grpc: bool = True, ready: asyncio.Eve
     engine, bundle = await load_engine(cfg, metrics) if classify_needed else (None, None)
     if engine is not None:
         log.info("%s", _describe(engine, cfg))
-    if front is not None and engine is not None:
-        embedding = engine.tier("embedding")
-        device = embedding.encoder.device if isinstance(embedding, EmbeddingTier) else ""
-        files = dict(bundle.manifest["files"]) if bundle is not None else {}
-        await front.attach(engine, files, device)
     relay = None
     if relay_settings is not None:
         classify = metrics.counting(engine) if engine is not None and relay_settings.classify else None
         relay = Relay(relay_settings, classify, metrics.registry)
         await relay.start()
+    # SERVING last: once probes see it, every front end of this process takes traffic.
+    if front is not None and engine is not None:
+        embedding = engine.tier("embedding")
+        device = embedding.encoder.device if isinstance(embedding, EmbeddingTier) else ""
+        files = dict(bundle.manifest["files"]) if bundle is not None else {}
+        await front.attach(engine, files, device)
     if front is not None:
         log.info("ready; try:\n%s", how_to_call(cfg))
     if ready is not None:

@@ -20,13 +20,14 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
 from sidecar import config
-from sidecar.engine.metrics import Metrics
 from sidecar.tiers.llm.backend import LlmAnswer, LlmBackend, LlmOutputError, LlmUnavailable, Prompt
 from sidecar.tiers.llm.circuit import CircuitBreaker, State
 from sidecar.tiers.llm.openai_http import AUTO_MODEL, OpenAiHttpBackend, confidence
 from sidecar.tiers.llm.prompt import PromptBuilder
+from sidecar.tiers.llm.tier import LlmTier
 from tests.llm.conftest import SERVED_MODEL, VllmServer
 
 T = TypeVar("T")
@@ -399,13 +400,24 @@ def test_late_failure_of_an_earlier_call_does_not_extend_the_cooldown() -> None:
 def test_circuit_state_metric_follows_the_breaker_at_scrape_time() -> None:
     clock = Clock()
     breaker = CircuitBreaker(failures=1, cooldown_s=5, clock=clock)
-    metrics = Metrics()
+    registry = CollectorRegistry()
+
+    class Breakered:
+        name, model, circuit = "vllm", "m", breaker
+
+        async def choose(self, prompt: Prompt) -> LlmAnswer:
+            raise LlmUnavailable("not asked")
+
+        async def aclose(self) -> None:
+            return None
+
+    prompts = PromptBuilder.from_config(config.load(environ={})["llm"], {"Unclassified": "none fits"})
     # No breaker (no LLM tier, or llama.cpp): no series, rather than a "closed" that means nothing.
-    assert metrics.registry.get_sample_value("logclass_llm_circuit_state") is None
-    metrics.watch_llm_circuit(breaker)
+    assert registry.get_sample_value("logclass_llm_circuit_state") is None
+    LlmTier(Breakered(), prompts, min_confidence=0.0, max_concurrency=1).register_metrics(registry)
 
     def state() -> float | None:
-        return metrics.registry.get_sample_value("logclass_llm_circuit_state")
+        return registry.get_sample_value("logclass_llm_circuit_state")
 
     assert state() == 0
     breaker.record_failure()
