@@ -43,10 +43,10 @@ def _load_config(args: argparse.Namespace, **sections: dict[str, Any]) -> config
 def _offline_engine(cfg: config_mod.Config, args: argparse.Namespace, bundle: Any = None) -> Any:
     """The engine for an offline job: every answer is awaited unless --budget-ms says otherwise."""
     from sidecar.engine.blocking import BlockingEngine
-    from sidecar.engine.pipeline import build_engine
+    from sidecar.engine.pipeline import build_engine, unbounded_lanes
 
     budget = args.budget_ms / 1000.0 if args.budget_ms is not None else None
-    return BlockingEngine(build_engine(cfg, bundle=bundle), budget)
+    return BlockingEngine(build_engine(unbounded_lanes(cfg), bundle=bundle), budget)
 
 
 def cmd_classify(args: argparse.Namespace) -> int:

@@ -22,6 +22,17 @@ def test_classify_prints_a_table() -> None:
     assert "10 rows" in result.stderr and "by tier:" in result.stderr
 
 
+def test_offline_jobs_are_not_bounded_by_the_servers_lane_queues(tmp_path: Path) -> None:
+    # A lane bound far below the file's new templates: a server would refuse, an offline job waits.
+    out = tmp_path / "out.csv"
+    env = {"LOGCLASS_SERVER__LANES__EMBEDDING__MAX_QUEUE": "1", "LOGCLASS_LLM__BACKEND": "none"}
+    result = run_cli("classify", str(SEED_TEST_CSV), "-o", str(out), "--chunk-rows", "2", env=env)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert len(rows) == 10 and "pending" not in {r["tier"] for r in rows}
+    assert "embedding" in {r["tier"] for r in rows}
+
+
 def test_errors_exit_2_with_one_clear_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("message\nx\n")

@@ -148,8 +148,9 @@ class Engine:
             task = asyncio.get_running_loop().create_task(self._resolve(key, entry.record, entry.start, owner))
             self._inflight[key] = task
             task.add_done_callback(functools.partial(self._landed, key))
-        tasks = {key: self._inflight.get(key) for key in pending}
-        waiting = [t for t in tasks.values() if t is not None and not t.done()]
+        # No await since the check above: every template of the request is in flight (or just landed).
+        tasks = {key: self._inflight[key] for key in pending}
+        waiting = [t for t in tasks.values() if not t.done()]
         if waiting and (budget_s is None or budget_s > 0):
             # Shielded by construction: asyncio.wait never cancels them, so a caller that leaves
             # or runs out of budget does not stop the work that fills the cache.
@@ -157,7 +158,7 @@ class Engine:
         router = self.router
         for key, entry in pending.items():
             found = tasks[key]
-            if found is None or not found.done() or found.cancelled():
+            if not found.done() or found.cancelled():
                 router.stats.pending += len(entry.indexes)
                 decision = router.fallback(key[1], TIER_PENDING, "answer not back within the request's budget")
                 final = False

@@ -75,8 +75,6 @@ class Lane:
         self._seconds_per_unit: float | None = None
         self._wake: asyncio.Event | None = None
         self._workers: list[asyncio.Task[None]] = []
-        self.batches = 0
-        self.rejected = 0
 
     @property
     def waiting(self) -> int:
@@ -90,7 +88,6 @@ class Lane:
     def check(self, n: int) -> None:
         """Raises ``LaneFullError`` unless ``n`` more items fit."""
         if n and self.load + n > self.settings.max_queue:
-            self.rejected += 1
             raise LaneFullError(self.name, self.load, self.settings.max_queue)
 
     def admit(self, n: int) -> None:
@@ -105,8 +102,7 @@ class Lane:
         if admitted:
             self._reserved -= 1
         else:
-            self.admit(1)
-            self._reserved -= 1
+            self.check(1)
         self._start()
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         queue = self._owners.get(owner)
@@ -154,8 +150,8 @@ class Lane:
             return min(self.settings.max_batch_items, _UNMEASURED_BATCH_ITEMS)
         return self.settings.max_batch_items
 
-    def _take(self) -> list[tuple[Item, asyncio.Future[Outcome]]]:
-        """Up to one batch, one item per owner in turn."""
+    def _take(self) -> tuple[list[tuple[Item, asyncio.Future[Outcome]]], float]:
+        """Up to one batch, one item per owner in turn, and its cost in the tier's units."""
         limit, budget = self._batch_limit(), self._budget_units()
         batch: list[tuple[Item, asyncio.Future[Outcome]]] = []
         units = 0.0
@@ -171,7 +167,7 @@ class Lane:
             units += self.tier.cost(entry[0])
             if units >= budget:
                 break
-        return batch
+        return batch, units
 
     async def _work(self) -> None:
         assert self._wake is not None
@@ -183,11 +179,11 @@ class Lane:
             if self.batched and self.settings.max_wait_ms and self._waiting < self._batch_limit():
                 # Bounded by time, as a dynamic batcher is: concurrent callers' items join.
                 await asyncio.sleep(self.settings.max_wait_ms / 1000.0)
-            batch = self._take()
+            batch, units = self._take()
             if batch:
-                await self._run(batch)
+                await self._run(batch, units)
 
-    async def _run(self, batch: list[tuple[Item, asyncio.Future[Outcome]]]) -> None:
+    async def _run(self, batch: list[tuple[Item, asyncio.Future[Outcome]]], units: float) -> None:
         items = [item for item, _ in batch]
         self._running += len(batch)
         started = time.perf_counter()
@@ -204,19 +200,15 @@ class Lane:
         finally:
             self._running -= len(batch)
         seconds = time.perf_counter() - started
-        self.batches += 1
-        self._learn(items, seconds)
+        self._learn(units, seconds)
         if self.on_batch is not None:
             self.on_batch(self.name, len(items), seconds)
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if not future.done():
                 future.set_result(outcome)
 
-    def _learn(self, items: list[Item], seconds: float) -> None:
-        if not self.settings.max_batch_ms:
-            return
-        units = sum(self.tier.cost(item) for item in items)
-        if units <= 0:
+    def _learn(self, units: float, seconds: float) -> None:
+        if not self.settings.max_batch_ms or units <= 0:
             return
         observed = seconds / units
         previous = self._seconds_per_unit

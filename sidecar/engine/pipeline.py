@@ -56,6 +56,14 @@ def build_embedding_tier(cfg: config_mod.Config, bundle: ModelBundle, encoder: E
     )
 
 
+def unbounded_lanes(cfg: config_mod.Config) -> config_mod.Config:
+    """``cfg`` for an offline job: its lanes take every template it sends. A server's lane bounds
+    protect other callers; an offline job's own lookahead bounds its queue, and a refusal would
+    abort the job or, for templates escalated into a full LLM lane, write fallback labels."""
+    lanes = {name: {**lane, "max_queue": 2**62} for name, lane in cfg["server"]["lanes"].items()}
+    return {**cfg, "server": {**cfg["server"], "lanes": lanes}}
+
+
 def lane_settings(cfg: config_mod.Config, tier: Tier) -> LaneSettings:
     server = cfg["server"]
     max_queue = server["lanes"][tier.name]["max_queue"]
