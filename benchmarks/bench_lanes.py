@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import csv
 import gc
-import json
 import os
 import platform
 import random
@@ -47,7 +46,7 @@ import grpc
 import numpy as np
 
 from benchmarks import loadgen
-from benchmarks.common import LogclassProcess, free_port, stage
+from benchmarks.common import LogclassProcess, finish, free_port, stage
 from sidecar import config
 from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
 from sidecar.client import to_request
@@ -539,10 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     result = asyncio.run(measure(args))
-    ok = report(result)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return 1 if args.strict and not ok else 0
+    return finish(result, report(result), args.json, args.strict)
 
 
 if __name__ == "__main__":

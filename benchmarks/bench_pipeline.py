@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import platform
 import random
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
+from benchmarks.common import finish
 from benchmarks.seed_baseline import seed_classify
 from sidecar import config
 from sidecar.core.bundle import LinearHead, load_bundle
@@ -269,11 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     result = measure(args.baseline_sample, args.raw_sample, args.seed)
-    ok = report(result)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    # A benchmark, not a test: a missed target is news, not a failure, unless asked.
-    return 1 if args.strict and not ok else 0
+    return finish(result, report(result), args.json, args.strict)
 
 
 if __name__ == "__main__":

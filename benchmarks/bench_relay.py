@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import json
 import os
 import platform
 import sys
@@ -46,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import msgpack
 
 from benchmarks import loadgen
-from benchmarks.common import LogclassProcess, free_port, stage
+from benchmarks.common import LogclassProcess, finish, free_port, stage
 from sidecar.core.decision import LogRecord
 
 RPS_TARGET = 20_000.0  # records/s delivered through the classifying relay, warm, 1,000-record chunks
@@ -342,10 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     records = loadgen.bench_records(args.records)
     result = asyncio.run(measure(records, args))
-    ok = report(result)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return 1 if args.strict and not ok else 0
+    return finish(result, report(result), args.json, args.strict)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import os
 import platform
 import sys
@@ -36,7 +35,7 @@ import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks import loadgen
-from benchmarks.common import LogclassProcess, free_port, stage
+from benchmarks.common import LogclassProcess, finish, free_port, stage
 from benchmarks.loadgen import LoadResult
 from sidecar import config
 from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
@@ -223,10 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     records = loadgen.bench_records(args.records)
     sizes = [int(x) for x in args.request_sizes.split(",")]
     result = measure(records, sizes, args.streams)
-    ok = report(result)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return 1 if args.strict and not ok else 0
+    return finish(result, report(result), args.json, args.strict)
 
 
 if __name__ == "__main__":

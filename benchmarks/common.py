@@ -3,6 +3,7 @@ child process itself (log file, metrics scrape, peak RSS, stop)."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -11,10 +12,19 @@ import tempfile
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 
 def stage(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def finish(result: Mapping[str, Any], ok: bool, json_path: Path | None, strict: bool) -> int:
+    """The exit status of a benchmark: results optionally written as JSON; a missed target is news,
+    not a failure, unless ``--strict`` asked for one."""
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 1 if strict and not ok else 0
 
 
 def free_port() -> int:
