@@ -19,7 +19,10 @@ from sidecar.offline.report import ReportOptions, build_report
 from tests.conftest import NO_LLM, ROOT, SEED_CSV, SEED_TEST_CSV, MemoEncoder, offline_engine, run_cli
 from tests.report.chromium import chromium_binary, visit
 
-ALL_CHARTS = {"labels", "labels_by_source", "tiers", "confidence", "confusion", "precision_recall"}
+ALL_CHARTS = {"labels", "labels_by_source", "tiers", "confidence", "confusion", "precision_recall", "calibration"}
+GOLD_CHARTS = {"confusion", "precision_recall", "calibration"}
+# Tiers and flags whose confidence is no claim, left out of the calibration figures.
+NO_CLAIM = {"none", "pending", "fallback"}
 # Markup that would run, or fetch, if the report did not escape log lines.
 HOSTILE = '<script>window.pwned = 1; console.error("pwned")</script><img src="http://127.0.0.1:9/x.png">'
 
@@ -79,6 +82,16 @@ def test_report_with_gold_column(classified: dict[str, Path], cfg: config.Config
     # The figures agree with a count made here, independently of the report's code.
     right = sum(r["target_label"] == r["input_target_label"] for r in rows)
     assert f"{right / len(rows):.2%}</b><span>accuracy vs gold" in page
+    # Calibration over the confident claims, computed here row by row.
+    claims = [r for r in rows if r["tier"] not in NO_CLAIM and not r["error"]]
+    bins: dict[int, list[tuple[float, bool]]] = {}
+    for r in claims:
+        conf = float(r["confidence"])
+        bins.setdefault(min(int(conf * 10), 9), []).append((conf, r["target_label"] == r["input_target_label"]))
+    ece = sum(abs(sum(ok for _, ok in b) - sum(c for c, _ in b)) for b in bins.values()) / len(claims)
+    assert result.calibration is not None and result.calibration.rows == len(claims)
+    assert result.calibration.ece == pytest.approx(ece)
+    assert f"<b>{ece:.3f}</b><span>calibration error (ECE)" in page
     for label, n in Counter(r["target_label"] for r in rows).items():
         assert f'<td>{label}</td><td class="n">{n:,}</td>' in page
     assert "Against the gold column <code>input_target_label</code>" in page
@@ -93,9 +106,11 @@ def test_report_without_gold(classified: dict[str, Path], cfg: config.Config, tm
     html_path = tmp_path / "report.html"
     result = build_report(classified["sample"], html_path, None, cfg, ReportOptions(progress=False))
     assert result.rows == 10
-    assert set(result.charts) == ALL_CHARTS - {"confusion", "precision_recall"}
+    assert set(result.charts) == ALL_CHARTS - GOLD_CHARTS
+    assert result.calibration is None
     page = html_path.read_text(encoding="utf-8")
     assert "Against the gold column" not in page
+    assert "Calibration</h2>" not in page and "fig-calibration" not in page
     assert "Low-confidence examples to review" in page
     assert result.pngs == []
 
@@ -145,6 +160,7 @@ def test_report_opens_in_headless_chromium(classified: dict[str, Path], cfg: con
     assert page.title == "logclass report: gold_out.csv"
     assert page.headings[:3] == ["Labels", "Labels per source", "Tiers"]
     assert "Against the gold column input_target_label" in page.headings
+    assert "Calibration" in page.headings
     assert len(page.images) == len(ALL_CHARTS)
     for image in page.images:
         assert image["complete"] and image["width"] > 400 and image["height"] > 150, image

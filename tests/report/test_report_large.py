@@ -86,9 +86,10 @@ def test_million_rows_in_bounded_memory(tmp_path: Path) -> None:
 
     # The progress bar went to the end, in bytes read.
     assert re.search(r"reading: 100%.*\d+(\.\d+)?M", stderr), stderr[-500:]
-    assert "1,000,000 records, 6 charts" in stderr
+    assert "1,000,000 records, 7 charts" in stderr
     page = (tmp_path / "large.html").read_text(encoding="utf-8")
     assert "1,000,000 records from" in page
+    assert 'id="fig-calibration"' in page and "calibration error (ECE)" in page
     for label, n in labels.items():
         assert f'<td>{label}</td><td class="n">{n:,}</td>' in page
     # Ten times the rows (and 90,000 more one-off templates) may not cost ten times the memory:

@@ -1,19 +1,21 @@
 """`logclass report`: a classified CSV as charts and tables in one self-contained HTML page.
 
 ``stats`` reads the CSV once into bounded summaries, ``charts`` draws them with matplotlib,
-``scores`` turns a gold column into precision/recall, ``page`` writes the HTML.
+``scores`` turns a gold column into precision/recall and calibration, ``page`` writes the HTML.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from sidecar.core.decision import TIER_NONE
+from sidecar.offline.report.scores import Calibration, accuracy, calibration, class_scores
 
 
 class ReportError(ValueError):
@@ -35,6 +37,8 @@ class ReportResult:
     html: Path | None
     pngs: list[Path]
     charts: list[str]
+    # With a gold column and confidences: ECE and mean |confidence - correct| over the claims.
+    calibration: Calibration | None = None
 
 
 def _import_matplotlib() -> None:
@@ -70,7 +74,6 @@ def build_report(
     from sidecar.core.masking import TemplateMasker
     from sidecar.offline.report import charts as ch
     from sidecar.offline.report.page import Card, render
-    from sidecar.offline.report.scores import accuracy, class_scores
     from sidecar.offline.report.stats import collect
 
     masker = TemplateMasker.from_config(config["templates"]["masks"])
@@ -87,6 +90,7 @@ def build_report(
         raise ReportError(f"{csv_path} has a header but no rows: nothing to report")
 
     scores = class_scores(stats.confusion)
+    overall = calibration(stats.calibration_overall()) if stats.calibration else None
     colors = ch.label_colors([name for name, _ in stats.labels.most_common()])
     drawers: list[Callable[[], ch.Chart]] = [
         lambda: ch.label_chart(stats, colors),
@@ -99,6 +103,8 @@ def build_report(
     if stats.confusion:
         drawers.append(lambda: ch.confusion_chart(stats.confusion, stats.columns.gold_name or "gold"))
         drawers.append(lambda: ch.scores_chart(scores))
+    if overall is not None:
+        drawers.append(partial(ch.calibration_chart, stats, overall))
     charts: dict[str, ch.Chart] = {}
     for draw in tqdm(drawers, desc="drawing", unit="chart", disable=not options.progress):
         chart = draw()
@@ -114,14 +120,17 @@ def build_report(
     cards.append(Card(f"{stats.labels.get(fallback, 0) / stats.rows:.1%}", f"labelled {fallback}"))
     if stats.confusion:
         cards.append(Card(f"{accuracy(stats.confusion):.2%}", "accuracy vs gold"))
+    if overall is not None:
+        cards.append(Card(f"{overall.ece or 0:.3f}", "calibration error (ECE)"))
+        cards.append(Card(f"{overall.mean_abs_error or 0:.3f}", "mean |confidence - correct|"))
     if stats.errors:
         cards.append(Card(f"{sum(stats.errors.values()):,}", "flagged records"))
 
     pngs = [_write(png_dir / f"{chart.name}.png", chart.png) for chart in charts.values()] if png_dir else []
     if html_path is not None:
-        page = render(stats, cards, charts, scores, templates_per_label=options.templates_per_label)
+        page = render(stats, cards, charts, scores, overall, templates_per_label=options.templates_per_label)
         _write(html_path, page.encode("utf-8"))
-    return ReportResult(stats.rows, html_path, pngs, list(charts))
+    return ReportResult(stats.rows, html_path, pngs, list(charts), overall)
 
 
 def _write(path: Path, data: bytes) -> Path:

@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 
-from sidecar.offline.report.scores import ClassScore
+from sidecar.offline.report.scores import CALIBRATION_BINS, Calibration, ClassScore, calibration
 from sidecar.offline.report.stats import CONFIDENCE_BINS, OTHER, ReportStats
 
 DPI = 100
@@ -22,6 +22,10 @@ MAX_BARS = 30
 MAX_SOURCES = 12
 MAX_MATRIX = 25
 OTHER_COLOR = "#b0b0b0"
+# A tier gets its own reliability line from this many rows: below it, bins of one or two rows
+# draw noise. At most this many tier lines, so the overall line stays readable.
+MIN_TIER_CALIBRATION_ROWS = 20
+MAX_TIER_LINES = 6
 
 
 @dataclass(frozen=True)
@@ -239,3 +243,74 @@ def scores_chart(scores: Sequence[ClassScore]) -> Chart:
     fig.suptitle("Precision and recall per class")
     alt = "; ".join(f"{s.label}: P {s.precision or 0:.2f} R {s.recall or 0:.2f}" for s in shown)
     return Chart("precision_recall", "Precision and recall per class", alt, _png(fig))
+
+
+def _reliability_line(cal: Calibration) -> tuple[list[float], list[float]]:
+    shown = [b for b in cal.bins if b.rows]
+    return [b.confidence or 0.0 for b in shown], [b.accuracy or 0.0 for b in shown]
+
+
+def calibration_chart(stats: ReportStats, overall: Calibration) -> Chart:
+    fig = Figure(figsize=(WIDTH_IN, 6.2), layout="constrained")
+    curve, counts = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    curve.plot([0, 1], [0, 1], linestyle="--", color="#808080", linewidth=1, label="perfectly calibrated")
+    per_tier = sorted(
+        ((tier, calibration(c)) for tier, c in stats.calibration.items() if c.total >= MIN_TIER_CALIBRATION_ROWS),
+        key=lambda tc: -tc[1].rows,
+    )[:MAX_TIER_LINES]
+    if len(per_tier) > 1:
+        # The same colour per tier as in the tier chart.
+        tier_colors = label_colors([name for name, _ in _top(stats.tiers, MAX_BARS)])
+        for tier, cal in per_tier:
+            x, y = _reliability_line(cal)
+            curve.plot(
+                x,
+                y,
+                marker=".",
+                linewidth=1,
+                alpha=0.8,
+                color=tier_colors.get(tier, OTHER_COLOR),
+                label=f"{tier or '(no tier)'}: {cal.rows:,} rows, ECE {cal.ece or 0:.3f}",
+            )
+    x, y = _reliability_line(overall)
+    curve.plot(
+        x,
+        y,
+        marker="o",
+        linewidth=2.2,
+        color="#1d1d1f",
+        label=f"all: {overall.rows:,} rows, ECE {overall.ece or 0:.3f}",
+    )
+    curve.set_xlim(0, 1)
+    # A little room below 0 so that a bin with no correct rows is not drawn on the axis line.
+    curve.set_ylim(-0.03, 1.03)
+    curve.set_ylabel("accuracy (label = gold)")
+    curve.legend(loc="best", fontsize=8, frameon=False)
+    rows = np.array([b.rows for b in overall.bins])
+    bars = counts.bar(
+        [b.low for b in overall.bins],
+        rows,
+        width=1.0 / CALIBRATION_BINS,
+        align="edge",
+        color="#4c72b0",
+        edgecolor="white",
+    )
+    counts.bar_label(bars, labels=[f"{n:,}" if n else "" for n in rows], padding=2, fontsize=7)
+    nonzero = rows[rows > 0]
+    if nonzero.size and nonzero.max() > 20 * nonzero.min():
+        # Most rows sit in the top bin; a log axis keeps the sparse bins' bars visible.
+        counts.set_yscale("log")
+    counts.set_ylabel("rows per bin", fontsize=8)
+    counts.set_xlabel("confidence")
+    counts.margins(y=0.25)
+    for ax in (curve, counts):
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.tick_params(labelsize=8)
+    fig.suptitle("Reliability diagram: accuracy against confidence")
+    return Chart(
+        "calibration",
+        "Reliability diagram",
+        f"Accuracy against mean confidence in {CALIBRATION_BINS} bins over {overall.rows:,} rows with a gold label; "
+        f"ECE {overall.ece or 0:.3f}",
+        _png(fig),
+    )

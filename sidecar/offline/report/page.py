@@ -11,8 +11,8 @@ from html import escape
 
 from sidecar import __version__
 from sidecar.offline.report.charts import Chart
-from sidecar.offline.report.scores import ClassScore
-from sidecar.offline.report.stats import Example, ReportStats, TopEntry
+from sidecar.offline.report.scores import CALIBRATION_BINS, Calibration, ClassScore, calibration
+from sidecar.offline.report.stats import NO_CLAIM_TIERS, Example, ReportStats, TopEntry
 
 MAX_CELL_CHARS = 300
 # Shown where a ratio is undefined (no rows, a label never predicted).
@@ -146,11 +146,50 @@ def _scores_table(scores: Sequence[ClassScore]) -> str:
     return _table(["label", "precision", "recall", "F1", "gold rows", "predicted rows"], rows, numeric=(1, 2, 3, 4, 5))
 
 
+def _calibration(stats: ReportStats, overall: Calibration, figure: str) -> str:
+    left_out = stats.not_calibrated
+    kinds = ", ".join(f"{n:,} {kind}" for kind, n in sorted(left_out.items(), key=lambda kv: (-kv[1], kv[0])))
+    excluded = "/".join(NO_CLAIM_TIERS)
+    note = (
+        f"Rows with a gold label and a confidence, binned by confidence into {CALIBRATION_BINS} equal-width bins; "
+        "each point is a bin's mean confidence against its accuracy (label = gold), so a calibrated "
+        "classifier lies on the diagonal. ECE is the row-weighted mean of |accuracy - mean confidence| "
+        "over the bins. "
+        f"Rows with tier {excluded} or an error are left out: their confidence is not a claim"
+        + (f" ({kinds})." if kinds else ".")
+    )
+    bins = [
+        (
+            f"[{b.low:.1f}, {b.high:.1f}{']' if b.high == 1.0 else ')'}",
+            f"{b.rows:,}",
+            _score(b.confidence),
+            _score(b.accuracy),
+        )
+        for b in overall.bins
+    ]
+    tiers = [(name, calibration(counts)) for name, counts in stats.calibration.items()]
+    tiers.sort(key=lambda tc: (-tc[1].rows, tc[0]))
+    per_tier = [
+        (escape(name or "(no tier)"), f"{cal.rows:,}", _score(cal.ece), _score(cal.mean_abs_error))
+        for name, cal in tiers
+    ]
+    return "".join(
+        [
+            '<h2 id="calibration">Calibration</h2>',
+            f'<p class="note">{escape(note)}</p>',
+            figure,
+            _table(["confidence", "rows", "mean confidence", "accuracy"], bins, numeric=(1, 2, 3), compact=True),
+            _table(["tier", "rows", "ECE", "mean |confidence - correct|"], per_tier, numeric=(1, 2, 3), compact=True),
+        ]
+    )
+
+
 def render(
     stats: ReportStats,
     cards: Sequence[Card],
     charts: dict[str, Chart],
     scores: Sequence[ClassScore],
+    overall: Calibration | None = None,
     *,
     templates_per_label: int,
 ) -> str:
@@ -206,6 +245,8 @@ def render(
             fig("precision_recall"),
             _scores_table(scores),
         ]
+    if overall is not None:
+        parts.append(_calibration(stats, overall, fig("calibration")))
     if stats.unlabelled:
         parts.append(
             f'<p class="note">{stats.unlabelled:,} rows have an empty gold column '

@@ -19,7 +19,9 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 from tqdm import tqdm
 
+from sidecar.core.decision import TIER_NONE, TIER_PENDING
 from sidecar.offline.csv_classify import CountingReader, CsvInputError, read_header
+from sidecar.offline.report.scores import CalibrationCounts
 
 K = TypeVar("K", bound=Hashable)
 
@@ -35,6 +37,10 @@ MAX_ERRORS = 100
 # Space-saving is exact for keys that stay in its table; a table this many times larger than the
 # list shown keeps the shown counts exact unless a label has a very long tail of templates.
 TOPK_HEADROOM = 20
+# Tiers whose confidence is no claim about the label: none and pending carry the fallback label
+# at 0.0, and the relay writes "fallback" for records it could not get classified (named here, not
+# imported: offline/ does not import relay/).
+NO_CLAIM_TIERS = (TIER_NONE, TIER_PENDING, "fallback")
 # message -> template memo: masking is the costliest step per row and log lines repeat a lot.
 TEMPLATE_MEMO = 100_000
 
@@ -196,6 +202,10 @@ class ReportStats:
     confidence: dict[str, np.ndarray[Any, np.dtype[np.int64]]] = field(default_factory=dict)
     templates: dict[str, TopK[str]] = field(default_factory=dict)
     low: LowestConfidence = field(default_factory=lambda: LowestConfidence(25))
+    # Per tier (keys capped with the tiers); rows with a gold answer and a confidence only.
+    calibration: dict[str, CalibrationCounts] = field(default_factory=dict)
+    # Gold rows with a confidence that is no claim: "tier none", "tier pending", "tier fallback", "error".
+    not_calibrated: Counter[str] = field(default_factory=Counter)
 
     @property
     def has_tiers(self) -> bool:
@@ -230,8 +240,9 @@ class ReportStats:
         if c.error is not None and row[c.error]:
             self.errors[self.errors.key(row[c.error].strip())] += 1
         gold = None
-        if c.gold is not None and row[c.gold].strip():
-            gold = self.gold_labels.key(row[c.gold].strip())
+        answer = row[c.gold].strip() if c.gold is not None else ""
+        if answer:
+            gold = self.gold_labels.key(answer)
             self.gold_labels[gold] += 1
             self.confusion[gold, label] += 1
         elif c.gold is not None:
@@ -254,6 +265,29 @@ class ReportStats:
             return
         self.confidence_histogram(tier)[min(int(confidence * CONFIDENCE_BINS), CONFIDENCE_BINS - 1)] += 1
         self.low.offer((source, template), Example(confidence, source, message, label, tier, gold))
+        if answer:
+            # The raw values, not the capped keys: two labels both folded into OTHER are no match.
+            self._calibrate(row, tier, confidence, row[c.label].strip() == answer)
+
+    def _calibrate(self, row: list[str], tier: str, confidence: float, correct: bool) -> None:
+        c = self.columns
+        raw_tier = row[c.tier].strip() if c.tier is not None else ""
+        if raw_tier in NO_CLAIM_TIERS:
+            self.not_calibrated[f"tier {raw_tier}"] += 1
+            return
+        if c.error is not None and row[c.error].strip():
+            self.not_calibrated["error"] += 1
+            return
+        counts = self.calibration.get(tier)
+        if counts is None:
+            counts = self.calibration[tier] = CalibrationCounts()
+        counts.add(confidence, correct)
+
+    def calibration_overall(self) -> CalibrationCounts:
+        total = CalibrationCounts()
+        for counts in self.calibration.values():
+            total.merge(counts)
+        return total
 
 
 def _rows(reader: Iterator[list[str]], path: Path) -> Iterator[list[str]]:
