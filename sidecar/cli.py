@@ -93,9 +93,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         random_state=args.random_state,
         folds=args.folds,
         split=args.split,
-        min_class_rows=args.min_class_rows,
+        features=args.features,
         name=args.name,
         extra=args.extra,
+        labels_file=args.labels,
+        memory_min_rows=args.memory_min_rows,
+        memory_min_purity=args.memory_min_purity,
     )
     train(args.data, args.out, cfg, options, progress=not args.no_progress)
     return 0
@@ -232,11 +235,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", type=Path, help="CSV with source, log_message, target_label")
     p.add_argument("--out", type=Path, required=True, help="bundle directory to write, e.g. models/mymodel")
     p.add_argument("--name", help="bundle name (default: the directory name)")
-    p.add_argument("--test-size", type=float, default=0.3, help="hold-out share (default 0.3)")
+    p.add_argument(
+        "--labels", type=Path, metavar="YAML", help="label descriptions, LLM examples and router profile (labels.yaml)"
+    )
+    p.add_argument(
+        "--test-size", type=float, default=0.0, help="hold-out share, left out of training (default 0: CV only)"
+    )
     p.add_argument("--random-state", type=int, default=42)
-    p.add_argument("--folds", type=int, default=5, help="cross-validation folds for choosing C")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds for choosing features and C")
     p.add_argument("--split", choices=["stratified", "random"], default="stratified")
-    p.add_argument("--min-class-rows", type=int, default=0, help="labels with fewer rows are left to the LLM")
+    p.add_argument(
+        "--features",
+        choices=["auto", "embedding", "lexical", "both"],
+        default="auto",
+        help="head features; auto: chosen by cross-validation",
+    )
+    p.add_argument("--memory-min-rows", type=int, default=1, help="rows a template needs to be remembered")
+    p.add_argument("--memory-min-purity", type=float, default=0.9, help="share of its rows the top label needs")
     p.add_argument(
         "--extra", type=Path, action="append", default=[], metavar="JSONL", help="LLM teacher file (llm.teacher_file)"
     )

@@ -62,7 +62,7 @@ async def serve(cfg: config_mod.Config, *, grpc: bool = True, ready: asyncio.Eve
     # SERVING last: once probes see it, every front end of this process takes traffic.
     if front is not None and engine is not None:
         embedding = engine.tier("embedding")
-        device = embedding.encoder.device if isinstance(embedding, EmbeddingTier) else ""
+        device = embedding.device if isinstance(embedding, EmbeddingTier) else ""
         files = dict(bundle.manifest["files"]) if bundle is not None else {}
         await front.attach(engine, files, device)
     if front is not None:

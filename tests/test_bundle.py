@@ -3,19 +3,25 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from sidecar.core.bundle import (
     CLASSIFIER,
     MANIFEST,
     BundleError,
+    FeatureSpec,
     LinearHead,
     ModelBundle,
+    Profile,
+    Prototypes,
     load_bundle,
     write_bundle,
 )
+from sidecar.core.labelset import LabelExample, LabelSet
 
 
 def _copy(bundle: ModelBundle, tmp_path: Path) -> Path:
@@ -26,20 +32,28 @@ def _copy(bundle: ModelBundle, tmp_path: Path) -> Path:
 
 def test_shipped_bundle_manifest(bundle: ModelBundle) -> None:
     m = bundle.manifest
-    assert m["format_version"] == 1
-    assert m["embedding"]["model"] == "sentence-transformers/all-MiniLM-L6-v2"
-    assert m["embedding"]["dimension"] == 384
+    assert m["format_version"] == 2
     assert len(m["training"]["data_sha256"]) == 64
-    assert set(m["files"]) == {"classifier.npz", "training_rows.npy"}
+    assert set(m["files"]) == {"classifier.npz", "prototypes.npz", "memory.json", "rules.yaml", "training_rows.npy"}
     assert "macro_f1" in m["metrics"]["holdout"] and "created_at" in m
     assert bundle.version.startswith("default@")
+    # One label set: every label of the seed CSV, each with a description for the LLM.
     assert set(bundle.labels) == {
         "Critical Error",
+        "Deprecation Warning",
         "Error",
         "HTTP Status",
         "Resource Usage",
         "Security Alert",
+        "System Notification",
+        "User Action",
+        "Workflow Error",
     }
+    assert all(bundle.label_set.description(label) for label in bundle.labels)
+    assert set(bundle.head.labels) == {"Critical Error", "Error", "HTTP Status", "Resource Usage", "Security Alert"}
+    assert bundle.profile.source_routes == {"LegacyCRM": "llm"}
+    assert 0.05 < bundle.head.temperature < 20
+    assert len(bundle.memory()) == m["training"]["memory_templates"] > 100
 
 
 def test_tampered_classifier_is_refused(bundle: ModelBundle, tmp_path: Path) -> None:
@@ -90,22 +104,42 @@ def test_not_a_bundle(tmp_path: Path) -> None:
         load_bundle(tmp_path / "v9")
 
 
-def test_round_trip_and_binary_head(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    coef, intercept = rng.normal(size=(1, 4)).astype(np.float32), np.zeros(1, np.float32)
-    bundle = write_bundle(
-        tmp_path / "two",
-        name="two",
-        labels=["a", "b"],
-        coef=coef,
-        intercept=intercept,
+def _write(path: Path, coef: np.ndarray, vectors: Any, kind: str) -> ModelBundle:
+    dim = coef.shape[1]
+    head = LinearHead(("a", "b"), coef, np.zeros(1, np.float32), temperature=2.0)
+    return write_bundle(
+        path,
+        name=path.name,
+        head=head,
+        features=FeatureSpec(kind, lexical_features=dim // 2),
+        prototypes=Prototypes(vectors, np.array([0, 1]), np.array([0.1, 0.2], np.float32)),
+        label_set=LabelSet(("a", "b", "c"), {"a": "the first"}, (LabelExample("s", "m", "c"),)),
+        profile=Profile({"s": "llm"}, 0.5, {}, 2, 0.8),
+        memory={"x <NUM>": {"a": 3, "b": 1}},
+        rules=None,
+        masks=[],
         training_rows=np.array([1, 2], dtype=np.uint64),
-        manifest_extra={"embedding": {"dimension": 4}},
+        manifest_extra={},
     )
+
+
+def test_round_trip_binary_head_dense_and_sparse_prototypes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    coef = rng.normal(size=(1, 4)).astype(np.float32)
+    dense = _write(tmp_path / "dense", coef, np.eye(2, 4, dtype=np.float32), "embedding")
     x = rng.normal(size=(3, 4)).astype(np.float32)
-    proba = bundle.head.predict_proba(x)
+    proba = dense.head.predict_proba(x)
     assert proba.shape == (3, 2)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
-    assert bundle.training_rows().tolist() == [1, 2]
+    # The calibration temperature divides the scores.
+    np.testing.assert_allclose(proba, dense.head.predict_proba(x * 0.5, temperature=1.0), rtol=1e-5)
+    assert dense.training_rows().tolist() == [1, 2]
+    assert dense.memory() == {"x <NUM>": {"a": 3, "b": 1}}
+    assert dense.label_set.description("a") == "the first" and dense.label_set.examples[0].label == "c"
+    assert dense.profile.memory_min_rows == 2 and dense.rules_file is None
+    sparse = _write(tmp_path / "sparse", coef, sp.csr_matrix(np.eye(2, 4, dtype=np.float32)), "lexical")
+    assert sp.issparse(sparse.prototypes.vectors)
+    sims = sparse.prototypes.nearest(sp.csr_matrix(np.eye(2, 4, dtype=np.float32)), np.array([0, 0]))
+    np.testing.assert_allclose(sims, [1.0, 0.0])
     with pytest.raises(BundleError, match="shapes do not fit"):
-        LinearHead(("a", "b", "c"), coef, intercept)
+        LinearHead(("a", "b", "c"), coef, np.zeros(1, np.float32))

@@ -10,8 +10,9 @@ from sidecar.address import AddressError, split_host_port
 
 def test_defaults_validate_and_carry_the_seed_policy() -> None:
     cfg = config.load(environ={})
-    assert cfg["router"]["tiers"] == ["regex", "embedding", "llm"]
-    assert cfg["router"]["source_routes"] == {"LegacyCRM": "llm"}
+    assert cfg["router"]["tiers"] == ["regex", "memory", "embedding", "llm"]
+    # The seed's routes and thresholds travel with its bundle (models/default), not the config.
+    assert cfg["router"]["source_routes"] is None and cfg["embedding"]["min_confidence"] is None
     assert cfg["router"]["fallback_label"] == "Unclassified"
 
 

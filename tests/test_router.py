@@ -7,6 +7,7 @@ import pytest
 from sidecar import config
 from sidecar.core.bundle import ModelBundle
 from sidecar.core.decision import Item, LogRecord, Outcome, Verdict
+from sidecar.core.labelset import LabelSet
 from sidecar.engine.blocking import BlockingEngine as Router
 from sidecar.engine.pipeline import build_engine
 from sidecar.tiers.base import Tier
@@ -29,34 +30,41 @@ def test_seed_examples_end_to_end(router: Router) -> None:
             ("ModernHR", "Admin access escalation detected for user 9429"),
             ("ModernCRM", "Email service experiencing issues with sending"),
             ("LegacyCRM", "Case escalation for ticket ID 7324 failed because the agent is no longer active."),
+            ("ModernCRM", "Repeated sign-in failures recorded for account 5"),
+            ("ModernCRM", "Something odd happened near the coffee machine"),
         )
     )
     got = [(d.label, d.tier) for d in decisions]
     assert got == [
-        ("Security Alert", "embedding"),
+        # Templates of the training data: the memory answers from their rows' labels.
+        ("Security Alert", "memory"),
         ("User Action", "regex"),
         ("System Notification", "regex"),
-        ("Security Alert", "embedding"),
-        ("Critical Error", "embedding"),
+        ("Security Alert", "memory"),
+        ("Critical Error", "memory"),
         # LegacyCRM goes straight to the LLM tier, which is absent: fallback, tier none.
         ("Unclassified", "none"),
+        # A new template near the training data: the head.
+        ("Security Alert", "embedding"),
+        # Unlike anything in training: out of distribution, and no LLM to ask.
+        ("Unclassified", "none"),
     ]
+    # One training row of that template: Laplace's (1 + 1) / (1 + 2).
+    assert decisions[4].confidence == pytest.approx(0.6667) and decisions[4].detail == "1/1 training rows"
     for d in decisions:
         assert d.model_version == router.model_version and len(d.template_id) == 16
     assert decisions[1].detail == "user-session"
 
 
-def test_duplicate_templates_in_a_batch_are_decided_once(router: Router, encoder: MemoEncoder) -> None:
-    batch = [LogRecord("ModernCRM", f"Multiple login failures occurred on user {n} account") for n in range(50)]
-    before = len(encoder.calls)
+def test_duplicate_templates_in_a_batch_are_decided_once(router: Router) -> None:
+    batch = [LogRecord("ModernCRM", f"Repeated sign-in failures recorded for account {n}") for n in range(50)]
     decisions = router.classify(batch)
-    assert encoder.calls[before:] == [1]  # one representative encoded for 50 records
     assert len({id(d) for d in decisions}) == 1 and decisions[0].label == "Security Alert"
-    assert router.stats.tier_calls["embedding"] == 1
+    assert router.stats.tier_calls["embedding"] == 1  # one representative for 50 records
     # Next batch: same template, new numbers -> template cache; same messages -> exact cache.
-    router.classify([LogRecord("ModernCRM", "Multiple login failures occurred on user 999 account")])
+    router.classify([LogRecord("ModernCRM", "Repeated sign-in failures recorded for account 999")])
     router.classify(batch[:10])
-    assert encoder.calls[before:] == [1]
+    assert router.stats.tier_calls["embedding"] == 1
     assert router.stats.template_hits == 49 + 1 and router.stats.exact_hits == 10
     assert router.stats.cache_hit_ratio == pytest.approx(60 / 61)
 
@@ -70,7 +78,7 @@ def test_regex_runs_before_the_template_cache(cfg: config.Config, bundle: ModelB
     # "status 200" and "status 503" share a template; a rule must still tell them apart.
     rules = {"rules": [{"name": "5xx", "pattern": r"status 5\d\d", "label": "Server Error"}]}
     router = offline_engine(cfg, bundle=bundle, encoder=encoder)
-    router.engine.router.regex = RegexTier(parse_rules(rules))
+    router.engine.router.fast_tiers = [(0, RegexTier(parse_rules(rules)))]
     first, second = router.classify(_records(("web", "GET /a status 200 in 3ms"), ("web", "GET /a status 503 in 3ms")))
     assert second.label == "Server Error" and second.tier == "regex"
     assert first.tier != "regex"
@@ -107,7 +115,7 @@ def test_low_confidence_escalates_to_fallback(cfg: config.Config, bundle: ModelB
 
 def test_per_label_thresholds_are_validated(bundle: ModelBundle, encoder: MemoEncoder) -> None:
     with pytest.raises(ValueError, match="labels the model does not have"):
-        EmbeddingTier(encoder, bundle.head, 0.5, {"No Such Label": 0.9})
+        EmbeddingTier(bundle, encoder, 0.5, {"No Such Label": 0.9})
 
 
 class _FixedTier(Tier):
@@ -146,7 +154,7 @@ def test_llm_hook_receives_escalations_and_routed_sources(
 
 
 def test_llm_backend_none_is_absent_and_unknown_is_an_error(cfg: config.Config) -> None:
-    assert cfg["llm"]["backend"] == "none" and build_llm_tier(cfg) is None
+    assert cfg["llm"]["backend"] == "none" and build_llm_tier(cfg, LabelSet(("a",))) is None
     with pytest.raises(LlmConfigError, match="'gpt' is unknown"):
         choose_backend({"backend": "gpt"})
     assert choose_backend({"backend": "auto", "server": {"url": "http://vllm:8000/v1"}}) == "vllm"

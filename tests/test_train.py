@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -11,24 +12,35 @@ from sidecar.core.decision import LogRecord
 from tests.conftest import NO_LLM, SEED_CSV, MemoEncoder, offline_engine
 from training.dataset import DatasetError, load_labelled_csv
 from training.evaluate import evaluate, format_report, holdout_rows
+from training.labels_file import LabelsFileError
 from training.train import TrainError, TrainOptions, train
 
-SEED_MACRO_F1 = 0.976  # the seed notebook's figure on the same split
+SEED_LABELS = Path(__file__).resolve().parents[1] / "training" / "data" / "labels.yaml"
+# The issue's target for the seed's stratified 30 % hold-out (the seed notebook reached 0.976).
+SEED_MACRO_F1 = 0.99
 
 
 @pytest.mark.slow
-def test_seed_split_reaches_the_seed_macro_f1(tmp_path: Path, cfg: config.Config, encoder: MemoEncoder) -> None:
-    # The seed's own split: rows not decided by regex and not LegacyCRM, 30 % test, random_state=42,
-    # unstratified as the seed notebook did.
-    options = TrainOptions(split="random", test_size=0.3, random_state=42)
+def test_seed_split_macro_f1(tmp_path: Path, cfg: config.Config, encoder: MemoEncoder) -> None:
+    options = TrainOptions(test_size=0.3, random_state=42, labels_file=SEED_LABELS)
     bundle = train(SEED_CSV, tmp_path / "seed", cfg, options, encoder=encoder, progress=False)
     holdout = bundle.manifest["metrics"]["holdout"]
-    assert holdout["rows"] == 571
     assert holdout["macro_f1"] >= SEED_MACRO_F1, holdout
     training = bundle.manifest["training"]
-    assert training["excluded"] == {"decided_by_regex": 500, "routed_past_embedding": 7}
-    assert training["rows_used"] == 1903
-    assert len(load_bundle(tmp_path / "seed").training_rows()) == 1332
+    # Every candidate was cross-validated and the chosen one is recorded for the runtime.
+    assert set(training["cv_macro_f1"]) == {"embedding", "lexical", "both"}
+    assert bundle.features.kind == training["features"]
+    assert training["rules"] == {"kept": [r["name"] for r in _rules(bundle.rules_file)], "dropped": {}}
+    # Calibration lowers the out-of-fold calibration error.
+    ece = training["calibration"]["out_of_fold_ece"]
+    assert ece["after"] <= ece["before"], ece
+
+
+def _rules(path: Path | None) -> list[dict[str, str]]:
+    import yaml
+
+    assert path is not None
+    return list(yaml.safe_load(path.read_text())["rules"])
 
 
 def _write_csv(path: Path, rows: list[tuple[str, str, str]]) -> Path:
@@ -52,42 +64,70 @@ def _subset(per_label: int, rare: dict[str, int]) -> list[tuple[str, str, str]]:
     return out
 
 
-def test_rare_labels_are_reported_and_left_to_the_llm(
+def test_rare_labels_are_kept_and_learnt(
     tmp_path: Path, cfg: config.Config, encoder: MemoEncoder, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    subset = _subset(25, {"Resource Usage": 3})
+    # One label with a single row, one whose five rows share one template (the issue's Lustre case).
+    lustre = [("HPC", f"Lustre mount FAILED : node-{n} : point /mnt/lustre{n}", "Storage Alert") for n in range(5)]
+    subset = _subset(25, {"Resource Usage": 1}) + lustre
     data = _write_csv(tmp_path / "small.csv", subset)
-    bundle = train(data, tmp_path / "small", cfg, TrainOptions(folds=3), encoder=encoder, progress=False)
+    options = TrainOptions(folds=3, features="embedding")
+    bundle = train(data, tmp_path / "small", cfg, options, encoder=encoder, progress=False)
     err = capsys.readouterr().err
-    assert "label 'Resource Usage' has 3 row(s)" in err and "--min-class-rows" in err
-    assert "Resource Usage" not in bundle.labels
-    assert bundle.manifest["training"]["rare_labels"] == {"Resource Usage": 3}
-    assert "cv_macro_f1" in bundle.manifest["training"]
-    # A 50-row model is not confident; the point here is that the bundle serves.
-    lenient = config.load(environ={**NO_LLM, "LOGCLASS_EMBEDDING__MIN_CONFIDENCE": "0"})
-    router = offline_engine(lenient, bundle=bundle, encoder=encoder)
-    source, message, label = next(r for r in subset if r[2] == "Security Alert")
-    decision = router.classify([LogRecord(source, message)])[0]
-    assert decision.label == label and decision.model_version == bundle.version
+    assert "label 'Resource Usage' has only 1 row(s): kept" in err
+    assert bundle.manifest["training"]["few_row_labels"] == {"Resource Usage": 1}
+    assert {"Resource Usage", "Storage Alert"} <= set(bundle.head.labels) <= set(bundle.labels)
+    router = offline_engine(config.load(environ=NO_LLM), bundle=bundle, encoder=encoder)
+    try:
+        rare = next(r for r in subset if r[2] == "Resource Usage")
+        new_node = ("HPC", "Lustre mount FAILED : node-77 : point /mnt/lustre77", "Storage Alert")
+        decisions = router.classify([LogRecord(s, m) for s, m, _ in (rare, new_node)])
+        # Both are templates of the training rows: the memory answers, before any model.
+        assert [(d.label, d.tier) for d in decisions] == [("Resource Usage", "memory"), ("Storage Alert", "memory")]
+        assert decisions[1].confidence == round(6 / 7, 4)  # 5 agreeing rows: (5 + 1) / (5 + 2)
+    finally:
+        router.close()
+
+
+def test_lexical_features_need_no_encoder_and_rules_outside_the_label_set_are_dropped(
+    tmp_path: Path, cfg: config.Config, encoder: MemoEncoder
+) -> None:
+    # A taxonomy of the user's own: the seed's rules label "User Action" and "System
+    # Notification", which it does not have, so the bundle must not carry them.
+    rows = [("app", f"User {n} logged in.", "audit") for n in range(6)]
+    rows += [("app", f"request {n} served in {n} ms", "access") for n in range(6)]
+    rows += [("app", f"disk {n} failed with io error", "fault") for n in range(6)]
+    data = _write_csv(tmp_path / "own.csv", rows)
+    calls = len(encoder.calls)
+    bundle = train(data, tmp_path / "own", cfg, TrainOptions(folds=2, features="lexical"), progress=False)
+    assert len(encoder.calls) == calls and "embedding" not in bundle.manifest
+    assert bundle.features.kind == "lexical"
+    dropped = bundle.manifest["training"]["rules"]["dropped"]
+    assert dropped["user-session"] == "label 'User Action' is not in the training labels"
+    assert _rules(bundle.rules_file) == []
+    router = offline_engine(config.load(environ=NO_LLM), bundle=bundle)
+    try:
+        decision = router.classify([LogRecord("app", "User 99 logged in.")])[0]
+        assert (decision.label, decision.tier) == ("audit", "memory")
+    finally:
+        router.close()
 
 
 def test_training_errors_are_clear(tmp_path: Path, cfg: config.Config, encoder: MemoEncoder) -> None:
     one_label = _write_csv(tmp_path / "one.csv", [("a", f"Disk {i} full", "Resource Usage") for i in range(20)])
-    with pytest.raises(TrainError, match="needs at least two"):
+    with pytest.raises(TrainError, match="needs at least two labels"):
         train(one_label, tmp_path / "x", cfg, encoder=encoder, progress=False)
     no_label = tmp_path / "nolabel.csv"
     no_label.write_text("source,log_message\na,b\n")
     with pytest.raises(DatasetError, match=r"missing column\(s\) \['target_label'\]"):
         train(no_label, tmp_path / "y", cfg, encoder=encoder, progress=False)
-    with pytest.raises(TrainError, match="split"):
-        train(
-            one_label,
-            tmp_path / "z",
-            cfg,
-            TrainOptions(split="alphabetical"),
-            encoder=encoder,
-            progress=False,
-        )
+    for bad, match in [(TrainOptions(split="alphabetical"), "split"), (TrainOptions(features="tfidf"), "--features")]:
+        with pytest.raises(TrainError, match=match):
+            train(one_label, tmp_path / "z", cfg, bad, encoder=encoder, progress=False)
+    labels = tmp_path / "labels.yaml"
+    labels.write_text("labels: {a: b}\nthreshold: 3\n")
+    with pytest.raises(LabelsFileError, match=r"unknown keys \['threshold'\]"):
+        train(one_label, tmp_path / "w", cfg, TrainOptions(labels_file=labels), encoder=encoder, progress=False)
 
 
 @pytest.mark.slow
@@ -98,51 +138,43 @@ def test_evaluate_holdout_end_to_end(cfg: config.Config, encoder: MemoEncoder) -
     rows = load_labelled_csv(SEED_CSV)
     held = holdout_rows(rows, bundle)
     # Exact duplicates of training rows are not held out either, hence <=.
-    assert 1000 < len(held) <= len(rows) - len(bundle.training_rows())
+    assert 600 < len(held) <= len(rows) - len(bundle.training_rows())
     router = offline_engine(cfg, bundle=bundle, encoder=encoder)
     report = evaluate(SEED_CSV, router, bundle=bundle, holdout=True, progress=False)
     tiers = report["tiers"]
-    assert tiers["regex"]["records"] == 500 and tiers["regex"]["accuracy"] == 1.0
-    assert tiers["none"]["records"] >= 7  # LegacyCRM rows have no LLM to go to
-    assert tiers["embedding"]["accuracy"] >= 0.98
+    assert tiers["regex"]["accuracy"] == 1.0 and tiers["memory"]["accuracy"] >= 0.99
+    assert tiers["none"]["records"] >= 2  # LegacyCRM rows have no LLM to go to
     assert report["end_to_end"]["rows"] == len(held)
     assert report["end_to_end"]["accuracy"] >= 0.97
     text = format_report(report)
     assert "per tier" in text and "cache hit ratio" in text
 
 
-def test_teacher_rows_join_the_training_side_only(tmp_path: Path, cfg: config.Config, encoder: MemoEncoder) -> None:
-    import json
-
+def test_teacher_rows_join_memory_and_head(tmp_path: Path, cfg: config.Config, encoder: MemoEncoder) -> None:
     data = _write_csv(tmp_path / "small.csv", _subset(12, {}))
     teacher = tmp_path / "teacher.jsonl"
     entries = [
         {
             "source": "ModernHR",
             "example": f"Account lockout triggered for user {n} after repeated failures",
-            "label": "Security Alert",
+            "label": label,
         }
-        for n in range(5)
+        for n, label in enumerate(["Security Alert"] * 5)
     ]
-    entries.append(
-        {"source": "LegacyCRM", "example": "Lead conversion failed for prospect 1", "label": "Workflow Error"}
-    )
     entries.append({"source": "ModernHR", "example": "Quarterly payroll closed", "label": "Payroll Event"})
     teacher.write_text("".join(json.dumps(e) + "\n" for e in entries), encoding="utf-8")
-    plain = train(data, tmp_path / "plain", cfg, TrainOptions(folds=3), encoder=encoder, progress=False)
-    taught = train(
-        data, tmp_path / "taught", cfg, TrainOptions(folds=3, extra=[teacher]), encoder=encoder, progress=False
-    )
-    # The 5 Security Alert rows are added; LegacyCRM is routed past the embedding tier and a label
-    # the CSV lacks has no hold-out, so both stay out. The hold-out is the CSV's alone.
-    assert taught.manifest["training"]["rows_used"] == plain.manifest["training"]["rows_used"] + 5
-    assert taught.manifest["metrics"]["holdout"]["rows"] == plain.manifest["metrics"]["holdout"]["rows"]
+    options = TrainOptions(folds=3, features="embedding")
+    plain = train(data, tmp_path / "plain", cfg, options, encoder=encoder, progress=False)
+    options.extra = [teacher]
+    taught = train(data, tmp_path / "taught", cfg, options, encoder=encoder, progress=False)
+    # The 5 Security Alert rows (one template) join; a label the CSV lacks has no human row.
+    assert taught.manifest["training"]["rows_training_side"] == plain.manifest["training"]["rows_training_side"] + 5
+    assert taught.manifest["training"]["head_templates"] == plain.manifest["training"]["head_templates"] + 1
+    assert taught.memory()["Account lockout triggered for user <NUM> after repeated failures"] == {"Security Alert": 5}
     assert "teacher.jsonl" in taught.manifest["training"]["extra_files"]
-    assert (
-        len(load_bundle(tmp_path / "taught").training_rows())
-        == len(load_bundle(tmp_path / "plain").training_rows()) + 5
-    )
+    assert len(taught.training_rows()) == len(plain.training_rows()) + 5
+    assert "Payroll Event" not in taught.labels
 
     teacher.write_text('{"source": "a", "example": "b", "label": "c"}\nnot json\n', encoding="utf-8")
     with pytest.raises(DatasetError, match=r"teacher.jsonl:2: not a teacher entry"):
-        train(data, tmp_path / "bad", cfg, TrainOptions(folds=3, extra=[teacher]), encoder=encoder, progress=False)
+        train(data, tmp_path / "bad", cfg, options, encoder=encoder, progress=False)

@@ -1,7 +1,13 @@
-"""`logclass train`: labelled CSV -> model bundle for the embedding tier.
+"""`logclass train`: labelled CSV -> a complete model bundle.
 
-The embedding tier only ever sees records the regex tier did not decide and whose source is not
-routed past it, so it is trained on exactly those rows.
+1. The label set is every label of the CSV (descriptions and examples from ``--labels``).
+2. The configured regex rules are kept where their labels are in the set and they agree with
+   the training rows; the bundle carries the kept ones.
+3. Every training template not decided by a rule goes into the memory with its label counts.
+4. The head learns the distinct templates the embedding tier is responsible for (not decided by
+   a rule, source not routed past it). Features (embedding, lexical, both) and C are chosen by
+   cross-validation over templates; its probabilities are calibrated on the out-of-fold scores,
+   and the out-of-distribution thresholds come from the same folds.
 """
 
 from __future__ import annotations
@@ -10,21 +16,33 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sidecar import config as config_mod
-from sidecar.core.bundle import ModelBundle, sha256_file, write_bundle
+from sidecar.core.bundle import FeatureSpec, Matrix, ModelBundle, Profile, sha256_file, write_bundle
 from sidecar.core.decision import LogRecord
-from sidecar.engine.pipeline import build_encoder, build_regex_tier
+from sidecar.core.labelset import LabelExample, LabelSet
+from sidecar.core.masking import TemplateMasker
+from sidecar.engine.pipeline import build_encoder
 from sidecar.tiers.encoder import MODEL_NAME, Encoder, weights_sha256
+from sidecar.tiers.features import Featurizer
+from sidecar.tiers.regex import RegexTier, load_rules
+from training import head as head_mod
 from training.dataset import LabelledRow, load_labelled_csv, load_teacher_jsonl, row_hashes
+from training.labels_file import LabelsFile, load_labels_file
+from training.memory import check_rules, rule_mapping, template_counts
 from training.report import format_class_report
+from training.splits import holdout_split, stratified_folds
 
-DEFAULT_CS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+DEFAULT_CS = (0.1, 1.0, 10.0, 100.0)
+FEATURE_CHOICES = ("auto", "embedding", "lexical", "both")
+# Labels with this few rows are flagged in the output and the manifest: kept and learnt (the
+# memory knows their templates), but nothing can measure how well.
+FEW_ROWS = 2
 
 
 class TrainError(ValueError):
@@ -33,148 +51,95 @@ class TrainError(ValueError):
 
 @dataclass
 class TrainOptions:
-    test_size: float = 0.3
+    test_size: float = 0.0
     random_state: int = 42
     folds: int = 5
     split: str = "stratified"  # or "random", the seed notebook's unstratified split
-    min_class_rows: int = 0  # 0: folds + 2 (enough for a hold-out row and every CV fold)
     cs: Sequence[float] = DEFAULT_CS
+    features: str = "auto"
     name: str | None = None
     # LLM teacher files (JSONL): their rows join the training side only, so the hold-out stays
     # the labelled CSV's and measures against human labels.
     extra: Sequence[Path] = ()
-
-
-@dataclass
-class Selection:
-    rows: list[LabelledRow]
-    excluded: dict[str, int] = field(default_factory=dict)
-    rare_labels: dict[str, int] = field(default_factory=dict)
+    labels_file: Path | None = None
+    memory_min_rows: int = 1
+    memory_min_purity: float = 0.9
+    ood_quantile: float = 0.01
+    rule_min_precision: float = 0.9
+    examples_per_label: int = 1
+    min_confidence: float = 0.5
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def select_rows(rows: Sequence[LabelledRow], cfg: config_mod.Config, min_class_rows: int) -> Selection:
-    """The rows the embedding tier is responsible for, minus labels too rare to learn."""
-    tiers = cfg["router"]["tiers"]
-    if "embedding" not in tiers:
-        raise TrainError("router.tiers has no 'embedding' tier: there is nothing to train")
-    emb_position = tiers.index("embedding")
-    routed_past = {src for src, tier in cfg["router"]["source_routes"].items() if tiers.index(tier) > emb_position}
-    regex = build_regex_tier(cfg) if "regex" in tiers else None
-    kept: list[LabelledRow] = []
-    excluded: Counter[str] = Counter()
-    for row in rows:
-        if row.source in routed_past:
-            excluded["routed_past_embedding"] += 1
-        elif regex is not None and regex.match(LogRecord(row.source, row.message)) is not None:
-            excluded["decided_by_regex"] += 1
-        else:
-            kept.append(row)
-    counts = Counter(r.label for r in kept)
-    rare = {label: n for label, n in counts.items() if n < min_class_rows}
-    if rare:
-        for label, n in sorted(rare.items()):
-            log(
-                f"warning: label {label!r} has {n} row(s) for the embedding tier; at least {min_class_rows} are "
-                "needed (a hold-out row plus one per CV fold). Its rows are left out: such records escalate to "
-                "the LLM tier. Add examples or lower --min-class-rows."
-            )
-        kept = [r for r in kept if r.label not in rare]
-        excluded["rare_label"] = sum(rare.values())
-    if len({r.label for r in kept}) < 2:
-        raise TrainError(
-            f"only {len({r.label for r in kept})} label(s) left for the embedding tier after excluding "
-            f"{dict(excluded)}; it needs at least two"
+def _check(options: TrainOptions) -> None:
+    if options.split not in ("stratified", "random"):
+        raise TrainError(f"split must be 'stratified' or 'random', not {options.split!r}")
+    if not 0 <= options.test_size < 1:
+        raise TrainError("--test-size must be in [0, 1)")
+    if options.features not in FEATURE_CHOICES:
+        raise TrainError(f"--features must be one of {', '.join(FEATURE_CHOICES)}, not {options.features!r}")
+    if options.folds < 2:
+        raise TrainError("--folds must be at least 2")
+
+
+def read_extra(paths: Sequence[Path], known: set[str]) -> list[LabelledRow]:
+    """Teacher rows with labels the CSV also has (a label seen only in teacher output has no
+    human row to be checked against)."""
+    out: list[LabelledRow] = []
+    for path in paths:
+        rows = load_teacher_jsonl(path)
+        kept = [r for r in rows if r.label in known]
+        dropped = len(rows) - len(kept)
+        log(
+            f"      extra {path}: {len(kept)} teacher rows added to training"
+            + (f", {dropped} with labels not in the CSV left out" if dropped else "")
         )
-    return Selection(kept, dict(excluded), rare)
+        out += kept
+    return out
 
 
-def split_rows(labels: Sequence[str], options: TrainOptions) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.model_selection import train_test_split
-
-    indexes = np.arange(len(labels))
-    if options.test_size <= 0:
-        return indexes, np.array([], dtype=int)
-    stratify = list(labels) if options.split == "stratified" else None
-    train_idx, test_idx = train_test_split(
-        indexes, test_size=options.test_size, random_state=options.random_state, stratify=stratify
-    )
-    return np.asarray(train_idx), np.asarray(test_idx)
+def _routed_past(routes: dict[str, str], tiers: Sequence[str]) -> set[str]:
+    position = tiers.index("embedding") if "embedding" in tiers else len(tiers)
+    return {source for source, tier in routes.items() if tier in tiers and tiers.index(tier) > position}
 
 
-def choose_c(x: np.ndarray, y: Sequence[str], options: TrainOptions) -> tuple[float, dict[str, float]]:
-    """Regularisation strength by stratified k-fold CV on macro-F1 (rare labels weigh as much).
-
-    Takes the smallest C whose score is within one standard error of the best (the "1-SE rule"):
-    among models the CV cannot tell apart, the more regularised one generalises better to log
-    lines unlike the training set.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-
-    folds = min(options.folds, min(Counter(y).values()))
-    if folds < 2:
-        log("note: too few rows per label for cross-validation; using C=1.0")
-        return 1.0, {}
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=options.random_state)
-    means: dict[float, float] = {}
-    errors: dict[float, float] = {}
-    for c in options.cs:
-        clf = LogisticRegression(C=c, class_weight="balanced", max_iter=3000)
-        fold_scores = cross_val_score(clf, x, y, cv=cv, scoring="f1_macro")
-        means[c] = float(np.mean(fold_scores))
-        errors[c] = float(np.std(fold_scores) / np.sqrt(len(fold_scores)))
-        log(f"  C={c:<6g} {folds}-fold CV macro-F1 {means[c]:.4f} ± {errors[c]:.4f}")
-    best = max(options.cs, key=lambda c: means[c])
-    chosen = min(c for c in options.cs if means[c] >= means[best] - errors[best])
-    return float(chosen), {str(c): round(m, 4) for c, m in means.items()}
+def _examples(spec: LabelsFile, items: dict[tuple[str, str], list[LabelledRow]], k: int) -> tuple[LabelExample, ...]:
+    """The labels file's examples, else per label the first row of its ``k`` largest templates."""
+    if spec.examples is not None:
+        return spec.examples
+    by_label: dict[str, list[list[LabelledRow]]] = {}
+    for (_, label), rows in items.items():
+        by_label.setdefault(label, []).append(rows)
+    picked = []
+    for label in sorted(by_label):
+        for rows in sorted(by_label[label], key=len, reverse=True)[:k]:
+            picked.append(LabelExample(rows[0].source, rows[0].message, label))
+    return tuple(picked)
 
 
-def fit_head(x: np.ndarray, y: Sequence[str], c: float) -> Any:
-    from sklearn.linear_model import LogisticRegression
-
-    clf = LogisticRegression(C=c, class_weight="balanced", max_iter=3000)
-    clf.fit(x, y)
-    return clf
+def _finite(value: float) -> float | None:
+    return None if np.isnan(value) else round(value, 4)
 
 
-def holdout_metrics(clf: Any, x: np.ndarray, y: Sequence[str]) -> dict[str, Any]:
+def _holdout_metrics(gold: Sequence[str], pred: Sequence[str]) -> dict[str, Any]:
     from sklearn.metrics import accuracy_score, classification_report, f1_score
 
-    if len(y) == 0:
+    if not gold:
         return {}
-    pred = clf.predict(x)
-    report = classification_report(y, pred, output_dict=True, zero_division=0)
+    report = classification_report(gold, pred, output_dict=True, zero_division=0)
     return {
-        "rows": len(y),
-        "accuracy": round(float(accuracy_score(y, pred)), 4),
-        "macro_f1": round(float(f1_score(y, pred, average="macro", zero_division=0)), 4),
+        "rows": len(gold),
+        "accuracy": round(float(accuracy_score(gold, pred)), 4),
+        "macro_f1": round(float(f1_score(gold, pred, average="macro", zero_division=0)), 4),
         "per_class": {
             label: {k: round(float(v), 4) for k, v in values.items()}
             for label, values in report.items()
             if isinstance(values, dict) and label not in ("macro avg", "weighted avg")
         },
     }
-
-
-def select_extra(paths: Sequence[Path], cfg: config_mod.Config, known: set[str]) -> list[LabelledRow]:
-    """Teacher rows the embedding tier is responsible for, with labels the CSV also has (a label
-    seen only in teacher output has no hold-out to be checked against)."""
-    out: list[LabelledRow] = []
-    for path in paths:
-        selection = select_rows(load_teacher_jsonl(path), cfg, 0)
-        kept = [r for r in selection.rows if r.label in known]
-        dropped = len(selection.rows) - len(kept)
-        log(
-            f"      extra {path}: {len(kept)} teacher rows added to training"
-            + (f", {dropped} with labels not in the CSV left out" if dropped else "")
-            + (f" (excluded: {selection.excluded})" if selection.excluded else "")
-        )
-        out += kept
-    return out
 
 
 def train(
@@ -186,74 +151,178 @@ def train(
     progress: bool = True,
 ) -> ModelBundle:
     options = options or TrainOptions()
-    if options.split not in ("stratified", "random"):
-        raise TrainError(f"split must be 'stratified' or 'random', not {options.split!r}")
-    if not 0 <= options.test_size < 1:
-        raise TrainError("--test-size must be in [0, 1)")
+    _check(options)
     data, out = Path(data), Path(out)
     started = time.monotonic()
+    spec = load_labels_file(options.labels_file)
     rows = load_labelled_csv(data)
-    min_rows = options.min_class_rows or options.folds + 2
-    log(f"[1/5] read {len(rows)} rows, {len({r.label for r in rows})} labels from {data}")
-    selection = select_rows(rows, cfg, min_rows)
-    used = selection.rows
-    log(f"[2/5] {len(used)} rows for the embedding tier (excluded: {selection.excluded or 'none'})")
-    labels = [r.label for r in used]
-    train_idx, test_idx = split_rows(labels, options)
-    extra = select_extra(options.extra, cfg, set(labels))
-    if extra:
-        train_idx = np.concatenate([train_idx, np.arange(len(used), len(used) + len(extra))])
-        used = used + extra
-        labels = labels + [r.label for r in extra]
-    encoder = encoder or build_encoder(cfg)
-    log(f"[3/5] encoding {len(used)} messages with {MODEL_NAME} on {encoder.device}")
-    x = encoder.encode([r.message for r in used], progress=progress)
-    y = np.array(labels)
-    log(f"[4/5] choosing C by cross-validation on {len(train_idx)} training rows")
-    c, cv_scores = choose_c(x[train_idx], y[train_idx].tolist(), options)
-    clf = fit_head(x[train_idx], y[train_idx].tolist(), c)
-    metrics = holdout_metrics(clf, x[test_idx], y[test_idx].tolist())
-    if metrics:
-        log(f"hold-out ({len(test_idx)} rows, {options.split} split, random_state={options.random_state}), C={c:g}:")
-        log(format_class_report(metrics))
-    coef = np.asarray(clf.coef_, dtype=np.float32)
-    intercept = np.asarray(clf.intercept_, dtype=np.float32)
-    manifest_extra = {
-        "embedding": {
-            "model": MODEL_NAME,
-            "dimension": encoder.dimension,
-            "weights_sha256": weights_sha256(encoder.model_path),
-            "max_seq_length": cfg["embedding"]["max_seq_length"],
-        },
-        "thresholds": {"min_confidence": cfg["embedding"]["min_confidence"]},
+    label_names = sorted({r.label for r in rows} | set(spec.descriptions))
+    counts = Counter(r.label for r in rows)
+    log(f"[1/6] read {len(rows)} rows, {len(counts)} labels from {data}")
+    few = {label: n for label, n in sorted(counts.items()) if n <= FEW_ROWS}
+    for label, n in few.items():
+        log(f"warning: label {label!r} has only {n} row(s): kept (the memory knows its templates); add examples")
+
+    train_idx, test_idx = holdout_split(
+        [r.label for r in rows], options.test_size, options.random_state, options.split == "stratified"
+    )
+    train_rows = [rows[i] for i in train_idx] + read_extra(options.extra, set(counts))
+    test_rows = [rows[i] for i in test_idx]
+
+    tiers = list(cfg["router"]["tiers"])
+    configured_rules = cfg["regex"].get("rules_file") or config_mod.packaged_path("rules.yaml")
+    rules = check_rules(
+        load_rules(configured_rules) if "regex" in tiers else [],
+        train_rows,
+        set(label_names),
+        options.rule_min_precision,
+    )
+    regex = RegexTier(rules.kept)
+    log(f"[2/6] regex: {len(rules.kept)} rules kept" + (f", dropped {rules.dropped}" if rules.dropped else ""))
+
+    routes = cfg["router"]["source_routes"]
+    routes = dict(routes if routes is not None else spec.source_routes or {})
+    routed_past = _routed_past(routes, tiers)
+    masker = TemplateMasker.from_config(cfg["templates"]["masks"])
+    model_rows = [r for r in train_rows if regex.match(LogRecord(r.source, r.message)) is None]
+    templates = [masker.template(r.message) for r in model_rows]
+    memory = template_counts(zip(templates, (r.label for r in model_rows), strict=True))
+    log(f"[3/6] memory: {len(memory)} templates from {len(model_rows)} rows not decided by a rule")
+
+    # One item per (template, label) of the rows the head is responsible for.
+    items: dict[tuple[str, str], list[LabelledRow]] = {}
+    for row, template in zip(model_rows, templates, strict=True):
+        if row.source not in routed_past:
+            items.setdefault((template, row.label), []).append(row)
+    keys = list(items)
+    y = np.array([label for _, label in keys])
+    head_labels = sorted(set(y.tolist()))
+    if len(head_labels) < 2:
+        raise TrainError(
+            f"the embedding tier gets {len(keys)} template(s) with {len(head_labels)} label(s) after the rules and "
+            f"source routes; it needs at least two labels"
+        )
+    kinds = head_mod.CANDIDATE_ORDER if options.features == "auto" else (options.features,)
+    needs_encoder = any(FeatureSpec(k).uses_embedding for k in kinds)
+    encoder = (encoder or build_encoder(cfg)) if needs_encoder else None
+    where = f" with {MODEL_NAME} on {encoder.device}" if encoder is not None else ""
+    log(f"[4/6] features of {len(keys)} distinct templates ({', '.join(kinds)}){where}")
+    messages = [items[k][0].message for k in keys]
+    item_templates = [template for template, _ in keys]
+    features: dict[str, Matrix] = {}
+    embedded: Matrix | None = None
+    for kind in kinds:
+        featurizer = Featurizer(FeatureSpec(kind), encoder)
+        if kind == "both" and embedded is not None:
+            # The embedding block is the costly part: reuse it.
+            import scipy.sparse as sp
+
+            lexical = featurizer.lexical(item_templates)
+            features[kind] = sp.csr_matrix(sp.hstack([sp.csr_matrix(embedded), lexical]) / np.sqrt(2.0))
+        else:
+            features[kind] = featurizer.transform(messages, item_templates, progress=progress)
+        if kind == "embedding":
+            embedded = features[kind]
+
+    folds = stratified_folds(y.tolist(), options.folds, options.random_state)
+    log(f"[5/6] choosing features and C by {options.folds}-fold CV over templates")
+    chosen, candidates, oof = head_mod.choose(features, y, folds, options.cs)
+    x = features[chosen.kind]
+    calibration = head_mod.calibrate(oof, y, head_labels)
+    thresholds = head_mod.ood_thresholds(x, y, folds, oof, head_labels, options.ood_quantile)
+    head = head_mod.build_head(head_mod.fit(x, y.tolist(), chosen.c), calibration.temperature)
+    prototypes = head_mod.build_prototypes(x, y, head, thresholds)
+    log(
+        f"      chose {chosen.kind} features, C={chosen.c:g} (CV macro-F1 {chosen.score.mean:.4f}); "
+        f"temperature {calibration.temperature:.3f} (out-of-fold ECE {calibration.ece_before} -> "
+        f"{calibration.ece_after}); out-of-distribution similarity thresholds "
+        + ", ".join(f"{label} {t:.3f}" for label, t in zip(head.labels, thresholds.tolist(), strict=True))
+    )
+
+    feature_spec = FeatureSpec(chosen.kind)
+    metrics: dict[str, Any] = {}
+    if test_rows:
+        from sidecar.tiers.memory import MemoryTier
+
+        remembered = MemoryTier(memory, min_rows=options.memory_min_rows, min_purity=options.memory_min_purity)
+        scored = Featurizer(feature_spec, encoder)
+        head_rows = [
+            r for r in test_rows if r.source not in routed_past and regex.match(LogRecord(r.source, r.message)) is None
+        ]
+        pred = []
+        for row in head_rows:
+            template = masker.template(row.message)
+            verdict = remembered.decide_now(LogRecord(row.source, row.message), template)
+            if verdict is None:
+                proba = head.predict_proba(scored.transform([row.message], [template]))
+                pred.append(head.labels[int(proba.argmax())])
+            else:
+                pred.append(verdict.label)
+        metrics = _holdout_metrics([r.label for r in head_rows], pred)
+        if metrics:
+            log(f"hold-out ({len(head_rows)} rows for the trained tiers; memory, then the head):")
+            log(format_class_report(metrics))
+
+    label_set = LabelSet(
+        tuple(label_names),
+        {k: v for k, v in spec.descriptions.items()},
+        _examples(spec, items, options.examples_per_label),
+    )
+    profile = Profile(
+        source_routes=routes,
+        min_confidence=spec.min_confidence if spec.min_confidence is not None else options.min_confidence,
+        label_min_confidence=spec.label_min_confidence or {},
+        memory_min_rows=options.memory_min_rows,
+        memory_min_purity=options.memory_min_purity,
+    )
+    manifest_extra: dict[str, Any] = {
         "training": {
             "data_file": data.name,
             "data_sha256": sha256_file(data),
             "rows_total": len(rows),
-            "rows_used": len(used),
+            "rows_training_side": len(train_rows),
             "extra_files": {str(Path(p).name): sha256_file(Path(p)) for p in options.extra},
-            "excluded": selection.excluded,
-            "rare_labels": selection.rare_labels,
-            "label_counts": dict(sorted(Counter(labels).items())),
-            "split": {
-                "kind": options.split,
-                "test_size": options.test_size,
-                "random_state": options.random_state,
+            "label_counts": dict(sorted(counts.items())),
+            "few_row_labels": few,
+            "rules": {"kept": [r.name for r in rules.kept], "dropped": rules.dropped},
+            "memory_templates": len(memory),
+            "head_templates": len(keys),
+            "split": {"kind": options.split, "test_size": options.test_size, "random_state": options.random_state},
+            "classifier": {"type": "logistic_regression", "C": chosen.c, "class_weight": "balanced"},
+            "features": chosen.kind,
+            "cv_macro_f1": {c.kind: {"C": c.c, "mean": _finite(c.score.mean), "by_c": c.by_c} for c in candidates},
+            "calibration": {
+                "method": "temperature",
+                "temperature": round(calibration.temperature, 4),
+                "out_of_fold_ece": {"before": calibration.ece_before, "after": calibration.ece_after},
             },
-            "classifier": {"type": "logistic_regression", "C": c, "class_weight": "balanced"},
-            "cv_macro_f1": cv_scores,
+            "ood": {
+                "quantile": options.ood_quantile,
+                "thresholds": {k: round(float(v), 4) for k, v in zip(head.labels, thresholds.tolist(), strict=True)},
+            },
         },
         "metrics": {"holdout": metrics},
     }
-    train_rows = [used[i] for i in train_idx]
+    if encoder is not None and feature_spec.uses_embedding:
+        manifest_extra["embedding"] = {
+            "model": MODEL_NAME,
+            "dimension": encoder.dimension,
+            "weights_sha256": weights_sha256(encoder.model_path),
+            "max_seq_length": cfg["embedding"]["max_seq_length"],
+        }
     bundle = write_bundle(
         out,
         name=options.name or out.name,
-        labels=[str(label) for label in clf.classes_],
-        coef=coef,
-        intercept=intercept,
+        head=head,
+        features=feature_spec,
+        prototypes=prototypes,
+        label_set=label_set,
+        profile=profile,
+        memory=memory,
+        rules=[rule_mapping(r) for r in rules.kept] if "regex" in tiers else None,
+        masks=cfg["templates"]["masks"],
         training_rows=row_hashes(train_rows),
         manifest_extra=manifest_extra,
     )
-    log(f"[5/5] wrote bundle {bundle.version} to {out} in {time.monotonic() - started:.1f}s")
+    log(f"[6/6] wrote bundle {bundle.version} to {out} in {time.monotonic() - started:.1f}s")
     return bundle

@@ -134,7 +134,10 @@ def _check_router(router: Mapping[str, Any]) -> None:
     tiers = list(router["tiers"])
     if "regex" in tiers and tiers[0] != "regex":
         raise ConfigError("router.tiers: 'regex' must come first: it runs on every record before the template cache")
-    for source, tier in router["source_routes"].items():
+    models = [i for i, t in enumerate(tiers) if t in ("embedding", "llm")]
+    if "memory" in tiers and models and tiers.index("memory") > models[0]:
+        raise ConfigError("router.tiers: 'memory' must come before the model tiers: it is a lookup on the request path")
+    for source, tier in (router["source_routes"] or {}).items():
         if tier not in tiers:
             raise ConfigError(
                 f"router.source_routes.{source}: tier {tier!r} is not in router.tiers {tiers}; "

@@ -6,18 +6,21 @@ import asyncio
 import gc
 import logging
 from pathlib import Path
+from typing import Any
 
 from sidecar import config as config_mod
 from sidecar.core.bundle import ModelBundle, load_bundle
+from sidecar.core.labelset import LabelExample, LabelSet
 from sidecar.core.masking import TemplateMasker
 from sidecar.engine.engine import Engine, PositionedLane
 from sidecar.engine.lanes import BatchHook, Lane, LaneSettings
 from sidecar.engine.metrics import Metrics
 from sidecar.engine.router import Router
-from sidecar.tiers.base import Tier
+from sidecar.tiers.base import FastTier, Tier
 from sidecar.tiers.embedding import EmbeddingTier
 from sidecar.tiers.encoder import Encoder
 from sidecar.tiers.llm import build_llm_tier
+from sidecar.tiers.memory import MemoryTier
 from sidecar.tiers.regex import RegexTier, load_rules
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -30,9 +33,29 @@ def bundle_path(cfg: config_mod.Config) -> Path:
     return Path(configured) if configured else DEFAULT_BUNDLE
 
 
-def build_regex_tier(cfg: config_mod.Config) -> RegexTier:
-    rules_file = cfg["regex"].get("rules_file") or config_mod.packaged_path("rules.yaml")
-    return RegexTier(load_rules(rules_file))
+def needs_bundle(cfg: config_mod.Config) -> bool:
+    """The trained tiers need the bundle; the LLM needs its label set unless the config gives
+    one (``llm.labels``)."""
+    tiers = cfg["router"]["tiers"]
+    return "memory" in tiers or "embedding" in tiers or ("llm" in tiers and not cfg["llm"].get("labels"))
+
+
+def load_configured_bundle(cfg: config_mod.Config) -> ModelBundle | None:
+    return load_bundle(bundle_path(cfg)) if needs_bundle(cfg) else None
+
+
+def rules_file(cfg: config_mod.Config, bundle: ModelBundle | None) -> Path:
+    """The config's rules file, else the rules the bundle was trained with, else the built-in."""
+    configured = cfg["regex"].get("rules_file")
+    if configured:
+        return Path(configured)
+    if bundle is not None and bundle.rules_file is not None:
+        return bundle.rules_file
+    return config_mod.packaged_path("rules.yaml")
+
+
+def build_regex_tier(cfg: config_mod.Config, bundle: ModelBundle | None = None) -> RegexTier:
+    return RegexTier(load_rules(rules_file(cfg, bundle)))
 
 
 def build_encoder(cfg: config_mod.Config) -> Encoder:
@@ -46,14 +69,68 @@ def build_encoder(cfg: config_mod.Config) -> Encoder:
     )
 
 
+def needs_encoder(cfg: config_mod.Config, bundle: ModelBundle | None) -> bool:
+    return bundle is not None and "embedding" in cfg["router"]["tiers"] and bundle.features.uses_embedding
+
+
+def _configured(value: Any, default: Any) -> Any:
+    """A profile setting: the config's when it gives one (not null), else the bundle's."""
+    return default if value is None else value
+
+
 def build_embedding_tier(cfg: config_mod.Config, bundle: ModelBundle, encoder: Encoder | None = None) -> EmbeddingTier:
     emb = cfg["embedding"]
+    if encoder is None and bundle.features.uses_embedding:
+        encoder = build_encoder(cfg)
     return EmbeddingTier(
-        encoder or build_encoder(cfg),
-        bundle.head,
-        min_confidence=emb["min_confidence"],
-        label_min_confidence=emb["label_min_confidence"],
+        bundle,
+        encoder,
+        min_confidence=_configured(emb["min_confidence"], bundle.profile.min_confidence),
+        label_min_confidence=_configured(emb["label_min_confidence"], bundle.profile.label_min_confidence),
+        out_of_distribution=emb["out_of_distribution"],
     )
+
+
+def build_memory_tier(cfg: config_mod.Config, bundle: ModelBundle) -> MemoryTier:
+    memory = cfg["memory"]
+    own_masks = None if bundle.masks == list(cfg["templates"]["masks"]) else TemplateMasker.from_config(bundle.masks)
+    if own_masks is not None:
+        log.warning("templates.masks differ from the bundle's: the memory tier masks with the bundle's own")
+    return MemoryTier(
+        bundle.memory(),
+        min_rows=_configured(memory["min_rows"], bundle.profile.memory_min_rows),
+        min_purity=_configured(memory["min_purity"], bundle.profile.memory_min_purity),
+        masker=own_masks,
+    )
+
+
+def label_set(cfg: config_mod.Config, bundle: ModelBundle | None) -> LabelSet:
+    """The bundle's labels with the config's overrides (``llm.labels``, ``llm.examples``)."""
+    llm = cfg["llm"]
+    examples = llm.get("examples")
+    configured = (
+        [LabelExample(str(e["source"]), str(e["message"]), str(e["label"])) for e in examples]
+        if examples is not None
+        else None
+    )
+    if bundle is None:
+        return LabelSet(tuple(llm["labels"]), dict(llm["labels"]), tuple(configured or ()))
+    return bundle.label_set.overridden(llm.get("labels"), configured)
+
+
+def source_routes(cfg: config_mod.Config, bundle: ModelBundle | None) -> dict[str, str]:
+    configured = cfg["router"]["source_routes"]
+    if configured is not None:
+        return dict(configured)
+    routes = dict(bundle.profile.source_routes) if bundle is not None else {}
+    tiers = cfg["router"]["tiers"]
+    for source, tier in list(routes.items()):
+        if tier not in tiers:
+            log.warning(
+                "the bundle routes source %r to tier %r, which router.tiers leaves out: not routed", source, tier
+            )
+            del routes[source]
+    return routes
 
 
 def unbounded_lanes(cfg: config_mod.Config) -> config_mod.Config:
@@ -91,31 +168,35 @@ def build_engine(
     order = cfg["router"]["tiers"]
     masker = TemplateMasker.from_config(cfg["templates"]["masks"])
     built: dict[str, Tier | None] = dict(tiers or {})
-    version = "rules-only"
+    unbuilt = {"memory", "embedding", "llm"} & set(order) - set(built)
+    if bundle is None and unbuilt and needs_bundle(cfg):
+        bundle = load_bundle(bundle_path(cfg))
     if "embedding" in order and "embedding" not in built:
-        bundle = bundle or load_bundle(bundle_path(cfg))
+        assert bundle is not None
         built["embedding"] = build_embedding_tier(cfg, bundle, encoder)
-    if bundle is not None:
-        version = bundle.version
     if "llm" in order and "llm" not in built:
-        built["llm"] = build_llm_tier(cfg)
-    regex = build_regex_tier(cfg) if "regex" in order else None
+        built["llm"] = build_llm_tier(cfg, label_set(cfg, bundle))
+    fast: list[FastTier] = []
+    if "regex" in order:
+        fast.append(build_regex_tier(cfg, bundle))
+    if "memory" in order and bundle is not None:
+        fast.append(build_memory_tier(cfg, bundle))
     router = Router(
         masker=masker,
         tiers=order,
-        regex=regex,
-        source_routes=cfg["router"]["source_routes"],
+        fast_tiers=fast,
+        source_routes=source_routes(cfg, bundle),
         fallback_label=cfg["router"]["fallback_label"],
-        model_version=version,
+        model_version=bundle.version if bundle is not None else "rules-only",
         cache_size=cfg["templates"]["cache_size"],
         exact_cache_size=cfg["templates"]["exact_cache_size"],
         max_message_bytes=cfg["limits"]["max_message_bytes"],
     )
     lanes: list[PositionedLane] = []
-    all_tiers: list[Tier] = [regex] if regex is not None else []
+    all_tiers: list[Tier] = list(fast)
     for position, name in enumerate(order):
         tier = built.get(name)
-        if name == "regex" or tier is None:
+        if name in ("regex", "memory") or tier is None:
             continue
         all_tiers.append(tier)
         lanes.append(PositionedLane(position, Lane(tier, lane_settings(cfg, tier), on_batch)))
@@ -125,8 +206,8 @@ def build_engine(
 async def load_engine(cfg: config_mod.Config, metrics: Metrics) -> tuple[Engine, ModelBundle | None]:
     """For the servers: loads and warms the models, wires the metrics."""
     loop = asyncio.get_running_loop()
-    bundle = load_bundle(bundle_path(cfg)) if "embedding" in cfg["router"]["tiers"] else None
-    encoder = await loop.run_in_executor(None, build_encoder, cfg) if bundle is not None else None
+    bundle = load_configured_bundle(cfg)
+    encoder = await loop.run_in_executor(None, build_encoder, cfg) if needs_encoder(cfg, bundle) else None
     engine = await loop.run_in_executor(
         None, lambda: build_engine(cfg, bundle=bundle, encoder=encoder, on_batch=metrics.observe_lane)
     )

@@ -6,14 +6,15 @@ Per record::
       │ miss
     validate (empty, too long, invalid UTF-8) ── error ────► fallback + error
       │
-    regex tier (exact rules, every record) ── match ───────► decision
+    fast tiers: regex rules, then the template memory ── match ──► decision
       │ no match
     template cache (source, template) ── hit ──────────────► decision
       │ miss
     pending: one representative per template, for the model lanes (see engine.Engine)
 
 The regex tier runs before the template cache because rules may tell apart messages that share
-a template ("status 200" and "status 503"). The exact cache in front makes exact repeats, the
+a template ("status 200" and "status 503"); the memory (templates of the training data) is a dict
+probe, as cheap as the cache. The exact cache in front makes exact repeats, the
 bulk of real log volume, skip masking altogether. Everything here runs on the engine's event
 loop thread, so the caches need no locks.
 """
@@ -81,7 +82,7 @@ class Router:
         *,
         masker: TemplateMasker,
         tiers: Sequence[str],
-        regex: FastTier | None,
+        fast_tiers: Sequence[FastTier],
         source_routes: Mapping[str, str],
         fallback_label: str,
         model_version: str,
@@ -91,7 +92,8 @@ class Router:
     ) -> None:
         self.masker = masker
         self.tier_order = list(tiers)
-        self.regex = regex if "regex" in self.tier_order else None
+        # (position in router.tiers, tier): a source routed past a position skips its tier.
+        self.fast_tiers = [(self.tier_order.index(t.name), t) for t in fast_tiers if t.name in self.tier_order]
         self.source_routes = {src: self.tier_order.index(t) for src, t in source_routes.items()}
         self.fallback_label = fallback_label
         self.model_version = model_version
@@ -145,14 +147,12 @@ class Router:
                 continue
             template = self.masker.template(record.message)
             start = self.source_routes.get(record.source, 0)
-            if self.regex is not None and start == 0:
-                verdict = self.regex.decide_now(record)
-                if isinstance(verdict, Verdict):
-                    decision = self.decision(verdict, self.regex.name, template)
-                    if cacheable:
-                        exact_cache.put(exact_key, decision)
-                    out[i] = decision
-                    continue
+            decision = self._decide_fast(record, template, start)
+            if decision is not None:
+                if cacheable:
+                    exact_cache.put(exact_key, decision)
+                out[i] = decision
+                continue
             key = (record.source, template)
             decision = template_cache.get(key) if cacheable else None
             if decision is not None:
@@ -168,6 +168,14 @@ class Router:
             else:
                 stats.template_misses += 1
                 pending[key] = PendingTemplate(record, start, [i])
+
+    def _decide_fast(self, record: LogRecord, template: str, start: int) -> Decision | None:
+        for position, tier in self.fast_tiers:
+            if position >= start:
+                verdict = tier.decide_now(record, template)
+                if isinstance(verdict, Verdict):
+                    return self.decision(verdict, tier.name, template)
+        return None
 
     def learn(self, key: TemplateKey, decision: Decision) -> None:
         """A model lane's final decision for a template: the next record of it is a cache hit."""

@@ -7,7 +7,7 @@ item, in order: a ``Verdict`` when it is confident, ``None`` to escalate to the 
 
 Model tiers are awaited from the engine's event loop and must never block it: CPU-bound work
 runs on the tier's own thread. ``FastTier`` is for the few tiers cheap enough to run on the
-request path itself (the regex rules).
+request path itself (the regex rules, the template memory).
 """
 
 from __future__ import annotations
@@ -69,11 +69,11 @@ class FastTier(Tier):
     """A tier that decides on the request path in microseconds: no lane, no queue."""
 
     @abstractmethod
-    def decide_now(self, record: LogRecord) -> Outcome:
-        """The outcome for one record, computed at once."""
+    def decide_now(self, record: LogRecord, template: str) -> Outcome:
+        """The outcome for one record (``template``: its masked form), computed at once."""
 
     async def decide(self, items: Sequence[Item]) -> list[Outcome]:
-        return [self.decide_now(item.record) for item in items]
+        return [self.decide_now(item.record, item.template) for item in items]
 
     async def warm_up(self) -> None:
         return None

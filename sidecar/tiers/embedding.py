@@ -1,4 +1,12 @@
-"""Embedding tier: MiniLM sentence embeddings + the bundle's logistic-regression head."""
+"""Embedding tier: the bundle's trained head over its features (sentence embeddings of the
+message, hashed n-grams of its template, or both), with calibrated probabilities and an
+out-of-distribution check.
+
+A record is answered when its calibrated probability reaches the label's ``min_confidence`` and
+it lies near the training templates of the label it got (similarity at least the threshold
+calibrated at training time); anything else escalates, so a line unlike the training data goes
+to the LLM (or gets the fallback label) instead of a confident guess.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from sidecar.core.bundle import LinearHead
+from sidecar.core.bundle import ModelBundle
 from sidecar.core.decision import Item, Outcome, Verdict
 from sidecar.tiers.base import Tier
 from sidecar.tiers.encoder import Encoder
+from sidecar.tiers.features import Featurizer
 
 # Word pieces per character of a log line, roughly; only relative costs matter (the engine
 # learns seconds per unit), so this just makes long lines count for more than short ones.
@@ -23,54 +32,63 @@ class EmbeddingTier(Tier):
 
     def __init__(
         self,
-        encoder: Encoder,
-        head: LinearHead,
+        bundle: ModelBundle,
+        encoder: Encoder | None,
         min_confidence: float,
         label_min_confidence: Mapping[str, float] | None = None,
+        out_of_distribution: bool = True,
     ) -> None:
-        if encoder.dimension != head.dimension:
+        head = bundle.head
+        self.featurizer = Featurizer(bundle.features, encoder)
+        if self.featurizer.dimension != head.dimension:
             raise ValueError(
-                f"the classifier expects {head.dimension}-dimensional embeddings but the encoder gives "
-                f"{encoder.dimension}; retrain the bundle with this embedding model"
+                f"the classifier expects {head.dimension}-dimensional features but this encoder gives "
+                f"{self.featurizer.dimension}; retrain the bundle with this embedding model"
             )
-        self.encoder = encoder
         self.head = head
+        self.prototypes = bundle.prototypes if out_of_distribution else None
         overrides = dict(label_min_confidence or {})
-        unknown = sorted(set(overrides) - set(head.labels))
+        unknown = sorted(set(overrides) - set(bundle.labels))
         if unknown:
             raise ValueError(
                 f"embedding.label_min_confidence names labels the model does not have: {unknown}; "
-                f"known labels: {list(head.labels)}"
+                f"known labels: {list(bundle.labels)}"
             )
         self._thresholds = np.array([overrides.get(label, min_confidence) for label in head.labels], np.float32)
         # The encoder is not thread-safe and saturates its intra-op threads: one batch at a time,
         # on a thread of its own, so the event loop stays free for the fast lane.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedding")
-        self._max_tokens = encoder.max_seq_length
+        self._encoded = encoder is not None and bundle.features.uses_embedding
+        self._max_tokens = encoder.max_seq_length if encoder is not None else 1
+        # Where the features are computed (model info): the encoder's device, or the CPU for
+        # hashed n-grams alone.
+        self.device = encoder.device if self._encoded and encoder is not None else "cpu"
 
-    def probabilities(self, messages: Sequence[str]) -> np.ndarray:
-        return self.head.predict_proba(self.encoder.encode(messages))
-
-    def decide_sync(self, messages: Sequence[str]) -> list[Outcome]:
-        """The outcomes for ``messages`` on the calling thread (training and evaluation use it)."""
+    def decide_sync(self, messages: Sequence[str], templates: Sequence[str]) -> list[Outcome]:
+        """The outcomes for ``messages`` (with their templates) on the calling thread."""
         if not messages:
             return []
-        proba = self.probabilities(messages)
+        x = self.featurizer.transform(messages, templates)
+        proba = self.head.predict_proba(x)
         best = proba.argmax(axis=1)
         confidence = proba[np.arange(len(best)), best]
-        out: list[Outcome] = []
-        for index, conf in zip(best.tolist(), confidence.tolist(), strict=True):
-            if conf < self._thresholds[index]:
-                out.append(None)
-            else:
-                out.append(Verdict(self.head.labels[index], round(float(conf), 4)))
-        return out
+        sure = confidence >= self._thresholds[best]
+        if self.prototypes is not None:
+            sure &= self.prototypes.nearest(x, best) >= self.prototypes.thresholds[best]
+        return [
+            Verdict(self.head.labels[index], round(float(conf), 4)) if ok else None
+            for index, conf, ok in zip(best.tolist(), confidence.tolist(), sure.tolist(), strict=True)
+        ]
 
     async def decide(self, items: Sequence[Item]) -> list[Outcome]:
         messages = [item.record.message for item in items]
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.decide_sync, messages)
+        templates = [item.template for item in items]
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.decide_sync, messages, templates)
 
     def cost(self, item: Item) -> float:
+        if not self._encoded:
+            return 1.0
         return 2.0 + min(self._max_tokens, len(item.record.message) * _TOKENS_PER_CHAR)
 
     async def close(self) -> None:

@@ -148,7 +148,7 @@ class RegexTier(FastTier):
             return None
         return active[int((found.lastgroup or "r0")[1:])]
 
-    def decide_now(self, record: LogRecord) -> Verdict | None:
+    def decide_now(self, record: LogRecord, template: str = "") -> Verdict | None:
         rule = self.match(record)
         return None if rule is None else Verdict(rule.label, 1.0, rule.name)
 

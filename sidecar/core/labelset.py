@@ -1,0 +1,82 @@
+"""A classifier's one label set: its labels, what each means, and a few worked examples.
+
+A model bundle carries it (from the training data and an optional ``labels.yaml``), so every
+tier answers within the same labels: the trained head, the template memory and the LLM's prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class LabelSetError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class LabelExample:
+    source: str
+    message: str
+    label: str
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    labels: tuple[str, ...]
+    # label -> one line telling a reader (and the LLM) what the label means; may be empty.
+    descriptions: Mapping[str, str] = field(default_factory=dict)
+    examples: tuple[LabelExample, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.labels:
+            raise LabelSetError("a label set needs at least one label")
+        unknown = sorted({e.label for e in self.examples} - set(self.labels))
+        if unknown:
+            raise LabelSetError(f"examples use labels not in the label set: {unknown}")
+        stray = sorted(set(self.descriptions) - set(self.labels))
+        if stray:
+            raise LabelSetError(f"descriptions name labels not in the label set: {stray}")
+
+    def description(self, label: str) -> str:
+        return self.descriptions.get(label, "")
+
+    def with_label(self, label: str, description: str) -> LabelSet:
+        """This set plus ``label`` (e.g. the fallback label), unless it already has it."""
+        if label in self.labels:
+            return self
+        return LabelSet((*self.labels, label), {**self.descriptions, label: description}, self.examples)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "labels": list(self.labels),
+            "descriptions": {k: v for k, v in self.descriptions.items() if v},
+            "examples": [{"source": e.source, "message": e.message, "label": e.label} for e in self.examples],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LabelSet:
+        try:
+            return cls(
+                tuple(str(label) for label in data["labels"]),
+                {str(k): str(v) for k, v in (data.get("descriptions") or {}).items()},
+                tuple(
+                    LabelExample(str(e["source"]), str(e["message"]), str(e["label"]))
+                    for e in data.get("examples") or ()
+                ),
+            )
+        except (KeyError, TypeError) as exc:
+            raise LabelSetError(f"not a label set ({exc}): needs labels, descriptions and examples") from exc
+
+    def overridden(self, descriptions: Mapping[str, str] | None, examples: Sequence[LabelExample] | None) -> LabelSet:
+        """Config overrides: descriptions replace or add per label (a new label joins the set),
+        examples replace the bundle's when given."""
+        labels = list(self.labels)
+        merged = dict(self.descriptions)
+        for label, text in (descriptions or {}).items():
+            if label not in labels:
+                labels.append(label)
+            merged[label] = text
+        chosen = tuple(examples) if examples is not None else self.examples
+        return LabelSet(tuple(labels), merged, chosen)
