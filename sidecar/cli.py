@@ -99,6 +99,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         labels_file=args.labels,
         memory_min_rows=args.memory_min_rows,
         memory_min_purity=args.memory_min_purity,
+        ood_quantile=args.ood_quantile,
     )
     train(args.data, args.out, cfg, options, progress=not args.no_progress)
     return 0
@@ -249,6 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "embedding", "lexical", "both"],
         default="auto",
         help="head features; auto: chosen by cross-validation",
+    )
+    p.add_argument(
+        "--ood-quantile",
+        type=float,
+        default=0.0,
+        help="out-of-distribution threshold: this quantile of the similarity of correctly predicted held-out "
+        "templates to their label's training templates (default 0: their minimum)",
     )
     p.add_argument("--memory-min-rows", type=int, default=1, help="rows a template needs to be remembered")
     p.add_argument("--memory-min-purity", type=float, default=0.9, help="share of its rows the top label needs")

@@ -494,11 +494,17 @@ def _drive(sidecar: Sidecar) -> None:
     """Traffic through every path that creates a labelled series."""
     with grpc.insecure_channel(sidecar.grpc_address) as channel:
         stub = pb_grpc.LogClassifierStub(channel)  # type: ignore[no-untyped-call]
-        # Every answer awaited: the regex, embedding and LLM tiers decide, an empty message errs.
-        rows = [*((s, m) for s, m, _ in SEED_ROWS), ("LegacyCRM", ANSWERED), ("BillingSystem", "")]
+        # Every answer awaited: the regex, memory, embedding and LLM tiers decide (a new wording
+        # of a seed template is the embedding tier's), an empty message errs.
+        rows = [
+            *((s, m) for s, m, _ in SEED_ROWS),
+            ("ModernCRM", "Repeated sign-in failures recorded for account 5"),
+            ("LegacyCRM", ANSWERED),
+            ("BillingSystem", ""),
+        ]
         request = pb.ClassifyRequest(records=[pb.LogRecord(source=s, message=m) for s, m in rows], wait_for_all=True)
         tiers = {r.tier for r in stub.Classify(request, timeout=30).results}
-        assert {"regex", "embedding", "llm"} <= tiers, tiers
+        assert {"regex", "memory", "embedding", "llm"} <= tiers, tiers
         assert sidecar.llm.answered >= 2, "the warm-up and the LegacyCRM record"
 
         # The server holds this question: the request's inline budget ends first, the record is

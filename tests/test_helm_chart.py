@@ -257,9 +257,8 @@ def test_non_default_ports_and_values_reach_the_config(chart: Any, tmp_path: Pat
     assert cfg["embedding"]["label_min_confidence"] == {"Security Alert": 0.9}
     assert cfg["router"]["fallback_label"] == "unknown"
     assert cfg["router"]["source_routes"] == {}
-    # Mappings merge into the defaults, as in any logclass config file.
-    assert cfg["llm"]["labels"]["Billing"] == "invoices and payments"
-    assert "Security Alert" in cfg["llm"]["labels"]
+    # The label descriptions default to the bundle's (null); given, they override it per label.
+    assert cfg["llm"]["labels"] == {"Billing": "invoices and payments"}
     assert release.container()["readinessProbe"]["grpc"]["port"] == 7000
     grpc_port = {p["name"]: p for p in release.get("Service")["spec"]["ports"]}["grpc"]
     assert (grpc_port["port"], grpc_port["targetPort"]) == (443, "grpc")

@@ -103,9 +103,15 @@ def test_stream_and_model_info(server: tuple[str, subprocess.Popen[str]]) -> Non
         info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
     assert [r.request_id for r in responses] == [str(i) for i in range(len(SEED_ROWS))]
     assert [r.results[0].label for r in responses] == [label for _, _, label in SEED_ROWS]
-    assert info.tiers == ["regex", "embedding"] and info.fallback_label == "Unclassified"
+    assert info.tiers == ["regex", "memory", "embedding"] and info.fallback_label == "Unclassified"
     assert "Security Alert" in info.labels and info.max_records_per_request == 100
-    assert set(info.bundle_files_sha256) == {"classifier.npz", "training_rows.npy"}
+    assert set(info.bundle_files_sha256) == {
+        "classifier.npz",
+        "prototypes.npz",
+        "memory.json",
+        "rules.yaml",
+        "training_rows.npy",
+    }
 
 
 def test_concurrent_callers_match_sequential_and_are_batched(server: tuple[str, subprocess.Popen[str]]) -> None:

@@ -45,16 +45,36 @@ class Candidate:
     by_c: dict[str, float] = field(default_factory=dict)
 
 
-def fit(x: Matrix, y: Sequence[str], c: float) -> Any:
+@dataclass(frozen=True)
+class Fitted:
+    """A fitted logistic regression as plain arrays (scores of the full feature width)."""
+
+    classes: np.ndarray
+    coef: np.ndarray
+    intercept: np.ndarray
+
+    def scores(self, x: Matrix) -> np.ndarray:
+        return np.asarray(x @ self.coef.T + self.intercept)
+
+
+def fit(x: Matrix, y: Sequence[str], c: float) -> Fitted:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
+    # Hashed n-grams use a few thousand of their 32768 columns: fitting on those alone makes
+    # each solver step several times cheaper, and unused columns get weight 0 either way.
+    columns = np.unique(x.indices) if sp.issparse(x) else None
     clf = LogisticRegression(C=c, class_weight="balanced", max_iter=1000)
     with warnings.catch_warnings():
         # Separable templates at large C never converge exactly; the CV score judges the fit.
         warnings.simplefilter("ignore", ConvergenceWarning)
-        clf.fit(x, list(y))
-    return clf
+        clf.fit(x[:, columns] if columns is not None else x, list(y))
+    coef = np.asarray(clf.coef_, dtype=np.float64)
+    if columns is not None:
+        full = np.zeros((coef.shape[0], x.shape[1]))
+        full[:, columns] = coef
+        coef = full
+    return Fitted(np.asarray(clf.classes_), coef, np.asarray(clf.intercept_, dtype=np.float64))
 
 
 def out_of_fold_scores(x: Matrix, y: np.ndarray, folds: np.ndarray, c: float) -> tuple[np.ndarray, list[float]]:
@@ -69,13 +89,12 @@ def out_of_fold_scores(x: Matrix, y: np.ndarray, folds: np.ndarray, c: float) ->
     for fold in sorted(set(folds.tolist()) - {ALWAYS_TRAIN}):
         test = folds == fold
         clf = fit(x[~test], y[~test], c)
-        raw = clf.decision_function(x[test])
-        raw = raw.reshape(len(raw), -1)
+        raw = clf.scores(x[test])
         # A fold's head may lack a label whose items all sit in this fold: map its columns.
         if width == 1:
             scores[test] = raw
         else:
-            columns = np.searchsorted(labels, clf.classes_)
+            columns = np.searchsorted(labels, clf.classes)
             block = np.full((int(test.sum()), width), -1e9)
             block[:, columns] = raw if raw.shape[1] == len(columns) else np.hstack([-raw, raw])
             scores[test] = block
@@ -177,7 +196,8 @@ def ood_thresholds(
     """Per label: the ``quantile`` of the similarity between correctly predicted held-out
     templates and their nearest training template of that label (from the other folds). Below
     it, a template is farther from the label's examples than nearly every one the head got
-    right. Labels with too few such templates use the quantile over all labels."""
+    right. Labels with too few such templates use the quantile over all labels, and none is
+    stricter than that."""
     label_arr = np.asarray(labels)
     held = ~np.isnan(scores).any(axis=1)
     predicted = np.full(len(y), -1)
@@ -198,16 +218,19 @@ def ood_thresholds(
                 sims[int(guess)].append(float(similarity[row][same].max()))
     everything = [s for values in sims.values() for s in values]
     overall = float(np.quantile(everything, quantile)) if everything else 0.0
+    # Never above the overall threshold: a label whose training templates are near-copies of
+    # each other would otherwise call every new wording of it out of distribution.
     return np.array(
-        [float(np.quantile(v, quantile)) if len(v) >= 10 else overall for v in sims.values()], dtype=np.float32
+        [min(overall, float(np.quantile(v, quantile))) if len(v) >= 10 else overall for v in sims.values()],
+        dtype=np.float32,
     )
 
 
-def build_head(clf: Any, temp: float) -> LinearHead:
+def build_head(clf: Fitted, temp: float) -> LinearHead:
     return LinearHead(
-        tuple(str(label) for label in clf.classes_),
-        np.asarray(clf.coef_, dtype=np.float32),
-        np.asarray(clf.intercept_, dtype=np.float32),
+        tuple(str(label) for label in clf.classes),
+        np.asarray(clf.coef, dtype=np.float32),
+        np.asarray(clf.intercept, dtype=np.float32),
         temp,
     )
 

@@ -64,7 +64,7 @@ class TrainOptions:
     labels_file: Path | None = None
     memory_min_rows: int = 1
     memory_min_purity: float = 0.9
-    ood_quantile: float = 0.01
+    ood_quantile: float = 0.0
     rule_min_precision: float = 0.9
     examples_per_label: int = 1
     min_confidence: float = 0.5
@@ -81,6 +81,8 @@ def _check(options: TrainOptions) -> None:
         raise TrainError("--test-size must be in [0, 1)")
     if options.features not in FEATURE_CHOICES:
         raise TrainError(f"--features must be one of {', '.join(FEATURE_CHOICES)}, not {options.features!r}")
+    if not 0 <= options.ood_quantile < 1:
+        raise TrainError("--ood-quantile must be in [0, 1)")
     if options.folds < 2:
         raise TrainError("--folds must be at least 2")
 

@@ -16,6 +16,7 @@ from sidecar.core.decision import ERROR_EMPTY, ERROR_TOO_LONG, ERROR_UTF8, Decis
 from sidecar.engine.engine import Engine
 from sidecar.engine.lanes import LaneFullError
 from sidecar.engine.metrics import Classify, Metrics
+from sidecar.tiers.embedding import EmbeddingTier
 from sidecar.tiers.llm.tier import LlmTier
 
 _ERROR_CODES = {
@@ -140,12 +141,13 @@ class LogClassifierService(pb_grpc.LogClassifierServicer):
 def build_model_info(engine: Engine, cfg: dict[str, Any], bundle_files: dict[str, str], device: str) -> Any:
     llm = engine.tier("llm")
     backend = llm.backend if isinstance(llm, LlmTier) else None
+    embedding = engine.tier("embedding")
     return pb.ModelInfo(
         labels=engine.labels(),
         tiers=engine.tiers_enabled,
         model_version=engine.model_version,
         bundle_files_sha256=bundle_files,
-        embedding_model="sentence-transformers/all-MiniLM-L6-v2" if "embedding" in engine.tiers_enabled else "",
+        embedding_model=embedding.features if isinstance(embedding, EmbeddingTier) else "",
         embedding_device=device,
         llm_backend=backend.name if backend is not None else "none",
         llm_model=backend.model if backend is not None else "",

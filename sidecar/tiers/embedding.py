@@ -19,7 +19,7 @@ import numpy as np
 from sidecar.core.bundle import ModelBundle
 from sidecar.core.decision import Item, Outcome, Verdict
 from sidecar.tiers.base import Tier
-from sidecar.tiers.encoder import Encoder
+from sidecar.tiers.encoder import MODEL_NAME, Encoder
 from sidecar.tiers.features import Featurizer
 
 # Word pieces per character of a log line, roughly; only relative costs matter (the engine
@@ -63,6 +63,10 @@ class EmbeddingTier(Tier):
         # Where the features are computed (model info): the encoder's device, or the CPU for
         # hashed n-grams alone.
         self.device = encoder.device if self._encoded and encoder is not None else "cpu"
+        parts = [MODEL_NAME] if self._encoded else []
+        if bundle.features.uses_lexical:
+            parts.append("hashed word and character n-grams")
+        self.features = " + ".join(parts)
 
     def decide_sync(self, messages: Sequence[str], templates: Sequence[str]) -> list[Outcome]:
         """The outcomes for ``messages`` (with their templates) on the calling thread."""

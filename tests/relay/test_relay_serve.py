@@ -63,7 +63,7 @@ def test_relay_inside_serve_shares_the_pipeline_with_grpc(
     by_seq = {e.record["seq"]: e.record for e in upstream.events}
     for prefix in ("raw", "fl"):
         assert [by_seq[f"{prefix}-{i}"]["log_label"] for i in range(len(SEED_ROWS))] == [x for _, _, x in SEED_ROWS]
-    assert {by_seq[f"raw-{i}"]["log_label_tier"] for i in range(len(SEED_ROWS))} == {"regex", "embedding"}
+    assert {by_seq[f"raw-{i}"]["log_label_tier"] for i in range(len(SEED_ROWS))} == {"regex", "memory"}
 
     # gRPC asks for the same records: the relay already filled the shared exact cache.
     before = scrape(metrics_port)
