@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -14,7 +15,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from sidecar.core.bundle import BundleError, load_bundle
 from sidecar.core.decision import TIER_NONE
+from sidecar.engine.pipeline import bundle_path
 from sidecar.offline.report.scores import Calibration, accuracy, calibration, class_scores
 
 
@@ -54,11 +57,16 @@ def _import_matplotlib() -> None:
 
 
 def thresholds(config: Mapping[str, Any]) -> dict[str, float]:
-    """Each tier's escalation threshold, drawn on its confidence histogram."""
-    return {
-        "embedding": float(config["embedding"]["min_confidence"]),
-        "llm": float(config["llm"]["min_confidence"]),
-    }
+    """Each tier's escalation threshold, drawn on its confidence histogram: the config's, else
+    the model bundle's (left out when there is no bundle to read)."""
+    out = {"llm": float(config["llm"]["min_confidence"])}
+    configured = config["embedding"]["min_confidence"]
+    if configured is not None:
+        out["embedding"] = float(configured)
+    else:
+        with contextlib.suppress(BundleError):
+            out["embedding"] = load_bundle(bundle_path(dict(config))).profile.min_confidence
+    return out
 
 
 def build_report(
