@@ -158,7 +158,8 @@ def train(
     started = time.monotonic()
     spec = load_labels_file(options.labels_file)
     rows = load_labelled_csv(data)
-    label_names = sorted({r.label for r in rows} | set(spec.descriptions))
+    # The labels file's order first (the LLM's prompt lists labels in this order), then the rest.
+    label_names = list(spec.descriptions) + sorted({r.label for r in rows} - set(spec.descriptions))
     counts = Counter(r.label for r in rows)
     log(f"[1/6] read {len(rows)} rows, {len(counts)} labels from {data}")
     few = {label: n for label, n in sorted(counts.items()) if n <= FEW_ROWS}
