@@ -173,3 +173,42 @@ def test_cache_eviction(cfg: config.Config, bundle: ModelBundle, encoder: MemoEn
     assert len(cache) == 2 and cache.stats.evictions == 1
     router.classify(_records(("s", msgs[0])))  # evicted: decided again
     assert router.stats.tier_calls["embedding"] == 4
+
+
+def test_out_of_distribution_lines_escalate_instead_of_a_confident_guess(
+    bundle: ModelBundle, encoder: MemoEncoder
+) -> None:
+    odd = _records(("x", "Something odd happened near the coffee machine"))
+    for ood, tier in (("true", "none"), ("false", "embedding")):
+        env = {"LOGCLASS_EMBEDDING__MIN_CONFIDENCE": "0", "LOGCLASS_EMBEDDING__OUT_OF_DISTRIBUTION": ood}
+        lenient = config.load(environ={**NO_LLM, **env})
+        router = offline_engine(lenient, bundle=bundle, encoder=encoder)
+        try:
+            assert router.classify(odd)[0].tier == tier
+        finally:
+            router.close()
+
+
+def test_the_llm_answers_within_the_bundle_label_set_and_config_overrides_it(bundle: ModelBundle) -> None:
+    from sidecar.engine.pipeline import label_set, source_routes
+
+    cfg = config.load(environ=NO_LLM)
+    labels = label_set(cfg, bundle)
+    assert labels.labels == bundle.label_set.labels and "Workflow Error" in labels.labels
+    assert labels.description("Workflow Error") == bundle.label_set.description("Workflow Error") != ""
+    assert source_routes(cfg, bundle) == {"LegacyCRM": "llm"}
+    custom = config.load(
+        environ={
+            **NO_LLM,
+            "LOGCLASS_LLM__LABELS": '{"Billing": "invoices and payments", "Error": "any fault"}',
+            "LOGCLASS_LLM__EXAMPLES": "[]",
+            "LOGCLASS_ROUTER__SOURCE_ROUTES": "{}",
+        }
+    )
+    overridden = label_set(custom, bundle)
+    assert overridden.labels == (*bundle.label_set.labels, "Billing")
+    assert overridden.description("Error") == "any fault" and overridden.examples == ()
+    assert source_routes(custom, bundle) == {}
+    # A bundle's route to a tier the config leaves out is dropped, not an error.
+    no_llm_tier = config.load(environ={**NO_LLM, "LOGCLASS_ROUTER__TIERS": "[regex, memory, embedding]"})
+    assert source_routes(no_llm_tier, bundle) == {}
