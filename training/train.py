@@ -23,18 +23,28 @@ from typing import Any
 import numpy as np
 
 from sidecar import config as config_mod
-from sidecar.core.bundle import FeatureSpec, Matrix, ModelBundle, Profile, sha256_file, write_bundle
+from sidecar.core.bundle import (
+    FeatureSpec,
+    LinearHead,
+    Matrix,
+    ModelBundle,
+    Profile,
+    Prototypes,
+    sha256_file,
+    write_bundle,
+)
 from sidecar.core.decision import LogRecord
 from sidecar.core.labelset import LabelExample, LabelSet
 from sidecar.core.masking import TemplateMasker
 from sidecar.engine.pipeline import build_encoder
 from sidecar.tiers.encoder import MODEL_NAME, Encoder, weights_sha256
-from sidecar.tiers.features import Featurizer
+from sidecar.tiers.features import Featurizer, combine
+from sidecar.tiers.memory import MemoryTier
 from sidecar.tiers.regex import RegexTier, load_rules
 from training import head as head_mod
 from training.dataset import LabelledRow, load_labelled_csv, load_teacher_jsonl, row_hashes
 from training.labels_file import LabelsFile, load_labels_file
-from training.memory import check_rules, rule_mapping, template_counts
+from training.memory import RuleCheck, check_rules, rule_mapping, template_counts
 from training.report import format_class_report
 from training.splits import holdout_split, stratified_folds
 
@@ -108,8 +118,11 @@ def _routed_past(routes: dict[str, str], tiers: Sequence[str]) -> set[str]:
     return {source for source, tier in routes.items() if tier in tiers and tiers.index(tier) > position}
 
 
-def _examples(spec: LabelsFile, items: dict[tuple[str, str], list[LabelledRow]], k: int) -> tuple[LabelExample, ...]:
-    """The labels file's examples, else per label the first row of its ``k`` largest templates."""
+def _examples(
+    spec: LabelsFile, items: dict[tuple[str, str], list[LabelledRow]], options: TrainOptions
+) -> tuple[LabelExample, ...]:
+    """The labels file's examples, else per label the first row of its largest templates."""
+    k = options.examples_per_label
     if spec.examples is not None:
         return spec.examples
     by_label: dict[str, list[list[LabelledRow]]] = {}
@@ -144,6 +157,142 @@ def _holdout_metrics(gold: Sequence[str], pred: Sequence[str]) -> dict[str, Any]
     }
 
 
+@dataclass
+class Selection:
+    """What the trained tiers learn from the training side."""
+
+    rules: RuleCheck
+    regex: RegexTier
+    routes: dict[str, str]
+    routed_past: set[str]
+    memory: dict[str, dict[str, int]]
+    # One item per (template, label) of the rows the head is responsible for, with its rows.
+    items: dict[tuple[str, str], list[LabelledRow]]
+
+
+@dataclass
+class HeadFit:
+    head: LinearHead
+    prototypes: Prototypes
+    features: FeatureSpec
+    chosen: head_mod.Candidate
+    candidates: list[head_mod.Candidate]
+    calibration: head_mod.Calibration
+    encoder: Encoder | None
+
+
+def select(
+    rows: Sequence[LabelledRow], labels: set[str], cfg: config_mod.Config, spec: LabelsFile, options: TrainOptions
+) -> Selection:
+    tiers = list(cfg["router"]["tiers"])
+    configured = cfg["regex"].get("rules_file") or config_mod.packaged_path("rules.yaml")
+    rules = check_rules(load_rules(configured) if "regex" in tiers else [], rows, labels, options.rule_min_precision)
+    regex = RegexTier(rules.kept)
+    log(f"[2/6] regex: {len(rules.kept)} rules kept" + (f", dropped {rules.dropped}" if rules.dropped else ""))
+    routes = cfg["router"]["source_routes"]
+    routes = dict(routes if routes is not None else spec.source_routes or {})
+    routed_past = _routed_past(routes, tiers)
+    masker = TemplateMasker.from_config(cfg["templates"]["masks"])
+    model_rows = [r for r in rows if regex.match(LogRecord(r.source, r.message)) is None]
+    templates = [masker.template(r.message) for r in model_rows]
+    memory = template_counts(zip(templates, (r.label for r in model_rows), strict=True))
+    log(f"[3/6] memory: {len(memory)} templates from {len(model_rows)} rows not decided by a rule")
+    items: dict[tuple[str, str], list[LabelledRow]] = {}
+    for row, template in zip(model_rows, templates, strict=True):
+        if row.source not in routed_past:
+            items.setdefault((template, row.label), []).append(row)
+    return Selection(rules, regex, routes, routed_past, memory, items)
+
+
+def candidate_features(
+    kinds: Sequence[str], messages: Sequence[str], templates: Sequence[str], encoder: Encoder | None, progress: bool
+) -> dict[str, Matrix]:
+    """Each candidate's feature matrix; the embeddings, the costly part, are computed once."""
+    embedded = lexical = None
+    if any(FeatureSpec(k).uses_embedding for k in kinds):
+        embedded = Featurizer(FeatureSpec("embedding"), encoder).transform(messages, templates, progress=progress)
+    if any(FeatureSpec(k).uses_lexical for k in kinds):
+        lexical = Featurizer(FeatureSpec("lexical"), None).lexical(templates)
+    return {kind: combine(kind, embedded, lexical) for kind in kinds}
+
+
+def fit_head(
+    items: dict[tuple[str, str], list[LabelledRow]],
+    cfg: config_mod.Config,
+    options: TrainOptions,
+    encoder: Encoder | None,
+    progress: bool,
+) -> HeadFit:
+    keys = list(items)
+    y = np.array([label for _, label in keys])
+    head_labels = sorted(set(y.tolist()))
+    if len(head_labels) < 2:
+        raise TrainError(
+            f"the embedding tier gets {len(keys)} template(s) with {len(head_labels)} label(s) after the rules and "
+            f"source routes; it needs at least two labels"
+        )
+    kinds = head_mod.CANDIDATE_ORDER if options.features == "auto" else (options.features,)
+    needs_encoder = any(FeatureSpec(k).uses_embedding for k in kinds)
+    encoder = (encoder or build_encoder(cfg)) if needs_encoder else None
+    where = f" with {MODEL_NAME} on {encoder.device}" if encoder is not None else ""
+    log(f"[4/6] features of {len(keys)} distinct templates ({', '.join(kinds)}){where}")
+    messages = [items[k][0].message for k in keys]
+    features = candidate_features(kinds, messages, [t for t, _ in keys], encoder, progress)
+    folds = stratified_folds(y.tolist(), options.folds, options.random_state)
+    log(f"[5/6] choosing features and C by {options.folds}-fold CV over templates")
+    chosen, candidates, oof = head_mod.choose(features, y, folds, options.cs)
+    x = features[chosen.kind]
+    calibration = head_mod.calibrate(oof, y, head_labels)
+    thresholds = head_mod.ood_thresholds(x, y, folds, oof, head_labels, options.ood_quantile)
+    head = head_mod.build_head(head_mod.fit(x, y.tolist(), chosen.c), calibration.temperature)
+    log(
+        f"      chose {chosen.kind} features, C={chosen.c:g} (CV macro-F1 {chosen.score.mean:.4f}); "
+        f"temperature {calibration.temperature:.3f} (out-of-fold ECE {calibration.ece_before} -> "
+        f"{calibration.ece_after}); out-of-distribution similarity thresholds "
+        + ", ".join(f"{label} {t:.3f}" for label, t in zip(head.labels, thresholds.tolist(), strict=True))
+    )
+    features_used = FeatureSpec(chosen.kind)
+    return HeadFit(
+        head,
+        head_mod.build_prototypes(x, y, head, thresholds),
+        features_used,
+        chosen,
+        candidates,
+        calibration,
+        encoder if features_used.uses_embedding else None,
+    )
+
+
+def holdout(
+    rows: Sequence[LabelledRow], selection: Selection, fitted: HeadFit, cfg: config_mod.Config, options: TrainOptions
+) -> dict[str, Any]:
+    """Hold-out rows the trained tiers answer (not a rule's, not routed past): memory, then the
+    head's best label."""
+    masker = TemplateMasker.from_config(cfg["templates"]["masks"])
+    memory = MemoryTier(selection.memory, min_rows=options.memory_min_rows, min_purity=options.memory_min_purity)
+    held = [
+        r
+        for r in rows
+        if r.source not in selection.routed_past and selection.regex.match(LogRecord(r.source, r.message)) is None
+    ]
+    if not held:
+        return {}
+    templates = [masker.template(r.message) for r in held]
+    remembered = [memory.decide_now(LogRecord(r.source, r.message), t) for r, t in zip(held, templates, strict=True)]
+    unknown = [i for i, verdict in enumerate(remembered) if verdict is None]
+    pred = [verdict.label if verdict is not None else "" for verdict in remembered]
+    if unknown:
+        x = Featurizer(fitted.features, fitted.encoder).transform(
+            [held[i].message for i in unknown], [templates[i] for i in unknown]
+        )
+        for i, best in zip(unknown, fitted.head.predict_proba(x).argmax(axis=1).tolist(), strict=True):
+            pred[i] = fitted.head.labels[best]
+    metrics = _holdout_metrics([r.label for r in held], pred)
+    log(f"hold-out ({len(held)} rows for the trained tiers; memory, then the head):")
+    log(format_class_report(metrics))
+    return metrics
+
+
 def train(
     data: str | Path,
     out: str | Path,
@@ -165,119 +314,14 @@ def train(
     few = {label: n for label, n in sorted(counts.items()) if n <= FEW_ROWS}
     for label, n in few.items():
         log(f"warning: label {label!r} has only {n} row(s): kept (the memory knows its templates); add examples")
-
     train_idx, test_idx = holdout_split(
         [r.label for r in rows], options.test_size, options.random_state, options.split == "stratified"
     )
     train_rows = [rows[i] for i in train_idx] + read_extra(options.extra, set(counts))
-    test_rows = [rows[i] for i in test_idx]
-
-    tiers = list(cfg["router"]["tiers"])
-    configured_rules = cfg["regex"].get("rules_file") or config_mod.packaged_path("rules.yaml")
-    rules = check_rules(
-        load_rules(configured_rules) if "regex" in tiers else [],
-        train_rows,
-        set(label_names),
-        options.rule_min_precision,
-    )
-    regex = RegexTier(rules.kept)
-    log(f"[2/6] regex: {len(rules.kept)} rules kept" + (f", dropped {rules.dropped}" if rules.dropped else ""))
-
-    routes = cfg["router"]["source_routes"]
-    routes = dict(routes if routes is not None else spec.source_routes or {})
-    routed_past = _routed_past(routes, tiers)
-    masker = TemplateMasker.from_config(cfg["templates"]["masks"])
-    model_rows = [r for r in train_rows if regex.match(LogRecord(r.source, r.message)) is None]
-    templates = [masker.template(r.message) for r in model_rows]
-    memory = template_counts(zip(templates, (r.label for r in model_rows), strict=True))
-    log(f"[3/6] memory: {len(memory)} templates from {len(model_rows)} rows not decided by a rule")
-
-    # One item per (template, label) of the rows the head is responsible for.
-    items: dict[tuple[str, str], list[LabelledRow]] = {}
-    for row, template in zip(model_rows, templates, strict=True):
-        if row.source not in routed_past:
-            items.setdefault((template, row.label), []).append(row)
-    keys = list(items)
-    y = np.array([label for _, label in keys])
-    head_labels = sorted(set(y.tolist()))
-    if len(head_labels) < 2:
-        raise TrainError(
-            f"the embedding tier gets {len(keys)} template(s) with {len(head_labels)} label(s) after the rules and "
-            f"source routes; it needs at least two labels"
-        )
-    kinds = head_mod.CANDIDATE_ORDER if options.features == "auto" else (options.features,)
-    needs_encoder = any(FeatureSpec(k).uses_embedding for k in kinds)
-    encoder = (encoder or build_encoder(cfg)) if needs_encoder else None
-    where = f" with {MODEL_NAME} on {encoder.device}" if encoder is not None else ""
-    log(f"[4/6] features of {len(keys)} distinct templates ({', '.join(kinds)}){where}")
-    messages = [items[k][0].message for k in keys]
-    item_templates = [template for template, _ in keys]
-    features: dict[str, Matrix] = {}
-    embedded: Matrix | None = None
-    for kind in kinds:
-        featurizer = Featurizer(FeatureSpec(kind), encoder)
-        if kind == "both" and embedded is not None:
-            # The embedding block is the costly part: reuse it.
-            import scipy.sparse as sp
-
-            lexical = featurizer.lexical(item_templates)
-            features[kind] = sp.csr_matrix(sp.hstack([sp.csr_matrix(embedded), lexical]) / np.sqrt(2.0))
-        else:
-            features[kind] = featurizer.transform(messages, item_templates, progress=progress)
-        if kind == "embedding":
-            embedded = features[kind]
-
-    folds = stratified_folds(y.tolist(), options.folds, options.random_state)
-    log(f"[5/6] choosing features and C by {options.folds}-fold CV over templates")
-    chosen, candidates, oof = head_mod.choose(features, y, folds, options.cs)
-    x = features[chosen.kind]
-    calibration = head_mod.calibrate(oof, y, head_labels)
-    thresholds = head_mod.ood_thresholds(x, y, folds, oof, head_labels, options.ood_quantile)
-    head = head_mod.build_head(head_mod.fit(x, y.tolist(), chosen.c), calibration.temperature)
-    prototypes = head_mod.build_prototypes(x, y, head, thresholds)
-    log(
-        f"      chose {chosen.kind} features, C={chosen.c:g} (CV macro-F1 {chosen.score.mean:.4f}); "
-        f"temperature {calibration.temperature:.3f} (out-of-fold ECE {calibration.ece_before} -> "
-        f"{calibration.ece_after}); out-of-distribution similarity thresholds "
-        + ", ".join(f"{label} {t:.3f}" for label, t in zip(head.labels, thresholds.tolist(), strict=True))
-    )
-
-    feature_spec = FeatureSpec(chosen.kind)
-    metrics: dict[str, Any] = {}
-    if test_rows:
-        from sidecar.tiers.memory import MemoryTier
-
-        remembered = MemoryTier(memory, min_rows=options.memory_min_rows, min_purity=options.memory_min_purity)
-        scored = Featurizer(feature_spec, encoder)
-        head_rows = [
-            r for r in test_rows if r.source not in routed_past and regex.match(LogRecord(r.source, r.message)) is None
-        ]
-        pred = []
-        for row in head_rows:
-            template = masker.template(row.message)
-            verdict = remembered.decide_now(LogRecord(row.source, row.message), template)
-            if verdict is None:
-                proba = head.predict_proba(scored.transform([row.message], [template]))
-                pred.append(head.labels[int(proba.argmax())])
-            else:
-                pred.append(verdict.label)
-        metrics = _holdout_metrics([r.label for r in head_rows], pred)
-        if metrics:
-            log(f"hold-out ({len(head_rows)} rows for the trained tiers; memory, then the head):")
-            log(format_class_report(metrics))
-
-    label_set = LabelSet(
-        tuple(label_names),
-        {k: v for k, v in spec.descriptions.items()},
-        _examples(spec, items, options.examples_per_label),
-    )
-    profile = Profile(
-        source_routes=routes,
-        min_confidence=spec.min_confidence if spec.min_confidence is not None else options.min_confidence,
-        label_min_confidence=spec.label_min_confidence or {},
-        memory_min_rows=options.memory_min_rows,
-        memory_min_purity=options.memory_min_purity,
-    )
+    selection = select(train_rows, set(label_names), cfg, spec, options)
+    fitted = fit_head(selection.items, cfg, options, encoder, progress)
+    metrics = holdout([rows[i] for i in test_idx], selection, fitted, cfg, options)
+    chosen, calibration, head = fitted.chosen, fitted.calibration, fitted.head
     manifest_extra: dict[str, Any] = {
         "training": {
             "data_file": data.name,
@@ -287,13 +331,15 @@ def train(
             "extra_files": {str(Path(p).name): sha256_file(Path(p)) for p in options.extra},
             "label_counts": dict(sorted(counts.items())),
             "few_row_labels": few,
-            "rules": {"kept": [r.name for r in rules.kept], "dropped": rules.dropped},
-            "memory_templates": len(memory),
-            "head_templates": len(keys),
+            "rules": {"kept": [r.name for r in selection.rules.kept], "dropped": selection.rules.dropped},
+            "memory_templates": len(selection.memory),
+            "head_templates": len(selection.items),
             "split": {"kind": options.split, "test_size": options.test_size, "random_state": options.random_state},
             "classifier": {"type": "logistic_regression", "C": chosen.c, "class_weight": "balanced"},
             "features": chosen.kind,
-            "cv_macro_f1": {c.kind: {"C": c.c, "mean": _finite(c.score.mean), "by_c": c.by_c} for c in candidates},
+            "cv_macro_f1": {
+                c.kind: {"C": c.c, "mean": _finite(c.score.mean), "by_c": c.by_c} for c in fitted.candidates
+            },
             "calibration": {
                 "method": "temperature",
                 "temperature": round(calibration.temperature, 4),
@@ -301,28 +347,34 @@ def train(
             },
             "ood": {
                 "quantile": options.ood_quantile,
-                "thresholds": {k: round(float(v), 4) for k, v in zip(head.labels, thresholds.tolist(), strict=True)},
+                "thresholds": dict(zip(head.labels, fitted.prototypes.thresholds.round(4).tolist(), strict=True)),
             },
         },
         "metrics": {"holdout": metrics},
     }
-    if encoder is not None and feature_spec.uses_embedding:
+    if fitted.encoder is not None:
         manifest_extra["embedding"] = {
             "model": MODEL_NAME,
-            "dimension": encoder.dimension,
-            "weights_sha256": weights_sha256(encoder.model_path),
+            "dimension": fitted.encoder.dimension,
+            "weights_sha256": weights_sha256(fitted.encoder.model_path),
             "max_seq_length": cfg["embedding"]["max_seq_length"],
         }
     bundle = write_bundle(
         out,
         name=options.name or out.name,
         head=head,
-        features=feature_spec,
-        prototypes=prototypes,
-        label_set=label_set,
-        profile=profile,
-        memory=memory,
-        rules=[rule_mapping(r) for r in rules.kept] if "regex" in tiers else None,
+        features=fitted.features,
+        prototypes=fitted.prototypes,
+        label_set=LabelSet(tuple(label_names), dict(spec.descriptions), _examples(spec, selection.items, options)),
+        profile=Profile(
+            source_routes=selection.routes,
+            min_confidence=spec.min_confidence if spec.min_confidence is not None else options.min_confidence,
+            label_min_confidence=spec.label_min_confidence or {},
+            memory_min_rows=options.memory_min_rows,
+            memory_min_purity=options.memory_min_purity,
+        ),
+        memory=selection.memory,
+        rules=[rule_mapping(r) for r in selection.rules.kept] if "regex" in cfg["router"]["tiers"] else None,
         masks=cfg["templates"]["masks"],
         training_rows=row_hashes(train_rows),
         manifest_extra=manifest_extra,

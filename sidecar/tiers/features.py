@@ -61,11 +61,21 @@ class Featurizer:
 
     def transform(self, messages: Sequence[str], templates: Sequence[str], progress: bool = False) -> Matrix:
         """Unit-length rows: the embedding of each message and/or the n-grams of its template."""
-        kind = self.spec.kind
-        if kind == "lexical":
-            return self.lexical(templates)
-        assert self.encoder is not None
-        embedded = np.asarray(self.encoder.encode(list(messages), progress=progress), dtype=np.float32)
-        if kind == "embedding":
-            return embedded
-        return sp.csr_matrix(sp.hstack([sp.csr_matrix(embedded), self.lexical(templates)], format="csr") * _HALF)
+        embedded = lexical = None
+        if self.encoder is not None:
+            embedded = np.asarray(self.encoder.encode(list(messages), progress=progress), dtype=np.float32)
+        if self.spec.uses_lexical:
+            lexical = self.lexical(templates)
+        return combine(self.spec.kind, embedded, lexical)
+
+
+def combine(kind: str, embedded: np.ndarray | None, lexical: sp.csr_matrix | None) -> Matrix:
+    """The feature matrix of ``kind`` from its unit-length blocks; both blocks side by side are
+    scaled by 1/sqrt(2), so every row stays unit length and dot products stay cosines."""
+    if kind == "embedding" and embedded is not None:
+        return embedded
+    if kind == "lexical" and lexical is not None:
+        return lexical
+    if kind == "both" and embedded is not None and lexical is not None:
+        return sp.csr_matrix(sp.hstack([sp.csr_matrix(embedded), lexical], format="csr") * _HALF)
+    raise FeatureError(f"features {kind!r} need blocks that were not computed")
