@@ -23,16 +23,33 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from sidecar import config
+from sidecar.core.labelset import LabelSet
+from sidecar.tiers.llm import FALLBACK_DESCRIPTION, label_set_from_llm_config
 from sidecar.tiers.llm.prompt import PromptBuilder
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+# The seed's label set, as `make model` puts it in the default bundle: labels, descriptions and
+# worked examples. Read from the source so the LLM tests do not depend on a rebuilt bundle.
+SEED_LABELS = ROOT / "training" / "data" / "labels.yaml"
 CONVERTER = ROOT / "deploy" / "vllm" / "convert_gguf.py"
 SERVED_MODEL = "smollm2-135m-instruct"
 READY_TIMEOUT_S = 180.0
 CONVERT_TIMEOUT_S = 600.0
+
+
+def seed_label_set() -> LabelSet:
+    # labels.yaml has the shape of the llm config section's labels and examples.
+    return label_set_from_llm_config(yaml.safe_load(SEED_LABELS.read_text(encoding="utf-8")))
+
+
+def seed_prompts(cfg: config.Config) -> PromptBuilder:
+    """The prompts the tier builds for the seed: its label set plus the router's fallback label."""
+    answer_set = seed_label_set().with_label(cfg["router"]["fallback_label"], FALLBACK_DESCRIPTION)
+    return PromptBuilder(cfg["llm"]["instructions"], answer_set, cfg["llm"]["max_message_chars"])
 
 
 def vllm_venv() -> Path:
@@ -115,7 +132,7 @@ class VllmServer:
     def _warm_up(self) -> None:
         """The project's prompt once per constraint mode: the first long prompt after a start is
         slow (15 s measured), longer than the default request timeout."""
-        prompt = PromptBuilder.from_config(config.load(environ={})["llm"]).build("warm-up", "Service started")
+        prompt = seed_prompts(config.load(environ={})).build("warm-up", "Service started")
         choice = list(prompt.labels)
         constraints = (
             {"structured_outputs": {"choice": choice}},

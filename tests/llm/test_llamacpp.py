@@ -21,7 +21,6 @@ import pytest
 pytest.importorskip("llama_cpp", reason="llama.cpp is not installed: pip install 'logclass[llm]'")
 
 from sidecar import config
-from sidecar.tiers.llm import FALLBACK_DESCRIPTION
 from sidecar.tiers.llm.backend import LlmAnswer, LlmUnavailable, Prompt
 from sidecar.tiers.llm.llamacpp import LlamaCppBackend, gbnf_literal, import_llama_cpp, labels_grammar
 from sidecar.tiers.llm.model_files import (
@@ -38,6 +37,7 @@ from sidecar.tiers.llm.model_files import (
     stamp_path,
 )
 from sidecar.tiers.llm.prompt import PromptBuilder
+from tests.llm.conftest import seed_prompts
 
 SEED_CSV = Path(__file__).resolve().parents[2] / "training" / "data" / "synthetic_logs.csv"
 LINES = [
@@ -56,8 +56,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 @pytest.fixture(scope="module")
 def prompts(cfg: config.Config) -> PromptBuilder:
-    # The answer set the tier uses: configured labels plus the router's fallback label.
-    return PromptBuilder.from_config(cfg["llm"], {cfg["router"]["fallback_label"]: FALLBACK_DESCRIPTION})
+    return seed_prompts(cfg)
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from sidecar.tiers.llm.circuit import CircuitBreaker, State
 from sidecar.tiers.llm.openai_http import AUTO_MODEL, OpenAiHttpBackend, confidence
 from sidecar.tiers.llm.prompt import PromptBuilder
 from sidecar.tiers.llm.tier import LlmTier
-from tests.llm.conftest import SERVED_MODEL, VllmServer
+from tests.llm.conftest import SERVED_MODEL, VllmServer, seed_prompts
 
 T = TypeVar("T")
 
@@ -60,7 +60,7 @@ def llm_config(url: str, **server: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def prompts() -> PromptBuilder:
-    return PromptBuilder.from_config(config.load(environ={})["llm"])
+    return seed_prompts(config.load(environ={}))
 
 
 def backend_for(server: VllmServer, url: str | None = None, **settings: Any) -> OpenAiHttpBackend:
@@ -411,7 +411,7 @@ def test_circuit_state_metric_follows_the_breaker_at_scrape_time() -> None:
         async def aclose(self) -> None:
             return None
 
-    prompts = PromptBuilder.from_config(config.load(environ={})["llm"], {"Unclassified": "none fits"})
+    prompts = seed_prompts(config.load(environ={}))
     # No breaker (no LLM tier, or llama.cpp): no series, rather than a "closed" that means nothing.
     assert registry.get_sample_value("logclass_llm_circuit_state") is None
     LlmTier(Breakered(), prompts, min_confidence=0.0, max_concurrency=1).register_metrics(registry)

@@ -2,7 +2,8 @@
 
 Backends (one module each, behind ``backend.LlmBackend``): ``openai_http`` for vLLM or any
 OpenAI-compatible server, ``llamacpp`` for an embedded GGUF model. ``tier.LlmTier`` turns answers into
-outcomes and writes the teacher file; the engine's LLM lane schedules it.
+outcomes and writes the teacher file; the engine's LLM lane schedules it. The answer set is a
+``LabelSet`` (the model bundle's), plus the router's fallback label.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from sidecar.core.labelset import LabelExample, LabelSet, LabelSetError
 from sidecar.tiers.llm.backend import LlmBackend, LlmUnavailable
 from sidecar.tiers.llm.model_files import ModelFileError
 from sidecar.tiers.llm.prompt import PromptBuilder
@@ -53,17 +55,42 @@ def build_backend(name: str, llm_config: Mapping[str, Any]) -> LlmBackend:
     return LlamaCppBackend.from_config(llm_config)
 
 
-def build_llm_tier(cfg: Mapping[str, Any]) -> LlmTier | None:
-    """The configured LLM tier, or None for none."""
+def label_set_from_llm_config(llm_config: Mapping[str, Any]) -> LabelSet:
+    """The label set the ``llm`` config section describes (``llm.labels``: label -> description,
+    or a list of labels; ``llm.examples``), for configurations that predate label sets in bundles."""
+    labels = llm_config.get("labels") or {}
+    if isinstance(labels, Mapping):
+        descriptions = {str(k): "" if v is None else str(v) for k, v in labels.items()}
+    else:
+        descriptions = {str(label): "" for label in labels}
+    try:
+        examples = tuple(
+            LabelExample(str(e["source"]), str(e["message"]), str(e["label"])) for e in llm_config.get("examples") or ()
+        )
+        return LabelSet(tuple(descriptions), descriptions, examples)
+    except (KeyError, TypeError) as exc:
+        raise LlmConfigError(f"llm.examples need source, message and label each ({exc})") from exc
+    except LabelSetError as exc:
+        raise LlmConfigError(f"llm.labels / llm.examples: {exc}") from exc
+
+
+def build_prompts(cfg: Mapping[str, Any], label_set: LabelSet) -> PromptBuilder:
+    """The tier's prompts: ``label_set`` plus the router's fallback label, for lines that fit none."""
+    answer_set = label_set.with_label(cfg["router"]["fallback_label"], FALLBACK_DESCRIPTION)
+    try:
+        return PromptBuilder(cfg["llm"]["instructions"], answer_set, cfg["llm"]["max_message_chars"])
+    except ValueError as exc:
+        raise LlmConfigError(str(exc)) from exc
+
+
+def build_llm_tier(cfg: Mapping[str, Any], label_set: LabelSet) -> LlmTier | None:
+    """The configured LLM tier answering within ``label_set`` plus the router's fallback label,
+    or None for none."""
     llm = cfg["llm"]
     name = choose_backend(llm)
     if name == "none":
         return None
-    fallback = cfg["router"]["fallback_label"]
-    try:
-        prompts = PromptBuilder.from_config(llm, {fallback: FALLBACK_DESCRIPTION})
-    except ValueError as exc:
-        raise LlmConfigError(str(exc)) from exc
+    prompts = build_prompts(cfg, label_set)
     try:
         backend = build_backend(name, llm)
     except (ModelFileError, LlmUnavailable) as exc:
