@@ -10,7 +10,7 @@ from typing import Any
 
 from sidecar import config as config_mod
 from sidecar.core.bundle import ModelBundle, load_bundle
-from sidecar.core.labelset import LabelExample, LabelSet
+from sidecar.core.labelset import LabelExample, LabelSet, LabelSetError
 from sidecar.core.masking import TemplateMasker
 from sidecar.engine.engine import Engine, PositionedLane
 from sidecar.engine.lanes import BatchHook, Lane, LaneSettings
@@ -19,7 +19,7 @@ from sidecar.engine.router import Router
 from sidecar.tiers.base import FastTier, Tier
 from sidecar.tiers.embedding import EmbeddingTier
 from sidecar.tiers.encoder import Encoder
-from sidecar.tiers.llm import build_llm_tier
+from sidecar.tiers.llm import LlmConfigError, build_llm_tier, label_set_from_llm_config
 from sidecar.tiers.memory import MemoryTier
 from sidecar.tiers.regex import RegexTier, load_rules
 
@@ -105,17 +105,19 @@ def build_memory_tier(cfg: config_mod.Config, bundle: ModelBundle) -> MemoryTier
 
 
 def label_set(cfg: config_mod.Config, bundle: ModelBundle | None) -> LabelSet:
-    """The bundle's labels with the config's overrides (``llm.labels``, ``llm.examples``)."""
+    """The bundle's labels with the config's overrides (``llm.labels``, ``llm.examples``), or the
+    config's alone when no bundle is loaded."""
     llm = cfg["llm"]
-    examples = llm.get("examples")
-    configured = (
-        [LabelExample(str(e["source"]), str(e["message"]), str(e["label"])) for e in examples]
-        if examples is not None
-        else None
-    )
     if bundle is None:
-        return LabelSet(tuple(llm["labels"]), dict(llm["labels"]), tuple(configured or ()))
-    return bundle.label_set.overridden(llm.get("labels"), configured)
+        return label_set_from_llm_config(llm)
+    examples = llm.get("examples")
+    try:
+        configured = (
+            None if examples is None else tuple(LabelExample(e["source"], e["message"], e["label"]) for e in examples)
+        )
+        return bundle.label_set.overridden(llm.get("labels"), configured)
+    except LabelSetError as exc:
+        raise LlmConfigError(f"llm.labels / llm.examples against the bundle's label set: {exc}") from exc
 
 
 def source_routes(cfg: config_mod.Config, bundle: ModelBundle | None) -> dict[str, str]:
