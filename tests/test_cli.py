@@ -111,9 +111,12 @@ def test_train_and_evaluate_commands(tmp_path: Path) -> None:
             if i < 400:
                 writer.writerow(row)
     out = tmp_path / "m"
-    result = run_cli("train", str(data), "--out", str(out), "--folds", "3", "--no-progress")
+    labels = ROOT / "training" / "data" / "labels.yaml"
+    args = ["--labels", str(labels), "--test-size", "0.3", "--features", "embedding", "--folds", "3"]
+    result = run_cli("train", str(data), "--out", str(out), *args, "--no-progress")
     assert result.returncode == 0, result.stderr
-    assert "[5/5] wrote bundle m@" in result.stderr and "macro-F1" in result.stderr
+    assert "[6/6] wrote bundle m@" in result.stderr and "CV macro-F1" in result.stderr
+    assert "hold-out (" in result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["training"]["rows_total"] == 399
     report = tmp_path / "r.json"
