@@ -106,12 +106,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from sidecar.core.bundle import load_bundle
-    from sidecar.engine.pipeline import bundle_path
+    from sidecar.engine.pipeline import load_configured_bundle
     from training.evaluate import evaluate, format_report
 
     cfg = _load_config(args)
-    bundle = load_bundle(bundle_path(cfg)) if "embedding" in cfg["router"]["tiers"] else None
+    bundle = load_configured_bundle(cfg)
     router = _offline_engine(cfg, args, bundle)
     try:
         report = evaluate(args.data, router, bundle=bundle, holdout=args.holdout, progress=not args.no_progress)
