@@ -65,9 +65,16 @@ browser-deps:
 	  $(APT_INSTALL) chromium fonts-dejavu-core; \
 	fi
 
+# mypy cannot follow the editable install's import hook that maps sidecar/ to `logclass`, so it reads
+# a tree of links with the installed layout (logclass/, logclass/training, logclass/models).
+TYPECHECK := build/typecheck
 lint: $(STAMP)
-	$(BIN)/ruff check sidecar training tests benchmarks deploy
-	$(BIN)/ruff format --check sidecar training tests benchmarks deploy
+	$(BIN)/ruff check sidecar training tests benchmarks deploy models
+	$(BIN)/ruff format --check sidecar training tests benchmarks deploy models
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/logclass
+	for f in sidecar/*; do ln -s ../../../$$f $(TYPECHECK)/logclass/; done
+	ln -s ../../../training $(TYPECHECK)/logclass/training
+	ln -s ../../../models $(TYPECHECK)/logclass/models
 	$(BIN)/mypy
 
 ## make model: retrain models/default from the seed set
@@ -97,7 +104,7 @@ bench-accuracy: $(STAMP)
 
 ## make proto: regenerate the Python gRPC stubs from proto/ (a test fails when they are stale)
 proto: $(STAMP)
-	$(BIN)/python -m sidecar.api.generate
+	$(BIN)/python -m logclass.api.generate
 
 ## make bench: throughput against the seed algorithm, measured in the same run
 bench: $(STAMP)

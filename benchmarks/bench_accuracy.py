@@ -66,11 +66,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 from benchmarks.common import finish, stage
-from sidecar import config
-from sidecar.core.decision import TIER_NONE, TIER_PENDING, LogRecord
-from sidecar.engine.blocking import BlockingEngine
-from sidecar.engine.pipeline import build_engine, unbounded_lanes
-from training.train import TrainOptions, train
+from logclass import config
+from logclass.core.decision import TIER_NONE, TIER_PENDING, LogRecord
+from logclass.engine.blocking import BlockingEngine
+from logclass.engine.pipeline import build_engine, unbounded_lanes
+from logclass.training.train import TrainOptions, train
 
 ROOT = Path(__file__).resolve().parent.parent
 LOGHUB = ROOT / "benchmarks" / "data" / "loghub"
@@ -320,10 +320,10 @@ def report(results: Sequence[TaskResult], notes: Sequence[str], seconds: float) 
 
 def run_mix() -> dict[str, Any]:
     """Every Loghub line through the shipped bundle: records and shares per tier, top labels."""
-    import sidecar
+    import logclass
 
     cfg = logclass_config()
-    imported = str(Path(sidecar.__file__).parent)
+    imported = str(Path(logclass.__file__).parent)
     stage(f"mix: sidecar from {imported}, bundle {cfg['model'].get('bundle') or 'models/default'}")
     engine = BlockingEngine(build_engine(unbounded_lanes(cfg)), None)
     per_dataset: dict[str, dict[str, Any]] = {}

@@ -46,13 +46,13 @@ import grpc
 import numpy as np
 
 from benchmarks import loadgen
-from benchmarks.common import LogclassProcess, finish, free_port, stage
-from sidecar import config
-from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
-from sidecar.client import to_request
-from sidecar.core.decision import TIER_NONE, TIER_PENDING, LogRecord
-from sidecar.core.masking import TemplateMasker
-from sidecar.engine.pipeline import PROJECT_ROOT, build_encoder, build_regex_tier
+from benchmarks.common import SEED_CSV, LogclassProcess, finish, free_port, stage
+from logclass import config
+from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
+from logclass.client import to_request
+from logclass.core.decision import TIER_NONE, TIER_PENDING, LogRecord
+from logclass.core.masking import TemplateMasker
+from logclass.engine.pipeline import build_encoder, build_regex_tier
 
 WARM_P99_TARGET_MS = 50.0  # warm caller's p99 under a cold burst and under an LLM trickle
 COLD_RATIO_TARGET = 0.9  # cold burst records/s against the raw batched encoder
@@ -67,7 +67,6 @@ COLD_TIMEOUT_S = 600.0  # a wait_for_all request of new templates on a slow CPU
 TRICKLE_PER_S = 2.0
 LLM_SOURCE = "LegacyCRM"  # router.source_routes sends it straight to the LLM
 COLD_SOURCE = "BenchCold"
-SEED_CSV = PROJECT_ROOT / "training" / "data" / "synthetic_logs.csv"
 # Separate connections per caller: grpc shares subchannels between channels to one target.
 CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", 64 << 20)]
 UNDECIDED = frozenset({TIER_PENDING, TIER_NONE})

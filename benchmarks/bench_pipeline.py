@@ -28,13 +28,13 @@ import torch
 
 from benchmarks.common import finish
 from benchmarks.seed_baseline import seed_classify
-from sidecar import config
-from sidecar.core.bundle import LinearHead, load_bundle
-from sidecar.core.decision import LogRecord
-from sidecar.engine.blocking import BlockingEngine
-from sidecar.engine.pipeline import DEFAULT_BUNDLE, build_encoder, build_engine
-from sidecar.engine.router import RouterStats
-from sidecar.tiers.encoder import Encoder
+from logclass import config
+from logclass.core.bundle import LinearHead, load_bundle
+from logclass.core.decision import LogRecord
+from logclass.engine.blocking import BlockingEngine
+from logclass.engine.pipeline import DEFAULT_BUNDLE, build_encoder, build_engine
+from logclass.engine.router import RouterStats
+from logclass.tiers.encoder import Encoder
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_CSV = ROOT / "training" / "data" / "synthetic_logs.csv"

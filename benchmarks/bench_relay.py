@@ -46,7 +46,7 @@ import msgpack
 
 from benchmarks import loadgen
 from benchmarks.common import LogclassProcess, finish, free_port, stage
-from sidecar.core.decision import LogRecord
+from logclass.core.decision import LogRecord
 
 RPS_TARGET = 20_000.0  # records/s delivered through the classifying relay, warm, 1,000-record chunks
 CHUNK_RECORDS = 1000

@@ -37,12 +37,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from benchmarks import loadgen
 from benchmarks.common import LogclassProcess, finish, free_port, stage
 from benchmarks.loadgen import LoadResult
-from sidecar import config
-from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
-from sidecar.core.bundle import load_bundle
-from sidecar.core.decision import LogRecord
-from sidecar.engine.blocking import BlockingEngine
-from sidecar.engine.pipeline import build_encoder, build_engine, bundle_path
+from logclass import config
+from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
+from logclass.core.bundle import load_bundle
+from logclass.core.decision import LogRecord
+from logclass.engine.blocking import BlockingEngine
+from logclass.engine.pipeline import build_encoder, build_engine, bundle_path
 
 WARM_TARGET = 40_000.0  # records/s through gRPC, warm, 1,000-record requests
 RATIO_TARGET = 0.8  # gRPC throughput / in-process: the gRPC layer costs at most 20 %

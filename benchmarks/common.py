@@ -14,6 +14,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+# The benchmarks run from a checkout: their data is the repository's, never the installed package's.
+ROOT = Path(__file__).resolve().parents[1]
+SEED_CSV = ROOT / "training" / "data" / "synthetic_logs.csv"
+LOGHUB_DIR = ROOT / "benchmarks" / "data" / "loghub"
+
 
 def stage(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
@@ -34,13 +39,13 @@ def free_port() -> int:
 
 
 class LogclassProcess:
-    """``python -m sidecar.cli ARGS`` with its output in a temporary log and a metrics port."""
+    """``python -m logclass.cli ARGS`` with its output in a temporary log and a metrics port."""
 
     def __init__(self, args: Sequence[str], env: Mapping[str, str], metrics_env: str, name: str) -> None:
         self.metrics_url = f"http://127.0.0.1:{free_port()}/metrics"
         fd, self.log_path = tempfile.mkstemp(prefix=f"logclass-bench-{name}-", suffix=".log")
         full_env = {**os.environ, **env, metrics_env: self.metrics_url.split("/")[2]}
-        cmd = [sys.executable, "-m", "sidecar.cli", *args]
+        cmd = [sys.executable, "-m", "logclass.cli", *args]
         self.proc = subprocess.Popen(cmd, env=full_env, stdout=fd, stderr=subprocess.STDOUT)
         os.close(fd)
 

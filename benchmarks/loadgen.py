@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from sidecar.api.logclass.v1 import classifier_pb2 as pb
-from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
-from sidecar.client import to_request
-from sidecar.core.decision import LogRecord
+from logclass.api.logclass.v1 import classifier_pb2 as pb
+from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
+from logclass.client import to_request
+from logclass.core.decision import LogRecord
 
 
 @dataclass
@@ -88,10 +88,9 @@ async def wait_ready(stub: pb_grpc.LogClassifierStub, timeout: float) -> None:
 
 def bench_records(limit: int = 0) -> list[LogRecord]:
     """The benchmark mix: the seed set then the Loghub samples, as shipped in a checkout."""
-    from sidecar.engine.pipeline import PROJECT_ROOT
+    from benchmarks.common import LOGHUB_DIR, SEED_CSV
 
-    paths = [PROJECT_ROOT / "training" / "data" / "synthetic_logs.csv"]
-    paths += sorted((PROJECT_ROOT / "benchmarks" / "data" / "loghub").glob("*_2k.log_structured.csv"))
+    paths = [SEED_CSV, *sorted(LOGHUB_DIR.glob("*_2k.log_structured.csv"))]
     records = []
     for path in paths:
         if not path.is_file():

@@ -12,9 +12,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from sidecar.core.bundle import LinearHead
-from sidecar.core.decision import LogRecord
-from sidecar.tiers.encoder import Encoder
+from logclass.core.bundle import LinearHead
+from logclass.core.decision import LogRecord
+from logclass.tiers.encoder import Encoder
 
 UNCLASSIFIED = "Unclassified"
 SEED_PATTERNS = {

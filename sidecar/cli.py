@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sidecar import __version__
-from sidecar import config as config_mod
+from logclass import __version__
+from logclass import config as config_mod
 
 EXIT_USAGE = 2
 
@@ -42,20 +42,20 @@ def _load_config(args: argparse.Namespace, **sections: dict[str, Any]) -> config
 
 def _offline_engine(cfg: config_mod.Config, args: argparse.Namespace, bundle: Any = None) -> Any:
     """The engine for an offline job: every answer is awaited unless --budget-ms says otherwise."""
-    from sidecar.engine.blocking import BlockingEngine
-    from sidecar.engine.pipeline import build_engine, unbounded_lanes
+    from logclass.engine.blocking import BlockingEngine
+    from logclass.engine.pipeline import build_engine, unbounded_lanes
 
     budget = args.budget_ms / 1000.0 if args.budget_ms is not None else None
     return BlockingEngine(build_engine(unbounded_lanes(cfg), bundle=bundle), budget)
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from sidecar.offline.csv_classify import BatchClassifier, classify_csv
+    from logclass.offline.csv_classify import BatchClassifier, classify_csv
 
     cfg = _load_config(args)
     router: BatchClassifier
     if args.server:
-        from sidecar.client import ClassifierClient
+        from logclass.client import ClassifierClient
 
         # A batch job: the server waits for every answer (up to the call's deadline).
         budget_ms = args.budget_ms if args.budget_ms is not None else None
@@ -85,7 +85,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from training.train import TrainOptions, train
+    from logclass.training.train import TrainOptions, train
 
     cfg = _load_config(args)
     options = TrainOptions(
@@ -106,8 +106,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from sidecar.engine.pipeline import load_configured_bundle
-    from training.evaluate import evaluate, format_report
+    from logclass.engine.pipeline import load_configured_bundle
+    from logclass.training.evaluate import evaluate, format_report
 
     cfg = _load_config(args)
     bundle = load_configured_bundle(cfg)
@@ -123,7 +123,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from sidecar.offline.report import ReportOptions, build_report
+    from logclass.offline.report import ReportOptions, build_report
 
     if args.templates < 1 or args.examples < 1:
         raise CliError("--templates and --examples must be at least 1")
@@ -152,7 +152,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         print(yaml.safe_dump(config_mod.redacted(cfg), sort_keys=False), end="")
         return 0
-    from sidecar.serve import run
+    from logclass.serve import run
 
     return run(cfg)
 
@@ -173,13 +173,13 @@ def cmd_relay(args: argparse.Namespace) -> int:
 
         print(yaml.safe_dump(config_mod.redacted(cfg), sort_keys=False), end="")
         return 0
-    from sidecar.serve import run
+    from logclass.serve import run
 
     return run(cfg, grpc=False)
 
 
 def _upstream_arg(value: str) -> dict[str, Any]:
-    from sidecar.address import AddressError, split_host_port
+    from logclass.address import AddressError, split_host_port
 
     try:
         host, port = split_host_port(value, "--upstream", default_host="")
@@ -200,7 +200,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def _common(parser: argparse.ArgumentParser, model: bool = True) -> None:
     parser.add_argument("--config", type=Path, help="YAML config file (overrides the defaults; env LOGCLASS_CONFIG)")
     if model:
-        parser.add_argument("--model", type=Path, help="model bundle directory (default: models/default)")
+        parser.add_argument("--model", type=Path, help="model bundle directory (default: the shipped one)")
         g = parser.add_argument_group("LLM tier (override the llm config section)")
         g.add_argument("--llm-backend", choices=["auto", "none", "vllm", "llamacpp"], help="llm.backend")
         g.add_argument("--llm-url", metavar="URL", help="OpenAI-compatible base URL, e.g. http://vllm:8000/v1")
@@ -319,16 +319,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from sidecar.core.bundle import BundleError
-    from sidecar.core.masking import MaskError
-    from sidecar.offline.csv_classify import CsvInputError
-    from sidecar.offline.report import ReportError
-    from sidecar.relay import RelayError
-    from sidecar.server import ServeError
-    from sidecar.tiers.encoder import EncoderError
-    from sidecar.tiers.llm import LlmConfigError
-    from sidecar.tiers.regex import RuleError
-    from training.dataset import DatasetError
+    from logclass.core.bundle import BundleError
+    from logclass.core.masking import MaskError
+    from logclass.offline.csv_classify import CsvInputError
+    from logclass.offline.report import ReportError
+    from logclass.relay import RelayError
+    from logclass.server import ServeError
+    from logclass.tiers.encoder import EncoderError
+    from logclass.tiers.llm import LlmConfigError
+    from logclass.tiers.regex import RuleError
+    from logclass.training.dataset import DatasetError
 
     args = build_parser().parse_args(argv)
     known = (

@@ -15,9 +15,9 @@ from typing import Any
 
 import grpc
 
-from sidecar.api.logclass.v1 import classifier_pb2 as pb
-from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
-from sidecar.core.decision import Decision, LogRecord
+from logclass.api.logclass.v1 import classifier_pb2 as pb
+from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
+from logclass.core.decision import Decision, LogRecord
 
 # Worth retrying: the server is not there (yet) or asked us to back off.
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})

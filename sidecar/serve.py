@@ -12,15 +12,15 @@ import asyncio
 import logging
 import signal
 
-from sidecar import config as config_mod
-from sidecar.engine.engine import Engine
-from sidecar.engine.metrics import Metrics, serve_metrics
-from sidecar.engine.pipeline import load_engine
-from sidecar.logs import setup_logging
-from sidecar.relay import settings as relay_settings_mod
-from sidecar.relay.app import Relay
-from sidecar.server.app import GrpcFrontEnd, how_to_call
-from sidecar.tiers.embedding import EmbeddingTier
+from logclass import config as config_mod
+from logclass.engine.engine import Engine
+from logclass.engine.metrics import Metrics, serve_metrics
+from logclass.engine.pipeline import load_engine
+from logclass.logs import setup_logging
+from logclass.relay import settings as relay_settings_mod
+from logclass.relay.app import Relay
+from logclass.server.app import GrpcFrontEnd, how_to_call
+from logclass.tiers.embedding import EmbeddingTier
 
 log = logging.getLogger("logclass.server")
 

@@ -19,11 +19,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from sidecar import config
-from sidecar.core.bundle import ModelBundle, load_bundle
-from sidecar.engine.blocking import BlockingEngine
-from sidecar.engine.pipeline import DEFAULT_BUNDLE, build_encoder, build_engine
-from sidecar.tiers.encoder import Encoder
+from logclass import config
+from logclass.core.bundle import ModelBundle, load_bundle
+from logclass.engine.blocking import BlockingEngine
+from logclass.engine.pipeline import DEFAULT_BUNDLE, build_encoder, build_engine
+from logclass.tiers.encoder import Encoder
 
 # Outside tests/llm/ the pipeline is tested without an LLM tier (with llama.cpp installed the
 # default, auto, would load Qwen); tests/llm/ chooses its backends explicitly. Set in os.environ
@@ -98,7 +98,7 @@ def router(cfg: config.Config, bundle: ModelBundle, encoder: MemoEncoder) -> Ite
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "sidecar.cli", *args],
+        [sys.executable, "-m", "logclass.cli", *args],
         capture_output=True,
         text=True,
         env=full_env,
@@ -142,7 +142,7 @@ def start_server(
 ) -> subprocess.Popen[str]:
     """`logclass serve` in a child process, returned once its health check says SERVING."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sidecar.cli", "serve", "--listen", address, *flags],
+        [sys.executable, "-m", "logclass.cli", "serve", "--listen", address, *flags],
         cwd=ROOT,
         env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
         stdout=subprocess.PIPE,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from sidecar.core.bundle import (
+from logclass.core.bundle import (
     CLASSIFIER,
     MANIFEST,
     BundleError,
@@ -21,7 +21,7 @@ from sidecar.core.bundle import (
     load_bundle,
     write_bundle,
 )
-from sidecar.core.labelset import LabelExample, LabelSet
+from logclass.core.labelset import LabelExample, LabelSet
 
 
 def _copy(bundle: ModelBundle, tmp_path: Path) -> Path:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.engine.blocking import BlockingEngine as Router
-from sidecar.offline.csv_classify import CsvInputError, classify_csv
+from logclass.engine.blocking import BlockingEngine as Router
+from logclass.offline.csv_classify import CsvInputError, classify_csv
 from tests.conftest import SEED_TEST_CSV
 
 

@@ -71,7 +71,7 @@ def _peak_rss_mib(rows: int, tmp_path: Path) -> float:
     src, out = tmp_path / f"in{rows}.csv", tmp_path / f"out{rows}.csv"
     _rows(rows, src)
     code = (
-        "import resource, sys; from sidecar.cli import main; "
+        "import resource, sys; from logclass.cli import main; "
         f"rc = main(['classify', {str(src)!r}, '-o', {str(out)!r}, '--no-progress']); "
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)"
     )

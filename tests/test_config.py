@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import config
-from sidecar.address import AddressError, split_host_port
+from logclass import config
+from logclass.address import AddressError, split_host_port
 
 
 def test_defaults_validate_and_carry_the_seed_policy() -> None:
@@ -75,7 +75,7 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
 
 
 def test_auto_batch_size_depends_on_the_device() -> None:
-    from sidecar.tiers.encoder import resolve_batch_size
+    from logclass.tiers.encoder import resolve_batch_size
 
     cfg = config.load(environ={"LOGCLASS_EMBEDDING__BATCH_SIZE": "auto"})
     assert cfg["embedding"]["batch_size"] == "auto"

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from sidecar import cli
-from sidecar.core.bundle import load_bundle
+from logclass import cli
+from logclass.core.bundle import load_bundle
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
@@ -35,6 +35,14 @@ def pyproject_value(key: str) -> str:
     match = re.search(rf"^{key}\s*=\s*(.+)$", PYPROJECT_TEXT, re.M)
     assert match, key
     return match.group(1)
+
+
+def package_dirs() -> dict[str, str]:
+    """[tool.setuptools.package-dir]: import package -> folder of the repository."""
+    section = re.search(r"^\[tool\.setuptools\.package-dir\]\n((?:.+\n)+)", PYPROJECT_TEXT, re.M)
+    assert section, "pyproject.toml maps the folders into the logclass package"
+    pairs = (line.split("=", 1) for line in section.group(1).splitlines())
+    return {name.strip().strip('"'): folder.strip().strip('"') for name, folder in pairs}
 
 
 def instructions() -> list[tuple[str, str]]:
@@ -153,7 +161,7 @@ def test_every_copied_path_exists_and_is_in_the_build_context() -> None:
                 seen.append(source)
     # What `pip install /src` needs: the project metadata, its readme and every package it finds.
     needed = {"pyproject.toml", json.loads(pyproject_value("readme"))}
-    needed |= {p.rstrip("*") for p in json.loads(pyproject_value("include"))}
+    needed |= set(package_dirs().values())
     assert needed <= set(seen)
     assert ignored(".venv") and ignored(".git") and ignored("tests/test_dockerfile.py")
 
@@ -194,7 +202,7 @@ def test_entrypoint_is_logclass_serve_with_the_image_environment(
     runtime: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (entrypoint,) = [json.loads(rest) for word, rest in runtime if word == "ENTRYPOINT"]
-    assert SCRIPTS[entrypoint[0]] == "sidecar.cli:main"
+    assert SCRIPTS[entrypoint[0]] == "logclass.cli:main"
     for name in [n for n in os.environ if n.startswith("LOGCLASS_")]:
         monkeypatch.delenv(name)
     for name, value in env_of(runtime).items():

@@ -34,15 +34,15 @@ from fluent import sender as fluent_sender  # type: ignore[import-untyped]
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar import config
-from sidecar.api.logclass.v1 import classifier_pb2 as pb
-from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
-from sidecar.core.decision import LogRecord
-from sidecar.engine.metrics import Metrics
-from sidecar.engine.pipeline import build_engine
-from sidecar.relay.metrics import RelayMetrics
-from sidecar.tiers.llm.circuit import State
-from sidecar.tiers.llm.tier import CIRCUIT_STATE_VALUES
+from logclass import config
+from logclass.api.logclass.v1 import classifier_pb2 as pb
+from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
+from logclass.core.decision import LogRecord
+from logclass.engine.metrics import Metrics
+from logclass.engine.pipeline import build_engine
+from logclass.relay.metrics import RelayMetrics
+from logclass.tiers.llm.circuit import State
+from logclass.tiers.llm.tier import CIRCUIT_STATE_VALUES
 from tests.conftest import ROOT, SEED_ROWS, free_port, metrics_text, start_server
 from tests.relay.conftest import FAST_FORWARD
 from tests.relay.forward_peer import ForwardClient, Upstream

@@ -16,8 +16,8 @@ import helm_python  # helm-python-sdk, in the dev extra: a missing SDK fails, it
 import pytest
 import yaml
 
-from sidecar import config as config_mod
-from sidecar.tiers.regex import load_rules
+from logclass import config as config_mod
+from logclass.tiers.regex import load_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "deploy" / "helm" / "logclass"

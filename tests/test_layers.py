@@ -18,10 +18,10 @@ FRONT_ENDS = {"server", "relay", "offline"}
 def _imports(path: Path) -> set[str]:
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sidecar."):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("logclass."):
             found.add(node.module.split(".")[1])
         elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("sidecar."))
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("logclass."))
     return found
 
 
@@ -45,5 +45,5 @@ def test_imports_point_down(layer: str, path: Path) -> None:
 
 def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text("from sidecar.server.app import GrpcFrontEnd\nimport sidecar.relay.app\n", encoding="utf-8")
+    bad.write_text("from logclass.server.app import GrpcFrontEnd\nimport logclass.relay.app\n", encoding="utf-8")
     assert _imports(bad) == {"server", "relay"}

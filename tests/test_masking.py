@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import config
-from sidecar.core.masking import Mask, MaskError, TemplateMasker, template_id
+from logclass import config
+from logclass.core.masking import Mask, MaskError, TemplateMasker, template_id
 
 LOGHUB = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "loghub"
 

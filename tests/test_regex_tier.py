@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import config
-from sidecar.core.decision import LogRecord
-from sidecar.tiers.regex import RegexTier, RuleError, load_rules, parse_rules
+from logclass import config
+from logclass.core.decision import LogRecord
+from logclass.tiers.regex import RegexTier, RuleError, load_rules, parse_rules
 
 SEED_CSV = Path(__file__).resolve().parent.parent / "training" / "data" / "synthetic_logs.csv"
 

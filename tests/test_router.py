@@ -4,16 +4,16 @@ from collections.abc import Sequence
 
 import pytest
 
-from sidecar import config
-from sidecar.core.bundle import ModelBundle
-from sidecar.core.decision import Item, LogRecord, Outcome, Verdict
-from sidecar.core.labelset import LabelSet
-from sidecar.engine.blocking import BlockingEngine as Router
-from sidecar.engine.pipeline import build_engine
-from sidecar.tiers.base import Tier
-from sidecar.tiers.embedding import EmbeddingTier
-from sidecar.tiers.llm import LlmConfigError, build_backend, build_llm_tier, choose_backend
-from sidecar.tiers.regex import RegexTier, parse_rules
+from logclass import config
+from logclass.core.bundle import ModelBundle
+from logclass.core.decision import Item, LogRecord, Outcome, Verdict
+from logclass.core.labelset import LabelSet
+from logclass.engine.blocking import BlockingEngine as Router
+from logclass.engine.pipeline import build_engine
+from logclass.tiers.base import Tier
+from logclass.tiers.embedding import EmbeddingTier
+from logclass.tiers.llm import LlmConfigError, build_backend, build_llm_tier, choose_backend
+from logclass.tiers.regex import RegexTier, parse_rules
 from tests.conftest import NO_LLM, MemoEncoder, offline_engine
 
 
@@ -190,7 +190,7 @@ def test_out_of_distribution_lines_escalate_instead_of_a_confident_guess(
 
 
 def test_the_llm_answers_within_the_bundle_label_set_and_config_overrides_it(bundle: ModelBundle) -> None:
-    from sidecar.engine.pipeline import label_set, source_routes
+    from logclass.engine.pipeline import label_set, source_routes
 
     cfg = config.load(environ=NO_LLM)
     labels = label_set(cfg, bundle)

@@ -16,9 +16,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from sidecar.api.generate import generate
-from sidecar.api.logclass.v1 import classifier_pb2 as pb
-from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
+from logclass.api.generate import generate
+from logclass.api.logclass.v1 import classifier_pb2 as pb
+from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
 from tests.conftest import ROOT, SEED_ROWS, SERVING, free_port, metrics_text, scrape, start_server
 
 METRICS_PORT = 0  # set by the fixture
@@ -205,7 +205,7 @@ def test_sigterm_drains_in_flight_requests() -> None:
 
 
 def test_sync_and_async_clients(server: tuple[str, subprocess.Popen[str]]) -> None:
-    from sidecar.client import AsyncClassifierClient, ClassifierClient, records_from
+    from logclass.client import AsyncClassifierClient, ClassifierClient, records_from
 
     records = records_from((s, m) for s, m, _ in SEED_ROWS) * 30  # 150 records: two requests of 100
     with ClassifierClient(server[0], batch_size=100) as client:
@@ -221,7 +221,7 @@ def test_sync_and_async_clients(server: tuple[str, subprocess.Popen[str]]) -> No
 
 
 def test_unavailable_server_fails_after_retries() -> None:
-    from sidecar.client import ClassifierClient, records_from
+    from logclass.client import ClassifierClient, records_from
 
     client = ClassifierClient(f"127.0.0.1:{free_port()}", timeout=0.5, retries=2, backoff=0.01)
     with client, pytest.raises(grpc.RpcError) as err:
@@ -326,7 +326,7 @@ def test_a_full_lane_is_resource_exhausted_and_a_short_deadline_gets_pending() -
 def test_health_is_not_serving_while_models_load() -> None:
     address = f"127.0.0.1:{free_port()}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sidecar.cli", "serve", "--listen", address],
+        [sys.executable, "-m", "logclass.cli", "serve", "--listen", address],
         cwd=ROOT,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "LOGCLASS_SERVER__METRICS_LISTEN": "null"},
         stdout=subprocess.PIPE,

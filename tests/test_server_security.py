@@ -10,8 +10,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from sidecar.api.logclass.v1 import classifier_pb2 as pb
-from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
+from logclass.api.logclass.v1 import classifier_pb2 as pb
+from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
 from tests.conftest import free_port, start_server
 
 TOKEN = "s3cret-token-for-tests"
@@ -134,8 +134,8 @@ def test_client_without_certificate_is_refused(secure_server: tuple[str, Path]) 
 
 
 def test_start_up_hint_matches_the_security_settings() -> None:
-    from sidecar import config
-    from sidecar.server.app import how_to_call
+    from logclass import config
+    from logclass.server.app import how_to_call
 
     plain = how_to_call(config.load(environ={}))
     assert "logclass classify --server 127.0.0.1:50051" in plain

@@ -4,10 +4,10 @@ from collections import Counter
 
 import numpy as np
 
-from sidecar.core.decision import LogRecord
-from sidecar.core.masking import TemplateMasker
-from sidecar.tiers.memory import MemoryTier
-from training.splits import ALWAYS_TRAIN, holdout_split, stratified_folds
+from logclass.core.decision import LogRecord
+from logclass.core.masking import TemplateMasker
+from logclass.tiers.memory import MemoryTier
+from logclass.training.splits import ALWAYS_TRAIN, holdout_split, stratified_folds
 
 LABELS = ["a"] * 10 + ["b"] * 4 + ["c"] * 2 + ["d"]
 

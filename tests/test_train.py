@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import config
-from sidecar.core.bundle import load_bundle
-from sidecar.core.decision import LogRecord
+from logclass import config
+from logclass.core.bundle import load_bundle
+from logclass.core.decision import LogRecord
+from logclass.training.dataset import DatasetError, load_labelled_csv
+from logclass.training.evaluate import evaluate, format_report, holdout_rows
+from logclass.training.labels_file import LabelsFileError
+from logclass.training.train import TrainError, TrainOptions, train
 from tests.conftest import NO_LLM, SEED_CSV, MemoEncoder, offline_engine
-from training.dataset import DatasetError, load_labelled_csv
-from training.evaluate import evaluate, format_report, holdout_rows
-from training.labels_file import LabelsFileError
-from training.train import TrainError, TrainOptions, train
 
 SEED_LABELS = Path(__file__).resolve().parents[1] / "training" / "data" / "labels.yaml"
 # The target for the seed's stratified 30 % hold-out (the seed notebook reached 0.976).
@@ -132,7 +132,7 @@ def test_training_errors_are_clear(tmp_path: Path, cfg: config.Config, encoder: 
 
 @pytest.mark.slow
 def test_evaluate_holdout_end_to_end(cfg: config.Config, encoder: MemoEncoder) -> None:
-    from sidecar.engine.pipeline import DEFAULT_BUNDLE
+    from logclass.engine.pipeline import DEFAULT_BUNDLE
 
     bundle = load_bundle(DEFAULT_BUNDLE)
     rows = load_labelled_csv(SEED_CSV)

@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from sidecar.core.bundle import ModelBundle
-from sidecar.core.decision import Decision, LogRecord
-from sidecar.engine.blocking import BlockingEngine
-from sidecar.offline.csv_classify import pipelined
-from training.dataset import LabelledRow, load_labelled_csv, row_hashes
-from training.report import format_class_report, table
+from logclass.core.bundle import ModelBundle
+from logclass.core.decision import Decision, LogRecord
+from logclass.engine.blocking import BlockingEngine
+from logclass.offline.csv_classify import pipelined
+from logclass.training.dataset import LabelledRow, load_labelled_csv, row_hashes
+from logclass.training.report import format_class_report, table
 
 
 def holdout_rows(rows: Sequence[LabelledRow], bundle: ModelBundle) -> list[LabelledRow]:

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from sidecar.core.bundle import FEATURE_KINDS, LinearHead, Matrix, Prototypes, softmax_scores
-from training.splits import ALWAYS_TRAIN
+from logclass.core.bundle import FEATURE_KINDS, LinearHead, Matrix, Prototypes, softmax_scores
+from logclass.training.splits import ALWAYS_TRAIN
 
 # Tried in this order; the 1-SE rule takes the first within one standard error of the best,
 # so the order is by size: 384 embedding dimensions, then 2 x 16384 hashed n-grams, then both.

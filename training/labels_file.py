@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from sidecar.core.labelset import LabelExample
+from logclass.core.labelset import LabelExample
 
 KEYS = {"labels", "examples", "source_routes", "min_confidence", "label_min_confidence"}
 

@@ -8,9 +8,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sidecar.core.decision import LogRecord
-from sidecar.tiers.regex import RegexTier, Rule
-from training.dataset import LabelledRow
+from logclass.core.decision import LogRecord
+from logclass.tiers.regex import RegexTier, Rule
+from logclass.training.dataset import LabelledRow
 
 
 def template_counts(rows: Iterable[tuple[str, str]]) -> dict[str, dict[str, int]]:

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from sidecar import config as config_mod
-from sidecar.core.bundle import (
+from logclass import config as config_mod
+from logclass.core.bundle import (
     FeatureSpec,
     LinearHead,
     Matrix,
@@ -33,20 +33,20 @@ from sidecar.core.bundle import (
     sha256_file,
     write_bundle,
 )
-from sidecar.core.decision import LogRecord
-from sidecar.core.labelset import LabelExample, LabelSet
-from sidecar.core.masking import TemplateMasker
-from sidecar.engine.pipeline import build_encoder
-from sidecar.tiers.encoder import MODEL_NAME, Encoder, weights_sha256
-from sidecar.tiers.features import Featurizer, combine
-from sidecar.tiers.memory import MemoryTier
-from sidecar.tiers.regex import RegexTier, load_rules
-from training import head as head_mod
-from training.dataset import LabelledRow, load_labelled_csv, load_teacher_jsonl, row_hashes
-from training.labels_file import LabelsFile, load_labels_file
-from training.memory import RuleCheck, check_rules, rule_mapping, template_counts
-from training.report import format_class_report
-from training.splits import holdout_split, stratified_folds
+from logclass.core.decision import LogRecord
+from logclass.core.labelset import LabelExample, LabelSet
+from logclass.core.masking import TemplateMasker
+from logclass.engine.pipeline import build_encoder
+from logclass.tiers.encoder import MODEL_NAME, Encoder, weights_sha256
+from logclass.tiers.features import Featurizer, combine
+from logclass.tiers.memory import MemoryTier
+from logclass.tiers.regex import RegexTier, load_rules
+from logclass.training import head as head_mod
+from logclass.training.dataset import LabelledRow, load_labelled_csv, load_teacher_jsonl, row_hashes
+from logclass.training.labels_file import LabelsFile, load_labels_file
+from logclass.training.memory import RuleCheck, check_rules, rule_mapping, template_counts
+from logclass.training.report import format_class_report
+from logclass.training.splits import holdout_split, stratified_folds
 
 DEFAULT_CS = (0.1, 1.0, 10.0, 100.0)
 FEATURE_CHOICES = ("auto", "embedding", "lexical", "both")

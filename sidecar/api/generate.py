@@ -1,7 +1,7 @@
-"""Regenerates the Python gRPC stubs from proto/ with grpcio-tools: ``python -m sidecar.api.generate``.
+"""Regenerates the Python gRPC stubs from proto/ with grpcio-tools: ``python -m logclass.api.generate``.
 
 protoc writes absolute imports (``from logclass.v1 import ...``); they are rewritten to live
-under ``sidecar.api`` so the stubs import without touching ``sys.path``.
+under ``logclass.api`` so the stubs import without touching ``sys.path``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def generate(out_dir: Path = OUT_DIR) -> list[Path]:
             relative = produced.relative_to(tmp)
             target = out_dir / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            text = _IMPORT.sub("from sidecar.api.logclass.v1 import ", produced.read_text())
+            text = _IMPORT.sub("from logclass.api.logclass.v1 import ", produced.read_text())
             target.write_text(text)
             written.append(target)
         for package in {p.parent for p in written}:

@@ -29,7 +29,7 @@ from typing import Any, TypeAlias
 import numpy as np
 import scipy.sparse as sp
 
-from sidecar.core.labelset import LabelSet, LabelSetError
+from logclass.core.labelset import LabelSet, LabelSetError
 
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"

@@ -9,9 +9,9 @@ import threading
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
-from sidecar.core.decision import Decision, LogRecord
-from sidecar.engine.engine import Engine
-from sidecar.engine.router import RouterStats
+from logclass.core.decision import Decision, LogRecord
+from logclass.engine.engine import Engine
+from logclass.engine.router import RouterStats
 
 T = TypeVar("T")
 

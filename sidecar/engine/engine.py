@@ -24,7 +24,7 @@ import logging
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
-from sidecar.core.decision import (
+from logclass.core.decision import (
     ERROR_INTERNAL,
     TIER_PENDING,
     Decision,
@@ -34,9 +34,9 @@ from sidecar.core.decision import (
     TemplateKey,
     Verdict,
 )
-from sidecar.engine.lanes import Lane, LaneFullError
-from sidecar.engine.router import PendingTemplate, Router, RouterStats
-from sidecar.tiers.base import Tier
+from logclass.engine.lanes import Lane, LaneFullError
+from logclass.engine.router import PendingTemplate, Router, RouterStats
+from logclass.tiers.base import Tier
 
 log = logging.getLogger("logclass.engine")
 # Records the fast lane decides between two yields to the event loop: a 10,000-record request of

@@ -24,8 +24,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-from sidecar.core.decision import Deferred, Item, Outcome
-from sidecar.tiers.base import Tier
+from logclass.core.decision import Deferred, Item, Outcome
+from logclass.tiers.base import Tier
 
 log = logging.getLogger("logclass.engine")
 # The first batches run before any cost is measured: kept small so that one of them cannot take

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from sidecar.address import split_host_port
-from sidecar.core.decision import Decision, LogRecord
-from sidecar.engine.lanes import Lane
-from sidecar.engine.router import RouterStats
+from logclass.address import split_host_port
+from logclass.core.decision import Decision, LogRecord
+from logclass.engine.lanes import Lane
+from logclass.engine.router import RouterStats
 
 if TYPE_CHECKING:
-    from sidecar.engine.engine import Engine
+    from logclass.engine.engine import Engine
 
 
 class Classify(Protocol):

@@ -5,26 +5,27 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sidecar import config as config_mod
-from sidecar.core.bundle import ModelBundle, load_bundle
-from sidecar.core.labelset import LabelExample, LabelSet, LabelSetError
-from sidecar.core.masking import TemplateMasker
-from sidecar.engine.engine import Engine, PositionedLane
-from sidecar.engine.lanes import BatchHook, Lane, LaneSettings
-from sidecar.engine.metrics import Metrics
-from sidecar.engine.router import Router
-from sidecar.tiers.base import FastTier, Tier
-from sidecar.tiers.embedding import EmbeddingTier
-from sidecar.tiers.encoder import Encoder
-from sidecar.tiers.llm import LlmConfigError, build_llm_tier, label_set_from_llm_config
-from sidecar.tiers.memory import MemoryTier
-from sidecar.tiers.regex import RegexTier, load_rules
+from logclass import config as config_mod
+from logclass.core.bundle import ModelBundle, load_bundle
+from logclass.core.labelset import LabelExample, LabelSet, LabelSetError
+from logclass.core.masking import TemplateMasker
+from logclass.engine.engine import Engine, PositionedLane
+from logclass.engine.lanes import BatchHook, Lane, LaneSettings
+from logclass.engine.metrics import Metrics
+from logclass.engine.router import Router
+from logclass.tiers.base import FastTier, Tier
+from logclass.tiers.embedding import EmbeddingTier
+from logclass.tiers.encoder import Encoder
+from logclass.tiers.llm import LlmConfigError, build_llm_tier, label_set_from_llm_config
+from logclass.tiers.memory import MemoryTier
+from logclass.tiers.regex import RegexTier, load_rules
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_BUNDLE = PROJECT_ROOT / "models" / "default"
+# Package data of the wheel (models/ in a checkout); a wheel is installed unzipped, so it is a folder.
+DEFAULT_BUNDLE = Path(str(resources.files("logclass.models").joinpath("default")))
 log = logging.getLogger("logclass.engine")
 
 

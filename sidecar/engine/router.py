@@ -25,8 +25,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sidecar.core.cache import LruCache
-from sidecar.core.decision import (
+from logclass.core.cache import LruCache
+from logclass.core.decision import (
     ERROR_EMPTY,
     ERROR_TOO_LONG,
     ERROR_UTF8,
@@ -36,8 +36,8 @@ from sidecar.core.decision import (
     TemplateKey,
     Verdict,
 )
-from sidecar.core.masking import TemplateMasker, template_id
-from sidecar.tiers.base import FastTier
+from logclass.core.masking import TemplateMasker, template_id
+from logclass.tiers.base import FastTier
 
 # Longer messages are decided but not cached: caches are bounded by entries, and a handful of
 # megabyte-sized lines must not be able to hold gigabytes.

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO, Protocol, TextIO, TypeVar
 
 from tqdm import tqdm
 
-from sidecar.core.decision import Decision, LogRecord
+from logclass.core.decision import Decision, LogRecord
 
 
 class BatchClassifier(Protocol):

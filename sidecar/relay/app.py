@@ -1,7 +1,7 @@
 """The Forward-protocol front end: one relay (server, tagger, disk buffer, forwarder).
 
 `logclass relay` runs it alone; inside `logclass serve` (``relay.enabled: true``) it runs beside
-gRPC on the same engine and metrics registry (see ``sidecar.serve``).
+gRPC on the same engine and metrics registry (see ``logclass.serve``).
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import logging
 
 from prometheus_client import CollectorRegistry
 
-from sidecar.engine.metrics import Classify
-from sidecar.relay import settings as settings_mod
-from sidecar.relay.buffer import DiskBuffer
-from sidecar.relay.forwarder import Forwarder
-from sidecar.relay.metrics import RelayMetrics
-from sidecar.relay.server import ForwardServer
-from sidecar.relay.settings import RelaySettings
-from sidecar.relay.tagger import Tagger
+from logclass.engine.metrics import Classify
+from logclass.relay import settings as settings_mod
+from logclass.relay.buffer import DiskBuffer
+from logclass.relay.forwarder import Forwarder
+from logclass.relay.metrics import RelayMetrics
+from logclass.relay.server import ForwardServer
+from logclass.relay.settings import RelaySettings
+from logclass.relay.tagger import Tagger
 
 log = logging.getLogger("logclass.relay")
 

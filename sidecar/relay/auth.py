@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar.relay.protocol import ProtocolError, packer
+from logclass.relay.protocol import ProtocolError, packer
 
 
 def salt() -> bytes:

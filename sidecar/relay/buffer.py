@@ -32,8 +32,8 @@ from typing import IO, Any
 
 import msgpack
 
-from sidecar.relay import RelayError
-from sidecar.relay.protocol import UNPACK_OPTIONS, new_chunk_id, packed_forward
+from logclass.relay import RelayError
+from logclass.relay.protocol import UNPACK_OPTIONS, new_chunk_id, packed_forward
 
 log = logging.getLogger("logclass.relay.buffer")
 

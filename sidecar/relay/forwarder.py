@@ -20,12 +20,12 @@ from typing import Any
 
 import msgpack
 
-from sidecar.relay import auth
-from sidecar.relay.buffer import ChunkFile, DiskBuffer
-from sidecar.relay.metrics import RelayMetrics
-from sidecar.relay.protocol import ProtocolError, parse_ack, unpacker
-from sidecar.relay.settings import RelaySettings, Upstream
-from sidecar.relay.tls import client_context
+from logclass.relay import auth
+from logclass.relay.buffer import ChunkFile, DiskBuffer
+from logclass.relay.metrics import RelayMetrics
+from logclass.relay.protocol import ProtocolError, parse_ack, unpacker
+from logclass.relay.settings import RelaySettings, Upstream
+from logclass.relay.tls import client_context
 
 log = logging.getLogger("logclass.relay.forwarder")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sidecar.relay import RelayError
+from logclass.relay import RelayError
 
 _STEP = re.compile(r"""\.([^.\[\]'"]+)|\[\s*'([^']*)'\s*\]|\[\s*"([^"]*)"\s*\]""")
 

@@ -23,14 +23,14 @@ from typing import Any, cast
 
 import msgpack
 
-from sidecar.relay import RelayError, auth, protocol
-from sidecar.relay.buffer import BufferWriteError, DiskBuffer
-from sidecar.relay.metrics import RelayMetrics
-from sidecar.relay.protocol import EventBatch, ProtocolError
-from sidecar.relay.settings import RelaySettings
-from sidecar.relay.tagger import Tagger
-from sidecar.relay.throttle import ThrottledLog
-from sidecar.relay.tls import server_context
+from logclass.relay import RelayError, auth, protocol
+from logclass.relay.buffer import BufferWriteError, DiskBuffer
+from logclass.relay.metrics import RelayMetrics
+from logclass.relay.protocol import EventBatch, ProtocolError
+from logclass.relay.settings import RelaySettings
+from logclass.relay.tagger import Tagger
+from logclass.relay.throttle import ThrottledLog
+from logclass.relay.tls import server_context
 
 log = logging.getLogger("logclass.relay")
 

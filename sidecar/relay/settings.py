@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sidecar import config as config_mod
-from sidecar.address import AddressError, split_host_port
-from sidecar.relay import RelayError
-from sidecar.relay.keypath import KeyPath
-from sidecar.secrets import SecretError, SecurityConfigError, read_secret, tls_files
+from logclass import config as config_mod
+from logclass.address import AddressError, split_host_port
+from logclass.relay import RelayError
+from logclass.relay.keypath import KeyPath
+from logclass.secrets import SecretError, SecurityConfigError, read_secret, tls_files
 
 
 @dataclass(frozen=True, slots=True)

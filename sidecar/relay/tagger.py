@@ -18,13 +18,13 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sidecar.core.decision import LogRecord
-from sidecar.engine.lanes import LaneFullError
-from sidecar.engine.metrics import Classify
-from sidecar.relay.metrics import RelayMetrics
-from sidecar.relay.protocol import EventBatch
-from sidecar.relay.settings import RelaySettings
-from sidecar.relay.throttle import ThrottledLog
+from logclass.core.decision import LogRecord
+from logclass.engine.lanes import LaneFullError
+from logclass.engine.metrics import Classify
+from logclass.relay.metrics import RelayMetrics
+from logclass.relay.protocol import EventBatch
+from logclass.relay.settings import RelaySettings
+from logclass.relay.throttle import ThrottledLog
 
 log = logging.getLogger("logclass.relay")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ssl
 
-from sidecar.relay import RelayError
-from sidecar.relay.settings import TlsFiles
+from logclass.relay import RelayError
+from logclass.relay.settings import TlsFiles
 
 
 def server_context(tls: TlsFiles) -> ssl.SSLContext:

@@ -8,14 +8,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from sidecar import config as config_mod
-from sidecar.api.logclass.v1 import classifier_pb2 as pb
-from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
-from sidecar.engine.engine import Engine
-from sidecar.engine.metrics import Metrics
-from sidecar.server import ServeError
-from sidecar.server.security import BearerTokenInterceptor, load_token, server_credentials
-from sidecar.server.service import Budgets, LogClassifierService, build_model_info
+from logclass import config as config_mod
+from logclass.api.logclass.v1 import classifier_pb2 as pb
+from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
+from logclass.engine.engine import Engine
+from logclass.engine.metrics import Metrics
+from logclass.server import ServeError
+from logclass.server.security import BearerTokenInterceptor, load_token, server_credentials
+from logclass.server.service import Budgets, LogClassifierService, build_model_info
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LogClassifier"].full_name
 
@@ -103,7 +103,7 @@ def how_to_call(cfg: config_mod.Config) -> str:
     body = '{"records":[{"source":"billing","message":"User 12345 logged in."}]}'
     lines = [f"  grpcurl {security}{auth} -d '{body}' {address} logclass.v1.LogClassifier/Classify"]
     if not tls.get("cert_file") and not auth:
-        lines.insert(0, f"  logclass classify --server {address} training/data/seed_test.csv")
+        lines.insert(0, f"  logclass classify --server {address} logs.csv")
     if server_cfg.get("metrics_listen"):
         lines.append(f"  curl -s http://{server_cfg['metrics_listen']}/metrics | grep ^logclass_")
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from sidecar.secrets import SecretError, SecurityConfigError, read_secret, tls_files
+from logclass.secrets import SecretError, SecurityConfigError, read_secret, tls_files
 
 # Kubelet probes and load balancers check health without credentials.
 _OPEN_METHODS = ("/grpc.health.v1.Health/",)

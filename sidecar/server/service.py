@@ -9,15 +9,15 @@ from typing import Any
 
 import grpc
 
-from sidecar import __version__
-from sidecar.api.logclass.v1 import classifier_pb2 as pb
-from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
-from sidecar.core.decision import ERROR_EMPTY, ERROR_TOO_LONG, ERROR_UTF8, Decision, LogRecord
-from sidecar.engine.engine import Engine
-from sidecar.engine.lanes import LaneFullError
-from sidecar.engine.metrics import Classify, Metrics
-from sidecar.tiers.embedding import EmbeddingTier
-from sidecar.tiers.llm.tier import LlmTier
+from logclass import __version__
+from logclass.api.logclass.v1 import classifier_pb2 as pb
+from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
+from logclass.core.decision import ERROR_EMPTY, ERROR_TOO_LONG, ERROR_UTF8, Decision, LogRecord
+from logclass.engine.engine import Engine
+from logclass.engine.lanes import LaneFullError
+from logclass.engine.metrics import Classify, Metrics
+from logclass.tiers.embedding import EmbeddingTier
+from logclass.tiers.llm.tier import LlmTier
 
 _ERROR_CODES = {
     "": pb.ERROR_CODE_UNSPECIFIED,

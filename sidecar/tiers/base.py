@@ -19,7 +19,7 @@ from typing import ClassVar
 
 from prometheus_client import CollectorRegistry
 
-from sidecar.core.decision import Item, LogRecord, Outcome
+from logclass.core.decision import Item, LogRecord, Outcome
 
 WARM_UP_ITEM = Item(LogRecord("logclass-warmup", "logclass warm-up message 1"), ("logclass-warmup", "warm-up"))
 

@@ -16,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from sidecar.core.bundle import ModelBundle
-from sidecar.core.decision import Item, Outcome, Verdict
-from sidecar.tiers.base import Tier
-from sidecar.tiers.encoder import MODEL_NAME, Encoder
-from sidecar.tiers.features import Featurizer
+from logclass.core.bundle import ModelBundle
+from logclass.core.decision import Item, Outcome, Verdict
+from logclass.tiers.base import Tier
+from logclass.tiers.encoder import MODEL_NAME, Encoder
+from logclass.tiers.features import Featurizer
 
 # Word pieces per character of a log line, roughly; only relative costs matter (the engine
 # learns seconds per unit), so this just makes long lines count for more than short ones.

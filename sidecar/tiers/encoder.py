@@ -37,7 +37,7 @@ def default_model_path() -> Path:
 
 def weights_sha256(model_path: Path) -> str:
     """Hash of the weights file, so a bundle can refuse an encoder it was not trained with."""
-    from sidecar.core.bundle import sha256_file
+    from logclass.core.bundle import sha256_file
 
     weights = model_path / "model.safetensors"
     return sha256_file(weights) if weights.is_file() else ""

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from sidecar.core.bundle import FeatureSpec, Matrix
-from sidecar.tiers.encoder import Encoder
+from logclass.core.bundle import FeatureSpec, Matrix
+from logclass.tiers.encoder import Encoder
 
 _HALF = 1.0 / np.sqrt(2.0)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sidecar.core.decision import LogRecord, Verdict
-from sidecar.core.masking import TemplateMasker
-from sidecar.tiers.base import FastTier
+from logclass.core.decision import LogRecord, Verdict
+from logclass.core.masking import TemplateMasker
+from logclass.tiers.base import FastTier
 
 
 class MemoryTier(FastTier):

@@ -10,8 +10,8 @@ from typing import Any
 
 import yaml
 
-from sidecar.core.decision import LogRecord, Verdict
-from sidecar.tiers.base import FastTier
+from logclass.core.decision import LogRecord, Verdict
+from logclass.tiers.base import FastTier
 
 _RULE_KEYS = {"name", "pattern", "label", "sources", "ignore_case"}
 # Sources are usually a few dozen services; past this many the per-source lookup table is

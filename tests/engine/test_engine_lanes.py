@@ -7,12 +7,12 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 
-from sidecar import config
-from sidecar.core.decision import TIER_PENDING, Deferred, Item, LogRecord, Outcome, Verdict
-from sidecar.engine.engine import Engine
-from sidecar.engine.lanes import LaneFullError
-from sidecar.engine.pipeline import build_engine
-from sidecar.tiers.base import Tier
+from logclass import config
+from logclass.core.decision import TIER_PENDING, Deferred, Item, LogRecord, Outcome, Verdict
+from logclass.engine.engine import Engine
+from logclass.engine.lanes import LaneFullError
+from logclass.engine.pipeline import build_engine
+from logclass.tiers.base import Tier
 from tests.conftest import NO_LLM
 
 

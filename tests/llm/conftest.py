@@ -25,10 +25,10 @@ import httpx
 import pytest
 import yaml
 
-from sidecar import config
-from sidecar.core.labelset import LabelSet
-from sidecar.tiers.llm import FALLBACK_DESCRIPTION, label_set_from_llm_config
-from sidecar.tiers.llm.prompt import PromptBuilder
+from logclass import config
+from logclass.core.labelset import LabelSet
+from logclass.tiers.llm import FALLBACK_DESCRIPTION, label_set_from_llm_config
+from logclass.tiers.llm.prompt import PromptBuilder
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.cli import main
+from logclass.cli import main
 
 pytest.importorskip("llama_cpp", reason="llama.cpp is not installed: pip install 'logclass[llm]'")
 

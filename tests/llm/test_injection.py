@@ -18,10 +18,10 @@ import pytest
 
 pytest.importorskip("llama_cpp", reason="llama.cpp is not installed: pip install 'logclass[llm]'")
 
-from sidecar import config
-from sidecar.core.decision import Item, LogRecord, Verdict
-from sidecar.tiers.llm import build_llm_tier
-from sidecar.tiers.llm.model_files import QWEN
+from logclass import config
+from logclass.core.decision import Item, LogRecord, Verdict
+from logclass.tiers.llm import build_llm_tier
+from logclass.tiers.llm.model_files import QWEN
 from tests.llm.conftest import seed_label_set
 
 INJECTION_CSV = Path(__file__).resolve().parent.parent / "data" / "llm_injection.csv"

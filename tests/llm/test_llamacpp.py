@@ -20,10 +20,10 @@ import pytest
 
 pytest.importorskip("llama_cpp", reason="llama.cpp is not installed: pip install 'logclass[llm]'")
 
-from sidecar import config
-from sidecar.tiers.llm.backend import LlmAnswer, LlmUnavailable, Prompt
-from sidecar.tiers.llm.llamacpp import LlamaCppBackend, gbnf_literal, import_llama_cpp, labels_grammar
-from sidecar.tiers.llm.model_files import (
+from logclass import config
+from logclass.tiers.llm.backend import LlmAnswer, LlmUnavailable, Prompt
+from logclass.tiers.llm.llamacpp import LlamaCppBackend, gbnf_literal, import_llama_cpp, labels_grammar
+from logclass.tiers.llm.model_files import (
     QWEN,
     QWEN_FILE,
     QWEN_SHA256,
@@ -36,7 +36,7 @@ from sidecar.tiers.llm.model_files import (
     resolve_gguf,
     stamp_path,
 )
-from sidecar.tiers.llm.prompt import PromptBuilder
+from logclass.tiers.llm.prompt import PromptBuilder
 from tests.llm.conftest import seed_prompts
 
 SEED_CSV = Path(__file__).resolve().parents[2] / "training" / "data" / "synthetic_logs.csv"

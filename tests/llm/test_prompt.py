@@ -11,17 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import config
-from sidecar.core.labelset import LabelExample, LabelSet
-from sidecar.tiers.llm import (
+from logclass import config
+from logclass.core.labelset import LabelExample, LabelSet
+from logclass.tiers.llm import (
     FALLBACK_DESCRIPTION,
     LlmConfigError,
     build_llm_tier,
     build_prompts,
     label_set_from_llm_config,
 )
-from sidecar.tiers.llm.guard import INSTRUCTION_CUES, REDACTED, find_orders, ordered_labels, redact
-from sidecar.tiers.llm.prompt import HOSTILE_SUFFIX, PromptBuilder
+from logclass.tiers.llm.guard import INSTRUCTION_CUES, REDACTED, find_orders, ordered_labels, redact
+from logclass.tiers.llm.prompt import HOSTILE_SUFFIX, PromptBuilder
 from tests.llm.conftest import seed_label_set
 
 DATA = Path(__file__).resolve().parents[1] / "data"

@@ -12,8 +12,8 @@ from typing import Any
 import grpc
 import pytest
 
-from sidecar.api.logclass.v1 import classifier_pb2 as pb
-from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
+from logclass.api.logclass.v1 import classifier_pb2 as pb
+from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
 from tests.conftest import free_port, start_server
 
 LEAD = "Lead conversion failed for prospect ID {} due to missing contact information."

@@ -17,14 +17,14 @@ import pytest
 
 pytest.importorskip("llama_cpp", reason="llama.cpp is not installed: pip install 'logclass[llm]'")
 
-from sidecar import config
-from sidecar.core.bundle import ModelBundle
-from sidecar.core.decision import TIER_NONE, TIER_PENDING, LogRecord
-from sidecar.engine.blocking import BlockingEngine
-from sidecar.engine.engine import Engine
-from sidecar.engine.lanes import LaneFullError
-from sidecar.engine.pipeline import build_engine
-from sidecar.tiers.llm.tier import LlmTier
+from logclass import config
+from logclass.core.bundle import ModelBundle
+from logclass.core.decision import TIER_NONE, TIER_PENDING, LogRecord
+from logclass.engine.blocking import BlockingEngine
+from logclass.engine.engine import Engine
+from logclass.engine.lanes import LaneFullError
+from logclass.engine.pipeline import build_engine
+from logclass.tiers.llm.tier import LlmTier
 from tests.conftest import MemoEncoder, free_port
 
 LEAD = "Lead conversion failed for prospect ID {} due to missing contact information."

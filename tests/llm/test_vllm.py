@@ -22,12 +22,12 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from sidecar import config
-from sidecar.tiers.llm.backend import LlmAnswer, LlmBackend, LlmOutputError, LlmUnavailable, Prompt
-from sidecar.tiers.llm.circuit import CircuitBreaker, State
-from sidecar.tiers.llm.openai_http import AUTO_MODEL, OpenAiHttpBackend, confidence
-from sidecar.tiers.llm.prompt import PromptBuilder
-from sidecar.tiers.llm.tier import LlmTier
+from logclass import config
+from logclass.tiers.llm.backend import LlmAnswer, LlmBackend, LlmOutputError, LlmUnavailable, Prompt
+from logclass.tiers.llm.circuit import CircuitBreaker, State
+from logclass.tiers.llm.openai_http import AUTO_MODEL, OpenAiHttpBackend, confidence
+from logclass.tiers.llm.prompt import PromptBuilder
+from logclass.tiers.llm.tier import LlmTier
 from tests.llm.conftest import SERVED_MODEL, VllmServer, seed_prompts
 
 T = TypeVar("T")

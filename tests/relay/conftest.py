@@ -66,7 +66,7 @@ class RelayProcess:
         with self.log_path.open("ab") as log:
             log.write(f"--- start {self.starts}\n".encode())
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sidecar.cli", "relay", "--config", str(self.config_path)],
+                [sys.executable, "-m", "logclass.cli", "relay", "--config", str(self.config_path)],
                 cwd=ROOT,
                 env={**os.environ, "HF_HUB_OFFLINE": "1"},
                 stdout=log,

@@ -1,5 +1,5 @@
 """Forward protocol peers for the tests, written from the spec with plain msgpack and sockets and
-sharing no code with ``sidecar.relay`` (a decoding bug there must not cancel out here):
+sharing no code with ``logclass.relay`` (a decoding bug there must not cancel out here):
 
 - ``Upstream``: an in_forward stand-in on 127.0.0.1 that records every event it receives, acks
   chunks (or not, to simulate a stuck upstream), optionally requires the handshake or TLS, and can

@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 import msgpack
 import pytest
 
-from sidecar.relay import RelayError, protocol
-from sidecar.relay.buffer import DiskBuffer
+from logclass.relay import RelayError, protocol
+from logclass.relay.buffer import DiskBuffer
 
 T = TypeVar("T")
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
-from sidecar import config
-from sidecar.relay.settings import check_runnable, from_config
+from logclass import config
+from logclass.relay.settings import check_runnable, from_config
 from tests.conftest import NO_LLM, ROOT
 
 DEPLOY = ROOT / "deploy" / "fluent-bit"

@@ -9,9 +9,9 @@ from typing import Any
 import msgpack
 import pytest
 
-from sidecar.relay import RelayError, auth, protocol
-from sidecar.relay.keypath import KeyPath
-from sidecar.relay.protocol import ProtocolError
+from logclass.relay import RelayError, auth, protocol
+from logclass.relay.keypath import KeyPath
+from logclass.relay.protocol import ProtocolError
 from tests.relay.forward_peer import event_time, packed_request, sha512_hex
 
 MAX = 1 << 20

@@ -13,8 +13,8 @@ import grpc
 import pytest
 from fluent import sender as fluent_sender
 
-from sidecar.api.logclass.v1 import classifier_pb2 as pb
-from sidecar.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
+from logclass.api.logclass.v1 import classifier_pb2 as pb
+from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
 from tests.conftest import SEED_ROWS, scrape, start_server
 from tests.relay.conftest import report
 from tests.relay.forward_peer import ForwardClient, Upstream, free_port

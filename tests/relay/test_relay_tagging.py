@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from sidecar import config
-from sidecar.core.decision import Decision, LogRecord
-from sidecar.engine.lanes import LaneFullError
-from sidecar.engine.metrics import Classify
-from sidecar.engine.pipeline import build_engine
-from sidecar.relay.app import Relay
-from sidecar.relay.settings import from_config
+from logclass import config
+from logclass.core.decision import Decision, LogRecord
+from logclass.engine.lanes import LaneFullError
+from logclass.engine.metrics import Classify
+from logclass.engine.pipeline import build_engine
+from logclass.relay.app import Relay
+from logclass.relay.settings import from_config
 from tests.conftest import NO_LLM
 from tests.engine.test_engine_lanes import GatedTier
 from tests.relay.conftest import FAST_FORWARD, report

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from sidecar import config
-from sidecar.core.bundle import ModelBundle
-from sidecar.offline.csv_classify import classify_csv
-from sidecar.offline.report import ReportOptions, build_report
+from logclass import config
+from logclass.core.bundle import ModelBundle
+from logclass.offline.csv_classify import classify_csv
+from logclass.offline.report import ReportOptions, build_report
 from tests.conftest import NO_LLM, ROOT, SEED_CSV, SEED_TEST_CSV, MemoEncoder, offline_engine, run_cli
 from tests.report.chromium import chromium_binary, visit
 

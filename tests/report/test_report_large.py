@@ -23,7 +23,7 @@ TIERS = ["regex", "embedding", "llm", "none"]
 # process would also count every server earlier tests started.
 MEASURE = """
 import json, resource, sys
-from sidecar.cli import main
+from logclass.cli import main
 code = main(sys.argv[1:])
 print(json.dumps({"code": code, "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """

@@ -15,10 +15,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from sidecar.core.bundle import BundleError, load_bundle
-from sidecar.core.decision import TIER_NONE
-from sidecar.engine.pipeline import bundle_path
-from sidecar.offline.report.scores import Calibration, accuracy, calibration, class_scores
+from logclass.core.bundle import BundleError, load_bundle
+from logclass.core.decision import TIER_NONE
+from logclass.engine.pipeline import bundle_path
+from logclass.offline.report.scores import Calibration, accuracy, calibration, class_scores
 
 
 class ReportError(ValueError):
@@ -79,10 +79,10 @@ def build_report(
     if html_path is None and png_dir is None:
         raise ReportError("nothing to write: pass -o report.html and/or --png DIR")
     _import_matplotlib()
-    from sidecar.core.masking import TemplateMasker
-    from sidecar.offline.report import charts as ch
-    from sidecar.offline.report.page import Card, render
-    from sidecar.offline.report.stats import collect
+    from logclass.core.masking import TemplateMasker
+    from logclass.offline.report import charts as ch
+    from logclass.offline.report.page import Card, render
+    from logclass.offline.report.stats import collect
 
     masker = TemplateMasker.from_config(config["templates"]["masks"])
     stats = collect(

@@ -9,10 +9,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from html import escape
 
-from sidecar import __version__
-from sidecar.offline.report.charts import Chart
-from sidecar.offline.report.scores import CALIBRATION_BINS, Calibration, ClassScore, calibration
-from sidecar.offline.report.stats import NO_CLAIM_TIERS, Example, ReportStats, TopEntry
+from logclass import __version__
+from logclass.offline.report.charts import Chart
+from logclass.offline.report.scores import CALIBRATION_BINS, Calibration, ClassScore, calibration
+from logclass.offline.report.stats import NO_CLAIM_TIERS, Example, ReportStats, TopEntry
 
 MAX_CELL_CHARS = 300
 # Shown where a ratio is undefined (no rows, a label never predicted).

@@ -19,9 +19,9 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 from tqdm import tqdm
 
-from sidecar.core.decision import TIER_NONE, TIER_PENDING
-from sidecar.offline.csv_classify import CountingReader, CsvInputError, read_header
-from sidecar.offline.report.scores import CalibrationCounts
+from logclass.core.decision import TIER_NONE, TIER_PENDING
+from logclass.offline.csv_classify import CountingReader, CsvInputError, read_header
+from logclass.offline.report.scores import CalibrationCounts
 
 K = TypeVar("K", bound=Hashable)
 

@@ -13,11 +13,11 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from sidecar.core.labelset import LabelExample, LabelSet, LabelSetError
-from sidecar.tiers.llm.backend import LlmBackend, LlmUnavailable
-from sidecar.tiers.llm.model_files import ModelFileError
-from sidecar.tiers.llm.prompt import PromptBuilder
-from sidecar.tiers.llm.tier import LlmTier, TeacherLog
+from logclass.core.labelset import LabelExample, LabelSet, LabelSetError
+from logclass.tiers.llm.backend import LlmBackend, LlmUnavailable
+from logclass.tiers.llm.model_files import ModelFileError
+from logclass.tiers.llm.prompt import PromptBuilder
+from logclass.tiers.llm.tier import LlmTier, TeacherLog
 
 log = logging.getLogger("logclass.llm")
 BACKENDS = ("auto", "none", "vllm", "llamacpp")
@@ -47,10 +47,10 @@ def build_backend(name: str, llm_config: Mapping[str, Any]) -> LlmBackend:
     if name == "vllm":
         if not (llm_config.get("server") or {}).get("url"):
             raise LlmConfigError("llm.backend is vllm but llm.server.url is not set: give the server's /v1 base URL")
-        from sidecar.tiers.llm.openai_http import OpenAiHttpBackend
+        from logclass.tiers.llm.openai_http import OpenAiHttpBackend
 
         return OpenAiHttpBackend.from_config(llm_config)
-    from sidecar.tiers.llm.llamacpp import LlamaCppBackend
+    from logclass.tiers.llm.llamacpp import LlamaCppBackend
 
     return LlamaCppBackend.from_config(llm_config)
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from sidecar.tiers.llm.circuit import CircuitBreaker
+from logclass.tiers.llm.circuit import CircuitBreaker
 
 
 @dataclass(frozen=True, slots=True)

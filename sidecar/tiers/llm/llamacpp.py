@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from sidecar.tiers.llm.backend import LlmAnswer, LlmUnavailable, Prompt, check_label
-from sidecar.tiers.llm.circuit import CircuitBreaker
-from sidecar.tiers.llm.model_files import resolve_gguf
+from logclass.tiers.llm.backend import LlmAnswer, LlmUnavailable, Prompt, check_label
+from logclass.tiers.llm.circuit import CircuitBreaker
+from logclass.tiers.llm.model_files import resolve_gguf
 
 log = logging.getLogger("logclass.llm")
 

@@ -20,7 +20,7 @@ from typing import NoReturn
 
 from tqdm import tqdm
 
-from sidecar.core.bundle import sha256_file
+from logclass.core.bundle import sha256_file
 
 GGUF_MAGIC = b"GGUF"
 SMOLLM2 = "smollm2-135m"

@@ -42,11 +42,11 @@ from typing import Any
 
 import httpx
 
-from sidecar.client import backoff_delay
-from sidecar.config import ConfigError
-from sidecar.secrets import SecretError, read_secret
-from sidecar.tiers.llm.backend import LlmAnswer, LlmOutputError, LlmUnavailable, Prompt, check_label
-from sidecar.tiers.llm.circuit import CircuitBreaker, State
+from logclass.client import backoff_delay
+from logclass.config import ConfigError
+from logclass.secrets import SecretError, read_secret
+from logclass.tiers.llm.backend import LlmAnswer, LlmOutputError, LlmUnavailable, Prompt, check_label
+from logclass.tiers.llm.circuit import CircuitBreaker, State
 
 log = logging.getLogger("logclass.llm")
 

@@ -28,9 +28,9 @@ from __future__ import annotations
 import json
 import re
 
-from sidecar.core.labelset import LabelExample, LabelSet
-from sidecar.tiers.llm.backend import Prompt
-from sidecar.tiers.llm.guard import Order, find_orders, guarded_answer_set, redact
+from logclass.core.labelset import LabelExample, LabelSet
+from logclass.tiers.llm.backend import Prompt
+from logclass.tiers.llm.guard import Order, find_orders, guarded_answer_set, redact
 
 SOURCE_CHARS = 200
 _DELIMITER = re.compile(r"<\s*/?\s*log\s*>", re.IGNORECASE)

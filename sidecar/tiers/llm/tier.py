@@ -25,11 +25,11 @@ from typing import TextIO
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from sidecar.core.decision import Deferred, Item, LogRecord, Outcome, Verdict
-from sidecar.tiers.base import Scheduling, Tier
-from sidecar.tiers.llm.backend import LlmAnswer, LlmBackend, LlmOutputError, LlmUnavailable
-from sidecar.tiers.llm.circuit import State
-from sidecar.tiers.llm.prompt import PromptBuilder
+from logclass.core.decision import Deferred, Item, LogRecord, Outcome, Verdict
+from logclass.tiers.base import Scheduling, Tier
+from logclass.tiers.llm.backend import LlmAnswer, LlmBackend, LlmOutputError, LlmUnavailable
+from logclass.tiers.llm.circuit import State
+from logclass.tiers.llm.prompt import PromptBuilder
 
 log = logging.getLogger("logclass.llm")
 # Outcomes counted in logclass_llm_calls_total.

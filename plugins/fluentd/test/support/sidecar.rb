@@ -66,7 +66,7 @@ class Sidecar
       raise "no Python for the sidecar at #{Sidecar.python}: run `make install` (or set SIDECAR_PYTHON)"
     end
 
-    @pid = Process.spawn(ENV.to_h.merge(BASE_ENV, @env), Sidecar.python, '-m', 'sidecar.cli', 'serve',
+    @pid = Process.spawn(ENV.to_h.merge(BASE_ENV, @env), Sidecar.python, '-m', 'logclass.cli', 'serve',
                          '--listen', @address, chdir: ROOT, %i[out err] => [@log_path, 'w'])
     Sidecar.running << self
     Sidecar.stop_all_at_exit
