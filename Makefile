@@ -69,8 +69,8 @@ browser-deps:
 # a tree of links with the installed layout (logclass/, logclass/training, logclass/models).
 TYPECHECK := build/typecheck
 lint: $(STAMP)
-	$(BIN)/ruff check sidecar training tests benchmarks deploy models
-	$(BIN)/ruff format --check sidecar training tests benchmarks deploy models
+	$(BIN)/ruff check sidecar training tests benchmarks deploy models proto
+	$(BIN)/ruff format --check sidecar training tests benchmarks deploy models proto
 	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/logclass
 	for f in sidecar/*; do ln -s ../../../$$f $(TYPECHECK)/logclass/; done
 	ln -s ../../../training $(TYPECHECK)/logclass/training
@@ -104,7 +104,7 @@ bench-accuracy: $(STAMP)
 
 ## make proto: regenerate the Python gRPC stubs from proto/ (a test fails when they are stale)
 proto: $(STAMP)
-	$(BIN)/python -m logclass.api.generate
+	$(BIN)/python proto/generate.py
 
 ## make bench: throughput against the seed algorithm, measured in the same run
 bench: $(STAMP)

@@ -1,5 +1,6 @@
-"""Regenerates the Python gRPC stubs from proto/ with grpcio-tools: ``python -m logclass.api.generate``.
+"""Regenerates the Python gRPC stubs in sidecar/api/ from proto/ with grpcio-tools: ``make proto``.
 
+A build-time tool of the repository, not part of the installed package: the stubs it writes are.
 protoc writes absolute imports (``from logclass.v1 import ...``); they are rewritten to live
 under ``logclass.api`` so the stubs import without touching ``sys.path``.
 """
@@ -11,9 +12,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PROTO_DIR = ROOT / "proto"
-OUT_DIR = Path(__file__).resolve().parent
+OUT_DIR = ROOT / "sidecar" / "api"
 PROTOS = ["logclass/v1/classifier.proto"]
 _IMPORT = re.compile(r"^from logclass\.v1 import ", re.MULTILINE)
 
