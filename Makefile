@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml $(LLAMA_WHEEL)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# CPU torch first, so no dependency can pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet --find-links $(WHEELS) --only-binary llama-cpp-python -e '.[dev,llm,qwen,report]'
+	$(BIN)/python -m pip install --quiet --find-links $(WHEELS) --only-binary llama-cpp-python -e '.[dev,qwen,report]'
 	touch $(STAMP)
 
 $(VLLM_STAMP): deploy/vllm/install-cpu.sh

@@ -13,7 +13,7 @@ import pytest
 
 from logclass.cli import main
 
-pytest.importorskip("llama_cpp", reason="llama.cpp is not installed: pip install 'logclass[llm]'")
+pytest.importorskip("llama_cpp", reason="llama.cpp is not installed: pip install 'logclass[llamacpp]'")
 
 FRESH_CSV = Path(__file__).resolve().parent.parent / "data" / "fresh_seed.csv"
 TARGET_MACRO_F1 = 0.90

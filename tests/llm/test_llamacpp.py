@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-pytest.importorskip("llama_cpp", reason="llama.cpp is not installed: pip install 'logclass[llm]'")
+pytest.importorskip("llama_cpp", reason="llama.cpp is not installed: pip install 'logclass[llamacpp]'")
 
 from logclass import config
 from logclass.tiers.llm.backend import LlmAnswer, LlmUnavailable, Prompt

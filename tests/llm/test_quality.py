@@ -13,7 +13,7 @@ import pytest
 
 from logclass.cli import main
 
-pytest.importorskip("llama_cpp", reason="llama.cpp is not installed: pip install 'logclass[llm]'")
+pytest.importorskip("llama_cpp", reason="llama.cpp is not installed: pip install 'logclass[llamacpp]'")
 
 EVAL_CSV = Path(__file__).resolve().parent.parent / "data" / "llm_eval.csv"
 TARGET_ACCURACY = 0.90

@@ -58,7 +58,7 @@ def test_serve_with_vllm_from_flags(vllm_server: Any) -> None:
 
 
 def test_serve_embedded_default_is_llamacpp() -> None:
-    pytest.importorskip("llama_cpp", reason="llama.cpp is not installed: pip install 'logclass[llm]'")
+    pytest.importorskip("llama_cpp", reason="llama.cpp is not installed: pip install 'logclass[llamacpp]'")
     # auto, no server URL: the embedded backend (SmolLM2 here, for speed; Qwen is the default model).
     env = {
         "LOGCLASS_LLM__BACKEND": "auto",

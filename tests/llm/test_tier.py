@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("llama_cpp", reason="llama.cpp is not installed: pip install 'logclass[llm]'")
+pytest.importorskip("llama_cpp", reason="llama.cpp is not installed: pip install 'logclass[llamacpp]'")
 
 from logclass import config
 from logclass.core.bundle import ModelBundle

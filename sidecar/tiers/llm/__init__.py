@@ -39,7 +39,7 @@ def choose_backend(llm_config: Mapping[str, Any]) -> str:
         return "vllm"
     if importlib.util.find_spec("llama_cpp") is not None:
         return "llamacpp"
-    log.warning("LLM tier off: no llm.server.url and llama.cpp is not installed (pip install 'logclass[llm]')")
+    log.warning("LLM tier off: no llm.server.url and llama.cpp is not installed (pip install 'logclass[llamacpp]')")
     return "none"
 
 

