@@ -113,6 +113,8 @@ def test_every_package_folder_and_the_default_bundle_are_in_the_wheel(installed:
         assert data in names
     assert "logclass/py.typed" in names
     assert not [n for n in names if n.endswith("generate.py")], "stub generation is a build-time tool"
+    # Training data stays in the repository: nothing at run time reads it.
+    assert not [n for n in names if n.startswith("logclass/training/data/")]
 
 
 def test_imports_resolve_to_the_installed_copy(installed: Installed) -> None:
