@@ -91,7 +91,7 @@ end
 
 rows = corpus
 sidecar = options[:endpoint] ? nil : Sidecar.new.start
-endpoint = options[:endpoint] || logclass.address
+endpoint = options[:endpoint] || sidecar.address
 begin
   logger = Logger.new($stderr, level: Logger::WARN)
   classifier = Logclass::Classifier.new(Logclass::Client.new(endpoint, timeout: 120), logger: logger,
