@@ -18,7 +18,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from logclass.config.settings import Settings
+from logclass.config.settings import Settings as Settings
+from logclass.config.settings import subsection
 
 ENV_PREFIX = "LOGCLASS_"
 # LOGCLASS_CONFIG names a file, it is not a key override.
@@ -51,13 +52,16 @@ def schema() -> dict[str, Any]:
     return data
 
 
-def _merge(base: Config, override: Mapping[str, Any]) -> Config:
-    """Deep-merge mappings; lists, scalars and empty mappings in ``override`` replace those in
-    ``base`` (so ``source_routes: {}`` clears the default routes)."""
+def _merge(base: Config, override: Mapping[str, Any], section: type[Any] | None = Settings) -> Config:
+    """Deep-merge mappings; lists and scalars in ``override`` replace those in ``base``. An empty
+    mapping replaces a map of values (``source_routes: {}`` clears the routes) but changes nothing
+    in a section of settings (``tls: {}`` keeps the defaults): ``section`` is the settings type of
+    this level, None inside a map of values."""
     out = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, Mapping) and value and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+        child = subsection(section, key)
+        if isinstance(value, Mapping) and (value or child is not None) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value, child)
         else:
             out[key] = copy.deepcopy(value)
     return out

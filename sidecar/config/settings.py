@@ -382,6 +382,15 @@ def field_types(cls: type[Any]) -> dict[str, Any]:
     return typing.get_type_hints(cls, include_extras=True)
 
 
+def subsection(cls: type[Any] | None, name: str) -> type[Any] | None:
+    """The settings type of field ``name`` of ``cls`` when it is a section (a dataclass), else None."""
+    if cls is None:
+        return None
+    tp = field_types(cls).get(name)
+    inner, _ = split_annotated(tp)
+    return typing.cast(type[Any], inner) if dataclasses.is_dataclass(inner) else None
+
+
 def split_annotated(tp: Any) -> tuple[Any, list[Any]]:
     """``Annotated[X, m1, m2]`` -> ``(X, [m1, m2])``; nested ones are flattened by Python."""
     if typing.get_origin(tp) is Annotated:
