@@ -11,7 +11,7 @@ import yaml
 from logclass import config
 from logclass.address import AddressError, split_host_port
 from logclass.config import schema_gen
-from logclass.config.settings import Mask, RetrySettings, Settings, UpstreamSettings
+from logclass.config.settings import Mask, MayOmit, RetrySettings, Settings, UpstreamSettings, split_annotated
 from logclass.engine.pipeline import unbounded_lanes
 
 
@@ -135,40 +135,48 @@ def test_bad_host_port_names_the_setting(address: str) -> None:
         split_host_port(address, "server.metrics_listen")
 
 
-def _leaves(data: Any, prefix: str = "") -> set[str]:
-    """Dotted paths of a mapping's keys, nested mappings walked (maps of values, such as
+def _leaves(data: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of a mapping's keys in order, nested mappings walked (maps of values, such as
     source_routes, are null in the defaults)."""
-    out = set()
+    out = []
     for key, value in data.items():
-        out.add(prefix + key)
+        out.append(prefix + key)
         if isinstance(value, dict):
-            out |= _leaves(value, f"{prefix}{key}.")
+            out += _leaves(value, f"{prefix}{key}.")
     return out
 
 
-def _fields(cls: type[Any], prefix: str = "") -> set[str]:
-    out = set()
+def _fields(cls: type[Any], prefix: str = "") -> list[str]:
+    out = []
     for f in dataclasses.fields(cls):
-        out.add(prefix + f.name)
+        out.append(prefix + f.name)
         tp = typing.get_type_hints(cls)[f.name]
         if dataclasses.is_dataclass(tp):
-            out |= _fields(tp, f"{prefix}{f.name}.")
+            out += _fields(tp, f"{prefix}{f.name}.")
     return out
 
 
 def test_every_default_is_a_field_and_every_field_has_a_default() -> None:
     """defaults.yaml is the one source of values: a field it lacks would be a schema error at
     start-up, a key it has that no field reads would be dead."""
-    assert _leaves(config.defaults()) == _fields(Settings)
+    defaults, fields = _leaves(config.defaults()), _fields(Settings)
+    assert set(defaults) - set(fields) == set(), "keys of defaults.yaml without a field in config/settings.py"
+    assert set(fields) - set(defaults) == set(), "fields without a value in defaults.yaml"
+    # Same order, so `logclass config` prints the keys as defaults.yaml documents them.
+    assert defaults == fields
 
 
 def test_no_field_has_a_default_in_code() -> None:
+    """Neither a dataclass default nor a MayOmit in a section: those are for list items only."""
+
     def walk(cls: type[Any]) -> None:
+        hints = typing.get_type_hints(cls, include_extras=True)
         for f in dataclasses.fields(cls):
             assert f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING, f.name
-            tp = typing.get_type_hints(cls)[f.name]
-            if dataclasses.is_dataclass(tp):
-                walk(tp)
+            inner, meta = split_annotated(hints[f.name])
+            assert not any(isinstance(m, MayOmit) for m in meta), f"{cls.__name__}.{f.name}"
+            if dataclasses.is_dataclass(inner):
+                walk(typing.cast(type[Any], inner))
 
     walk(Settings)
 

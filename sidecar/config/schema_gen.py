@@ -19,7 +19,7 @@ from logclass.config.settings import Json, MayOmit, Settings, field_types, is_un
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 COMMAND = "make schema (python -m logclass.config.schema_gen)"
-SCHEMA_FILE = Path(__file__).with_name("schema.json")
+SCHEMA_FILE = Path(__file__).resolve().with_name("schema.json")
 _PRIMITIVES: dict[Any, str] = {bool: "boolean", int: "integer", float: "number", str: "string"}
 
 
