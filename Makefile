@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run test lint model bench bench-server bench-lanes bench-relay bench-accuracy proto browser-deps clean
+.PHONY: install run test lint model bench bench-server bench-lanes bench-relay bench-accuracy proto schema browser-deps clean
 
 # llama-cpp-python has no wheels on PyPI: it is compiled once and the wheel kept in a cache
 # outside the checkout. -march=native makes the wheel specific to this CPU, so the cache is keyed
@@ -105,6 +105,10 @@ bench-accuracy: $(STAMP)
 ## make proto: regenerate the Python gRPC stubs from proto/ (a test fails when they are stale)
 proto: $(STAMP)
 	$(BIN)/python proto/generate.py
+
+## make schema: regenerate sidecar/config/schema.json from the settings types (a test fails when it is stale)
+schema: $(STAMP)
+	$(BIN)/python -m logclass.config.schema_gen
 
 ## make bench: throughput against the seed algorithm, measured in the same run
 bench: $(STAMP)

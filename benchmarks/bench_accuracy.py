@@ -67,6 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import finish, stage
 from logclass import config
+from logclass.config.settings import Settings
 from logclass.core.decision import TIER_NONE, TIER_PENDING, LogRecord
 from logclass.engine.blocking import BlockingEngine
 from logclass.engine.pipeline import build_engine, unbounded_lanes
@@ -169,7 +170,7 @@ def split_indexes(labels: Sequence[str], test_size: float, seed: int = SEED) -> 
 # ------------------------------------------------------------------------------------- methods
 
 
-def logclass_config() -> config.Config:
+def logclass_config() -> Settings:
     """The default config as `logclass` loads it (LOGCLASS_* variables included), LLM tier off."""
     return config.load(overrides={"llm": {"backend": "none"}})
 
@@ -187,13 +188,15 @@ def logclass_predict(train_rows: Sequence[Row], test_rows: Sequence[Row], workdi
     The only place that touches logclass's training and engine APIs, through their public entry
     points, so that a change there is mended here once. train()'s own report goes to
     ``workdir/train.log`` to keep the benchmark's output readable."""
-    cfg = logclass_config()
+    settings = logclass_config()
     data = workdir / "train.csv"
     write_training_csv(train_rows, data)
     log_path = workdir / "train.log"
     with log_path.open("w", encoding="utf-8") as log, contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
-        bundle = train(data, workdir / "bundle", cfg, TrainOptions(test_size=0.0, random_state=SEED), progress=False)
-    engine = BlockingEngine(build_engine(unbounded_lanes(cfg), bundle=bundle), None)
+        bundle = train(
+            data, workdir / "bundle", settings, TrainOptions(test_size=0.0, random_state=SEED), progress=False
+        )
+    engine = BlockingEngine(build_engine(unbounded_lanes(settings), bundle=bundle), None)
     try:
         decisions = engine.classify([LogRecord(r.source, r.message) for r in test_rows])
     finally:
@@ -322,10 +325,10 @@ def run_mix() -> dict[str, Any]:
     """Every Loghub line through the shipped bundle: records and shares per tier, top labels."""
     import logclass
 
-    cfg = logclass_config()
+    settings = logclass_config()
     imported = str(Path(logclass.__file__).parent)
-    stage(f"mix: sidecar from {imported}, bundle {cfg['model'].get('bundle') or 'models/default'}")
-    engine = BlockingEngine(build_engine(unbounded_lanes(cfg)), None)
+    stage(f"mix: sidecar from {imported}, bundle {settings.model.bundle or 'models/default'}")
+    engine = BlockingEngine(build_engine(unbounded_lanes(settings)), None)
     per_dataset: dict[str, dict[str, Any]] = {}
     all_tiers: Counter[str] = Counter()
     try:
@@ -346,7 +349,7 @@ def run_mix() -> dict[str, Any]:
     finally:
         engine.close()
     # Every configured tier gets a column, so a tier that answered nothing shows as 0, not absent.
-    tier_names = [*cfg["router"]["tiers"], TIER_NONE, TIER_PENDING]
+    tier_names = [*settings.router.tiers, TIER_NONE, TIER_PENDING]
     tier_names += sorted(set(all_tiers) - set(tier_names))
     return {
         "sidecar": imported,

@@ -51,8 +51,7 @@ from logclass import config
 from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
 from logclass.client import to_request
 from logclass.core.decision import TIER_NONE, TIER_PENDING, LogRecord
-from logclass.core.masking import TemplateMasker
-from logclass.engine.pipeline import build_encoder, build_regex_tier
+from logclass.engine.pipeline import build_encoder, build_regex_tier, masker_of
 
 WARM_P99_TARGET_MS = 50.0  # warm caller's p99 under a cold burst and under an LLM trickle
 COLD_RATIO_TARGET = 0.9  # cold burst records/s against the raw batched encoder
@@ -113,10 +112,10 @@ class NewLines:
     skipped, so every line is a template for the model lanes."""
 
     def __init__(self, source: str, seed: int) -> None:
-        cfg = config.load()
+        settings = config.load()
         self.source = source
-        self.masker = TemplateMasker.from_config(cfg["templates"]["masks"])
-        self.regex = build_regex_tier(cfg)
+        self.masker = masker_of(settings.templates)
+        self.regex = build_regex_tier(settings)
         self.rng = random.Random(seed)
         self.templates: set[str] = set()
         text = SEED_CSV.read_text(encoding="utf-8", errors="replace")
@@ -355,8 +354,8 @@ async def phase_trickle(
 
 def raw_encode(lines: NewLines, n: int) -> dict[str, Any]:
     """One batched ``Encoder.encode`` on ``n`` new lines, in this process, no sidecar running."""
-    cfg = config.load()
-    encoder = build_encoder(cfg)
+    settings = config.load()
+    encoder = build_encoder(settings.embedding)
     encoder.encode(["warm up the encoder once before timing"] * 8)
     texts = [r.message for r in lines.take(n)]
     started = time.perf_counter()

@@ -152,9 +152,9 @@ def measure(baseline_sample: int, raw_sample: int, seed: int) -> dict[str, Any]:
     # LOGCLASS_* variables apply (embedding.device, model_path), as they do for the server.
     # No LLM, as in the seed baseline: with one, the cold pass would time llama.cpp answering the
     # Loghub templates the seed-trained bundle calls out of distribution, not the pipeline.
-    cfg = config.load(overrides={"llm": {"backend": "none"}})
+    settings = config.load(overrides={"llm": {"backend": "none"}})
     bundle = load_bundle(DEFAULT_BUNDLE)
-    encoder = build_encoder(cfg)
+    encoder = build_encoder(settings.embedding)
     groups = load_groups()
     pool = [(group, record) for group, records in groups.items() for record in records]
     rng = random.Random(seed)
@@ -172,7 +172,7 @@ def measure(baseline_sample: int, raw_sample: int, seed: int) -> dict[str, Any]:
     raw = len(raw_texts) / (time.perf_counter() - start)
     stage(f"  {raw:,.1f} messages/s")
 
-    router = BlockingEngine(build_engine(cfg, bundle=bundle, encoder=encoder))
+    router = BlockingEngine(build_engine(settings, bundle=bundle, encoder=encoder))
     shifted = {g: [LogRecord(r.source, shift_digits(r.message)) for r in rs] for g, rs in groups.items()}
     throughput: dict[str, dict[str, float | None]] = {
         "seed_baseline": baseline.rates(),

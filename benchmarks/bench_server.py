@@ -52,10 +52,10 @@ RSS_TARGET_MB = 1536.0  # server peak RSS without an embedded LLM
 def in_process(records: Sequence[LogRecord], sizes: Sequence[int]) -> tuple[dict[str, LoadResult], str]:
     """The baseline: the server's own engine, called directly with one batch per request and
     waiting for every answer (the server started here does too: see ``Server``)."""
-    cfg = config.load()
-    bundle = load_bundle(bundle_path(cfg))
-    encoder = build_encoder(cfg)
-    engine = BlockingEngine(build_engine(cfg, bundle=bundle, encoder=encoder))
+    settings = config.load()
+    bundle = load_bundle(bundle_path(settings))
+    encoder = build_encoder(settings.embedding)
+    engine = BlockingEngine(build_engine(settings, bundle=bundle, encoder=encoder))
     try:
         # As the server does before it reports SERVING: the first encode pays one-off costs.
         engine.warm_up()

@@ -6,12 +6,14 @@ import argparse
 import json
 import os
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from logclass import __version__
 from logclass import config as config_mod
+from logclass.config.settings import LlmBackendName, Settings
 
 EXIT_USAGE = 2
 
@@ -20,7 +22,7 @@ class CliError(Exception):
     """Shown to the user as one line, exit code 2."""
 
 
-def _load_config(args: argparse.Namespace, **sections: dict[str, Any]) -> config_mod.Config:
+def _load_settings(args: argparse.Namespace, **sections: dict[str, Any]) -> Settings:
     overrides: dict[str, Any] = dict(sections)
     if getattr(args, "model", None):
         overrides["model"] = {"bundle": str(args.model)}
@@ -40,19 +42,19 @@ def _load_config(args: argparse.Namespace, **sections: dict[str, Any]) -> config
     return config_mod.load(args.config, overrides=overrides)
 
 
-def _offline_engine(cfg: config_mod.Config, args: argparse.Namespace, bundle: Any = None) -> Any:
+def _offline_engine(settings: Settings, args: argparse.Namespace, bundle: Any = None) -> Any:
     """The engine for an offline job: every answer is awaited unless --budget-ms says otherwise."""
     from logclass.engine.blocking import BlockingEngine
     from logclass.engine.pipeline import build_engine, unbounded_lanes
 
     budget = args.budget_ms / 1000.0 if args.budget_ms is not None else None
-    return BlockingEngine(build_engine(unbounded_lanes(cfg), bundle=bundle), budget)
+    return BlockingEngine(build_engine(unbounded_lanes(settings), bundle=bundle), budget)
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
     from logclass.offline.csv_classify import BatchClassifier, classify_csv
 
-    cfg = _load_config(args)
+    settings = _load_settings(args)
     router: BatchClassifier
     if args.server:
         from logclass.client import ClassifierClient
@@ -67,7 +69,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
             wait_for_all=budget_ms is None,
         )
     else:
-        router = _offline_engine(cfg, args)
+        router = _offline_engine(settings, args)
     progress = args.progress if args.progress is not None else args.output is not None and args.output != "-"
     try:
         summary = classify_csv(
@@ -87,7 +89,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from logclass.training.train import TrainOptions, train
 
-    cfg = _load_config(args)
+    settings = _load_settings(args)
     options = TrainOptions(
         test_size=args.test_size,
         random_state=args.random_state,
@@ -101,7 +103,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         memory_min_purity=args.memory_min_purity,
         ood_quantile=args.ood_quantile,
     )
-    train(args.data, args.out, cfg, options, progress=not args.no_progress)
+    train(args.data, args.out, settings, options, progress=not args.no_progress)
     return 0
 
 
@@ -109,9 +111,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from logclass.engine.pipeline import load_configured_bundle
     from logclass.training.evaluate import evaluate, format_report
 
-    cfg = _load_config(args)
-    bundle = load_configured_bundle(cfg)
-    router = _offline_engine(cfg, args, bundle)
+    settings = _load_settings(args)
+    bundle = load_configured_bundle(settings)
+    router = _offline_engine(settings, args, bundle)
     try:
         report = evaluate(args.data, router, bundle=bundle, holdout=args.holdout, progress=not args.no_progress)
     finally:
@@ -134,7 +136,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         encoding=args.encoding,
         progress=args.progress,
     )
-    result = build_report(args.input, args.output, args.png, _load_config(args), options)
+    result = build_report(args.input, args.output, args.png, _load_settings(args), options)
     written = [str(p) for p in ([result.html] if result.html else []) + result.pngs]
     print(f"{result.rows:,} records, {len(result.charts)} charts: wrote {', '.join(written)}", file=sys.stderr)
     return 0
@@ -146,15 +148,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server["listen"] = args.listen or None
     if args.unix_socket is not None:
         server["unix_socket"] = args.unix_socket or None
-    cfg = _load_config(args, server=server) if server else _load_config(args)
+    settings = _load_settings(args, server=server) if server else _load_settings(args)
     if args.print_config:
         import yaml
 
-        print(yaml.safe_dump(config_mod.redacted(cfg), sort_keys=False), end="")
+        print(yaml.safe_dump(config_mod.redacted(settings), sort_keys=False), end="")
         return 0
     from logclass.serve import run
 
-    return run(cfg)
+    return run(settings)
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
@@ -167,15 +169,15 @@ def cmd_relay(args: argparse.Namespace) -> int:
         relay["buffer"] = {"path": str(args.buffer_path)}
     if args.no_classify:
         relay["classify"] = False
-    cfg = _load_config(args, relay=relay) if relay else _load_config(args)
+    settings = _load_settings(args, relay=relay) if relay else _load_settings(args)
     if args.print_config:
         import yaml
 
-        print(yaml.safe_dump(config_mod.redacted(cfg), sort_keys=False), end="")
+        print(yaml.safe_dump(config_mod.redacted(settings), sort_keys=False), end="")
         return 0
     from logclass.serve import run
 
-    return run(cfg, grpc=False)
+    return run(settings, grpc=False)
 
 
 def _upstream_arg(value: str) -> dict[str, Any]:
@@ -193,7 +195,7 @@ def _upstream_arg(value: str) -> dict[str, Any]:
 def cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
-    print(yaml.safe_dump(config_mod.redacted(_load_config(args)), sort_keys=False), end="")
+    print(yaml.safe_dump(config_mod.redacted(_load_settings(args)), sort_keys=False), end="")
     return 0
 
 
@@ -202,7 +204,7 @@ def _common(parser: argparse.ArgumentParser, model: bool = True) -> None:
     if model:
         parser.add_argument("--model", type=Path, help="model bundle directory (default: the shipped one)")
         g = parser.add_argument_group("LLM tier (override the llm config section)")
-        g.add_argument("--llm-backend", choices=["auto", "none", "vllm", "llamacpp"], help="llm.backend")
+        g.add_argument("--llm-backend", choices=typing.get_args(LlmBackendName), help="llm.backend")
         g.add_argument("--llm-url", metavar="URL", help="OpenAI-compatible base URL, e.g. http://vllm:8000/v1")
         g.add_argument("--llm-model", help="model name on the server, or llama.cpp model name or .gguf path")
         g.add_argument(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+
+from logclass.config.settings import ServerTlsSettings
 
 
 class SecretError(ValueError):
@@ -39,9 +40,9 @@ class SecurityConfigError(ValueError):
     pass
 
 
-def tls_files(tls: Mapping[str, Any], section: str) -> tuple[str, str, str | None] | None:
+def tls_files(tls: ServerTlsSettings, section: str) -> tuple[str, str, str | None] | None:
     """``(cert_file, key_file, client_ca_file)`` of a server's ``{section}.tls``; None for plaintext."""
-    cert, key, client_ca = tls.get("cert_file"), tls.get("key_file"), tls.get("client_ca_file")
+    cert, key, client_ca = tls.cert_file, tls.key_file, tls.client_ca_file
     if not cert and not key:
         if client_ca:
             raise SecurityConfigError(f"{section}.tls.client_ca_file needs {section}.tls.cert_file and key_file too")

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import signal
 
-from logclass import config as config_mod
+from logclass.config.settings import Settings
 from logclass.engine.engine import Engine
 from logclass.engine.metrics import Metrics, serve_metrics
 from logclass.engine.pipeline import load_engine
@@ -25,38 +25,38 @@ from logclass.tiers.embedding import EmbeddingTier
 log = logging.getLogger("logclass.server")
 
 
-def _describe(engine: Engine, cfg: config_mod.Config) -> str:
-    server = cfg["server"]
+def _describe(engine: Engine, settings: Settings) -> str:
+    server = settings.server
     return (
         f"serving model {engine.model_version}; tiers {engine.tiers_enabled}; fallback {engine.fallback_label!r}; "
-        f"inline budget {server['inline_budget_ms']} ms; embedding batches ≤ {server['batch']['max_batch_ms']} ms "
-        f"/ {server['batch']['max_records']} templates; cache {cfg['templates']['cache_size']} templates"
+        f"inline budget {server.inline_budget_ms} ms; embedding batches ≤ {server.batch.max_batch_ms} ms "
+        f"/ {server.batch.max_records} templates; cache {settings.templates.cache_size} templates"
     )
 
 
-async def serve(cfg: config_mod.Config, *, grpc: bool = True, ready: asyncio.Event | None = None) -> None:
+async def serve(settings: Settings, *, grpc: bool = True, ready: asyncio.Event | None = None) -> None:
     """``grpc`` False: the relay alone (`logclass relay`), with or without classification."""
-    relay_on = cfg["relay"]["enabled"] or not grpc
+    relay_on = settings.relay.enabled or not grpc
     # Checked before the models load, so a relay misconfiguration fails at once.
-    relay_settings = relay_settings_mod.from_config(cfg) if relay_on else None
+    relay_settings = relay_settings_mod.resolve(settings) if relay_on else None
     if relay_settings is not None:
         relay_settings_mod.check_runnable(relay_settings)
     metrics = Metrics()
-    front = GrpcFrontEnd(cfg, metrics) if grpc else None
+    front = GrpcFrontEnd(settings, metrics) if grpc else None
     if front is not None:
         await front.start()
-    metrics_listen = cfg["server"].get("metrics_listen") if grpc else relay_settings and relay_settings.metrics_listen
+    metrics_listen = settings.server.metrics_listen if grpc else settings.relay.metrics_listen
     if metrics_listen:
         serve_metrics(metrics, metrics_listen, "server.metrics_listen" if grpc else "relay.metrics_listen")
     log.info("%s; metrics %s; loading models", front.describe() if front else "relay only", metrics_listen or "off")
 
-    classify_needed = front is not None or (relay_settings is not None and relay_settings.classify)
-    engine, bundle = await load_engine(cfg, metrics) if classify_needed else (None, None)
+    relay_classifies = relay_settings is not None and settings.relay.classify
+    engine, bundle = await load_engine(settings, metrics) if front is not None or relay_classifies else (None, None)
     if engine is not None:
-        log.info("%s", _describe(engine, cfg))
+        log.info("%s", _describe(engine, settings))
     relay = None
     if relay_settings is not None:
-        classify = metrics.counting(engine) if engine is not None and relay_settings.classify else None
+        classify = metrics.counting(engine) if engine is not None and relay_classifies else None
         relay = Relay(relay_settings, classify, metrics.registry)
         await relay.start()
     # SERVING last: once probes see it, every front end of this process takes traffic.
@@ -66,7 +66,7 @@ async def serve(cfg: config_mod.Config, *, grpc: bool = True, ready: asyncio.Eve
         files = dict(bundle.manifest["files"]) if bundle is not None else {}
         await front.attach(engine, files, device)
     if front is not None:
-        log.info("ready; try:\n%s", how_to_call(cfg))
+        log.info("ready; try:\n%s", how_to_call(settings.server))
     if ready is not None:
         ready.set()
 
@@ -75,7 +75,7 @@ async def serve(cfg: config_mod.Config, *, grpc: bool = True, ready: asyncio.Eve
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    grace = cfg["server"]["grace_seconds"]
+    grace = settings.server.grace_seconds
     log.info("draining: NOT_SERVING, up to %ss for in-flight requests", grace)
     # The relay drains alongside gRPC, before the engine both classify through closes.
     await asyncio.gather(*([front.stop(grace)] if front else []), *([relay.stop()] if relay else []))
@@ -84,7 +84,7 @@ async def serve(cfg: config_mod.Config, *, grpc: bool = True, ready: asyncio.Eve
     log.info("stopped")
 
 
-def run(cfg: config_mod.Config, *, grpc: bool = True) -> int:
-    setup_logging(cfg["server"]["log_format"])
-    asyncio.run(serve(cfg, grpc=grpc))
+def run(settings: Settings, *, grpc: bool = True) -> int:
+    setup_logging(settings.server.log_format)
+    asyncio.run(serve(settings, grpc=grpc))
     return 0

@@ -68,13 +68,13 @@ class MemoEncoder(Encoder):
 
 
 @pytest.fixture(scope="session")
-def cfg() -> config.Config:
+def cfg() -> config.Settings:
     return config.load(environ=NO_LLM)
 
 
 @pytest.fixture(scope="session")
-def encoder(cfg: config.Config) -> MemoEncoder:
-    return MemoEncoder(build_encoder(cfg))
+def encoder(cfg: config.Settings) -> MemoEncoder:
+    return MemoEncoder(build_encoder(cfg.embedding))
 
 
 @pytest.fixture(scope="session")
@@ -82,13 +82,13 @@ def bundle() -> ModelBundle:
     return load_bundle(DEFAULT_BUNDLE)
 
 
-def offline_engine(cfg: config.Config, **kwargs: Any) -> BlockingEngine:
+def offline_engine(cfg: config.Settings, **kwargs: Any) -> BlockingEngine:
     """``build_engine(cfg, **kwargs)`` behind the blocking facade offline jobs use."""
     return BlockingEngine(build_engine(cfg, **kwargs))
 
 
 @pytest.fixture
-def router(cfg: config.Config, bundle: ModelBundle, encoder: MemoEncoder) -> Iterator[BlockingEngine]:
+def router(cfg: config.Settings, bundle: ModelBundle, encoder: MemoEncoder) -> Iterator[BlockingEngine]:
     """The engine as offline jobs run it: every answer awaited."""
     engine = BlockingEngine(build_engine(cfg, bundle=bundle, encoder=encoder))
     yield engine

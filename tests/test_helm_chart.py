@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from logclass import config as config_mod
+from logclass.config.settings import UpstreamSettings, parse
 from logclass.tiers.regex import load_rules
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,7 +116,7 @@ def volumes_of(workload: Obj) -> dict[str, Obj]:
     return {v["name"]: v for v in workload["spec"]["template"]["spec"].get("volumes", [])}
 
 
-def effective_config(release: Rendered, tmp_path: Path) -> config_mod.Config:
+def effective_config(release: Rendered, tmp_path: Path) -> config_mod.Settings:
     """What the sidecar in the pod would run on: the ConfigMap's config.yaml at LOGCLASS_CONFIG,
     the container's LOGCLASS_* env on top, loaded and validated by the sidecar's own loader."""
     container = release.container()
@@ -216,25 +217,25 @@ def test_configmap_is_a_valid_logclass_config_and_ports_match(chart: Any, tmp_pa
     cfg = effective_config(release, tmp_path)
     container = release.container()
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert port_of(cfg["server"]["listen"]) == ports["grpc"] == 50051
-    assert cfg["server"]["listen"].startswith("0.0.0.0:"), "kubelet probes reach the pod IP, not loopback"
-    assert port_of(cfg["server"]["metrics_listen"]) == ports["metrics"] == 9464
+    assert port_of(cfg.server.listen) == ports["grpc"] == 50051
+    assert cfg.server.listen.startswith("0.0.0.0:"), "kubelet probes reach the pod IP, not loopback"
+    assert port_of(cfg.server.metrics_listen) == ports["metrics"] == 9464
     annotations = release.sidecar_workload()["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert int(annotations["prometheus.io/port"]) == ports["metrics"]
-    assert cfg["model"]["bundle"] == "/opt/logclass/models/default"
-    assert cfg["llm"]["backend"] == ("vllm" if "vllm" in mode else "none")
+    assert cfg.model.bundle == "/opt/logclass/models/default"
+    assert cfg.llm.backend == ("vllm" if "vllm" in mode else "none")
     if mode == "service":
         svc = release.get("Service")
         by_name = {p["name"]: p for p in svc["spec"]["ports"]}
         assert by_name["grpc"]["port"] == 50051 and by_name["grpc"]["targetPort"] == "grpc"
         assert by_name["metrics"]["targetPort"] == "metrics"
-        assert cfg["relay"]["enabled"] is False
+        assert cfg.relay.enabled is False
     if mode == "daemonset":
-        assert cfg["relay"]["enabled"] is True
-        assert cfg["relay"]["listen"] == "127.0.0.1:24224"
-        assert cfg["relay"]["upstreams"] == UPSTREAMS
-        buffer = mounts_of(container)[cfg["relay"]["buffer"]["path"]]
+        assert cfg.relay.enabled is True
+        assert cfg.relay.listen == "127.0.0.1:24224"
+        assert cfg.relay.upstreams == tuple(parse(UpstreamSettings, u) for u in UPSTREAMS)
+        buffer = mounts_of(container)[cfg.relay.buffer.path]
         host_path = volumes_of(release.sidecar_workload())[buffer["name"]]["hostPath"]
         assert host_path["path"] == f"/var/lib/logclass/relay/{RELEASE}", "one buffer per relay, outliving the pod"
 
@@ -251,19 +252,19 @@ def test_non_default_ports_and_values_reach_the_config(chart: Any, tmp_path: Pat
     }
     release = render(chart, values)
     cfg = effective_config(release, tmp_path)
-    assert port_of(cfg["server"]["listen"]) == 7000
-    assert port_of(cfg["server"]["metrics_listen"]) == 7001
-    assert cfg["embedding"]["min_confidence"] == 0.7
-    assert cfg["embedding"]["label_min_confidence"] == {"Security Alert": 0.9}
-    assert cfg["router"]["fallback_label"] == "unknown"
-    assert cfg["router"]["source_routes"] == {}
+    assert port_of(cfg.server.listen) == 7000
+    assert port_of(cfg.server.metrics_listen) == 7001
+    assert cfg.embedding.min_confidence == 0.7
+    assert cfg.embedding.label_min_confidence == {"Security Alert": 0.9}
+    assert cfg.router.fallback_label == "unknown"
+    assert cfg.router.source_routes == {}
     # The label descriptions default to the bundle's (null); given, they override it per label.
-    assert cfg["llm"]["labels"] == {"Billing": "invoices and payments"}
+    assert cfg.llm.labels == {"Billing": "invoices and payments"}
     assert release.container()["readinessProbe"]["grpc"]["port"] == 7000
     grpc_port = {p["name"]: p for p in release.get("Service")["spec"]["ports"]}["grpc"]
     assert (grpc_port["port"], grpc_port["targetPort"]) == (443, "grpc")
     daemon = render(chart, _merge(DAEMONSET, {"ports": {"forward": 7002}}))
-    assert effective_config(daemon, tmp_path)["relay"]["listen"] == "127.0.0.1:7002"
+    assert effective_config(daemon, tmp_path).relay.listen == "127.0.0.1:7002"
     assert fluent_bit_sections(daemon.config_map()["fluent-bit.conf"])[("OUTPUT", "forward")]["port"] == "7002"
 
 
@@ -274,7 +275,7 @@ def test_rules_from_values_are_a_loadable_rules_file(chart: Any, tmp_path: Path)
     ]
     release = render(chart, {"rules": rules})
     cfg = effective_config(release, tmp_path)
-    mount = mounts_of(release.container())[cfg["regex"]["rules_file"]]
+    mount = mounts_of(release.container())[cfg.regex.rules_file]
     text = release.config_map()[mount["subPath"]]
     assert yaml.safe_load(text) == {"rules": rules}
     rules_file = tmp_path / "rules.yaml"
@@ -313,19 +314,23 @@ def test_tls_and_token_come_from_secrets(chart: Any, tmp_path: Path) -> None:
     volumes = volumes_of(workload)
 
     secret = release.get("Secret", f"{FULLNAME}-auth")
-    token_file = Path(cfg["server"]["auth"]["token_file"])
+    token_file = Path(cfg.server.auth.token_file)
     auth_mount = mounts_of(container)[str(token_file.parent)]
     auth_volume = volumes[auth_mount["name"]]["secret"]
     assert auth_volume["secretName"] == secret["metadata"]["name"]
     (item,) = auth_volume["items"]
     assert item["path"] == token_file.name
     assert base64.b64decode(secret["data"][item["key"]]).decode() == token
-    assert cfg["server"]["auth"]["token"] is None, "the token itself never lands in the ConfigMap"
+    assert cfg.server.auth.token is None, "the token itself never lands in the ConfigMap"
     assert token not in release.config_map()["config.yaml"]
 
-    tls = cfg["server"]["tls"]
-    assert [Path(tls[k]).name for k in ("cert_file", "key_file", "client_ca_file")] == ["tls.crt", "tls.key", "ca.crt"]
-    tls_mount = mounts_of(container)[str(Path(tls["cert_file"]).parent)]
+    tls = cfg.server.tls
+    assert [Path(str(f)).name for f in (tls.cert_file, tls.key_file, tls.client_ca_file)] == [
+        "tls.crt",
+        "tls.key",
+        "ca.crt",
+    ]
+    tls_mount = mounts_of(container)[str(Path(str(tls.cert_file)).parent)]
     assert volumes[tls_mount["name"]]["secret"]["secretName"] == "logclass-tls"
     # Kubelet's gRPC probes cannot speak TLS: the port is checked instead.
     assert container["readinessProbe"]["tcpSocket"] == {"port": "grpc"}
@@ -340,7 +345,7 @@ def test_model_bundle_from_a_volume(chart: Any, tmp_path: Path) -> None:
     volume = {"persistentVolumeClaim": {"claimName": "bundles"}}
     release = render(chart, {"model": {"source": "volume", "volume": volume, "subPath": "v2"}})
     cfg = effective_config(release, tmp_path)
-    assert cfg["model"]["bundle"] == "/models/v2"
+    assert cfg.model.bundle == "/models/v2"
     mount = mounts_of(release.container())["/models"]
     assert mount["readOnly"] is True
     assert volumes_of(release.sidecar_workload())[mount["name"]]["persistentVolumeClaim"] == {"claimName": "bundles"}
@@ -355,7 +360,7 @@ def test_sidecar_llm_url_points_at_the_vllm_service(chart: Any, tmp_path: Path, 
     cfg = effective_config(release, tmp_path)
     name = f"{FULLNAME}-vllm"
     svc, deploy = release.get("Service", name), release.get("Deployment", name)
-    url = urlsplit(cfg["llm"]["server"]["url"])
+    url = urlsplit(cfg.llm.server.url)
     assert url.scheme == "http" and url.path == "/v1"
     assert url.hostname == f"{name}.{NAMESPACE}.svc"
     (svc_port,) = svc["spec"]["ports"]
@@ -370,7 +375,7 @@ def test_sidecar_llm_url_points_at_the_vllm_service(chart: Any, tmp_path: Path, 
 
     args = vllm["args"]
     assert vllm["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
-    assert f"--served-model-name={cfg['llm']['server']['model']}" in args
+    assert f"--served-model-name={cfg.llm.server.model}" in args
     assert f"--port={container_ports['http']}" in args
     assert "--host=0.0.0.0" in args
     model_arg = next(a for a in args if a.startswith("--model="))
@@ -401,11 +406,11 @@ def test_vllm_model_from_the_image_and_api_key(chart: Any, tmp_path: Path) -> No
     deploy = release.get("Deployment", f"{FULLNAME}-vllm")
     vllm = release.container("vllm", deploy)
     assert "--model=/weights/llama" in vllm["args"]
-    assert cfg["llm"]["server"]["model"] == "llama-3.1-8b"
+    assert cfg.llm.server.model == "llama-3.1-8b"
     assert "models" not in {v["name"] for v in deploy["spec"]["template"]["spec"]["volumes"]}
     key_env = next(e for e in vllm["env"] if e["name"] == "VLLM_API_KEY")
     assert key_env["valueFrom"]["secretKeyRef"] == {"name": "vllm-key", "key": "key"}
-    key_file = Path(cfg["llm"]["server"]["api_key_file"])
+    key_file = Path(cfg.llm.server.api_key_file)
     mount = mounts_of(release.container())[str(key_file.parent)]
     secret = volumes_of(release.sidecar_workload())[mount["name"]]["secret"]
     assert secret == {"secretName": "vllm-key", "items": [{"key": "key", "path": key_file.name}]}
@@ -414,7 +419,7 @@ def test_vllm_model_from_the_image_and_api_key(chart: Any, tmp_path: Path) -> No
 def test_external_llm_url_without_vllm(chart: Any, tmp_path: Path) -> None:
     release = render(chart, {"llm": {"url": "https://llm.example/v1", "model": "m"}})
     cfg = effective_config(release, tmp_path)
-    assert (cfg["llm"]["backend"], cfg["llm"]["server"]["url"], cfg["llm"]["server"]["model"]) == (
+    assert (cfg.llm.backend, cfg.llm.server.url, cfg.llm.server.model) == (
         "vllm",
         "https://llm.example/v1",
         "m",
@@ -616,7 +621,7 @@ def test_chart_fluent_bit_forwards_to_the_relay_with_acks(chart: Any, tmp_path: 
     release = render(chart, DAEMONSET)
     sections = fluent_bit_sections(release.config_map()["fluent-bit.conf"])
     forward = sections[("OUTPUT", "forward")]
-    relay_listen = effective_config(release, tmp_path)["relay"]["listen"]
+    relay_listen = effective_config(release, tmp_path).relay.listen
     assert f"{forward['host']}:{forward['port']}" == relay_listen
     assert forward["require_ack_response"].lower() == "on"
     tail = sections[("INPUT", "tail")]

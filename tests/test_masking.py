@@ -7,13 +7,14 @@ import pytest
 
 from logclass import config
 from logclass.core.masking import Mask, MaskError, TemplateMasker, template_id
+from logclass.engine.pipeline import masker_of
 
 LOGHUB = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "loghub"
 
 
 @pytest.fixture(scope="module")
 def masker() -> TemplateMasker:
-    return TemplateMasker.from_config(config.defaults()["templates"]["masks"])
+    return masker_of(config.load(environ={}).templates)
 
 
 @pytest.mark.parametrize(

@@ -74,7 +74,7 @@ def test_template_cache_is_per_source(router: Router) -> None:
     assert router.stats.tier_calls["embedding"] == 2
 
 
-def test_regex_runs_before_the_template_cache(cfg: config.Config, bundle: ModelBundle, encoder: MemoEncoder) -> None:
+def test_regex_runs_before_the_template_cache(cfg: config.Settings, bundle: ModelBundle, encoder: MemoEncoder) -> None:
     # "status 200" and "status 503" share a template; a rule must still tell them apart.
     rules = {"rules": [{"name": "5xx", "pattern": r"status 5\d\d", "label": "Server Error"}]}
     router = offline_engine(cfg, bundle=bundle, encoder=encoder)
@@ -100,7 +100,7 @@ def test_bad_records_get_an_error_and_do_not_fail_the_batch(router: Router, mess
     assert router.stats.errors[error] == 1
 
 
-def test_low_confidence_escalates_to_fallback(cfg: config.Config, bundle: ModelBundle, encoder: MemoEncoder) -> None:
+def test_low_confidence_escalates_to_fallback(cfg: config.Settings, bundle: ModelBundle, encoder: MemoEncoder) -> None:
     strict = config.load(
         environ={
             **NO_LLM,
@@ -115,7 +115,7 @@ def test_low_confidence_escalates_to_fallback(cfg: config.Config, bundle: ModelB
 
 def test_per_label_thresholds_are_validated(bundle: ModelBundle, encoder: MemoEncoder) -> None:
     with pytest.raises(ValueError, match="labels the model does not have"):
-        EmbeddingTier(bundle, encoder, 0.5, {"No Such Label": 0.9})
+        EmbeddingTier(bundle, encoder, 0.5, {"No Such Label": 0.9}, out_of_distribution=True)
 
 
 class _FixedTier(Tier):
@@ -135,7 +135,7 @@ class _FixedTier(Tier):
 
 
 def test_llm_hook_receives_escalations_and_routed_sources(
-    cfg: config.Config, bundle: ModelBundle, encoder: MemoEncoder
+    cfg: config.Settings, bundle: ModelBundle, encoder: MemoEncoder
 ) -> None:
     llm = _FixedTier()
     strict = config.load(environ={**NO_LLM, "LOGCLASS_EMBEDDING__MIN_CONFIDENCE": "0.999999"})
@@ -153,16 +153,19 @@ def test_llm_hook_receives_escalations_and_routed_sources(
     router.close()
 
 
-def test_llm_backend_none_is_absent_and_unknown_is_an_error(cfg: config.Config) -> None:
-    assert cfg["llm"]["backend"] == "none" and build_llm_tier(cfg, LabelSet(("a",))) is None
-    with pytest.raises(LlmConfigError, match="'gpt' is unknown"):
-        choose_backend({"backend": "gpt"})
-    assert choose_backend({"backend": "auto", "server": {"url": "http://vllm:8000/v1"}}) == "vllm"
+def test_llm_backend_none_is_absent_and_unknown_is_an_error(cfg: config.Settings) -> None:
+    assert cfg.llm.backend == "none" and build_llm_tier(cfg, LabelSet(("a",))) is None
+    with pytest.raises(
+        config.ConfigError, match=r"llm.backend: 'gpt' is not one of \['auto', 'none', 'vllm', 'llamacpp'\]"
+    ):
+        config.load(environ={"LOGCLASS_LLM__BACKEND": "gpt"})
+    served = config.load(environ={"LOGCLASS_LLM__BACKEND": "auto", "LOGCLASS_LLM__SERVER__URL": "http://vllm:8000/v1"})
+    assert choose_backend(served.llm) == "vllm"
     with pytest.raises(LlmConfigError, match=r"llm.server.url is not set"):
-        build_backend("vllm", {"server": {"url": None}})
+        build_backend("vllm", cfg.llm)
 
 
-def test_cache_eviction(cfg: config.Config, bundle: ModelBundle, encoder: MemoEncoder) -> None:
+def test_cache_eviction(cfg: config.Settings, bundle: ModelBundle, encoder: MemoEncoder) -> None:
     small = config.load(
         environ={**NO_LLM, "LOGCLASS_TEMPLATES__CACHE_SIZE": "2", "LOGCLASS_TEMPLATES__EXACT_CACHE_SIZE": "0"}
     )

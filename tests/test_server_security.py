@@ -137,7 +137,7 @@ def test_start_up_hint_matches_the_security_settings() -> None:
     from logclass import config
     from logclass.server.app import how_to_call
 
-    plain = how_to_call(config.load(environ={}))
+    plain = how_to_call(config.load(environ={}).server)
     assert "logclass classify --server 127.0.0.1:50051" in plain
     assert "grpcurl -plaintext -d" in plain
     secured = how_to_call(
@@ -149,7 +149,7 @@ def test_start_up_hint_matches_the_security_settings() -> None:
                     "auth": {"token": TOKEN},
                 }
             },
-        )
+        ).server
     )
     # Neither the plaintext client line nor the secret itself belongs in a TLS + token hint.
     assert "-plaintext" not in secured and "logclass classify" not in secured

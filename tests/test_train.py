@@ -21,7 +21,7 @@ SEED_MACRO_F1 = 0.99
 
 
 @pytest.mark.slow
-def test_seed_split_macro_f1(tmp_path: Path, cfg: config.Config, encoder: MemoEncoder) -> None:
+def test_seed_split_macro_f1(tmp_path: Path, cfg: config.Settings, encoder: MemoEncoder) -> None:
     options = TrainOptions(test_size=0.3, random_state=42, labels_file=SEED_LABELS)
     bundle = train(SEED_CSV, tmp_path / "seed", cfg, options, encoder=encoder, progress=False)
     holdout = bundle.manifest["metrics"]["holdout"]
@@ -65,7 +65,7 @@ def _subset(per_label: int, rare: dict[str, int]) -> list[tuple[str, str, str]]:
 
 
 def test_rare_labels_are_kept_and_learnt(
-    tmp_path: Path, cfg: config.Config, encoder: MemoEncoder, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, cfg: config.Settings, encoder: MemoEncoder, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # One label with a single row, one whose five rows share one template (the issue's Lustre case).
     lustre = [("HPC", f"Lustre mount FAILED : node-{n} : point /mnt/lustre{n}", "Storage Alert") for n in range(5)]
@@ -90,7 +90,7 @@ def test_rare_labels_are_kept_and_learnt(
 
 
 def test_lexical_features_need_no_encoder_and_rules_outside_the_label_set_are_dropped(
-    tmp_path: Path, cfg: config.Config, encoder: MemoEncoder
+    tmp_path: Path, cfg: config.Settings, encoder: MemoEncoder
 ) -> None:
     # A taxonomy of the user's own: the seed's rules label "User Action" and "System
     # Notification", which it does not have, so the bundle must not carry them.
@@ -113,7 +113,7 @@ def test_lexical_features_need_no_encoder_and_rules_outside_the_label_set_are_dr
         router.close()
 
 
-def test_training_errors_are_clear(tmp_path: Path, cfg: config.Config, encoder: MemoEncoder) -> None:
+def test_training_errors_are_clear(tmp_path: Path, cfg: config.Settings, encoder: MemoEncoder) -> None:
     one_label = _write_csv(tmp_path / "one.csv", [("a", f"Disk {i} full", "Resource Usage") for i in range(20)])
     with pytest.raises(TrainError, match="needs at least two labels"):
         train(one_label, tmp_path / "x", cfg, encoder=encoder, progress=False)
@@ -131,7 +131,7 @@ def test_training_errors_are_clear(tmp_path: Path, cfg: config.Config, encoder: 
 
 
 @pytest.mark.slow
-def test_evaluate_holdout_end_to_end(cfg: config.Config, encoder: MemoEncoder) -> None:
+def test_evaluate_holdout_end_to_end(cfg: config.Settings, encoder: MemoEncoder) -> None:
     from logclass.engine.pipeline import DEFAULT_BUNDLE
 
     bundle = load_bundle(DEFAULT_BUNDLE)
@@ -150,7 +150,7 @@ def test_evaluate_holdout_end_to_end(cfg: config.Config, encoder: MemoEncoder) -
     assert "per tier" in text and "cache hit ratio" in text
 
 
-def test_teacher_rows_join_memory_and_head(tmp_path: Path, cfg: config.Config, encoder: MemoEncoder) -> None:
+def test_teacher_rows_join_memory_and_head(tmp_path: Path, cfg: config.Settings, encoder: MemoEncoder) -> None:
     data = _write_csv(tmp_path / "small.csv", _subset(12, {}))
     teacher = tmp_path / "teacher.jsonl"
     entries = [

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from logclass import config as config_mod
+from logclass.config.settings import Settings
 from logclass.core.bundle import (
     FeatureSpec,
     LinearHead,
@@ -35,8 +36,7 @@ from logclass.core.bundle import (
 )
 from logclass.core.decision import LogRecord
 from logclass.core.labelset import LabelExample, LabelSet
-from logclass.core.masking import TemplateMasker
-from logclass.engine.pipeline import build_encoder
+from logclass.engine.pipeline import build_encoder, masker_of
 from logclass.tiers.encoder import MODEL_NAME, Encoder, weights_sha256
 from logclass.tiers.features import Featurizer, combine
 from logclass.tiers.memory import MemoryTier
@@ -182,17 +182,17 @@ class HeadFit:
 
 
 def select(
-    rows: Sequence[LabelledRow], labels: set[str], cfg: config_mod.Config, spec: LabelsFile, options: TrainOptions
+    rows: Sequence[LabelledRow], labels: set[str], settings: Settings, spec: LabelsFile, options: TrainOptions
 ) -> Selection:
-    tiers = list(cfg["router"]["tiers"])
-    configured = cfg["regex"].get("rules_file") or config_mod.packaged_path("rules.yaml")
+    tiers = list(settings.router.tiers)
+    configured = settings.regex.rules_file or config_mod.packaged_path("rules.yaml")
     rules = check_rules(load_rules(configured) if "regex" in tiers else [], rows, labels, options.rule_min_precision)
     regex = RegexTier(rules.kept)
     log(f"[2/6] regex: {len(rules.kept)} rules kept" + (f", dropped {rules.dropped}" if rules.dropped else ""))
-    routes = cfg["router"]["source_routes"]
-    routes = dict(routes if routes is not None else spec.source_routes or {})
+    configured_routes = settings.router.source_routes
+    routes = dict(configured_routes if configured_routes is not None else spec.source_routes or {})
     routed_past = _routed_past(routes, tiers)
-    masker = TemplateMasker.from_config(cfg["templates"]["masks"])
+    masker = masker_of(settings.templates)
     model_rows = [r for r in rows if regex.match(LogRecord(r.source, r.message)) is None]
     templates = [masker.template(r.message) for r in model_rows]
     memory = template_counts(zip(templates, (r.label for r in model_rows), strict=True))
@@ -218,7 +218,7 @@ def candidate_features(
 
 def fit_head(
     items: dict[tuple[str, str], list[LabelledRow]],
-    cfg: config_mod.Config,
+    settings: Settings,
     options: TrainOptions,
     encoder: Encoder | None,
     progress: bool,
@@ -233,7 +233,7 @@ def fit_head(
         )
     kinds = head_mod.CANDIDATE_ORDER if options.features == "auto" else (options.features,)
     needs_encoder = any(FeatureSpec(k).uses_embedding for k in kinds)
-    encoder = (encoder or build_encoder(cfg)) if needs_encoder else None
+    encoder = (encoder or build_encoder(settings.embedding)) if needs_encoder else None
     where = f" with {MODEL_NAME} on {encoder.device}" if encoder is not None else ""
     log(f"[4/6] features of {len(keys)} distinct templates ({', '.join(kinds)}){where}")
     messages = [items[k][0].message for k in keys]
@@ -264,11 +264,11 @@ def fit_head(
 
 
 def holdout(
-    rows: Sequence[LabelledRow], selection: Selection, fitted: HeadFit, cfg: config_mod.Config, options: TrainOptions
+    rows: Sequence[LabelledRow], selection: Selection, fitted: HeadFit, settings: Settings, options: TrainOptions
 ) -> dict[str, Any]:
     """Hold-out rows the trained tiers answer (not a rule's, not routed past): memory, then the
     head's best label."""
-    masker = TemplateMasker.from_config(cfg["templates"]["masks"])
+    masker = masker_of(settings.templates)
     memory = MemoryTier(selection.memory, min_rows=options.memory_min_rows, min_purity=options.memory_min_purity)
     held = [
         r
@@ -296,7 +296,7 @@ def holdout(
 def train(
     data: str | Path,
     out: str | Path,
-    cfg: config_mod.Config,
+    settings: Settings,
     options: TrainOptions | None = None,
     encoder: Encoder | None = None,
     progress: bool = True,
@@ -318,9 +318,9 @@ def train(
         [r.label for r in rows], options.test_size, options.random_state, options.split == "stratified"
     )
     train_rows = [rows[i] for i in train_idx] + read_extra(options.extra, set(counts))
-    selection = select(train_rows, set(label_names), cfg, spec, options)
-    fitted = fit_head(selection.items, cfg, options, encoder, progress)
-    metrics = holdout([rows[i] for i in test_idx], selection, fitted, cfg, options)
+    selection = select(train_rows, set(label_names), settings, spec, options)
+    fitted = fit_head(selection.items, settings, options, encoder, progress)
+    metrics = holdout([rows[i] for i in test_idx], selection, fitted, settings, options)
     chosen, calibration, head = fitted.chosen, fitted.calibration, fitted.head
     manifest_extra: dict[str, Any] = {
         "training": {
@@ -357,7 +357,7 @@ def train(
             "model": MODEL_NAME,
             "dimension": fitted.encoder.dimension,
             "weights_sha256": weights_sha256(fitted.encoder.model_path),
-            "max_seq_length": cfg["embedding"]["max_seq_length"],
+            "max_seq_length": settings.embedding.max_seq_length,
         }
     bundle = write_bundle(
         out,
@@ -374,8 +374,8 @@ def train(
             memory_min_purity=options.memory_min_purity,
         ),
         memory=selection.memory,
-        rules=[rule_mapping(r) for r in selection.rules.kept] if "regex" in cfg["router"]["tiers"] else None,
-        masks=cfg["templates"]["masks"],
+        rules=[rule_mapping(r) for r in selection.rules.kept] if "regex" in settings.router.tiers else None,
+        masks=settings.to_dict()["templates"]["masks"],
         training_rows=row_hashes(train_rows),
         manifest_extra=manifest_extra,
     )

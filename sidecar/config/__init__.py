@@ -1,7 +1,8 @@
 """Configuration: packaged YAML defaults, an optional user file, then environment overrides.
 
-Config is data validated against ``schema.json``; code reads typed values from the result
-and never carries its own defaults for labels, rules or thresholds.
+``load`` merges them, validates the result against ``schema.json`` (generated from the types in
+``settings``) and returns a typed ``Settings``, parsed once at start-up. Code reads attributes of
+it and never carries its own defaults: every value comes from ``defaults.yaml`` or the user.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ from typing import Any
 import jsonschema
 import yaml
 
+from logclass.config.settings import Settings as Settings
+from logclass.config.settings import subsection
+
 ENV_PREFIX = "LOGCLASS_"
 # LOGCLASS_CONFIG names a file, it is not a key override.
 _ENV_FILE = "LOGCLASS_CONFIG"
 
+# The plain data of a configuration (what YAML holds); ``Settings`` is its typed form.
 Config = dict[str, Any]
 
 
@@ -47,13 +52,16 @@ def schema() -> dict[str, Any]:
     return data
 
 
-def _merge(base: Config, override: Mapping[str, Any]) -> Config:
-    """Deep-merge mappings; lists, scalars and empty mappings in ``override`` replace those in
-    ``base`` (so ``source_routes: {}`` clears the default routes)."""
+def _merge(base: Config, override: Mapping[str, Any], section: type[Any] | None = Settings) -> Config:
+    """Deep-merge mappings; lists and scalars in ``override`` replace those in ``base``. An empty
+    mapping replaces a map of values (``source_routes: {}`` clears the routes) but changes nothing
+    in a section of settings (``tls: {}`` keeps the defaults): ``section`` is the settings type of
+    this level, None inside a map of values."""
     out = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, Mapping) and value and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+        child = subsection(section, key)
+        if isinstance(value, Mapping) and (value or child is not None) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value, child)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -149,8 +157,17 @@ def load(
     path: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Effective settings: defaults < file (``path`` or $LOGCLASS_CONFIG) < env < ``overrides``."""
+    return Settings.from_dict(load_dict(path, environ, overrides))
+
+
+def load_dict(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Effective config: defaults < file (``path`` or $LOGCLASS_CONFIG) < env < ``overrides``."""
+    """``load``'s merged and validated configuration as plain data (what ``logclass config`` prints)."""
     env = os.environ if environ is None else environ
     config = defaults()
     file_path = path if path is not None else env.get(_ENV_FILE)
@@ -163,9 +180,9 @@ def load(
     return config
 
 
-def redacted(config: Config) -> Config:
-    """A copy safe to print or log: secrets replaced by a marker."""
-    out = copy.deepcopy(config)
+def redacted(config: Settings | Mapping[str, Any]) -> Config:
+    """Plain data safe to print or log: secrets replaced by a marker."""
+    out = config.to_dict() if isinstance(config, Settings) else copy.deepcopy(dict(config))
     relay = out.get("relay") or {}
     relay_auth = relay.get("auth") or {}
     secrets: list[tuple[Any, str]] = [

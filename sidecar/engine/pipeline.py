@@ -1,18 +1,20 @@
-"""Builds the engine (fast lane, model lanes, tiers) from a validated config."""
+"""Builds the engine (fast lane, model lanes, tiers) from the typed settings."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from logclass import config as config_mod
+from logclass.config.settings import EmbeddingSettings, LaneQueueSettings, Settings, TemplatesSettings
 from logclass.core.bundle import ModelBundle, load_bundle
 from logclass.core.labelset import LabelExample, LabelSet, LabelSetError
-from logclass.core.masking import TemplateMasker
+from logclass.core.masking import Mask, TemplateMasker
 from logclass.engine.engine import Engine, PositionedLane
 from logclass.engine.lanes import BatchHook, Lane, LaneSettings
 from logclass.engine.metrics import Metrics
@@ -20,7 +22,7 @@ from logclass.engine.router import Router
 from logclass.tiers.base import FastTier, Tier
 from logclass.tiers.embedding import EmbeddingTier
 from logclass.tiers.encoder import Encoder
-from logclass.tiers.llm import LlmConfigError, build_llm_tier, label_set_from_llm_config
+from logclass.tiers.llm import LlmConfigError, build_llm_tier, label_set_from_settings
 from logclass.tiers.memory import MemoryTier
 from logclass.tiers.regex import RegexTier, load_rules
 
@@ -29,25 +31,25 @@ DEFAULT_BUNDLE = Path(str(resources.files("logclass.models").joinpath("default")
 log = logging.getLogger("logclass.engine")
 
 
-def bundle_path(cfg: config_mod.Config) -> Path:
-    configured = cfg["model"].get("bundle")
+def bundle_path(settings: Settings) -> Path:
+    configured = settings.model.bundle
     return Path(configured) if configured else DEFAULT_BUNDLE
 
 
-def needs_bundle(cfg: config_mod.Config) -> bool:
+def needs_bundle(settings: Settings) -> bool:
     """The trained tiers need the bundle; the LLM needs its label set unless the config gives
     one (``llm.labels``)."""
-    tiers = cfg["router"]["tiers"]
-    return "memory" in tiers or "embedding" in tiers or ("llm" in tiers and not cfg["llm"].get("labels"))
+    tiers = settings.router.tiers
+    return "memory" in tiers or "embedding" in tiers or ("llm" in tiers and not settings.llm.labels)
 
 
-def load_configured_bundle(cfg: config_mod.Config) -> ModelBundle | None:
-    return load_bundle(bundle_path(cfg)) if needs_bundle(cfg) else None
+def load_configured_bundle(settings: Settings) -> ModelBundle | None:
+    return load_bundle(bundle_path(settings)) if needs_bundle(settings) else None
 
 
-def rules_file(cfg: config_mod.Config, bundle: ModelBundle | None) -> Path:
+def rules_file(settings: Settings, bundle: ModelBundle | None) -> Path:
     """The config's rules file, else the rules the bundle was trained with, else the built-in."""
-    configured = cfg["regex"].get("rules_file")
+    configured = settings.regex.rules_file
     if configured:
         return Path(configured)
     if bundle is not None and bundle.rules_file is not None:
@@ -55,78 +57,80 @@ def rules_file(cfg: config_mod.Config, bundle: ModelBundle | None) -> Path:
     return config_mod.packaged_path("rules.yaml")
 
 
-def build_regex_tier(cfg: config_mod.Config, bundle: ModelBundle | None = None) -> RegexTier:
-    return RegexTier(load_rules(rules_file(cfg, bundle)))
+def build_regex_tier(settings: Settings, bundle: ModelBundle | None = None) -> RegexTier:
+    return RegexTier(load_rules(rules_file(settings, bundle)))
 
 
-def build_encoder(cfg: config_mod.Config) -> Encoder:
-    emb = cfg["embedding"]
+def build_encoder(embedding: EmbeddingSettings) -> Encoder:
     return Encoder(
-        model_path=emb.get("model_path"),
-        device=emb["device"],
-        batch_size=emb["batch_size"],
-        max_seq_length=emb["max_seq_length"],
-        threads=emb["threads"],
+        model_path=embedding.model_path,
+        device=embedding.device,
+        batch_size=embedding.batch_size,
+        max_seq_length=embedding.max_seq_length,
+        threads=embedding.threads,
     )
 
 
-def needs_encoder(cfg: config_mod.Config, bundle: ModelBundle | None) -> bool:
-    return bundle is not None and "embedding" in cfg["router"]["tiers"] and bundle.features.uses_embedding
+def needs_encoder(settings: Settings, bundle: ModelBundle | None) -> bool:
+    return bundle is not None and "embedding" in settings.router.tiers and bundle.features.uses_embedding
 
 
-def _configured(value: Any, default: Any) -> Any:
+T = TypeVar("T")
+
+
+def _configured(value: T | None, default: T) -> T:
     """A profile setting: the config's when it gives one (not null), else the bundle's."""
     return default if value is None else value
 
 
-def build_embedding_tier(cfg: config_mod.Config, bundle: ModelBundle, encoder: Encoder | None = None) -> EmbeddingTier:
-    emb = cfg["embedding"]
+def build_embedding_tier(
+    embedding: EmbeddingSettings, bundle: ModelBundle, encoder: Encoder | None = None
+) -> EmbeddingTier:
     if encoder is None and bundle.features.uses_embedding:
-        encoder = build_encoder(cfg)
+        encoder = build_encoder(embedding)
     return EmbeddingTier(
         bundle,
         encoder,
-        min_confidence=_configured(emb["min_confidence"], bundle.profile.min_confidence),
-        label_min_confidence=_configured(emb["label_min_confidence"], bundle.profile.label_min_confidence),
-        out_of_distribution=emb["out_of_distribution"],
+        min_confidence=_configured(embedding.min_confidence, bundle.profile.min_confidence),
+        label_min_confidence=_configured(embedding.label_min_confidence, bundle.profile.label_min_confidence),
+        out_of_distribution=embedding.out_of_distribution,
     )
 
 
-def build_memory_tier(cfg: config_mod.Config, bundle: ModelBundle) -> MemoryTier:
-    memory = cfg["memory"]
-    own_masks = None if bundle.masks == list(cfg["templates"]["masks"]) else TemplateMasker.from_config(bundle.masks)
+def build_memory_tier(settings: Settings, bundle: ModelBundle) -> MemoryTier:
+    memory = settings.memory
+    masks = [dataclasses.asdict(m) for m in settings.templates.masks]
+    own_masks = None if bundle.masks == masks else TemplateMasker.from_config(bundle.masks)
     if own_masks is not None:
         log.warning("templates.masks differ from the bundle's: the memory tier masks with the bundle's own")
     return MemoryTier(
         bundle.memory(),
-        min_rows=_configured(memory["min_rows"], bundle.profile.memory_min_rows),
-        min_purity=_configured(memory["min_purity"], bundle.profile.memory_min_purity),
+        min_rows=_configured(memory.min_rows, bundle.profile.memory_min_rows),
+        min_purity=_configured(memory.min_purity, bundle.profile.memory_min_purity),
         masker=own_masks,
     )
 
 
-def label_set(cfg: config_mod.Config, bundle: ModelBundle | None) -> LabelSet:
+def label_set(settings: Settings, bundle: ModelBundle | None) -> LabelSet:
     """The bundle's labels with the config's overrides (``llm.labels``, ``llm.examples``), or the
     config's alone when no bundle is loaded."""
-    llm = cfg["llm"]
+    llm = settings.llm
     if bundle is None:
-        return label_set_from_llm_config(llm)
-    examples = llm.get("examples")
+        return label_set_from_settings(llm)
+    examples = llm.examples
     try:
-        configured = (
-            None if examples is None else tuple(LabelExample(e["source"], e["message"], e["label"]) for e in examples)
-        )
-        return bundle.label_set.overridden(llm.get("labels"), configured)
+        configured = None if examples is None else tuple(LabelExample(e.source, e.message, e.label) for e in examples)
+        return bundle.label_set.overridden(llm.labels, configured)
     except LabelSetError as exc:
         raise LlmConfigError(f"llm.labels / llm.examples against the bundle's label set: {exc}") from exc
 
 
-def source_routes(cfg: config_mod.Config, bundle: ModelBundle | None) -> dict[str, str]:
-    configured = cfg["router"]["source_routes"]
+def source_routes(settings: Settings, bundle: ModelBundle | None) -> dict[str, str]:
+    configured = settings.router.source_routes
     if configured is not None:
         return dict(configured)
     routes = dict(bundle.profile.source_routes) if bundle is not None else {}
-    tiers = cfg["router"]["tiers"]
+    tiers = settings.router.tiers
     for source, tier in list(routes.items()):
         if tier not in tiers:
             log.warning(
@@ -136,30 +140,35 @@ def source_routes(cfg: config_mod.Config, bundle: ModelBundle | None) -> dict[st
     return routes
 
 
-def unbounded_lanes(cfg: config_mod.Config) -> config_mod.Config:
-    """``cfg`` for an offline job: its lanes take every template it sends. A server's lane bounds
-    protect other callers; an offline job's own lookahead bounds its queue, and a refusal would
-    abort the job or, for templates escalated into a full LLM lane, write fallback labels."""
-    lanes = {name: {**lane, "max_queue": 2**62} for name, lane in cfg["server"]["lanes"].items()}
-    return {**cfg, "server": {**cfg["server"], "lanes": lanes}}
+def unbounded_lanes(settings: Settings) -> Settings:
+    """``settings`` for an offline job: its lanes take every template it sends. A server's lane
+    bounds protect other callers; an offline job's own lookahead bounds its queue, and a refusal
+    would abort the job or, for templates escalated into a full LLM lane, write fallback labels."""
+    unbounded = LaneQueueSettings(max_queue=2**62)
+    lanes = dataclasses.replace(settings.server.lanes, embedding=unbounded, llm=unbounded)
+    return dataclasses.replace(settings, server=dataclasses.replace(settings.server, lanes=lanes))
 
 
-def lane_settings(cfg: config_mod.Config, tier: Tier) -> LaneSettings:
-    server = cfg["server"]
-    max_queue = server["lanes"][tier.name]["max_queue"]
+def lane_settings(settings: Settings, tier: Tier) -> LaneSettings:
+    server = settings.server
+    lane: LaneQueueSettings = getattr(server.lanes, tier.name)
     if not tier.scheduling().batched:
-        return LaneSettings(max_queue=max_queue)
-    batch = server["batch"]
+        return LaneSettings(max_queue=lane.max_queue)
     return LaneSettings(
-        max_queue=max_queue,
-        max_batch_items=batch["max_records"],
-        max_batch_ms=batch["max_batch_ms"],
-        max_wait_ms=batch["max_wait_ms"],
+        max_queue=lane.max_queue,
+        max_batch_items=server.batch.max_records,
+        max_batch_ms=server.batch.max_batch_ms,
+        max_wait_ms=server.batch.max_wait_ms,
     )
 
 
+def masker_of(templates: TemplatesSettings) -> TemplateMasker:
+    """The configured masks (``templates.masks``)."""
+    return TemplateMasker(Mask(m.name, m.pattern, m.replace) for m in templates.masks)
+
+
 def build_engine(
-    cfg: config_mod.Config,
+    settings: Settings,
     *,
     bundle: ModelBundle | None = None,
     encoder: Encoder | None = None,
@@ -168,32 +177,32 @@ def build_engine(
 ) -> Engine:
     """``tiers``: prebuilt model tiers by name, instead of building them from the config (a
     configured tier given as None is absent, as an LLM without a backend is)."""
-    order = cfg["router"]["tiers"]
-    masker = TemplateMasker.from_config(cfg["templates"]["masks"])
+    order = list(settings.router.tiers)
+    masker = masker_of(settings.templates)
     built: dict[str, Tier | None] = dict(tiers or {})
     unbuilt = {"memory", "embedding", "llm"} & set(order) - set(built)
-    if bundle is None and unbuilt and needs_bundle(cfg):
-        bundle = load_bundle(bundle_path(cfg))
+    if bundle is None and unbuilt and needs_bundle(settings):
+        bundle = load_bundle(bundle_path(settings))
     if "embedding" in order and "embedding" not in built:
         assert bundle is not None
-        built["embedding"] = build_embedding_tier(cfg, bundle, encoder)
+        built["embedding"] = build_embedding_tier(settings.embedding, bundle, encoder)
     if "llm" in order and "llm" not in built:
-        built["llm"] = build_llm_tier(cfg, label_set(cfg, bundle))
+        built["llm"] = build_llm_tier(settings, label_set(settings, bundle))
     fast: list[FastTier] = []
     if "regex" in order:
-        fast.append(build_regex_tier(cfg, bundle))
+        fast.append(build_regex_tier(settings, bundle))
     if "memory" in order and bundle is not None:
-        fast.append(build_memory_tier(cfg, bundle))
+        fast.append(build_memory_tier(settings, bundle))
     router = Router(
         masker=masker,
         tiers=order,
         fast_tiers=fast,
-        source_routes=source_routes(cfg, bundle),
-        fallback_label=cfg["router"]["fallback_label"],
+        source_routes=source_routes(settings, bundle),
+        fallback_label=settings.router.fallback_label,
         model_version=bundle.version if bundle is not None else "rules-only",
-        cache_size=cfg["templates"]["cache_size"],
-        exact_cache_size=cfg["templates"]["exact_cache_size"],
-        max_message_bytes=cfg["limits"]["max_message_bytes"],
+        cache_size=settings.templates.cache_size,
+        exact_cache_size=settings.templates.exact_cache_size,
+        max_message_bytes=settings.limits.max_message_bytes,
     )
     lanes: list[PositionedLane] = []
     all_tiers: list[Tier] = list(fast)
@@ -202,17 +211,19 @@ def build_engine(
         if name in ("regex", "memory") or tier is None:
             continue
         all_tiers.append(tier)
-        lanes.append(PositionedLane(position, Lane(tier, lane_settings(cfg, tier), on_batch)))
+        lanes.append(PositionedLane(position, Lane(tier, lane_settings(settings, tier), on_batch)))
     return Engine(router, lanes, all_tiers)
 
 
-async def load_engine(cfg: config_mod.Config, metrics: Metrics) -> tuple[Engine, ModelBundle | None]:
+async def load_engine(settings: Settings, metrics: Metrics) -> tuple[Engine, ModelBundle | None]:
     """For the servers: loads and warms the models, wires the metrics."""
     loop = asyncio.get_running_loop()
-    bundle = load_configured_bundle(cfg)
-    encoder = await loop.run_in_executor(None, build_encoder, cfg) if needs_encoder(cfg, bundle) else None
+    bundle = load_configured_bundle(settings)
+    encoder = (
+        await loop.run_in_executor(None, build_encoder, settings.embedding) if needs_encoder(settings, bundle) else None
+    )
     engine = await loop.run_in_executor(
-        None, lambda: build_engine(cfg, bundle=bundle, encoder=encoder, on_batch=metrics.observe_lane)
+        None, lambda: build_engine(settings, bundle=bundle, encoder=encoder, on_batch=metrics.observe_lane)
     )
     metrics.watch_engine(engine)
     # The first encode and the LLM's prompt prefix pay one-off costs; no caller should.

@@ -30,9 +30,12 @@ class Relay:
         self.settings = settings
         self.metrics = RelayMetrics(registry)
         self.buffer = DiskBuffer(
-            settings.buffer_path, settings.buffer_max_bytes, settings.max_chunk_bytes, settings.compress
+            settings.buffer_path,
+            settings.section.buffer.max_bytes,
+            settings.section.forward.max_chunk_bytes,
+            settings.section.forward.compress == "gzip",
         )
-        self.tagger = Tagger(settings, classify if settings.classify else None, self.metrics)
+        self.tagger = Tagger(settings, classify if settings.section.classify else None, self.metrics)
         self.server = ForwardServer(settings, self.tagger, self.buffer, self.metrics)
         self.forwarder = Forwarder(self.buffer, settings, self.metrics)
 
@@ -41,7 +44,7 @@ class Relay:
         self.buffer.start()
         self.metrics.buffer_chunks.set_function(lambda: self.buffer.queued_chunks)
         self.metrics.buffer_bytes.set_function(lambda: self.buffer.used_bytes)
-        self.metrics.buffer_limit_bytes.set(self.settings.buffer_max_bytes)
+        self.metrics.buffer_limit_bytes.set(self.settings.section.buffer.max_bytes)
         self.forwarder.start()
         await self.server.start()
         s = self.settings
@@ -51,11 +54,11 @@ class Relay:
             s.listen,
             "on" if s.tls else "off",
             ("users" if s.users else "shared key") if s.shared_key else "off",
-            "on" if self.tagger.settings.classify else "off",
+            "on" if s.section.classify else "off",
             s.message_key.spec,
             ", ".join(u.name for u in s.upstreams),
             s.buffer_path,
-            s.buffer_max_bytes,
+            s.section.buffer.max_bytes,
             len(recovered),
             sum(f.records for f in recovered),
         )

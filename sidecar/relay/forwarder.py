@@ -81,7 +81,7 @@ class Forwarder:
     async def _run(self) -> None:
         failures = 0
         while not self._stopping:
-            files = await self.buffer.take(self.settings.max_inflight_chunks)
+            files = await self.buffer.take(self.settings.section.forward.max_inflight_chunks)
             self._sending = True
             try:
                 await self._deliver(files)
@@ -106,7 +106,8 @@ class Forwarder:
                 self._observe_delivered(files)
                 continue
             await self._close()
-            delay = min(self.settings.retry_initial_s * 2**failures, self.settings.retry_max_s)
+            retry = self.settings.section.forward.retry
+            delay = min(retry.initial_ms / 1000.0 * 2**failures, retry.max_ms / 1000.0)
             failures += 1
             log.warning(
                 "%s; %s chunks stay queued (%s bytes), retry %s in %.1fs",
@@ -120,7 +121,11 @@ class Forwarder:
 
     async def _deliver(self, files: list[ChunkFile]) -> None:
         conn = self._conn
-        if conn is not None and conn.rank > 0 and time.monotonic() - conn.opened > self.settings.failback_s:
+        if (
+            conn is not None
+            and conn.rank > 0
+            and time.monotonic() - conn.opened > self.settings.section.forward.failback_s
+        ):
             # On a fallback: reconnecting tries the preferred upstreams first.
             await self._close()
             conn = None
@@ -137,13 +142,13 @@ class Forwarder:
                 await self.buffer.remove([f])
         started = time.monotonic()
         try:
-            await asyncio.wait_for(self._send(conn, files, payloads), self.settings.ack_timeout_s)
+            await asyncio.wait_for(self._send(conn, files, payloads), self.settings.section.forward.ack_timeout_s)
         except asyncio.TimeoutError:
             self._count_error(conn.upstream, "ack_timeout")
             raise UpstreamError(
                 "ack_timeout",
                 f"upstream {conn.upstream.name} did not ack within relay.forward.ack_timeout_s "
-                f"({self.settings.ack_timeout_s}s)",
+                f"({self.settings.section.forward.ack_timeout_s}s)",
             ) from None
         except (OSError, ssl.SSLError) as exc:
             self._count_error(conn.upstream, "closed")
@@ -173,7 +178,9 @@ class Forwarder:
         reasons = []
         for rank, upstream in enumerate(self.settings.upstreams):
             try:
-                conn = await asyncio.wait_for(self._open(upstream, rank), self.settings.connect_timeout_s)
+                conn = await asyncio.wait_for(
+                    self._open(upstream, rank), self.settings.section.forward.connect_timeout_s
+                )
             except UpstreamError as exc:
                 self._count_error(upstream, exc.kind)
                 reasons.append(str(exc))

@@ -76,7 +76,7 @@ class ForwardServer:
             raise RelayError(
                 f"cannot listen on relay.listen {host}:{port}: {exc.strerror}; is another relay using it?"
             ) from exc
-        if self.settings.udp_heartbeat:
+        if self.settings.section.udp_heartbeat:
             try:
                 transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
                     _Heartbeat, local_addr=(host, port)
@@ -107,7 +107,7 @@ class ForwardServer:
         conn = _Connection(peer, asyncio.current_task())
         self._connections.add(conn)
         self.metrics.connections.inc()
-        decoder = protocol.unpacker(self.settings.max_request_bytes)
+        decoder = protocol.unpacker(self.settings.section.max_request_bytes)
         try:
             if self.settings.shared_key:
                 await asyncio.wait_for(self._handshake(reader, writer, decoder, peer), HANDSHAKE_TIMEOUT_S)
@@ -163,8 +163,9 @@ class ForwardServer:
             try:
                 decoder.feed(data)
             except msgpack.BufferFull:
+                limit = self.settings.section.max_request_bytes
                 raise _Close(
-                    f"a request is larger than relay.max_request_bytes ({self.settings.max_request_bytes} bytes); "
+                    f"a request is larger than relay.max_request_bytes ({limit} bytes); "
                     "raise it or lower the sender's chunk size",
                     "too_large",
                 ) from None
@@ -190,7 +191,7 @@ class ForwardServer:
                         conn.warned_non_array = True
                         log.warning("ignoring %s from %s: requests are arrays", type(request).__name__, conn.peer)
                     continue
-                batches.append(protocol.parse_request(request, self.settings.max_request_bytes))
+                batches.append(protocol.parse_request(request, self.settings.section.max_request_bytes))
         except ProtocolError as exc:
             return batches, _Close(f"invalid request: {exc}", "invalid")
         except (msgpack.UnpackException, ValueError) as exc:
@@ -241,14 +242,16 @@ class ForwardServer:
             buffer.used_bytes,
             buffer.max_bytes,
             conn.peer,
-            f"unacknowledged for up to {self.settings.full_wait_s}s" if batch.chunk else "(no ack wanted: it waits)",
+            f"unacknowledged for up to {self.settings.section.buffer.full_wait_s}s"
+            if batch.chunk
+            else "(no ack wanted: it waits)",
         )
         # A sender that wants an ack can resend; one that does not cannot, so it waits for room.
-        timeout = self.settings.full_wait_s if batch.chunk is not None else None
+        timeout = self.settings.section.buffer.full_wait_s if batch.chunk is not None else None
         if not await buffer.reserve(cost, timeout):
             self.metrics.backpressure.labels("refused").inc()
             raise _Close(
-                f"relay buffer still full after relay.buffer.full_wait_s ({self.settings.full_wait_s}s); "
+                f"relay buffer still full after relay.buffer.full_wait_s ({timeout}s); "
                 f"chunk {batch.chunk} not acknowledged, the sender will resend it",
                 None,
             )

@@ -1,7 +1,8 @@
-"""The ``relay`` config section as typed values, checked once at start-up.
+"""The relay's settings: the typed ``relay`` section plus what its values name, resolved once.
 
-The schema checks shapes; this module checks what the schema cannot (readable files, a parsable
-listen address, key paths, at least one upstream) and says which setting to fix.
+The schema checks shapes; this module checks what the schema cannot (readable secret files, a
+parsable listen address, key paths, TLS files given in pairs, at least one upstream) and says
+which setting to fix.
 """
 
 from __future__ import annotations
@@ -10,41 +11,43 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from logclass import config as config_mod
 from logclass.address import AddressError, split_host_port
+from logclass.config.settings import (
+    RelaySectionSettings,
+    ServerTlsSettings,
+    Settings,
+    UpstreamSettings,
+    UpstreamTlsSettings,
+)
 from logclass.relay import RelayError
 from logclass.relay.keypath import KeyPath
 from logclass.secrets import SecretError, SecurityConfigError, read_secret, tls_files
 
 
 @dataclass(frozen=True, slots=True)
-class OutputKeys:
-    label: str | None
-    tier: str | None
-    confidence: str | None
-    fallback_reason: str | None
-    error: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class TlsFiles:
-    cert_file: str | None = None
-    key_file: str | None = None
-    ca_file: str | None = None  # servers: client CA (mutual TLS); clients: CA to verify the server
-    verify: bool = True
-    server_name: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class Upstream:
-    host: str
-    port: int
-    shared_key: str | None = None
-    username: str = ""
-    password: str = ""
-    tls: TlsFiles | None = None
+    """A next hop with its secrets read (``shared_key_file``, ``password_file``)."""
+
+    settings: UpstreamSettings
+    shared_key: str | None
+    password: str
+
+    @property
+    def host(self) -> str:
+        return self.settings.host
+
+    @property
+    def port(self) -> int:
+        return self.settings.port
+
+    @property
+    def username(self) -> str:
+        return self.settings.username or ""
+
+    @property
+    def tls(self) -> UpstreamTlsSettings | None:
+        return self.settings.tls
 
     @property
     def name(self) -> str:
@@ -53,90 +56,50 @@ class Upstream:
 
 @dataclass(frozen=True, slots=True)
 class RelaySettings:
+    """The ``relay`` section (``section``) and what its values name, resolved and checked once:
+    the parsed listen address and key paths, the secrets read, the buffer folder, the budget."""
+
+    section: RelaySectionSettings
     host: str
     port: int
-    udp_heartbeat: bool
-    max_request_bytes: int
-    classify: bool
     message_key: KeyPath
     source_key: KeyPath | None
-    source: str | None
-    output: OutputKeys
-    fallback_label: str
-    tag_missing_message: bool
-    classify_timeout_s: float
     # How long a read of requests waits for model answers (relay.budget_ms, else server.inline_budget_ms).
     budget_s: float
     hostname: str
     shared_key: str | None
     users: dict[str, str]
-    tls: TlsFiles | None
+    # relay.tls when it turns TLS on (cert_file and key_file), else None.
+    tls: ServerTlsSettings | None
     buffer_path: Path
-    buffer_max_bytes: int
-    full_wait_s: float
     upstreams: list[Upstream]
-    ack_timeout_s: float
-    connect_timeout_s: float
-    max_inflight_chunks: int
-    max_chunk_bytes: int
-    compress: bool
-    retry_initial_s: float
-    retry_max_s: float
-    failback_s: float
     grace_s: float
-    metrics_listen: str | None
 
     @property
     def listen(self) -> str:
         return f"{self.host}:{self.port}"
 
 
-def from_config(cfg: config_mod.Config) -> RelaySettings:
-    relay = cfg["relay"]
-    host, port = split_address(relay["listen"], "relay.listen")
-    out = relay["output"]
-    forward = relay["forward"]
-    buffer = relay["buffer"]
-    auth = relay["auth"]
+def resolve(settings: Settings) -> RelaySettings:
+    """The relay of ``settings``; raises RelayError naming the setting to fix."""
+    relay = settings.relay
+    host, port = split_address(relay.listen, "relay.listen")
+    auth = relay.auth
+    budget_ms = relay.budget_ms if relay.budget_ms is not None else settings.server.inline_budget_ms
     return RelaySettings(
+        section=relay,
         host=host,
         port=port,
-        udp_heartbeat=relay["udp_heartbeat"],
-        max_request_bytes=relay["max_request_bytes"],
-        classify=relay["classify"],
-        message_key=KeyPath(relay["message_key"], "relay.message_key"),
-        source_key=KeyPath(relay["source_key"], "relay.source_key") if relay.get("source_key") else None,
-        source=relay.get("source"),
-        output=OutputKeys(
-            out.get("label_key"),
-            out.get("tier_key"),
-            out.get("confidence_key"),
-            out.get("fallback_reason_key"),
-            out.get("error_key"),
-        ),
-        fallback_label=relay["fallback_label"],
-        tag_missing_message=relay["tag_missing_message"],
-        classify_timeout_s=relay["classify_timeout_ms"] / 1000.0,
-        budget_s=(relay["budget_ms"] if relay.get("budget_ms") is not None else cfg["server"]["inline_budget_ms"])
-        / 1000.0,
-        hostname=relay.get("hostname") or socket.gethostname(),
-        shared_key=_secret(auth.get("shared_key"), auth.get("shared_key_file"), "relay.auth.shared_key"),
-        users={u["username"]: u["password"] for u in auth.get("users") or []},
-        tls=_server_tls(relay.get("tls") or {}),
-        buffer_path=Path(buffer["path"]) if buffer.get("path") else default_buffer_path(),
-        buffer_max_bytes=buffer["max_bytes"],
-        full_wait_s=buffer["full_wait_s"],
-        upstreams=[_upstream(u, i) for i, u in enumerate(relay["upstreams"])],
-        ack_timeout_s=forward["ack_timeout_s"],
-        connect_timeout_s=forward["connect_timeout_s"],
-        max_inflight_chunks=forward["max_inflight_chunks"],
-        max_chunk_bytes=forward["max_chunk_bytes"],
-        compress=forward["compress"] == "gzip",
-        retry_initial_s=forward["retry"]["initial_ms"] / 1000.0,
-        retry_max_s=forward["retry"]["max_ms"] / 1000.0,
-        failback_s=forward["failback_s"],
-        grace_s=cfg["server"]["grace_seconds"],
-        metrics_listen=relay.get("metrics_listen"),
+        message_key=KeyPath(relay.message_key, "relay.message_key"),
+        source_key=KeyPath(relay.source_key, "relay.source_key") if relay.source_key else None,
+        budget_s=budget_ms / 1000.0,
+        hostname=relay.hostname or socket.gethostname(),
+        shared_key=_secret(auth.shared_key, auth.shared_key_file, "relay.auth.shared_key"),
+        users={u.username: u.password for u in auth.users},
+        tls=_server_tls(relay.tls),
+        buffer_path=Path(relay.buffer.path) if relay.buffer.path else default_buffer_path(),
+        upstreams=[_upstream(u, i) for i, u in enumerate(relay.upstreams)],
+        grace_s=settings.server.grace_seconds,
     )
 
 
@@ -171,33 +134,18 @@ def _secret(value: str | None, path: str | None, setting: str) -> str | None:
     return secret
 
 
-def _server_tls(tls: dict[str, Any]) -> TlsFiles | None:
+def _server_tls(tls: ServerTlsSettings) -> ServerTlsSettings | None:
     try:
         files = tls_files(tls, "relay")
     except SecurityConfigError as exc:
         raise RelayError(str(exc)) from None
-    if files is None:
-        return None
-    cert, key, client_ca = files
-    return TlsFiles(cert_file=cert, key_file=key, ca_file=client_ca)
+    return None if files is None else tls
 
 
-def _upstream(item: dict[str, Any], index: int) -> Upstream:
+def _upstream(item: UpstreamSettings, index: int) -> Upstream:
     where = f"relay.upstreams[{index}]"
-    tls = item.get("tls")
     return Upstream(
-        host=item["host"],
-        port=item["port"],
-        shared_key=_secret(item.get("shared_key"), item.get("shared_key_file"), f"{where}.shared_key"),
-        username=item.get("username") or "",
-        password=_secret(item.get("password"), item.get("password_file"), f"{where}.password") or "",
-        tls=None
-        if tls is None
-        else TlsFiles(
-            cert_file=tls.get("cert_file"),
-            key_file=tls.get("key_file"),
-            ca_file=tls.get("ca_file"),
-            verify=tls.get("verify", True),
-            server_name=tls.get("server_name"),
-        ),
+        settings=item,
+        shared_key=_secret(item.shared_key, item.shared_key_file, f"{where}.shared_key"),
+        password=_secret(item.password, item.password_file, f"{where}.password") or "",
     )

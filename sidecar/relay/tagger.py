@@ -44,9 +44,9 @@ class Tagger:
         self._classify = classify
         self._metrics = metrics
         self._warn = ThrottledLog(log)
-        keys = settings.output
-        self._label, self._tier, self._confidence = keys.label, keys.tier, keys.confidence
-        self._reason, self._error = keys.fallback_reason, keys.error
+        keys = settings.section.output
+        self._label, self._tier, self._confidence = keys.label_key, keys.tier_key, keys.confidence_key
+        self._reason, self._error = keys.fallback_reason_key, keys.error_key
 
     async def tag(self, batches: Sequence[EventBatch]) -> None:
         if self._classify is None:
@@ -56,7 +56,7 @@ class Tagger:
         missing: list[dict[Any, Any]] = []
         message_key, source_key = self.settings.message_key, self.settings.source_key
         for batch in batches:
-            default_source = self.settings.source or batch.tag
+            default_source = self.settings.section.source or batch.tag
             for entry in batch.entries:
                 record = entry[1]
                 message = _text(message_key.get(record))
@@ -66,24 +66,23 @@ class Tagger:
                 source = _text(source_key.get(record)) if source_key is not None else None
                 records.append(LogRecord(source or default_source, message))
                 targets.append(record)
-        if missing and self.settings.tag_missing_message:
+        if missing and self.settings.section.tag_missing_message:
             self._fall_back(missing, REASON_MISSING)
         if records:
             await self._decide(records, targets)
 
     async def _decide(self, records: list[LogRecord], targets: list[dict[Any, Any]]) -> None:
         assert self._classify is not None
+        timeout_ms = self.settings.section.classify_timeout_ms
         try:
-            decisions = await asyncio.wait_for(
-                self._classify(records, self.settings.budget_s), self.settings.classify_timeout_s
-            )
+            decisions = await asyncio.wait_for(self._classify(records, self.settings.budget_s), timeout_ms / 1000.0)
         except asyncio.TimeoutError:  # asyncio.TimeoutError is not TimeoutError before 3.11
             self._warn.warning(
                 REASON_TIMEOUT,
                 "pipeline gave no answer within relay.classify_timeout_ms (%s ms): %s records forwarded as %r",
-                round(self.settings.classify_timeout_s * 1000),
+                timeout_ms,
                 len(records),
-                self.settings.fallback_label,
+                self.settings.section.fallback_label,
             )
             self._fall_back(targets, REASON_TIMEOUT)
             return
@@ -92,7 +91,9 @@ class Tagger:
             self._fall_back(targets, REASON_QUEUE_FULL)
             return
         except Exception:  # a tier failed: delivery must not depend on classification
-            log.exception("pipeline failed; %s records forwarded as %r", len(records), self.settings.fallback_label)
+            log.exception(
+                "pipeline failed; %s records forwarded as %r", len(records), self.settings.section.fallback_label
+            )
             self._fall_back(targets, REASON_INTERNAL)
             return
         for record, decision in zip(targets, decisions, strict=True):
@@ -103,7 +104,7 @@ class Tagger:
     def _fall_back(self, targets: Sequence[dict[Any, Any]], reason: str) -> None:
         self._metrics.fallback_records.labels(reason).inc(len(targets))
         for record in targets:
-            self._write(record, self.settings.fallback_label, FALLBACK_TIER, 0.0)
+            self._write(record, self.settings.section.fallback_label, FALLBACK_TIER, 0.0)
             if self._reason:
                 record[self._reason] = reason
 

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import ssl
 
+from logclass.config.settings import ServerTlsSettings, UpstreamTlsSettings
 from logclass.relay import RelayError
-from logclass.relay.settings import TlsFiles
 
 
-def server_context(tls: TlsFiles) -> ssl.SSLContext:
-    """Certificate and key for senders; with ``ca_file``, senders must show a certificate it signed."""
+def server_context(tls: ServerTlsSettings) -> ssl.SSLContext:
+    """Certificate and key for senders; with ``client_ca_file``, senders must show a certificate it signed."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     _load_chain(context, tls, "relay.tls")
-    if tls.ca_file:
-        _load_ca(context, tls.ca_file, "relay.tls.client_ca_file")
+    if tls.client_ca_file:
+        _load_ca(context, tls.client_ca_file, "relay.tls.client_ca_file")
         context.verify_mode = ssl.CERT_REQUIRED
     return context
 
 
-def client_context(tls: TlsFiles, upstream: str) -> ssl.SSLContext:
+def client_context(tls: UpstreamTlsSettings, upstream: str) -> ssl.SSLContext:
     """Verifies the upstream against ``ca_file`` (else the system CAs) unless ``verify`` is false."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     setting = f"relay.upstreams {upstream} tls"
@@ -32,7 +32,7 @@ def client_context(tls: TlsFiles, upstream: str) -> ssl.SSLContext:
     return context
 
 
-def _load_chain(context: ssl.SSLContext, tls: TlsFiles, setting: str) -> None:
+def _load_chain(context: ssl.SSLContext, tls: ServerTlsSettings | UpstreamTlsSettings, setting: str) -> None:
     if not (tls.cert_file and tls.key_file):
         raise RelayError(f"{setting} needs both cert_file and key_file")
     try:

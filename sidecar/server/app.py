@@ -8,9 +8,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from logclass import config as config_mod
 from logclass.api.logclass.v1 import classifier_pb2 as pb
 from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
+from logclass.config.settings import ServerSettings, Settings
 from logclass.engine.engine import Engine
 from logclass.engine.metrics import Metrics
 from logclass.server import ServeError
@@ -20,13 +20,12 @@ from logclass.server.service import Budgets, LogClassifierService, build_model_i
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LogClassifier"].full_name
 
 
-def addresses(cfg: config_mod.Config) -> list[str]:
-    server = cfg["server"]
+def addresses(server: ServerSettings) -> list[str]:
     out = []
-    if server.get("listen"):
-        out.append(server["listen"])
-    if server.get("unix_socket"):
-        out.append(f"unix:{server['unix_socket']}")
+    if server.listen:
+        out.append(server.listen)
+    if server.unix_socket:
+        out.append(f"unix:{server.unix_socket}")
     if not out:
         raise ServeError("server.listen and server.unix_socket are both null: give at least one address")
     return out
@@ -36,19 +35,19 @@ class GrpcFrontEnd:
     """Listens before the models load, so probes see NOT_SERVING (not a refused connection);
     ``attach`` turns it SERVING on the loaded engine."""
 
-    def __init__(self, cfg: config_mod.Config, metrics: Metrics) -> None:
-        server_cfg = cfg["server"]
-        self.cfg = cfg
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        server = settings.server
+        self.settings = settings
         options = [
-            ("grpc.max_receive_message_length", server_cfg["max_request_bytes"]),
-            ("grpc.max_send_message_length", server_cfg["max_request_bytes"] * 2),
+            ("grpc.max_receive_message_length", server.max_request_bytes),
+            ("grpc.max_send_message_length", server.max_request_bytes * 2),
         ]
-        self.token = load_token(server_cfg.get("auth") or {})
-        self.credentials = server_credentials(server_cfg.get("tls") or {})
+        self.token = load_token(server.auth)
+        self.credentials = server_credentials(server.tls)
         interceptors = [BearerTokenInterceptor(self.token)] if self.token else []
         self.server = grpc.aio.server(options=options, interceptors=interceptors)
-        budgets = Budgets(server_cfg["inline_budget_ms"] / 1000.0, server_cfg["deadline_margin_ms"] / 1000.0)
-        self.service = LogClassifierService(server_cfg["max_records_per_request"], budgets, metrics)
+        budgets = Budgets(server.inline_budget_ms / 1000.0, server.deadline_margin_ms / 1000.0)
+        self.service = LogClassifierService(server.max_records_per_request, budgets, metrics)
         pb_grpc.add_LogClassifierServicer_to_server(self.service, self.server)  # type: ignore[no-untyped-call]
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -56,13 +55,13 @@ class GrpcFrontEnd:
             [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
             self.server,
         )
-        self.addresses = addresses(cfg)
+        self.addresses = addresses(server)
 
     def describe(self) -> str:
-        tls = self.cfg["server"].get("tls") or {}
+        tls = self.settings.server.tls
         return (
             f"gRPC on {', '.join(self.addresses)} (tls "
-            f"{'mutual' if tls.get('client_ca_file') else 'on' if self.credentials else 'off'}, "
+            f"{'mutual' if tls.client_ca_file else 'on' if self.credentials else 'off'}, "
             f"token {'required' if self.token else 'off'})"
         )
 
@@ -79,7 +78,7 @@ class GrpcFrontEnd:
         await self.server.start()
 
     async def attach(self, engine: Engine, bundle_files: dict[str, str], device: str) -> None:
-        self.service.attach(engine, build_model_info(engine, self.cfg, bundle_files, device))
+        self.service.attach(engine, build_model_info(engine, self.settings, bundle_files, device))
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
 
     async def _set_health(self, status: Any) -> None:
@@ -91,19 +90,18 @@ class GrpcFrontEnd:
         await self.server.stop(grace_s)
 
 
-def how_to_call(cfg: config_mod.Config) -> str:
+def how_to_call(server: ServerSettings) -> str:
     """Commands that reach this server as configured, for the start-up log."""
-    server_cfg = cfg["server"]
-    tls = server_cfg.get("tls") or {}
-    address = server_cfg.get("listen") or f"unix:{server_cfg['unix_socket']}"
-    security = "-cacert CA.pem" if tls.get("cert_file") else "-plaintext"
-    if tls.get("client_ca_file"):
+    tls = server.tls
+    address = server.listen or f"unix:{server.unix_socket}"
+    security = "-cacert CA.pem" if tls.cert_file else "-plaintext"
+    if tls.client_ca_file:
         security += " -cert CLIENT.pem -key CLIENT.key"
-    auth = " -H 'authorization: Bearer TOKEN'" if load_token(server_cfg.get("auth") or {}) else ""
+    auth = " -H 'authorization: Bearer TOKEN'" if load_token(server.auth) else ""
     body = '{"records":[{"source":"billing","message":"User 12345 logged in."}]}'
     lines = [f"  grpcurl {security}{auth} -d '{body}' {address} logclass.v1.LogClassifier/Classify"]
-    if not tls.get("cert_file") and not auth:
+    if not tls.cert_file and not auth:
         lines.insert(0, f"  logclass classify --server {address} logs.csv")
-    if server_cfg.get("metrics_listen"):
-        lines.append(f"  curl -s http://{server_cfg['metrics_listen']}/metrics | grep ^logclass_")
+    if server.metrics_listen:
+        lines.append(f"  curl -s http://{server.metrics_listen}/metrics | grep ^logclass_")
     return "\n".join(lines)

@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 
+from logclass.config.settings import ServerAuthSettings, ServerTlsSettings
 from logclass.secrets import SecretError, SecurityConfigError, read_secret, tls_files
 
 # Kubelet probes and load balancers check health without credentials.
@@ -22,7 +23,7 @@ def _read(path: str, what: str) -> bytes:
         raise SecurityConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
 
 
-def server_credentials(tls: dict[str, Any]) -> grpc.ServerCredentials | None:
+def server_credentials(tls: ServerTlsSettings) -> grpc.ServerCredentials | None:
     files = tls_files(tls, "server")
     if files is None:
         return None
@@ -35,9 +36,9 @@ def server_credentials(tls: dict[str, Any]) -> grpc.ServerCredentials | None:
     )
 
 
-def load_token(auth: dict[str, Any]) -> str | None:
+def load_token(auth: ServerAuthSettings) -> str | None:
     try:
-        token = read_secret(auth.get("token"), auth.get("token_file"), "server.auth.token")
+        token = read_secret(auth.token, auth.token_file, "server.auth.token")
     except SecretError as exc:
         raise SecurityConfigError(str(exc)) from exc.__cause__
     return str(token) if token else None

@@ -12,6 +12,7 @@ import grpc
 from logclass import __version__
 from logclass.api.logclass.v1 import classifier_pb2 as pb
 from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
+from logclass.config.settings import Settings
 from logclass.core.decision import ERROR_EMPTY, ERROR_TOO_LONG, ERROR_UTF8, Decision, LogRecord
 from logclass.engine.engine import Engine
 from logclass.engine.lanes import LaneFullError
@@ -138,7 +139,7 @@ class LogClassifierService(pb_grpc.LogClassifierServicer):
         return self.model_info
 
 
-def build_model_info(engine: Engine, cfg: dict[str, Any], bundle_files: dict[str, str], device: str) -> Any:
+def build_model_info(engine: Engine, settings: Settings, bundle_files: dict[str, str], device: str) -> Any:
     llm = engine.tier("llm")
     backend = llm.backend if isinstance(llm, LlmTier) else None
     embedding = engine.tier("embedding")
@@ -152,7 +153,7 @@ def build_model_info(engine: Engine, cfg: dict[str, Any], bundle_files: dict[str
         llm_backend=backend.name if backend is not None else "none",
         llm_model=backend.model if backend is not None else "",
         fallback_label=engine.fallback_label,
-        max_records_per_request=cfg["server"]["max_records_per_request"],
-        max_message_bytes=cfg["limits"]["max_message_bytes"],
+        max_records_per_request=settings.server.max_records_per_request,
+        max_message_bytes=settings.limits.max_message_bytes,
         server_version=__version__,
     )

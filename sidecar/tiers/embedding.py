@@ -35,8 +35,8 @@ class EmbeddingTier(Tier):
         bundle: ModelBundle,
         encoder: Encoder | None,
         min_confidence: float,
-        label_min_confidence: Mapping[str, float] | None = None,
-        out_of_distribution: bool = True,
+        label_min_confidence: Mapping[str, float] | None,
+        out_of_distribution: bool,
     ) -> None:
         head = bundle.head
         self.featurizer = Featurizer(bundle.features, encoder)

@@ -86,11 +86,11 @@ class Encoder:
 
     def __init__(
         self,
-        model_path: str | Path | None = None,
-        device: str = "auto",
-        batch_size: int | str = "auto",
-        max_seq_length: int = 128,
-        threads: int | str = "auto",
+        model_path: str | Path | None,
+        device: str,
+        batch_size: int | str,
+        max_seq_length: int,
+        threads: int | str,
     ) -> None:
         import torch
         from sentence_transformers import SentenceTransformer

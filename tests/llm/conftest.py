@@ -46,10 +46,10 @@ def seed_label_set() -> LabelSet:
     return label_set_from_llm_config(yaml.safe_load(SEED_LABELS.read_text(encoding="utf-8")))
 
 
-def seed_prompts(cfg: config.Config) -> PromptBuilder:
+def seed_prompts(cfg: config.Settings) -> PromptBuilder:
     """The prompts the tier builds for the seed: its label set plus the router's fallback label."""
-    answer_set = seed_label_set().with_label(cfg["router"]["fallback_label"], FALLBACK_DESCRIPTION)
-    return PromptBuilder(cfg["llm"]["instructions"], answer_set, cfg["llm"]["max_message_chars"])
+    answer_set = seed_label_set().with_label(cfg.router.fallback_label, FALLBACK_DESCRIPTION)
+    return PromptBuilder(cfg.llm.instructions, answer_set, cfg.llm.max_message_chars)
 
 
 def vllm_venv() -> Path:

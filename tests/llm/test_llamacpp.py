@@ -7,6 +7,7 @@ chunks into a per-session directory, checks the digest and answers the LegacyCRM
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import math
 import os
@@ -55,7 +56,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 @pytest.fixture(scope="module")
-def prompts(cfg: config.Config) -> PromptBuilder:
+def prompts(cfg: config.Settings) -> PromptBuilder:
     return seed_prompts(cfg)
 
 
@@ -183,7 +184,7 @@ def test_inference_runs_off_the_event_loop(smol: LlamaCppBackend, prompts: Promp
 
 
 def test_aclose_finishes_the_running_inference_and_fails_the_queued(prompts: PromptBuilder) -> None:
-    backend = LlamaCppBackend(resolve_gguf(SMOLLM2, None), threads=1)
+    backend = LlamaCppBackend(resolve_gguf(SMOLLM2, None), threads=1, context_tokens=2048)
     batch = [prompts.build(source, message) for source, message in LINES[:3]]
 
     async def main() -> list[object]:
@@ -209,16 +210,16 @@ def test_prompt_over_the_context_window_is_unavailable_not_a_crash(prompts: Prom
 
 
 def test_closed_backend_is_unavailable(prompts: PromptBuilder) -> None:
-    backend = LlamaCppBackend(resolve_gguf(SMOLLM2, None), threads=1)
+    backend = LlamaCppBackend(resolve_gguf(SMOLLM2, None), threads=1, context_tokens=2048)
     run(backend.aclose())
     run(backend.aclose())  # idempotent
     with pytest.raises(LlmUnavailable, match="closed"):
         run(backend.choose(prompts.build("App", "disk full")))
 
 
-def test_from_config_builds_the_configured_model(cfg: config.Config) -> None:
-    llm = {**cfg["llm"], "llamacpp": {**cfg["llm"]["llamacpp"], "model": SMOLLM2}}
-    backend = LlamaCppBackend.from_config(llm, progress=False)
+def test_from_config_builds_the_configured_model(cfg: config.Settings) -> None:
+    llamacpp = dataclasses.replace(cfg.llm.llamacpp, model=SMOLLM2)
+    backend = LlamaCppBackend.from_settings(llamacpp, progress=False)
     try:
         assert backend.model == resolve_gguf(SMOLLM2, None).name
     finally:
@@ -229,7 +230,7 @@ def test_unloadable_gguf_is_unavailable_with_the_path(tmp_path: Path) -> None:
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + b"\0" * 64)
     with pytest.raises(LlmUnavailable, match=r"could not load .*broken\.gguf"):
-        LlamaCppBackend(broken)
+        LlamaCppBackend(broken, threads=1, context_tokens=2048)
 
 
 # --- model files ---------------------------------------------------------------------------------

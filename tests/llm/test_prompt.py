@@ -65,9 +65,9 @@ def test_tier_answer_set_is_the_label_set_plus_the_fallback_label() -> None:
     tier = build_llm_tier(cfg, small_set())
     assert tier is not None
     try:
-        assert tier.labels() == ["Billing", "Outage", "Other", cfg["router"]["fallback_label"]]
+        assert tier.labels() == ["Billing", "Outage", "Other", cfg.router.fallback_label]
         system = tier.prompts.build("Shop", "x").messages[0]["content"]
-        assert f"- {cfg['router']['fallback_label']}: {FALLBACK_DESCRIPTION}" in system
+        assert f"- {cfg.router.fallback_label}: {FALLBACK_DESCRIPTION}" in system
     finally:
         asyncio.run(tier.close())
 

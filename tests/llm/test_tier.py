@@ -30,7 +30,7 @@ from tests.conftest import MemoEncoder, free_port
 LEAD = "Lead conversion failed for prospect ID {} due to missing contact information."
 
 
-def _cfg(server: dict[str, Any] | None = None, **llm: Any) -> config.Config:
+def _cfg(server: dict[str, Any] | None = None, **llm: Any) -> config.Settings:
     base = {"backend": "llamacpp", "llamacpp": {"model": "smollm2-135m"}}
     return config.load(environ={}, overrides={"llm": {**base, **llm}, **({"server": server} if server else {})})
 

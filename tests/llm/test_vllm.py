@@ -23,6 +23,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from logclass import config
+from logclass.config.settings import LlmSettings
 from logclass.tiers.llm.backend import LlmAnswer, LlmBackend, LlmOutputError, LlmUnavailable, Prompt
 from logclass.tiers.llm.circuit import CircuitBreaker, State
 from logclass.tiers.llm.openai_http import AUTO_MODEL, OpenAiHttpBackend, confidence
@@ -52,10 +53,8 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-def llm_config(url: str, **server: Any) -> dict[str, Any]:
-    cfg = config.load(environ={}, overrides={"llm": {"server": {"url": url, **server}}})
-    llm: dict[str, Any] = cfg["llm"]
-    return llm
+def llm_config(url: str, **server: Any) -> LlmSettings:
+    return config.load(environ={}, overrides={"llm": {"server": {"url": url, **server}}}).llm
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +66,7 @@ def backend_for(server: VllmServer, url: str | None = None, **settings: Any) -> 
     settings.setdefault("api_key", server.api_key)
     # Generous: on 2 shared cores an answer can take seconds, and a retry would skew the counts.
     settings.setdefault("request_timeout_ms", 60_000)
-    return OpenAiHttpBackend.from_config(llm_config(url or server.url, **settings))
+    return OpenAiHttpBackend.from_settings(llm_config(url or server.url, **settings))
 
 
 async def ask_all(backend: OpenAiHttpBackend, prompts: list[Prompt]) -> list[LlmAnswer]:
@@ -251,7 +250,7 @@ def test_slow_server_times_out_as_unavailable(vllm_server: VllmServer, prompts: 
 def test_silent_socket_times_out(prompts: PromptBuilder) -> None:
     """A server that accepts the connection and never says a word."""
     with relay("http://127.0.0.1:9", delay_s=60) as silent:
-        backend = OpenAiHttpBackend.from_config(
+        backend = OpenAiHttpBackend.from_settings(
             llm_config(
                 silent.url, model="m", request_timeout_ms=200, retries=0, circuit={"failures": 1, "cooldown_s": 60}
             )

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from logclass import config
-from logclass.relay.settings import check_runnable, from_config
+from logclass.relay.settings import check_runnable, resolve
 from tests.conftest import NO_LLM, ROOT
 
 DEPLOY = ROOT / "deploy" / "fluent-bit"
@@ -60,7 +60,7 @@ def test_classic_and_yaml_configs_say_the_same() -> None:
 
 def test_agent_sends_to_the_relay_with_acks_and_unlimited_retries() -> None:
     cfg = config.load(DEPLOY / "logclass-relay.yaml", environ=NO_LLM)
-    relay = from_config(cfg)
+    relay = resolve(cfg)
     check_runnable(relay)
     agent = classic(DEPLOY / "agent" / "fluent-bit.conf")
     (output,) = agent["outputs"]
@@ -74,9 +74,9 @@ def test_agent_sends_to_the_relay_with_acks_and_unlimited_retries() -> None:
 
 
 def test_aggregator_takes_the_relays_chunks() -> None:
-    relay = from_config(config.load(DEPLOY / "logclass-relay.yaml", environ=NO_LLM))
+    relay = resolve(config.load(DEPLOY / "logclass-relay.yaml", environ=NO_LLM))
     (forward,) = classic(DEPLOY / "aggregator" / "fluent-bit.conf")["inputs"]
     assert forward["name"] == "forward" and int(forward["port"]) == relay.upstreams[0].port
-    assert _size(forward["buffer_max_size"]) > relay.max_chunk_bytes
+    assert _size(forward["buffer_max_size"]) > relay.section.forward.max_chunk_bytes
     fluentd = (DEPLOY / "aggregator" / "fluentd.conf").read_text()
     assert "@type forward" in fluentd and f"port {relay.upstreams[0].port}" in fluentd

@@ -20,7 +20,7 @@ from logclass.engine.lanes import LaneFullError
 from logclass.engine.metrics import Classify
 from logclass.engine.pipeline import build_engine
 from logclass.relay.app import Relay
-from logclass.relay.settings import from_config
+from logclass.relay.settings import resolve
 from tests.conftest import NO_LLM
 from tests.engine.test_engine_lanes import GatedTier
 from tests.relay.conftest import FAST_FORWARD, report
@@ -40,7 +40,7 @@ class RelayThread:
             **(relay or {}),
         }
         cfg = config.load(environ=NO_LLM, overrides={"relay": section})
-        self.settings = from_config(cfg)
+        self.settings = resolve(cfg)
         self.cfg = cfg
         self.classify = classify
         self.loop = asyncio.new_event_loop()

@@ -29,7 +29,7 @@ HOSTILE = '<script>window.pwned = 1; console.error("pwned")</script><img src="ht
 
 @pytest.fixture(scope="module")
 def classified(
-    tmp_path_factory: pytest.TempPathFactory, cfg: config.Config, bundle: ModelBundle, encoder: MemoEncoder
+    tmp_path_factory: pytest.TempPathFactory, cfg: config.Settings, bundle: ModelBundle, encoder: MemoEncoder
 ) -> dict[str, Path]:
     """The seed set (gold labels kept as input_target_label, plus a hostile line) and the 10-row
     seed sample (no gold), classified by the real router without an LLM."""
@@ -64,7 +64,7 @@ def _check_png(path_or_bytes: Path | bytes) -> Image.Image:
     return image
 
 
-def test_report_with_gold_column(classified: dict[str, Path], cfg: config.Config, tmp_path: Path) -> None:
+def test_report_with_gold_column(classified: dict[str, Path], cfg: config.Settings, tmp_path: Path) -> None:
     html_path, png_dir = tmp_path / "report.html", tmp_path / "png"
     result = build_report(classified["gold"], html_path, png_dir, cfg, ReportOptions(progress=False))
 
@@ -102,7 +102,7 @@ def test_report_with_gold_column(classified: dict[str, Path], cfg: config.Config
     assert "&lt;script&gt;window.pwned" in page
 
 
-def test_report_without_gold(classified: dict[str, Path], cfg: config.Config, tmp_path: Path) -> None:
+def test_report_without_gold(classified: dict[str, Path], cfg: config.Settings, tmp_path: Path) -> None:
     html_path = tmp_path / "report.html"
     result = build_report(classified["sample"], html_path, None, cfg, ReportOptions(progress=False))
     assert result.rows == 10
@@ -115,7 +115,7 @@ def test_report_without_gold(classified: dict[str, Path], cfg: config.Config, tm
     assert result.pngs == []
 
 
-def test_report_on_a_labelled_dataset_without_tiers(cfg: config.Config, tmp_path: Path) -> None:
+def test_report_on_a_labelled_dataset_without_tiers(cfg: config.Settings, tmp_path: Path) -> None:
     """The raw seed set (labels but no tier/confidence): label and source views only."""
     result = build_report(SEED_CSV, None, tmp_path, cfg, ReportOptions(progress=False))
     assert set(result.charts) == {"labels", "labels_by_source"}
@@ -142,7 +142,7 @@ def _artifacts() -> Path:
     return path
 
 
-def test_report_opens_in_headless_chromium(classified: dict[str, Path], cfg: config.Config, tmp_path: Path) -> None:
+def test_report_opens_in_headless_chromium(classified: dict[str, Path], cfg: config.Settings, tmp_path: Path) -> None:
     binary = chromium_binary()
     if binary is None:
         if os.environ.get("REQUIRE_BROWSER_TESTS") == "1":
@@ -206,7 +206,7 @@ def test_nothing_to_write_names_the_fix(tmp_path: Path) -> None:
     assert "pass -o report.html and/or --png DIR" in done.stderr
 
 
-def test_bad_rows_are_counted_not_fatal(cfg: config.Config, tmp_path: Path) -> None:
+def test_bad_rows_are_counted_not_fatal(cfg: config.Settings, tmp_path: Path) -> None:
     src = tmp_path / "in.csv"
     src.write_text(
         "source,log_message,target_label,tier,confidence,error\n"
@@ -226,7 +226,7 @@ def test_bad_rows_are_counted_not_fatal(cfg: config.Config, tmp_path: Path) -> N
     assert "<td>message_too_long</td>" in page
 
 
-def test_rows_without_a_gold_answer_are_left_out_of_the_scores(cfg: config.Config, tmp_path: Path) -> None:
+def test_rows_without_a_gold_answer_are_left_out_of_the_scores(cfg: config.Settings, tmp_path: Path) -> None:
     src = tmp_path / "in.csv"
     src.write_text(
         "source,log_message,target_label,tier,confidence,error,truth\n"

@@ -89,7 +89,7 @@ def test_bins_and_ece_of_the_handmade_csv(handmade: Path) -> None:
     assert per_tier["llm"].ece == pytest.approx(0.825)
 
 
-def test_report_shows_the_calibration(handmade: Path, cfg: config.Config, tmp_path: Path) -> None:
+def test_report_shows_the_calibration(handmade: Path, cfg: config.Settings, tmp_path: Path) -> None:
     html_path, png_dir = tmp_path / "report.html", tmp_path / "png"
     result = build_report(handmade, html_path, png_dir, cfg, ReportOptions(gold="truth", progress=False))
     assert "calibration" in result.charts
@@ -127,7 +127,9 @@ def test_report_shows_the_calibration(handmade: Path, cfg: config.Config, tmp_pa
         (HEADER + "C,unknown thing,Unclassified,none,0.0,,Error\nC,x,Error,embedding,0.4,internal,Error\n", "truth"),
     ],
 )
-def test_no_calibration_without_judged_rows(cfg: config.Config, tmp_path: Path, content: str, gold: str | None) -> None:
+def test_no_calibration_without_judged_rows(
+    cfg: config.Settings, tmp_path: Path, content: str, gold: str | None
+) -> None:
     src = tmp_path / "in.csv"
     src.write_text(content, encoding="utf-8")
     html_path, png_dir = tmp_path / "report.html", tmp_path / "png"

@@ -7,17 +7,17 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
+from logclass.config.settings import Settings
 from logclass.core.bundle import BundleError, load_bundle
 from logclass.core.decision import TIER_NONE
-from logclass.engine.pipeline import bundle_path
+from logclass.engine.pipeline import bundle_path, masker_of
 from logclass.offline.report.scores import Calibration, accuracy, calibration, class_scores
 
 
@@ -56,16 +56,16 @@ def _import_matplotlib() -> None:
         ) from exc
 
 
-def thresholds(config: Mapping[str, Any]) -> dict[str, float]:
+def thresholds(settings: Settings) -> dict[str, float]:
     """Each tier's escalation threshold, drawn on its confidence histogram: the config's, else
     the model bundle's (left out when there is no bundle to read)."""
-    out = {"llm": float(config["llm"]["min_confidence"])}
-    configured = config["embedding"]["min_confidence"]
+    out = {"llm": float(settings.llm.min_confidence)}
+    configured = settings.embedding.min_confidence
     if configured is not None:
         out["embedding"] = float(configured)
     else:
         with contextlib.suppress(BundleError):
-            out["embedding"] = load_bundle(bundle_path(dict(config))).profile.min_confidence
+            out["embedding"] = load_bundle(bundle_path(settings)).profile.min_confidence
     return out
 
 
@@ -73,18 +73,17 @@ def build_report(
     csv_path: Path,
     html_path: Path | None,
     png_dir: Path | None,
-    config: Mapping[str, Any],
+    settings: Settings,
     options: ReportOptions,
 ) -> ReportResult:
     if html_path is None and png_dir is None:
         raise ReportError("nothing to write: pass -o report.html and/or --png DIR")
     _import_matplotlib()
-    from logclass.core.masking import TemplateMasker
     from logclass.offline.report import charts as ch
     from logclass.offline.report.page import Card, render
     from logclass.offline.report.stats import collect
 
-    masker = TemplateMasker.from_config(config["templates"]["masks"])
+    masker = masker_of(settings.templates)
     stats = collect(
         csv_path,
         masker.template,
@@ -107,7 +106,7 @@ def build_report(
     if stats.has_tiers:
         drawers.append(lambda: ch.tier_chart(stats))
     if stats.confidence:
-        drawers.append(lambda: ch.confidence_chart(stats, thresholds(config)))
+        drawers.append(lambda: ch.confidence_chart(stats, thresholds(settings)))
     if stats.confusion:
         drawers.append(lambda: ch.confusion_chart(stats.confusion, stats.columns.gold_name or "gold"))
         drawers.append(lambda: ch.scores_chart(scores))
@@ -118,7 +117,7 @@ def build_report(
         chart = draw()
         charts[chart.name] = chart
 
-    fallback = str(config["router"]["fallback_label"])
+    fallback = settings.router.fallback_label
     cards = [Card(f"{stats.rows:,}", "records"), Card(f"{len(stats.labels)}", "labels")]
     cards.append(Card(f"{len(stats.sources)}", "sources"))
     if stats.has_tiers:

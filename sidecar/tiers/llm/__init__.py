@@ -13,6 +13,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from logclass.config.settings import LlmSettings, Settings
 from logclass.core.labelset import LabelExample, LabelSet, LabelSetError
 from logclass.tiers.llm.backend import LlmBackend, LlmUnavailable
 from logclass.tiers.llm.model_files import ModelFileError
@@ -20,7 +21,6 @@ from logclass.tiers.llm.prompt import PromptBuilder
 from logclass.tiers.llm.tier import LlmTier, TeacherLog
 
 log = logging.getLogger("logclass.llm")
-BACKENDS = ("auto", "none", "vllm", "llamacpp")
 FALLBACK_DESCRIPTION = "the line fits none of the other labels"
 
 
@@ -28,14 +28,11 @@ class LlmConfigError(ValueError):
     pass
 
 
-def choose_backend(llm_config: Mapping[str, Any]) -> str:
+def choose_backend(llm: LlmSettings) -> str:
     """What ``auto`` means here: a configured server, else llama.cpp if installed, else none."""
-    backend = str(llm_config.get("backend", "auto"))
-    if backend not in BACKENDS:
-        raise LlmConfigError(f"llm.backend {backend!r} is unknown; use one of {', '.join(BACKENDS)}")
-    if backend != "auto":
-        return backend
-    if (llm_config.get("server") or {}).get("url"):
+    if llm.backend != "auto":
+        return llm.backend
+    if llm.server.url:
         return "vllm"
     if importlib.util.find_spec("llama_cpp") is not None:
         return "llamacpp"
@@ -43,21 +40,32 @@ def choose_backend(llm_config: Mapping[str, Any]) -> str:
     return "none"
 
 
-def build_backend(name: str, llm_config: Mapping[str, Any]) -> LlmBackend:
+def build_backend(name: str, llm: LlmSettings) -> LlmBackend:
     if name == "vllm":
-        if not (llm_config.get("server") or {}).get("url"):
+        if not llm.server.url:
             raise LlmConfigError("llm.backend is vllm but llm.server.url is not set: give the server's /v1 base URL")
         from logclass.tiers.llm.openai_http import OpenAiHttpBackend
 
-        return OpenAiHttpBackend.from_config(llm_config)
+        return OpenAiHttpBackend.from_settings(llm)
     from logclass.tiers.llm.llamacpp import LlamaCppBackend
 
-    return LlamaCppBackend.from_config(llm_config)
+    return LlamaCppBackend.from_settings(llm.llamacpp)
+
+
+def label_set_from_settings(llm: LlmSettings) -> LabelSet:
+    """The label set the ``llm`` section gives (``llm.labels``, ``llm.examples``), for configurations
+    without a model bundle."""
+    descriptions = dict(llm.labels or {})
+    examples = tuple(LabelExample(e.source, e.message, e.label) for e in llm.examples or ())
+    try:
+        return LabelSet(tuple(descriptions), descriptions, examples)
+    except LabelSetError as exc:
+        raise LlmConfigError(f"llm.labels / llm.examples: {exc}") from exc
 
 
 def label_set_from_llm_config(llm_config: Mapping[str, Any]) -> LabelSet:
-    """The label set the ``llm`` config section describes (``llm.labels``: label -> description,
-    or a list of labels; ``llm.examples``), for configurations that predate label sets in bundles."""
+    """The label set of plain data shaped like the ``llm`` section (``labels``: label -> description,
+    or a list of labels; ``examples``), e.g. a labels.yaml file."""
     labels = llm_config.get("labels") or {}
     if isinstance(labels, Mapping):
         descriptions = {str(k): "" if v is None else str(v) for k, v in labels.items()}
@@ -74,27 +82,27 @@ def label_set_from_llm_config(llm_config: Mapping[str, Any]) -> LabelSet:
         raise LlmConfigError(f"llm.labels / llm.examples: {exc}") from exc
 
 
-def build_prompts(cfg: Mapping[str, Any], label_set: LabelSet) -> PromptBuilder:
+def build_prompts(settings: Settings, label_set: LabelSet) -> PromptBuilder:
     """The tier's prompts: ``label_set`` plus the router's fallback label, for lines that fit none."""
-    answer_set = label_set.with_label(cfg["router"]["fallback_label"], FALLBACK_DESCRIPTION)
+    answer_set = label_set.with_label(settings.router.fallback_label, FALLBACK_DESCRIPTION)
     try:
-        return PromptBuilder(cfg["llm"]["instructions"], answer_set, cfg["llm"]["max_message_chars"])
+        return PromptBuilder(settings.llm.instructions, answer_set, settings.llm.max_message_chars)
     except ValueError as exc:
         raise LlmConfigError(str(exc)) from exc
 
 
-def build_llm_tier(cfg: Mapping[str, Any], label_set: LabelSet) -> LlmTier | None:
+def build_llm_tier(settings: Settings, label_set: LabelSet) -> LlmTier | None:
     """The configured LLM tier answering within ``label_set`` plus the router's fallback label,
     or None for none."""
-    llm = cfg["llm"]
+    llm = settings.llm
     name = choose_backend(llm)
     if name == "none":
         return None
-    prompts = build_prompts(cfg, label_set)
+    prompts = build_prompts(settings, label_set)
     try:
         backend = build_backend(name, llm)
     except (ModelFileError, LlmUnavailable) as exc:
-        if llm.get("backend", "auto") != "auto":
+        if llm.backend != "auto":
             raise LlmConfigError(str(exc)) from exc
         # auto is best effort: a sidecar without its LLM still classifies; say loudly why.
         log.warning("LLM tier off: %s", exc)
@@ -102,7 +110,7 @@ def build_llm_tier(cfg: Mapping[str, Any], label_set: LabelSet) -> LlmTier | Non
     return LlmTier(
         backend,
         prompts,
-        min_confidence=llm["min_confidence"],
-        max_concurrency=llm["max_concurrency"],
-        teacher=TeacherLog(llm["teacher_file"]) if llm.get("teacher_file") else None,
+        min_confidence=llm.min_confidence,
+        max_concurrency=llm.max_concurrency,
+        teacher=TeacherLog(llm.teacher_file) if llm.teacher_file else None,
     )

@@ -15,7 +15,6 @@ import asyncio
 import logging
 import math
 import os
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from logclass.config.settings import LlamaCppSettings
 from logclass.tiers.llm.backend import LlmAnswer, LlmUnavailable, Prompt, check_label
 from logclass.tiers.llm.circuit import CircuitBreaker
 from logclass.tiers.llm.model_files import resolve_gguf
@@ -114,7 +114,7 @@ class LlamaCppBackend:
     # In-process: nothing to trip.
     circuit: CircuitBreaker | None = None
 
-    def __init__(self, model_path: str | Path, *, threads: int = 0, context_tokens: int = 2048) -> None:
+    def __init__(self, model_path: str | Path, *, threads: int, context_tokens: int) -> None:
         """Load the GGUF at ``model_path``; ``threads`` 0 means all cores but one (at least one), so
         the event loop answering known records keeps a core (bench-lanes: warm p99 under an LLM
         trickle 78 to 100 ms with both cores of 2 for llama.cpp, 36 ms with one)."""
@@ -143,11 +143,10 @@ class LlamaCppBackend:
         self._closed = False
 
     @classmethod
-    def from_config(cls, llm_config: Mapping[str, Any], progress: bool = True) -> LlamaCppBackend:
-        """From the ``llm`` config section (``llm.llamacpp.*``); may assemble the model first."""
-        section = llm_config["llamacpp"]
-        path = resolve_gguf(str(section["model"]), section.get("cache_dir"), progress)
-        return cls(path, threads=int(section.get("threads") or 0), context_tokens=int(section["context_tokens"]))
+    def from_settings(cls, llamacpp: LlamaCppSettings, progress: bool = True) -> LlamaCppBackend:
+        """From the ``llm.llamacpp`` settings; may assemble the model first."""
+        path = resolve_gguf(llamacpp.model, llamacpp.cache_dir, progress)
+        return cls(path, threads=llamacpp.threads, context_tokens=llamacpp.context_tokens)
 
     async def choose(self, prompt: Prompt) -> LlmAnswer:
         if self._closed:

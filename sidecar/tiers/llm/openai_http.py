@@ -38,19 +38,19 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
 from logclass.client import backoff_delay
 from logclass.config import ConfigError
+from logclass.config.settings import LlmServerSettings, LlmSettings
 from logclass.secrets import SecretError, read_secret
 from logclass.tiers.llm.backend import LlmAnswer, LlmOutputError, LlmUnavailable, Prompt, check_label
 from logclass.tiers.llm.circuit import CircuitBreaker, State
 
 log = logging.getLogger("logclass.llm")
 
-CONSTRAIN_MODES = ("choice", "json_schema")
 # Reported as the model before the server has been asked which model it serves.
 AUTO_MODEL = "(auto)"
 # Tokens are at least one character, so a label needs at most len(label) tokens; the margin covers
@@ -70,38 +70,34 @@ class ServerSettings:
     backoff_s: float
     circuit_failures: int
     circuit_cooldown_s: float
-    constrain: str
+    constrain: Literal["choice", "json_schema"]
     max_concurrency: int
 
     @classmethod
-    def from_config(cls, llm_config: Mapping[str, Any]) -> ServerSettings:
-        server = llm_config.get("server") or {}
-        url = server.get("url")
-        if not url:
+    def from_settings(cls, llm: LlmSettings) -> ServerSettings:
+        """From the ``llm`` section (``llm.server`` and ``llm.max_concurrency``): seconds, and the key read."""
+        server = llm.server
+        if not server.url:
             raise ConfigError("llm.server.url is not set: give the server's API base URL, e.g. http://vllm:8000/v1")
-        constrain = server.get("constrain", "choice")
-        if constrain not in CONSTRAIN_MODES:
-            raise ConfigError(f"llm.server.constrain {constrain!r} is unknown; use one of {', '.join(CONSTRAIN_MODES)}")
-        circuit = server.get("circuit") or {}
         return cls(
-            url=str(url).rstrip("/"),
-            model=server.get("model") or None,
+            url=server.url.rstrip("/"),
+            model=server.model or None,
             api_key=_api_key(server),
-            request_timeout_s=server.get("request_timeout_ms", 10_000) / 1000,
-            retries=int(server.get("retries", 2)),
-            backoff_s=server.get("backoff_ms", 100) / 1000,
-            circuit_failures=int(circuit.get("failures", 5)),
-            circuit_cooldown_s=float(circuit.get("cooldown_s", 10)),
-            constrain=constrain,
-            max_concurrency=int(llm_config.get("max_concurrency", 4)),
+            request_timeout_s=server.request_timeout_ms / 1000,
+            retries=server.retries,
+            backoff_s=server.backoff_ms / 1000,
+            circuit_failures=server.circuit.failures,
+            circuit_cooldown_s=server.circuit.cooldown_s,
+            constrain=server.constrain,
+            max_concurrency=llm.max_concurrency,
         )
 
 
-def _api_key(server: Mapping[str, Any]) -> str | None:
+def _api_key(server: LlmServerSettings) -> str | None:
     """The bearer key: ``api_key`` itself, else the stripped contents of ``api_key_file``."""
-    if server.get("api_key"):
-        return str(server["api_key"])
-    path = server.get("api_key_file")
+    if server.api_key:
+        return server.api_key
+    path = server.api_key_file
     try:
         key: str | None = read_secret(None, path, "llm.server.api_key")
     except SecretError as exc:
@@ -150,9 +146,9 @@ class OpenAiHttpBackend:
         self._last_failure = ""
 
     @classmethod
-    def from_config(cls, llm_config: Mapping[str, Any]) -> OpenAiHttpBackend:
-        """From the ``llm`` config section (``llm.server`` and ``llm.max_concurrency``)."""
-        return cls(ServerSettings.from_config(llm_config))
+    def from_settings(cls, llm: LlmSettings) -> OpenAiHttpBackend:
+        """From the ``llm`` section (``llm.server`` and ``llm.max_concurrency``)."""
+        return cls(ServerSettings.from_settings(llm))
 
     def __repr__(self) -> str:
         # Never shows the key.

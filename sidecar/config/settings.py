@@ -1,0 +1,467 @@
+"""The configuration as typed values: one frozen dataclass per section and sub-section.
+
+These types are the one description of the configuration's shape: ``schema.json`` is generated
+from them (``make schema``), and ``config.load`` validates against it and then builds a
+``Settings``. Values live in ``defaults.yaml`` only: no field has a default here, so a key missing
+from the defaults is a schema error, not a silent code default. Constraints ride on the types as
+``Annotated[..., Json(...)]`` (JSON Schema keywords); ``MayOmit(...)`` marks the only keys a user
+may leave out: those of list items (an upstream, a user), which defaults.yaml cannot hold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypeVar
+
+
+class Json:
+    """JSON Schema keywords for the annotated type, e.g. ``Json(minimum=1, description="...")``."""
+
+    __slots__ = ("keywords",)
+
+    def __init__(self, **keywords: Any) -> None:
+        self.keywords = keywords
+
+
+class MayOmit:
+    """A key of a list item that may be left out; absent means ``value``. Only for list items:
+    sections take every value from defaults.yaml."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def doc(text: str) -> Json:
+    return Json(description=text)
+
+
+PositiveInt = Annotated[int, Json(minimum=1)]
+NonNegativeInt = Annotated[int, Json(minimum=0)]
+NonNegativeFloat = Annotated[float, Json(minimum=0)]
+PositiveFloat = Annotated[float, Json(exclusiveMinimum=0)]
+Probability = Annotated[float, Json(minimum=0, maximum=1)]
+NonEmptyStr = Annotated[str, Json(minLength=1)]
+Address = Annotated[str, Json(pattern="^.+:[0-9]{1,5}$")]
+# An empty host (":9464") means every interface.
+MetricsAddress = Annotated[str, Json(pattern="^.*:[0-9]{1,5}$")]
+TierName = Literal["regex", "memory", "embedding", "llm"]
+LlmBackendName = Literal["auto", "none", "vllm", "llamacpp"]
+FilePath = str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSettings:
+    bundle: Annotated[
+        FilePath | None, doc("model bundle directory; null: the default bundle shipped inside the package")
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class RouterSettings:
+    tiers: Annotated[
+        tuple[TierName, ...], Json(uniqueItems=True, minItems=1), doc("tiers cheapest first; regex, then memory first")
+    ]
+    source_routes: Annotated[
+        Mapping[str, TierName] | None,
+        doc("source -> first tier for its records; null: the model bundle's routes; {}: none"),
+    ]
+    fallback_label: Annotated[NonEmptyStr, doc("label of records no tier decided with confidence (tier none)")]
+
+
+@dataclass(frozen=True, slots=True)
+class RegexSettings:
+    rules_file: Annotated[
+        FilePath | None, doc("YAML list of rules; null: the rules the bundle was trained with, else the built-in ones")
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class MemorySettings:
+    min_rows: Annotated[PositiveInt | None, doc("rows a training template needs to be answered; null: the bundle's")]
+    min_purity: Annotated[
+        Annotated[float, Json(exclusiveMinimum=0.5, maximum=1)] | None,
+        doc("share of its rows the template's top label needs; null: the bundle's"),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Mask:
+    name: Annotated[str, Json(pattern="^[A-Za-z_][A-Za-z0-9_]*$"), doc("regex group name of the mask")]
+    pattern: Annotated[NonEmptyStr, doc("regular expression of what the mask replaces")]
+    replace: Annotated[str, doc("text that replaces a match in the template")]
+
+
+@dataclass(frozen=True, slots=True)
+class TemplatesSettings:
+    cache_size: Annotated[NonNegativeInt, doc("LRU capacity of the (source, template) cache; 0 disables it")]
+    exact_cache_size: Annotated[NonNegativeInt, doc("LRU capacity of the (source, message) cache; 0 disables it")]
+    masks: Annotated[tuple[Mask, ...], doc("masks turning a message into its template; the first listed wins a tie")]
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingSettings:
+    model_path: Annotated[FilePath | None, doc("sentence-transformers folder; null: the packaged all-MiniLM-L6-v2")]
+    device: Annotated[str, Json(pattern="^(auto|cpu|cuda(:[0-9]+)?)$"), doc("auto: CUDA when available, else CPU")]
+    batch_size: Annotated[
+        Annotated[int, Json(minimum=1, maximum=4096)] | Literal["auto"],
+        doc("texts per forward pass; auto: 32 on CPU, 256 on CUDA"),
+    ]
+    max_seq_length: Annotated[int, Json(minimum=8, maximum=512), doc("tokens per message")]
+    min_confidence: Annotated[Probability | None, doc("below this probability a record escalates; null: the bundle's")]
+    label_min_confidence: Annotated[
+        Mapping[str, Probability] | None, doc("per-label overrides of min_confidence; null: the bundle's")
+    ]
+    out_of_distribution: Annotated[bool, doc("escalate records unlike every training template of their label")]
+    threads: Annotated[
+        Annotated[int, Json(minimum=1, maximum=1024)] | Literal["auto"],
+        doc("encoder intra-op threads on CPU; auto: all cores but one (at least 1)"),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class LlmExample:
+    source: str
+    message: NonEmptyStr
+    label: NonEmptyStr
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitSettings:
+    failures: Annotated[PositiveInt, doc("consecutive failures that open the circuit")]
+    cooldown_s: Annotated[PositiveFloat, doc("how long an open circuit skips the server before one probe")]
+
+
+@dataclass(frozen=True, slots=True)
+class LlmServerSettings:
+    url: Annotated[
+        Annotated[str, Json(pattern="^https?://")] | None,
+        doc("base URL of the OpenAI-compatible API, e.g. http://vllm:8000/v1; null: no server"),
+    ]
+    model: Annotated[str | None, doc("model name as the server knows it; null: the first model it lists")]
+    api_key: Annotated[str | None, doc("bearer key; prefer api_key_file; never logged")]
+    api_key_file: Annotated[FilePath | None, doc("file holding the bearer key (a mounted Secret)")]
+    request_timeout_ms: Annotated[PositiveInt, doc("one HTTP call; retries are on top")]
+    retries: Annotated[NonNegativeInt, doc("further attempts after a failed call")]
+    backoff_ms: Annotated[NonNegativeInt, doc("first backoff between attempts; doubles each time")]
+    circuit: CircuitSettings
+    constrain: Annotated[
+        Literal["choice", "json_schema"],
+        doc("choice: vLLM structured outputs; json_schema: response_format, for other servers"),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class LlamaCppSettings:
+    model: Annotated[NonEmptyStr, doc("qwen2.5-coder-1.5b, smollm2-135m, or a path to a .gguf file")]
+    threads: Annotated[NonNegativeInt, doc("CPU threads for inference; 0: all cores but one (at least one)")]
+    context_tokens: Annotated[int, Json(minimum=256), doc("context window: prompt plus the longest line")]
+    cache_dir: Annotated[FilePath | None, doc("where assembled models are kept; null: $XDG_CACHE_HOME/logclass/models")]
+
+
+@dataclass(frozen=True, slots=True)
+class LlmSettings:
+    backend: Annotated[
+        LlmBackendName,
+        doc("auto: vllm when llm.server.url is set, else llamacpp when installed, else none"),
+    ]
+    min_confidence: Annotated[Probability, doc("answers below this confidence count as undecided")]
+    max_concurrency: Annotated[PositiveInt, doc("questions in flight at once in the LLM lane")]
+    teacher_file: Annotated[
+        FilePath | None, doc("JSONL file of the LLM's decisions, for logclass train --extra; null: off")
+    ]
+    max_message_chars: Annotated[PositiveInt, doc("longer log lines are truncated in the prompt")]
+    instructions: Annotated[NonEmptyStr, doc("the system prompt's instructions")]
+    labels: Annotated[
+        Mapping[str, NonEmptyStr] | None,
+        Json(minProperties=1),
+        doc("label -> one-line description; null: the bundle's label set"),
+    ]
+    examples: Annotated[tuple[LlmExample, ...] | None, doc("worked examples in the prompt; null: the bundle's")]
+    server: LlmServerSettings
+    llamacpp: LlamaCppSettings
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSettings:
+    max_records: Annotated[PositiveInt, doc("most templates in one embedding batch")]
+    max_batch_ms: Annotated[
+        NonNegativeFloat,
+        doc("compute budget of one embedding batch, from the measured cost per token; 0: max_records only"),
+    ]
+    max_wait_ms: Annotated[float, Json(minimum=0, maximum=1000), doc("once a template waits, how long for more")]
+
+
+@dataclass(frozen=True, slots=True)
+class LaneQueueSettings:
+    max_queue: Annotated[
+        PositiveInt, doc("templates waiting or running in the lane; past it RESOURCE_EXHAUSTED names the lane")
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class LanesSettings:
+    embedding: LaneQueueSettings
+    llm: LaneQueueSettings
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTlsSettings:
+    cert_file: Annotated[FilePath | None, doc("PEM certificate; with key_file turns TLS on")]
+    key_file: Annotated[FilePath | None, doc("PEM private key")]
+    client_ca_file: Annotated[FilePath | None, doc("CA of client certificates; given: clients need one (mTLS)")]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerAuthSettings:
+    token: Annotated[str | None, doc("bearer token callers must send; prefer token_file; never logged")]
+    token_file: Annotated[FilePath | None, doc("file holding the bearer token (a mounted Secret)")]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    listen: Annotated[Address | None, doc("host:port for gRPC; null: none")]
+    unix_socket: Annotated[NonEmptyStr | None, doc("also (or only) listen on this unix socket path; null: none")]
+    max_records_per_request: Annotated[PositiveInt, doc("requests with more records get INVALID_ARGUMENT")]
+    max_request_bytes: Annotated[int, Json(minimum=1024), doc("larger messages are refused by gRPC")]
+    inline_budget_ms: Annotated[
+        NonNegativeInt, doc("how long a request waits for model answers unless it asks otherwise; then tier pending")
+    ]
+    deadline_margin_ms: Annotated[NonNegativeInt, doc("answer this long before the caller's gRPC deadline")]
+    batch: BatchSettings
+    lanes: LanesSettings
+    grace_seconds: Annotated[NonNegativeFloat, doc("on SIGTERM/SIGINT, how long in-flight requests get to finish")]
+    tls: ServerTlsSettings
+    auth: ServerAuthSettings
+    log_format: Annotated[Literal["text", "json"], doc("log lines as text or one JSON object per line")]
+    metrics_listen: Annotated[MetricsAddress | None, doc("host:port of Prometheus /metrics; null: off")]
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsSettings:
+    max_message_bytes: Annotated[PositiveInt, doc("longer messages (UTF-8 bytes) get error message_too_long")]
+
+
+NullableKey = Annotated[NonEmptyStr | None, doc("record key to write; null: not written")]
+
+
+@dataclass(frozen=True, slots=True)
+class RelayOutputSettings:
+    label_key: NullableKey
+    tier_key: NullableKey
+    confidence_key: NullableKey
+    fallback_reason_key: NullableKey
+    error_key: NullableKey
+
+
+@dataclass(frozen=True, slots=True)
+class RelayUser:
+    username: NonEmptyStr
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class RelayAuthSettings:
+    shared_key: Annotated[str | None, doc("handshake key senders must know; prefer shared_key_file; never logged")]
+    shared_key_file: Annotated[FilePath | None, doc("file holding the shared key (a mounted Secret)")]
+    users: Annotated[tuple[RelayUser, ...], doc("users senders authenticate as, besides the shared key")]
+
+
+@dataclass(frozen=True, slots=True)
+class RelayBufferSettings:
+    path: Annotated[FilePath | None, doc("directory of queued chunks; null: $XDG_STATE_HOME/logclass/relay")]
+    max_bytes: Annotated[int, Json(minimum=65536), doc("bound on queued bytes; when full the relay stops acking")]
+    full_wait_s: Annotated[NonNegativeFloat, doc("how long a request waits for room before its connection closes")]
+
+
+OptionalPath = Annotated[FilePath | None, MayOmit(None)]
+OptionalStr = Annotated[str | None, MayOmit(None)]
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTlsSettings:
+    ca_file: OptionalPath
+    cert_file: OptionalPath
+    key_file: OptionalPath
+    verify: Annotated[bool, MayOmit(True), doc("check the upstream's certificate (default true)")]
+    server_name: OptionalStr
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    host: NonEmptyStr
+    port: Annotated[int, Json(minimum=1, maximum=65535)]
+    shared_key: OptionalStr
+    shared_key_file: OptionalPath
+    username: OptionalStr
+    password: OptionalStr
+    password_file: OptionalPath
+    tls: Annotated[UpstreamTlsSettings | None, MayOmit(None), doc("absent or null: plain TCP")]
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySettings:
+    initial_ms: Annotated[PositiveInt, doc("first backoff after an upstream failure; doubles each time")]
+    max_ms: Annotated[PositiveInt, doc("longest backoff")]
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardSettings:
+    ack_timeout_s: Annotated[PositiveFloat, doc("no ack for a chunk within this long: reconnect and resend")]
+    connect_timeout_s: PositiveFloat
+    max_inflight_chunks: Annotated[PositiveInt, doc("chunks written on one connection before awaiting their acks")]
+    max_chunk_bytes: Annotated[int, Json(minimum=1024), doc("requests of one tag are merged up to this size")]
+    compress: Annotated[Literal["none", "gzip"], doc("gzip: send CompressedPackedForward")]
+    retry: RetrySettings
+    failback_s: Annotated[PositiveFloat, doc("on a fallback upstream, go back to the preferred ones after this long")]
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySectionSettings:
+    enabled: Annotated[bool, doc("also run the relay inside logclass serve")]
+    listen: Annotated[Address, doc("host:port of the Forward server")]
+    udp_heartbeat: Annotated[bool, doc("answer UDP heartbeats on the same port")]
+    max_request_bytes: Annotated[int, Json(minimum=1024), doc("largest request after gzip inflation")]
+    classify: Annotated[bool, doc("false: forward records untouched")]
+    message_key: Annotated[NonEmptyStr, doc("record key of the log line; nested: $.a.b or $['a']['b']")]
+    source_key: Annotated[NonEmptyStr | None, doc("record key of the source; null: `source`, else the tag")]
+    source: Annotated[NonEmptyStr | None, doc("source of records without source_key; null: the Forward tag")]
+    output: RelayOutputSettings
+    fallback_label: Annotated[NonEmptyStr, doc("label (tier fallback) of records not classified in time")]
+    tag_missing_message: Annotated[bool, doc("true: records without the message key get fallback_label")]
+    budget_ms: Annotated[
+        NonNegativeInt | None,
+        doc("how long the relay waits for model answers per read; null: server.inline_budget_ms"),
+    ]
+    classify_timeout_ms: Annotated[PositiveInt, doc("longest wait for the pipeline per read, then fallback_label")]
+    hostname: Annotated[NonEmptyStr | None, doc("hostname given in handshakes; null: the host's")]
+    auth: RelayAuthSettings
+    tls: ServerTlsSettings
+    buffer: RelayBufferSettings
+    upstreams: Annotated[tuple[UpstreamSettings, ...], doc("next hops in order of preference")]
+    forward: ForwardSettings
+    metrics_listen: Annotated[MetricsAddress | None, doc("host:port of /metrics of logclass relay; null: off")]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The whole configuration, one field per section."""
+
+    model: ModelSettings
+    router: RouterSettings
+    regex: RegexSettings
+    memory: MemorySettings
+    templates: TemplatesSettings
+    embedding: EmbeddingSettings
+    llm: LlmSettings
+    server: ServerSettings
+    limits: LimitsSettings
+    relay: RelaySectionSettings
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Settings:
+        """From a configuration already validated against the schema."""
+        return parse(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (dicts, lists, scalars), as YAML would hold it."""
+        out: dict[str, Any] = to_plain(self)
+        return out
+
+
+T = TypeVar("T")
+
+
+def field_types(cls: type[Any]) -> dict[str, Any]:
+    """Each field's annotation, ``Annotated`` metadata kept."""
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+def subsection(cls: type[Any] | None, name: str) -> type[Any] | None:
+    """The settings type of field ``name`` of ``cls`` when it is a section (a dataclass), else None."""
+    if cls is None:
+        return None
+    tp = field_types(cls).get(name)
+    inner, _ = split_annotated(tp)
+    return typing.cast(type[Any], inner) if dataclasses.is_dataclass(inner) else None
+
+
+def split_annotated(tp: Any) -> tuple[Any, list[Any]]:
+    """``Annotated[X, m1, m2]`` -> ``(X, [m1, m2])``; nested ones are flattened by Python."""
+    if typing.get_origin(tp) is Annotated:
+        inner, *meta = typing.get_args(tp)
+        return inner, meta
+    return tp, []
+
+
+def is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType)
+
+
+def parse(cls: type[T], data: Mapping[str, Any]) -> T:
+    """Builds ``cls`` from validated plain data; list items' omitted keys get their ``MayOmit``."""
+    values: dict[str, Any] = {}
+    for name, tp in field_types(cls).items():
+        inner, meta = split_annotated(tp)
+        if name in data:
+            values[name] = _value(inner, data[name])
+        else:
+            # The schema let it be absent only where a MayOmit says what absence means.
+            values[name] = next(m.value for m in meta if isinstance(m, MayOmit))
+    return cls(**values)
+
+
+def _value(tp: Any, value: Any) -> Any:
+    tp, _ = split_annotated(tp)
+    if value is None:
+        return None
+    if is_union(tp):
+        return _value(_union_member(tp, value), value)
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return parse(typing.cast(type[Any], tp), value)
+    if origin is tuple:
+        item = typing.get_args(tp)[0]
+        return tuple(_value(item, v) for v in value)
+    if origin is Mapping or origin is dict:
+        item = typing.get_args(tp)[1]
+        return {str(k): _value(item, v) for k, v in value.items()}
+    return value
+
+
+def _union_member(tp: Any, value: Any) -> Any:
+    """The member of a union that validated ``value`` matches (the schema made it unambiguous)."""
+    for member in typing.get_args(tp):
+        inner, _ = split_annotated(member)
+        if inner is type(None):
+            continue
+        if typing.get_origin(inner) is Literal:
+            if value in typing.get_args(inner):
+                return member
+            continue
+        if dataclasses.is_dataclass(inner) or typing.get_origin(inner) in (Mapping, dict):
+            if isinstance(value, Mapping):
+                return member
+            continue
+        if typing.get_origin(inner) is tuple:
+            if isinstance(value, list | tuple):
+                return member
+            continue
+        if isinstance(value, inner) or (inner is float and isinstance(value, int)):
+            return member
+    raise TypeError(f"{value!r} matches no member of {tp}")  # the schema should have refused it
+
+
+def to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_plain(v) for v in value]
+    return value
