@@ -16,9 +16,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from proto.generate import generate
 from logclass.api.logclass.v1 import classifier_pb2 as pb
 from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
+from proto.generate import generate
 from tests.conftest import ROOT, SEED_ROWS, SERVING, free_port, metrics_text, scrape, start_server
 
 METRICS_PORT = 0  # set by the fixture
