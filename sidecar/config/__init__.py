@@ -17,6 +17,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from logclass.errors import LogclassError
+
 ENV_PREFIX = "LOGCLASS_"
 # LOGCLASS_CONFIG names a file, it is not a key override.
 _ENV_FILE = "LOGCLASS_CONFIG"
@@ -24,7 +26,7 @@ _ENV_FILE = "LOGCLASS_CONFIG"
 Config = dict[str, Any]
 
 
-class ConfigError(ValueError):
+class ConfigError(LogclassError):
     """A configuration that cannot be used; the message says where and how to fix it."""
 
 
@@ -64,6 +66,8 @@ def _read_file(path: Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

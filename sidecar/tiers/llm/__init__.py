@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from logclass.core.labelset import LabelExample, LabelSet, LabelSetError
+from logclass.errors import LogclassError
 from logclass.tiers.llm.backend import LlmBackend, LlmUnavailable
 from logclass.tiers.llm.model_files import ModelFileError
 from logclass.tiers.llm.prompt import PromptBuilder
@@ -24,7 +25,7 @@ BACKENDS = ("auto", "none", "vllm", "llamacpp")
 FALLBACK_DESCRIPTION = "the line fits none of the other labels"
 
 
-class LlmConfigError(ValueError):
+class LlmConfigError(LogclassError):
     pass
 
 
