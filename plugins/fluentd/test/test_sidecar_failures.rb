@@ -68,7 +68,7 @@ class SidecarFailuresTest < Test::Unit::TestCase
   test 'killed mid-stream and restarted: zero records lost, fallbacks while down, labels again after' do
     self.class.sidecar.stop # killed by the test before; stopped here when this test runs alone
     sidecar = self.class.sidecar = Sidecar.new(port: self.class.sidecar.port).start
-    c = classifier(logclass.address, timeout: 2, max_batch_records: 10, circuit_failures: 2, circuit_cooldown: 1)
+    c = classifier(sidecar.address, timeout: 2, max_batch_records: 10, circuit_failures: 2, circuit_cooldown: 1)
     tagger = Logclass::RecordTagger.new
     sent = []
     received = []
