@@ -114,7 +114,8 @@ def from_config(cfg: config_mod.Config) -> RelaySettings:
             out.get("fallback_reason_key"),
             out.get("error_key"),
         ),
-        fallback_label=relay["fallback_label"],
+        # null: the router's label, so "not classified" is one label; tier and reason tell why.
+        fallback_label=relay["fallback_label"] or cfg["router"]["fallback_label"],
         tag_missing_message=relay["tag_missing_message"],
         classify_timeout_s=relay["classify_timeout_ms"] / 1000.0,
         budget_s=(relay["budget_ms"] if relay.get("budget_ms") is not None else cfg["server"]["inline_budget_ms"])
