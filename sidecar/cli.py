@@ -52,6 +52,8 @@ def _offline_engine(cfg: config_mod.Config, args: argparse.Namespace, bundle: An
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
+    import grpc
+
     from logclass.offline.csv_classify import BatchClassifier, classify_csv
 
     cfg = _load_config(args)
@@ -80,6 +82,11 @@ def cmd_classify(args: argparse.Namespace) -> int:
             encoding=args.encoding,
             progress=progress,
         )
+    except grpc.RpcError as exc:  # the sidecar refused or failed: its log has the cause, not this process
+        raise CliError(
+            f"--server {args.server}: {exc.code().name} ({exc.details()}); is `logclass serve` running there? "
+            "(this command speaks plaintext gRPC without a token: no server.tls or server.auth)"
+        ) from exc
     finally:
         router.close()
     print(summary.format(), file=sys.stderr)

@@ -9,10 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import pytest
 
 from logclass import cli
 from logclass import config as config_mod
+from logclass.client import ClassifierClient
 from logclass.errors import LogclassError
 from tests.conftest import ROOT
 
@@ -116,3 +118,28 @@ def test_an_unknown_encoding_is_refused_before_any_file_is_read(capsys: pytest.C
         cli.main(["classify", "no-such.csv", "--encoding", "no-such-codec"])
     assert exit_.value.code == cli.EXIT_USAGE
     assert "unknown encoding 'no-such-codec'" in capsys.readouterr().err
+
+
+class _Refused(grpc.RpcError):
+    """What a sidecar with server.auth answers a call without a token."""
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAUTHENTICATED
+
+    def details(self) -> str:
+        return "missing bearer token"
+
+
+def test_a_sidecar_that_refuses_the_call_is_one_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(self: ClassifierClient, records: object) -> list[object]:
+        raise _Refused()
+
+    monkeypatch.setattr(ClassifierClient, "classify", refused)
+    rows = tmp_path / "in.csv"
+    rows.write_text("source,log_message\nbilling,User 12345 logged in.\n", encoding="utf-8")
+    argv = ["classify", str(rows), "--server", "127.0.0.1:1", "-o", str(tmp_path / "out.csv"), "--no-progress"]
+    assert cli.main(argv) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--server 127.0.0.1:1: UNAUTHENTICATED (missing bearer token)" in err and "Traceback" not in err
