@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from logclass.errors import LogclassError
 
-class AddressError(ValueError):
+
+class AddressError(LogclassError):
     pass
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import os
 import sys
@@ -14,11 +15,12 @@ from typing import Any
 from logclass import __version__
 from logclass import config as config_mod
 from logclass.config.settings import LlmBackendName, Settings
+from logclass.errors import LogclassError
 
 EXIT_USAGE = 2
 
 
-class CliError(Exception):
+class CliError(LogclassError):
     """Shown to the user as one line, exit code 2."""
 
 
@@ -52,6 +54,8 @@ def _offline_engine(settings: Settings, args: argparse.Namespace, bundle: Any = 
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
+    import grpc
+
     from logclass.offline.csv_classify import BatchClassifier, classify_csv
 
     settings = _load_settings(args)
@@ -80,6 +84,11 @@ def cmd_classify(args: argparse.Namespace) -> int:
             encoding=args.encoding,
             progress=progress,
         )
+    except grpc.RpcError as exc:  # the sidecar refused or failed: its log has the cause, not this process
+        raise CliError(
+            f"--server {args.server}: {exc.code().name} ({exc.details()}); is `logclass serve` running there? "
+            "(this command speaks plaintext gRPC without a token: no server.tls or server.auth)"
+        ) from exc
     finally:
         router.close()
     print(summary.format(), file=sys.stderr)
@@ -113,6 +122,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     settings = _load_settings(args)
     bundle = load_configured_bundle(settings)
+    if args.holdout and bundle is None:
+        raise CliError(
+            "--holdout leaves out the bundle's training rows, but router.tiers uses no bundle "
+            "(no memory or embedding tier, and llm.labels is set): add such a tier or drop --holdout"
+        )
     router = _offline_engine(settings, args, bundle)
     try:
         report = evaluate(args.data, router, bundle=bundle, holdout=args.holdout, progress=not args.no_progress)
@@ -199,6 +213,15 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _encoding(name: str) -> str:
+    """An --encoding Python knows, checked before any file is opened."""
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        raise argparse.ArgumentTypeError(f"unknown encoding {name!r}; e.g. utf-8, latin-1 or cp1252") from None
+    return name
+
+
 def _common(parser: argparse.ArgumentParser, model: bool = True) -> None:
     parser.add_argument("--config", type=Path, help="YAML config file (overrides the defaults; env LOGCLASS_CONFIG)")
     if model:
@@ -225,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=Path, help="input CSV with source and log_message columns")
     p.add_argument("-o", "--output", help="output CSV ('-' for stdout); without it a table is printed")
     p.add_argument("--chunk-rows", type=int, default=2048, help="rows per batch (memory stays constant)")
-    p.add_argument("--encoding", default="utf-8", help="input text encoding (default utf-8)")
+    p.add_argument("--encoding", type=_encoding, default="utf-8", help="input text encoding (default utf-8)")
     p.add_argument(
         "--server", metavar="ADDR", help="classify through a running sidecar (host:port) instead of in-process"
     )
@@ -288,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--templates", type=int, default=10, metavar="N", help="templates listed per label (default 10)")
     p.add_argument("--examples", type=int, default=25, metavar="N", help="low-confidence examples listed (default 25)")
-    p.add_argument("--encoding", default="utf-8", help="CSV text encoding (default utf-8)")
+    p.add_argument("--encoding", type=_encoding, default="utf-8", help="CSV text encoding (default utf-8)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars on stderr")
     _common(p, model=False)
     p.set_defaults(func=cmd_report)
@@ -321,39 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from logclass.core.bundle import BundleError
-    from logclass.core.masking import MaskError
-    from logclass.offline.csv_classify import CsvInputError
-    from logclass.offline.report import ReportError
-    from logclass.relay import RelayError
-    from logclass.server import ServeError
-    from logclass.tiers.encoder import EncoderError
-    from logclass.tiers.llm import LlmConfigError
-    from logclass.tiers.regex import RuleError
-    from logclass.training.dataset import DatasetError
-
     args = build_parser().parse_args(argv)
-    known = (
-        CliError,
-        config_mod.ConfigError,
-        BundleError,
-        CsvInputError,
-        EncoderError,
-        MaskError,
-        RuleError,
-        LlmConfigError,
-        DatasetError,
-        ServeError,
-        RelayError,
-        ReportError,
-    )
     try:
         result: int = args.func(args)
         return result
-    except known as exc:
-        print(f"logclass {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except ValueError as exc:  # TrainError and config mismatches between bundle and tiers
+    except LogclassError as exc:
+        # Only errors raised on purpose: any other exception is a bug and keeps its traceback.
         print(f"logclass {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from logclass.config.settings import ServerTlsSettings
+from logclass.errors import LogclassError
 
 
-class SecretError(ValueError):
+class SecretError(LogclassError):
     """A secret setting cannot be used; ``reason`` and ``strerror`` let callers word their own message."""
 
     def __init__(
@@ -36,7 +37,7 @@ def read_secret(value: Any, path: str | None, setting: str) -> Any:
     return value or None
 
 
-class SecurityConfigError(ValueError):
+class SecurityConfigError(LogclassError):
     pass
 
 

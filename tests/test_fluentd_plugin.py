@@ -275,7 +275,7 @@ def test_real_fluentd_end_to_end(fluentd: tuple[int, str, Path, Path]) -> None:
     _wait_for(lambda: len(_output(out_dir)) >= total, "the records sent while the sidecar is down", 60, log)
     down = [r for r in _output(out_dir) if r["phase"] == "down"]
     assert [r["seq"] for r in down] == list(range(len(SEED_ROWS))), "none lost, in order"
-    assert {r["log_label"] for r in down} == {"unclassified"}
+    assert {r["log_label"] for r in down} == {"Unclassified"}  # the sidecar's label, learnt at start-up
     assert {r["log_label_fallback"] for r in down} <= {"unavailable", "circuit_open"}
     assert "circuit_open" in {r["log_label_fallback"] for r in down}
     assert "Classify to 127.0.0.1" in log.read_text() and "failed (unavailable" in log.read_text()

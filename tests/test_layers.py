@@ -38,7 +38,7 @@ def _modules() -> list[tuple[str, Path]]:
 def test_imports_point_down(layer: str, path: Path) -> None:
     for target in _imports(path):
         if target not in LAYERS or target == layer:
-            continue  # shared utilities (config, api, address, secrets, logs) and the layer itself
+            continue  # shared utilities (errors, config, api, address, secrets, logs) and the layer itself
         assert not (layer in FRONT_ENDS and target in FRONT_ENDS), f"{path}: front end {layer} imports {target}"
         assert LAYERS[target] < LAYERS[layer], f"{path}: {layer} imports {target}, a higher layer"
 

@@ -114,7 +114,7 @@ def test_low_confidence_escalates_to_fallback(cfg: config.Settings, bundle: Mode
 
 
 def test_per_label_thresholds_are_validated(bundle: ModelBundle, encoder: MemoEncoder) -> None:
-    with pytest.raises(ValueError, match="labels the model does not have"):
+    with pytest.raises(config.ConfigError, match="labels the model does not have"):
         EmbeddingTier(bundle, encoder, 0.5, {"No Such Label": 0.9}, out_of_distribution=True)
 
 

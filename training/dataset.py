@@ -11,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from logclass.errors import LogclassError
+
 REQUIRED = ("source", "log_message", "target_label")
 
 
-class DatasetError(ValueError):
+class DatasetError(LogclassError):
     pass
 
 
@@ -65,6 +67,8 @@ def load_teacher_jsonl(path: str | Path) -> list[LabelledRow]:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise DatasetError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path} is not UTF-8 text (byte {exc.start}): save the teacher file as UTF-8") from exc
     rows = []
     for number, line in enumerate(lines, 1):
         if not line.strip():

@@ -9,11 +9,12 @@ from typing import Any
 import yaml
 
 from logclass.core.labelset import LabelExample
+from logclass.errors import LogclassError
 
 KEYS = {"labels", "examples", "source_routes", "min_confidence", "label_min_confidence"}
 
 
-class LabelsFileError(ValueError):
+class LabelsFileError(LogclassError):
     pass
 
 
@@ -33,6 +34,8 @@ def load_labels_file(path: Path | None) -> LabelsFile:
         data: Any = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise LabelsFileError(f"cannot read labels file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise LabelsFileError(f"labels file {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from exc
     except yaml.YAMLError as exc:
         raise LabelsFileError(f"labels file {path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):

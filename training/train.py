@@ -37,6 +37,7 @@ from logclass.core.bundle import (
 from logclass.core.decision import LogRecord
 from logclass.core.labelset import LabelExample, LabelSet
 from logclass.engine.pipeline import build_encoder, masker_of
+from logclass.errors import LogclassError
 from logclass.tiers.encoder import MODEL_NAME, Encoder, weights_sha256
 from logclass.tiers.features import Featurizer, combine
 from logclass.tiers.memory import MemoryTier
@@ -55,7 +56,7 @@ FEATURE_CHOICES = ("auto", "embedding", "lexical", "both")
 FEW_ROWS = 2
 
 
-class TrainError(ValueError):
+class TrainError(LogclassError):
     pass
 
 

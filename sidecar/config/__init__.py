@@ -20,6 +20,7 @@ import yaml
 
 from logclass.config.settings import Settings as Settings
 from logclass.config.settings import subsection
+from logclass.errors import LogclassError
 
 ENV_PREFIX = "LOGCLASS_"
 # LOGCLASS_CONFIG names a file, it is not a key override.
@@ -29,7 +30,7 @@ _ENV_FILE = "LOGCLASS_CONFIG"
 Config = dict[str, Any]
 
 
-class ConfigError(ValueError):
+class ConfigError(LogclassError):
     """A configuration that cannot be used; the message says where and how to fix it."""
 
 
@@ -72,6 +73,8 @@ def _read_file(path: Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

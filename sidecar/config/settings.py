@@ -332,7 +332,10 @@ class RelaySectionSettings:
     source_key: Annotated[NonEmptyStr | None, doc("record key of the source; null: `source`, else the tag")]
     source: Annotated[NonEmptyStr | None, doc("source of records without source_key; null: the Forward tag")]
     output: RelayOutputSettings
-    fallback_label: Annotated[NonEmptyStr, doc("label (tier fallback) of records not classified in time")]
+    fallback_label: Annotated[
+        NonEmptyStr | None,
+        doc("label (tier fallback) of records not classified in time; null: router.fallback_label"),
+    ]
     tag_missing_message: Annotated[bool, doc("true: records without the message key get fallback_label")]
     budget_ms: Annotated[
         NonNegativeInt | None,

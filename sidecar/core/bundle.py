@@ -30,6 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from logclass.core.labelset import LabelSet, LabelSetError
+from logclass.errors import LogclassError
 
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
@@ -45,7 +46,7 @@ FEATURE_KINDS = ("embedding", "lexical", "both")
 Matrix: TypeAlias = Any
 
 
-class BundleError(RuntimeError):
+class BundleError(LogclassError):
     pass
 
 

@@ -10,8 +10,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from logclass.errors import LogclassError
 
-class LabelSetError(ValueError):
+
+class LabelSetError(LogclassError):
     pass
 
 

@@ -13,8 +13,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from logclass.errors import LogclassError
 
-class MaskError(ValueError):
+
+class MaskError(LogclassError):
     pass
 
 

@@ -25,6 +25,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from logclass.core.decision import Deferred, Item, Outcome
+from logclass.errors import LogclassError
 from logclass.tiers.base import Tier
 
 log = logging.getLogger("logclass.engine")
@@ -35,7 +36,7 @@ _UNMEASURED_BATCH_ITEMS = 16
 _COST_SMOOTHING = 0.3
 
 
-class LaneFullError(RuntimeError):
+class LaneFullError(LogclassError):
     """A lane's queue is full; the request should be retried with backoff."""
 
     def __init__(self, lane: str, queued: int, limit: int) -> None:

@@ -22,6 +22,7 @@ from typing import Any, BinaryIO, Protocol, TextIO, TypeVar
 from tqdm import tqdm
 
 from logclass.core.decision import Decision, LogRecord
+from logclass.errors import LogclassError
 
 
 class BatchClassifier(Protocol):
@@ -80,7 +81,7 @@ ERROR_MALFORMED = "malformed_row"
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
-class CsvInputError(ValueError):
+class CsvInputError(LogclassError):
     pass
 
 

@@ -6,6 +6,8 @@ and forwards them to the next hop, at least once.
           ─► buffer (one fsync'd file per group of chunks) ─► forwarder (PackedForward + ack) ─► upstream
 """
 
+from logclass.errors import LogclassError
 
-class RelayError(RuntimeError):
+
+class RelayError(LogclassError):
     """The relay cannot start as configured; the message names the setting to fix."""

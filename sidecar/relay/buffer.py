@@ -32,6 +32,7 @@ from typing import IO, Any
 
 import msgpack
 
+from logclass.errors import LogclassError
 from logclass.relay import RelayError
 from logclass.relay.protocol import UNPACK_OPTIONS, new_chunk_id, packed_forward
 
@@ -45,7 +46,7 @@ LOCK_NAME = ".lock"
 _OVERHEAD = 128
 
 
-class BufferWriteError(OSError):
+class BufferWriteError(LogclassError, OSError):
     """The chunk could not be made durable; its sender must not be acked."""
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import msgpack
 
+from logclass.errors import LogclassError
 from logclass.relay import auth
 from logclass.relay.buffer import ChunkFile, DiskBuffer
 from logclass.relay.metrics import RelayMetrics
@@ -34,7 +35,7 @@ _READ_BYTES = 64 * 1024
 _MAX_RESPONSE_BYTES = 1024 * 1024
 
 
-class UpstreamError(Exception):
+class UpstreamError(LogclassError):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind

@@ -29,6 +29,8 @@ from typing import Any
 
 import msgpack
 
+from logclass.errors import LogclassError
+
 EVENT_TIME_CODE = 0
 _EVENT_TIME = struct.Struct(">II")
 
@@ -48,7 +50,7 @@ _MSGPACK_NAMES = {"str": "string", "bytes": "binary", "list": "array", "dict": "
 Entry = list[Any]  # [time, record]; kept as decoded so re-encoding preserves every value
 
 
-class ProtocolError(ValueError):
+class ProtocolError(LogclassError):
     """A request that breaks the Forward protocol; the relay closes the connection it came on."""
 
 
@@ -123,9 +125,7 @@ def decode_entries(stream: bytes) -> list[Entry]:
             _check_entry(entry, len(entries))
             entries.append(entry)
             end = reader.tell()
-    except (msgpack.UnpackException, ValueError) as exc:
-        if isinstance(exc, ProtocolError):
-            raise
+    except (msgpack.UnpackException, ValueError) as exc:  # _check_entry's ProtocolError passes through
         raise ProtocolError(f"entry {len(entries)} of the event stream is not valid msgpack: {exc}") from exc
     if end != len(stream):
         raise ProtocolError(f"event stream ends inside entry {len(entries)} ({len(stream) - end} bytes left over)")

@@ -66,6 +66,9 @@ class RelaySettings:
     source_key: KeyPath | None
     # How long a read of requests waits for model answers (relay.budget_ms, else server.inline_budget_ms).
     budget_s: float
+    # relay.fallback_label, else router.fallback_label: one label for "not decided", whichever the
+    # cause; the tier (fallback vs none/pending) and the reason key tell the causes apart.
+    fallback_label: str
     hostname: str
     shared_key: str | None
     users: dict[str, str]
@@ -93,6 +96,7 @@ def resolve(settings: Settings) -> RelaySettings:
         message_key=KeyPath(relay.message_key, "relay.message_key"),
         source_key=KeyPath(relay.source_key, "relay.source_key") if relay.source_key else None,
         budget_s=budget_ms / 1000.0,
+        fallback_label=relay.fallback_label or settings.router.fallback_label,
         hostname=relay.hostname or socket.gethostname(),
         shared_key=_secret(auth.shared_key, auth.shared_key_file, "relay.auth.shared_key"),
         users={u.username: u.password for u in auth.users},

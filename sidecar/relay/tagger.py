@@ -82,7 +82,7 @@ class Tagger:
                 "pipeline gave no answer within relay.classify_timeout_ms (%s ms): %s records forwarded as %r",
                 timeout_ms,
                 len(records),
-                self.settings.section.fallback_label,
+                self.settings.fallback_label,
             )
             self._fall_back(targets, REASON_TIMEOUT)
             return
@@ -91,9 +91,7 @@ class Tagger:
             self._fall_back(targets, REASON_QUEUE_FULL)
             return
         except Exception:  # a tier failed: delivery must not depend on classification
-            log.exception(
-                "pipeline failed; %s records forwarded as %r", len(records), self.settings.section.fallback_label
-            )
+            log.exception("pipeline failed; %s records forwarded as %r", len(records), self.settings.fallback_label)
             self._fall_back(targets, REASON_INTERNAL)
             return
         for record, decision in zip(targets, decisions, strict=True):
@@ -104,7 +102,7 @@ class Tagger:
     def _fall_back(self, targets: Sequence[dict[Any, Any]], reason: str) -> None:
         self._metrics.fallback_records.labels(reason).inc(len(targets))
         for record in targets:
-            self._write(record, self.settings.section.fallback_label, FALLBACK_TIER, 0.0)
+            self._write(record, self.settings.fallback_label, FALLBACK_TIER, 0.0)
             if self._reason:
                 record[self._reason] = reason
 

@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from logclass.core.bundle import ModelBundle
+from logclass.config import ConfigError
+from logclass.core.bundle import BundleError, ModelBundle
 from logclass.core.decision import Item, Outcome, Verdict
 from logclass.tiers.base import Tier
 from logclass.tiers.encoder import MODEL_NAME, Encoder
@@ -41,7 +42,7 @@ class EmbeddingTier(Tier):
         head = bundle.head
         self.featurizer = Featurizer(bundle.features, encoder)
         if self.featurizer.dimension != head.dimension:
-            raise ValueError(
+            raise BundleError(
                 f"the classifier expects {head.dimension}-dimensional features but this encoder gives "
                 f"{self.featurizer.dimension}; retrain the bundle with this embedding model"
             )
@@ -50,7 +51,7 @@ class EmbeddingTier(Tier):
         overrides = dict(label_min_confidence or {})
         unknown = sorted(set(overrides) - set(bundle.labels))
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"embedding.label_min_confidence names labels the model does not have: {unknown}; "
                 f"known labels: {list(bundle.labels)}"
             )

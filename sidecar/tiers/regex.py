@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from logclass.core.decision import LogRecord, Verdict
+from logclass.errors import LogclassError
 from logclass.tiers.base import FastTier
 
 _RULE_KEYS = {"name", "pattern", "label", "sources", "ignore_case"}
@@ -19,7 +20,7 @@ _RULE_KEYS = {"name", "pattern", "label", "sources", "ignore_case"}
 _MAX_SOURCES = 4096
 
 
-class RuleError(ValueError):
+class RuleError(LogclassError):
     """A rule file that cannot be used; the message names the rule and the fix."""
 
 
@@ -79,6 +80,8 @@ def load_rules(path: str | Path) -> list[Rule]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise RuleError(f"cannot read rules file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise RuleError(f"rules file {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from exc
     except yaml.YAMLError as exc:
         raise RuleError(f"rules file {path} is not valid YAML: {exc}") from exc
     return parse_rules(data, str(path))

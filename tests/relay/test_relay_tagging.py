@@ -101,10 +101,17 @@ def test_a_failing_pipeline_never_blocks_delivery(
         assert upstream.wait_for_all(range(20))
     report(f"pipeline {reason}", list(range(20)), upstream.values())
     for event in upstream.events:
-        assert event.record["log_label"] == "unclassified"
+        assert event.record["log_label"] == "Unclassified"  # router.fallback_label; the tier tells why
         assert event.record["log_label_tier"] == "fallback"
         assert event.record["log_label_confidence"] == 0.0
         assert event.record["log_label_fallback"] == reason
+
+
+def test_the_relay_uses_the_routers_fallback_label_unless_given_its_own() -> None:
+    routed = {**NO_LLM, "LOGCLASS_ROUTER__FALLBACK_LABEL": "review"}
+    assert resolve(config.load(environ=routed)).fallback_label == "review"
+    own = {**routed, "LOGCLASS_RELAY__FALLBACK_LABEL": "relay-gave-up"}
+    assert resolve(config.load(environ=own)).fallback_label == "relay-gave-up"
 
 
 def test_key_paths_sources_and_output_names(tmp_path: Path, upstream: Upstream) -> None:
@@ -147,7 +154,7 @@ def test_key_paths_sources_and_output_names(tmp_path: Path, upstream: Upstream) 
     assert got[1]["payload"]["text body"] == b"bytes \xff message"  # bytes forwarded unchanged
     assert got[3]["class_error"] == "empty_message" and "class_error" not in got[0]
     for missing in (2, 4):
-        assert got[missing]["class"] == "unclassified" and got[missing]["log_label_fallback"] == "missing_message"
+        assert got[missing]["class"] == "Unclassified" and got[missing]["log_label_fallback"] == "missing_message"
 
 
 def test_records_without_message_pass_untouched_by_default(tmp_path: Path, upstream: Upstream) -> None:

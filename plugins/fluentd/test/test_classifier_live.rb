@@ -96,7 +96,7 @@ class ClassifierLiveTest < Test::Unit::TestCase
       started = LogclassTest.monotonic
       outcomes = c.classify(entries)
       assert_equal 30, outcomes.size
-      assert_equal ['unclassified'], outcomes.map(&:label).uniq
+      assert_equal ['Unclassified'], outcomes.map(&:label).uniq
       [LogclassTest.monotonic - started, outcomes.map(&:fallback_reason).uniq]
     end
     Sidecar.shared.pause

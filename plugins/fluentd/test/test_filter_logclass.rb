@@ -53,7 +53,7 @@ class FilterLogclassTest < Test::Unit::TestCase
   test 'defaults, as the README lists them' do
     i = driver.instance
     assert_equal ['message', nil, nil, 'log_label', 'log_label_tier', 'log_label_confidence', 'log_label_fallback',
-                  nil, 'unclassified', false, 5, nil, 1000, 4 << 20, 3, 10, 60],
+                  nil, nil, false, 5, nil, 1000, 4 << 20, 3, 10, 60],
                  [i.message_key, i.source_key, i.source, i.label_key, i.tier_key, i.confidence_key,
                   i.fallback_reason_key, i.error_key, i.fallback_label, i.tag_missing_message, i.timeout, i.budget_ms,
                   i.max_batch_records, i.max_batch_bytes, i.circuit_failures, i.circuit_cooldown, i.warn_interval]
@@ -124,7 +124,7 @@ class FilterLogclassTest < Test::Unit::TestCase
     d.run(default_tag: 'app') { 3.times { |k| d.feed(records[k * 10, 10].map { |r| [event_time, r] }) } }
     out = d.filtered_records
     assert_equal (0...30).to_a, out.map { |r| r['seq'] }
-    assert_equal ['unclassified'], out.map { |r| r['log_label'] }.uniq
+    assert_equal ['Unclassified'], out.map { |r| r['log_label'] }.uniq
     assert_equal ['unavailable'] * 20 + ['circuit_open'] * 10, out.map { |r| r['log_label_fallback'] }
     warnings = d.logs.grep(/\[warn\]/)
     assert_equal 1, warnings.grep(/Classify to .* failed \(unavailable/).size, warnings.join
@@ -139,7 +139,7 @@ class FilterLogclassTest < Test::Unit::TestCase
     assert_not_include d.instance.config.to_s, 'hunter2-secret'
     assert_include d.instance.config.to_s, 'bearer_token xxxxxx'
     out = filter(d, [{ 'message' => 'x' }]) # nothing answers there: the warnings carry the failure
-    assert_equal 'unclassified', out[0]['log_label']
+    assert_equal 'Unclassified', out[0]['log_label']
     assert_include d.logs.join, 'the bearer token goes in plaintext to 10.255.255.1:50051'
     assert_not_include d.logs.join, 'hunter2-secret'
   end

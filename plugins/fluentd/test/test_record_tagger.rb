@@ -15,8 +15,8 @@ class RecordTaggerTest < Test::Unit::TestCase
 
   test 'a fallback carries its reason; a sidecar error goes under error_key when one is set' do
     tagger = Logclass::RecordTagger.new(error_key: 'log_label_error')
-    fallback = tagger.tag({}, Logclass::Outcome.fallback('unclassified', 'unavailable'))
-    assert_equal({ 'log_label' => 'unclassified', 'log_label_tier' => 'fallback', 'log_label_confidence' => 0.0,
+    fallback = tagger.tag({}, Logclass::Outcome.fallback('Unclassified', 'unavailable'))
+    assert_equal({ 'log_label' => 'Unclassified', 'log_label_tier' => 'fallback', 'log_label_confidence' => 0.0,
                    'log_label_fallback' => 'unavailable' }, fallback)
     errored = tagger.tag({}, Logclass::Outcome.new('Unclassified', 'none', 0.0, 'empty_message'))
     assert_equal 'empty_message', errored['log_label_error']

@@ -63,7 +63,7 @@ class SecureSidecarTest < Test::Unit::TestCase
   test 'a wrong or missing token falls back as unauthenticated, and the token is never logged' do
     ['wrong-token', nil].each do |token|
       outcome = classify(token: token)
-      assert_equal %w[unclassified unauthenticated], [outcome.label, outcome.fallback_reason]
+      assert_equal %w[Unclassified unauthenticated], [outcome.label, outcome.fallback_reason]
       assert_match(/set bearer_token or bearer_token_path/, @log.string)
       assert_not_include @log.string, TOKEN
       assert_not_include(@log.string, token) if token

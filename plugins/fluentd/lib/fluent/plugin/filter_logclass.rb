@@ -38,8 +38,9 @@ module Fluent
       desc "Written only when the sidecar answered but could not classify the record (empty_message, message_too_long, invalid_utf8, internal). Unset: not written."
       config_param :error_key, :string, default: nil
 
-      desc 'The label given to records the sidecar did not classify.'
-      config_param :fallback_label, :string, default: 'unclassified'
+      desc "The label given to records the sidecar was not asked about (tier fallback, with the reason). " \
+           "Unset: the sidecar's own router.fallback_label, the label of records it could not decide (Unclassified by default)."
+      config_param :fallback_label, :string, default: nil
       desc 'Records without the message key: false passes them on untouched; true gives them the fallback label (reason missing_message).'
       config_param :tag_missing_message, :bool, default: false
 
@@ -177,7 +178,7 @@ module Fluent
       def describe_sidecar
         info = @classifier.model_info(timeout: [@timeout, 5].min)
         log.info "logclass: the sidecar at #{@target} serves #{info.model_version} (tiers #{info.tiers.to_a.join(', ')}; " \
-                 "its own fallback label #{info.fallback_label.inspect})"
+                 "its fallback label #{info.fallback_label.inspect}, this filter's #{@classifier.fallback_label.inspect})"
         limit = info.max_records_per_request
         if limit.positive? && @max_batch_records > limit
           log.warn "logclass: max_batch_records #{@max_batch_records} is above the sidecar's max_records_per_request " \
@@ -185,7 +186,7 @@ module Fluent
         end
       rescue Logclass::CallFailed => e
         log.warn "logclass: the sidecar at #{@target} does not answer yet (#{e.message}); records pass with the " \
-                 "fallback label #{@fallback_label.inspect} until it does"
+                 "fallback label #{@classifier.fallback_label.inspect} until it does"
       end
 
       # The sidecar ends every budget a margin (server.deadline_margin_ms) before the call's deadline.
