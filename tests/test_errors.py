@@ -67,6 +67,11 @@ def test_errors_module_imports_nothing_of_the_project() -> None:
         (["report", "in.csv", "--templates", "0"], "--templates and --examples must be at least 1"),
         (["config", "--config", "no-such-config.yaml"], "cannot read config file no-such-config.yaml"),
         (["relay", "--upstream", ":24224", "--print-config"], "the host is missing"),
+        (
+            ["train", "training/data/seed_test.csv", "--out", "unused", "--memory-min-purity", "2"],
+            "--memory-min-purity must be in (0, 1]",
+        ),
+        (["serve", "--listen", "127.0.0.1:99999", "--llm-backend", "none"], "is not HOST:PORT"),
     ],
 )
 def test_a_user_error_is_one_line_and_exit_2(

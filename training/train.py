@@ -96,6 +96,10 @@ def _check(options: TrainOptions) -> None:
         raise TrainError("--ood-quantile must be in [0, 1)")
     if options.folds < 2:
         raise TrainError("--folds must be at least 2")
+    if options.memory_min_rows < 1:
+        raise TrainError("--memory-min-rows must be at least 1")
+    if not 0 < options.memory_min_purity <= 1:
+        raise TrainError("--memory-min-purity must be in (0, 1]: the share of a template's rows its top label needs")
 
 
 def read_extra(paths: Sequence[Path], known: set[str]) -> list[LabelledRow]:

@@ -8,6 +8,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from logclass.address import split_host_port
 from logclass.api.logclass.v1 import classifier_pb2 as pb
 from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
 from logclass.config.settings import ServerSettings, Settings
@@ -23,6 +24,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LogClassifier"].full_name
 def addresses(server: ServerSettings) -> list[str]:
     out = []
     if server.listen:
+        split_host_port(server.listen, "server.listen")  # a port out of range fails here, not in grpc
         out.append(server.listen)
     if server.unix_socket:
         out.append(f"unix:{server.unix_socket}")
