@@ -92,9 +92,10 @@ class FilterLogclassTest < Test::Unit::TestCase
   end
 
   test 'the tag is the source unless source_key or source says otherwise' do
-    # LegacyCRM is routed to the LLM tier (absent here: the sidecar's fallback, tier none);
-    # the same message from another source goes to the embedding tier.
-    message = 'Invoice generation process aborted for order ID 8910 due to invalid tax calculation module.'
+    # LegacyCRM is routed to the LLM tier (absent here: the sidecar's fallback, tier none); the
+    # same message from another source goes through the memory of the seed's templates. (A
+    # LegacyCRM-style line from another source is out of the embedding tier's distribution: none.)
+    message = 'Admin access escalation detected for user 9429'
     by_tag = filter(driver, [{ 'message' => message }], tag: 'LegacyCRM')
     assert_equal 'none', by_tag[0]['log_label_tier']
     by_source = filter(driver('source ModernHR'), [{ 'message' => message }], tag: 'LegacyCRM')
