@@ -334,6 +334,7 @@ def test_health_is_not_serving_while_models_load() -> None:
         text=True,
     )
     seen: list[int] = []
+    unavailable = 0
     try:
         with grpc.insecure_channel(address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
@@ -349,11 +350,18 @@ def test_health_is_not_serving_while_models_load() -> None:
                     seen.append(status)
                 if status != SERVING:
                     # The service answers, but with UNAVAILABLE until the models are warm.
-                    with pytest.raises(grpc.RpcError) as err:
+                    try:
                         classifier.GetModelInfo(pb.GetModelInfoRequest(), timeout=2)
-                    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+                    except grpc.RpcError as exc:
+                        assert exc.code() == grpc.StatusCode.UNAVAILABLE
+                        unavailable += 1
+                    else:
+                        # Answered: only right if the models became warm since the health check.
+                        now = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status
+                        assert now == SERVING, "GetModelInfo answered while health said NOT_SERVING"
                 time.sleep(0.05)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     assert seen == [health_pb2.HealthCheckResponse.NOT_SERVING, SERVING]
+    assert unavailable >= 1, "no call was refused while the models loaded"
