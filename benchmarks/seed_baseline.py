@@ -14,7 +14,7 @@ from typing import Any
 
 from logclass.core.bundle import LinearHead
 from logclass.core.decision import LogRecord
-from logclass.tiers.encoder import Encoder
+from logclass.encoders.torch_backend import TorchEncoder
 
 UNCLASSIFIED = "Unclassified"
 SEED_PATTERNS = {
@@ -48,6 +48,6 @@ def classify_one(record: LogRecord, model: Any, head: LinearHead) -> str:
     return head.labels[int(proba.argmax())] if proba.max() >= 0.5 else UNCLASSIFIED
 
 
-def seed_classify(records: Sequence[LogRecord], encoder: Encoder, head: LinearHead) -> list[str]:
-    # The Encoder's own SentenceTransformer, so the baseline and the pipeline share one loaded model.
-    return [classify_one(record, encoder._model, head) for record in records]
+def seed_classify(records: Sequence[LogRecord], encoder: TorchEncoder, head: LinearHead) -> list[str]:
+    # The torch encoder's own SentenceTransformer: the seed's model, called as the seed called it.
+    return [classify_one(record, encoder.model, head) for record in records]

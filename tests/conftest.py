@@ -21,9 +21,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from logclass import config
 from logclass.core.bundle import ModelBundle, load_bundle
+from logclass.encoders import Encoder
 from logclass.engine.blocking import BlockingEngine
 from logclass.engine.pipeline import DEFAULT_BUNDLE, build_encoder, build_engine
-from logclass.tiers.encoder import Encoder
 
 # Outside tests/llm/ the pipeline is tested without an LLM tier (with llama.cpp installed the
 # default, auto, would load Qwen); tests/llm/ chooses its backends explicitly. Set in os.environ
@@ -51,8 +51,13 @@ class MemoEncoder(Encoder):
 
     def __init__(self, inner: Encoder) -> None:
         self.__dict__.update(inner.__dict__)
+        self.inner = inner
+        self.backend = inner.backend  # type: ignore[misc]
         self._memo: dict[str, Any] = {}
         self.calls: list[int] = []
+
+    def forward(self, ids: Any, mask: Any) -> Any:
+        return self.inner.forward(ids, mask)
 
     def encode(self, texts: Sequence[str], progress: bool = False) -> Any:
         import numpy as np
@@ -60,7 +65,7 @@ class MemoEncoder(Encoder):
         self.calls.append(len(texts))
         missing = list(dict.fromkeys(t for t in texts if t not in self._memo))
         if missing:
-            for text, vector in zip(missing, super().encode(missing), strict=True):
+            for text, vector in zip(missing, self.inner.encode(missing), strict=True):
                 self._memo[text] = vector
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)

@@ -34,7 +34,18 @@ def test_shipped_bundle_manifest(bundle: ModelBundle) -> None:
     m = bundle.manifest
     assert m["format_version"] == 2
     assert len(m["training"]["data_sha256"]) == 64
-    assert set(m["files"]) == {"classifier.npz", "prototypes.npz", "memory.json", "rules.yaml", "training_rows.npy"}
+    assert set(m["files"]) == {
+        "classifier.npz",
+        "prototypes.npz",
+        "memory.json",
+        "rules.yaml",
+        "training_rows.npy",
+        "encoder_probe.npz",
+    }
+    # Trained on the default CPU encoder, with the probe that checks the serving one against it.
+    assert m["embedding"]["backend"] == bundle.encoder_backend == "onnx-int8"
+    probe = bundle.encoder_probe()
+    assert probe is not None and len(probe[0]) == 64 and probe[1].shape == (64, 384)
     assert "macro_f1" in m["metrics"]["holdout"] and "created_at" in m
     assert bundle.version.startswith("default@")
     # One label set: every label of the seed CSV, each with a description for the LLM.

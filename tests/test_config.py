@@ -95,7 +95,7 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
 
 
 def test_auto_batch_size_depends_on_the_device() -> None:
-    from logclass.tiers.encoder import resolve_batch_size
+    from logclass.encoders.model import resolve_batch_size
 
     cfg = config.load(environ={"LOGCLASS_EMBEDDING__BATCH_SIZE": "auto"})
     assert cfg.embedding.batch_size == "auto"

@@ -36,9 +36,10 @@ from logclass.core.bundle import (
 )
 from logclass.core.decision import LogRecord
 from logclass.core.labelset import LabelExample, LabelSet
+from logclass.encoders import MODEL_NAME, Encoder, weights_sha256
+from logclass.encoders.probe import make_probe
 from logclass.engine.pipeline import build_encoder, masker_of
 from logclass.errors import LogclassError
-from logclass.tiers.encoder import MODEL_NAME, Encoder, weights_sha256
 from logclass.tiers.features import Featurizer, combine
 from logclass.tiers.memory import MemoryTier
 from logclass.tiers.regex import RegexTier, load_rules
@@ -239,7 +240,7 @@ def fit_head(
     kinds = head_mod.CANDIDATE_ORDER if options.features == "auto" else (options.features,)
     needs_encoder = any(FeatureSpec(k).uses_embedding for k in kinds)
     encoder = (encoder or build_encoder(settings.embedding)) if needs_encoder else None
-    where = f" with {MODEL_NAME} on {encoder.device}" if encoder is not None else ""
+    where = f" with {MODEL_NAME}, {encoder.name}" if encoder is not None else ""
     log(f"[4/6] features of {len(keys)} distinct templates ({', '.join(kinds)}){where}")
     messages = [items[k][0].message for k in keys]
     features = candidate_features(kinds, messages, [t for t, _ in keys], encoder, progress)
@@ -357,9 +358,13 @@ def train(
         },
         "metrics": {"holdout": metrics},
     }
+    probe = None
     if fitted.encoder is not None:
+        probe = make_probe(fitted.encoder, [template for template, _ in selection.items])
         manifest_extra["embedding"] = {
             "model": MODEL_NAME,
+            "backend": fitted.encoder.backend,
+            "precision": fitted.encoder.precision,
             "dimension": fitted.encoder.dimension,
             "weights_sha256": weights_sha256(fitted.encoder.model_path),
             "max_seq_length": settings.embedding.max_seq_length,
@@ -383,6 +388,7 @@ def train(
         masks=settings.to_dict()["templates"]["masks"],
         training_rows=row_hashes(train_rows),
         manifest_extra=manifest_extra,
+        encoder_probe=probe,
     )
     log(f"[6/6] wrote bundle {bundle.version} to {out} in {time.monotonic() - started:.1f}s")
     return bundle

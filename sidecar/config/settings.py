@@ -107,10 +107,18 @@ class TemplatesSettings:
 @dataclass(frozen=True, slots=True)
 class EmbeddingSettings:
     model_path: Annotated[FilePath | None, doc("sentence-transformers folder; null: the packaged all-MiniLM-L6-v2")]
+    backend: Annotated[
+        Literal["auto", "torch", "onnx", "onnx-int8"],
+        doc("encoder backend; auto: onnx-int8 on CPU and torch on CUDA for training, the bundle's family to serve"),
+    ]
     device: Annotated[str, Json(pattern="^(auto|cpu|cuda(:[0-9]+)?)$"), doc("auto: CUDA when available, else CPU")]
     batch_size: Annotated[
         Annotated[int, Json(minimum=1, maximum=4096)] | Literal["auto"],
-        doc("texts per forward pass; auto: 32 on CPU, 256 on CUDA"),
+        doc("most texts per forward pass; auto: 32 on CPU, 256 on CUDA"),
+    ]
+    batch_tokens: Annotated[
+        Annotated[int, Json(minimum=8, maximum=1048576)] | Literal["auto"],
+        doc("most padded tokens per forward pass; auto: 2048 on CPU, 32768 on CUDA"),
     ]
     max_seq_length: Annotated[int, Json(minimum=8, maximum=512), doc("tokens per message")]
     min_confidence: Annotated[Probability | None, doc("below this probability a record escalates; null: the bundle's")]
@@ -122,6 +130,7 @@ class EmbeddingSettings:
         Annotated[int, Json(minimum=1, maximum=1024)] | Literal["auto"],
         doc("encoder intra-op threads on CPU; auto: all cores but one (at least 1)"),
     ]
+    cache_dir: Annotated[FilePath | None, doc("where ONNX exports are kept; null: $XDG_CACHE_HOME/logclass/encoders")]
 
 
 @dataclass(frozen=True, slots=True)

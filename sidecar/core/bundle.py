@@ -11,6 +11,8 @@ A bundle is a directory::
     memory.json        every training template with its label counts (the memory tier)
     rules.yaml         the regex rules kept at training time (their labels are in the label set)
     training_rows.npy  64-bit hashes of the rows the bundle was fitted on (evaluate --holdout)
+    encoder_probe.npz  some training templates (``texts``) and their embeddings (``vectors``) from the
+                       encoder the bundle was trained with, to check the serving encoder against
 
 Arrays are stored as plain ``.npz`` read with ``allow_pickle=False``: nothing executable is ever
 loaded, and every file is checked against the manifest before it is read.
@@ -39,6 +41,7 @@ PROTOTYPES = "prototypes.npz"
 MEMORY = "memory.json"
 RULES = "rules.yaml"
 TRAINING_ROWS = "training_rows.npy"
+ENCODER_PROBE = "encoder_probe.npz"
 FEATURE_KINDS = ("embedding", "lexical", "both")
 
 # A feature matrix: a dense ndarray of embeddings, or a scipy CSR matrix when lexical features
@@ -230,6 +233,22 @@ class ModelBundle:
     def rules_file(self) -> Path | None:
         return self.path / RULES if RULES in self.manifest["files"] else None
 
+    @property
+    def encoder_backend(self) -> str:
+        """The encoder backend the head was trained on; bundles that predate the choice were all
+        trained on sentence-transformers (torch)."""
+        return str(self.manifest.get("embedding", {}).get("backend", "torch"))
+
+    def encoder_probe(self) -> tuple[list[str], np.ndarray] | None:
+        """Probe texts and the training encoder's embeddings of them (verified at load), if recorded."""
+        if ENCODER_PROBE not in self.manifest["files"]:
+            return None
+        try:
+            with np.load(self.path / ENCODER_PROBE, allow_pickle=False) as arrays:
+                return [str(t) for t in arrays["texts"]], np.asarray(arrays["vectors"], dtype=np.float32)
+        except (KeyError, ValueError, OSError) as exc:
+            raise BundleError(f"{self.path / ENCODER_PROBE}: not an encoder probe file ({exc})") from exc
+
     def training_rows(self) -> np.ndarray:
         """Hashes of the training rows (verified at load like every listed file)."""
         if TRAINING_ROWS not in self.manifest["files"]:
@@ -371,6 +390,7 @@ def write_bundle(
     masks: Sequence[Mapping[str, str]],
     training_rows: np.ndarray,
     manifest_extra: Mapping[str, Any],
+    encoder_probe: tuple[Sequence[str], np.ndarray] | None = None,
 ) -> ModelBundle:
     """Write the data files, then the manifest with their hashes; the manifest is written last so
     that an interrupted write leaves no bundle that loads."""
@@ -387,6 +407,11 @@ def write_bundle(
     (path / MEMORY).write_text(json.dumps({"templates": entries}, ensure_ascii=False) + "\n", encoding="utf-8")
     np.save(path / TRAINING_ROWS, np.asarray(training_rows, dtype=np.uint64))
     names = [CLASSIFIER, PROTOTYPES, MEMORY, TRAINING_ROWS]
+    (path / ENCODER_PROBE).unlink(missing_ok=True)
+    if encoder_probe is not None:
+        texts, vectors = encoder_probe
+        np.savez_compressed(path / ENCODER_PROBE, texts=np.asarray(list(texts), dtype=str), vectors=vectors)
+        names.append(ENCODER_PROBE)
     (path / RULES).unlink(missing_ok=True)
     if rules is not None:
         text = yaml.safe_dump({"rules": [dict(rule) for rule in rules]}, sort_keys=False, allow_unicode=True)

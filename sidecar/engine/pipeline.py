@@ -15,13 +15,13 @@ from logclass.config.settings import EmbeddingSettings, LaneQueueSettings, Setti
 from logclass.core.bundle import ModelBundle, load_bundle
 from logclass.core.labelset import LabelExample, LabelSet, LabelSetError
 from logclass.core.masking import Mask, TemplateMasker
+from logclass.encoders import Encoder, open_encoder
 from logclass.engine.engine import Engine, PositionedLane
 from logclass.engine.lanes import BatchHook, Lane, LaneSettings
 from logclass.engine.metrics import Metrics
 from logclass.engine.router import Router
 from logclass.tiers.base import FastTier, Tier
 from logclass.tiers.embedding import EmbeddingTier
-from logclass.tiers.encoder import Encoder
 from logclass.tiers.llm import LlmConfigError, build_llm_tier, label_set_from_settings
 from logclass.tiers.memory import MemoryTier
 from logclass.tiers.regex import RegexTier, load_rules
@@ -61,14 +61,10 @@ def build_regex_tier(settings: Settings, bundle: ModelBundle | None = None) -> R
     return RegexTier(load_rules(rules_file(settings, bundle)))
 
 
-def build_encoder(embedding: EmbeddingSettings) -> Encoder:
-    return Encoder(
-        model_path=embedding.model_path,
-        device=embedding.device,
-        batch_size=embedding.batch_size,
-        max_seq_length=embedding.max_seq_length,
-        threads=embedding.threads,
-    )
+def build_encoder(embedding: EmbeddingSettings, bundle: ModelBundle | None = None) -> Encoder:
+    """The encoder ``embedding`` asks for; with ``bundle``, ``auto`` picks from the family of
+    embeddings the bundle was trained on."""
+    return open_encoder(embedding, trained_with=bundle.encoder_backend if bundle is not None else None)
 
 
 def needs_encoder(settings: Settings, bundle: ModelBundle | None) -> bool:
@@ -87,7 +83,7 @@ def build_embedding_tier(
     embedding: EmbeddingSettings, bundle: ModelBundle, encoder: Encoder | None = None
 ) -> EmbeddingTier:
     if encoder is None and bundle.features.uses_embedding:
-        encoder = build_encoder(embedding)
+        encoder = build_encoder(embedding, bundle)
     return EmbeddingTier(
         bundle,
         encoder,
@@ -219,9 +215,9 @@ async def load_engine(settings: Settings, metrics: Metrics) -> tuple[Engine, Mod
     """For the servers: loads and warms the models, wires the metrics."""
     loop = asyncio.get_running_loop()
     bundle = load_configured_bundle(settings)
-    encoder = (
-        await loop.run_in_executor(None, build_encoder, settings.embedding) if needs_encoder(settings, bundle) else None
-    )
+    encoder = None
+    if needs_encoder(settings, bundle):
+        encoder = await loop.run_in_executor(None, build_encoder, settings.embedding, bundle)
     engine = await loop.run_in_executor(
         None, lambda: build_engine(settings, bundle=bundle, encoder=encoder, on_batch=metrics.observe_lane)
     )

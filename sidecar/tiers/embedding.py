@@ -19,8 +19,9 @@ import numpy as np
 from logclass.config import ConfigError
 from logclass.core.bundle import BundleError, ModelBundle
 from logclass.core.decision import Item, Outcome, Verdict
+from logclass.encoders import MODEL_NAME, Encoder
+from logclass.encoders.probe import check_encoder
 from logclass.tiers.base import Tier
-from logclass.tiers.encoder import MODEL_NAME, Encoder
 from logclass.tiers.features import Featurizer
 
 # Word pieces per character of a log line, roughly; only relative costs matter (the engine
@@ -47,6 +48,8 @@ class EmbeddingTier(Tier):
                 f"{self.featurizer.dimension}; retrain the bundle with this embedding model"
             )
         self.head = head
+        if encoder is not None and bundle.features.uses_embedding:
+            check_encoder(encoder, bundle.encoder_probe(), bundle.encoder_backend, bundle.name)
         self.prototypes = bundle.prototypes if out_of_distribution else None
         overrides = dict(label_min_confidence or {})
         unknown = sorted(set(overrides) - set(bundle.labels))
@@ -64,7 +67,7 @@ class EmbeddingTier(Tier):
         # Where the features are computed (model info): the encoder's device, or the CPU for
         # hashed n-grams alone.
         self.device = encoder.device if self._encoded and encoder is not None else "cpu"
-        parts = [MODEL_NAME] if self._encoded else []
+        parts = [f"{MODEL_NAME} ({encoder.name})"] if self._encoded and encoder is not None else []
         if bundle.features.uses_lexical:
             parts.append("hashed word and character n-grams")
         self.features = " + ".join(parts)

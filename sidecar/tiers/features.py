@@ -13,8 +13,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from logclass.core.bundle import FeatureSpec, Matrix
+from logclass.encoders import Encoder
 from logclass.errors import LogclassError
-from logclass.tiers.encoder import Encoder
 
 _HALF = 1.0 / np.sqrt(2.0)
 
