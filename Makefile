@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run test lint model bench bench-server bench-lanes bench-relay bench-accuracy proto schema browser-deps clean
+.PHONY: install run test lint model bench bench-server bench-lanes bench-fastlane bench-relay bench-accuracy proto schema browser-deps clean
 
 # llama-cpp-python has no wheels on PyPI: it is compiled once and the wheel kept in a cache
 # outside the checkout. -march=native makes the wheel specific to this CPU, so the cache is keyed
@@ -93,6 +93,10 @@ bench-server: $(STAMP)
 ## make bench-lanes: known records' latency while new templates and LLM questions go through the model lanes, and cold records/s against the raw batched encoder, in the same run
 bench-lanes: $(STAMP)
 	$(BIN)/python benchmarks/bench_lanes.py
+
+## make bench-fastlane: µs per record of each CPU stage without a model (protobuf, masking, regex, caches) for new messages, exact repeats and known templates, in the same run
+bench-fastlane: $(STAMP)
+	$(BIN)/python benchmarks/bench_fastlane.py
 
 ## make bench-relay: records/s and added ack latency through the Forward relay, against a pass-through relay and a direct send, in the same run
 bench-relay: $(STAMP)

@@ -72,8 +72,8 @@ def test_one_compiled_pass_and_priority() -> None:
         }
     )
     tier = RegexTier(rules)
-    pattern, active = tier._pattern_for("x")
-    assert pattern is not None and len(active) == 4  # one alternation for all rules
+    scope = tier._pattern_for("x")
+    assert scope.pattern is not None and len(scope.rules) == 4  # one alternation for all rules
     # Same start position: the rule listed first wins.
     assert tier.match(LogRecord("x", "disk 93% full")).name == "specific"  # type: ignore[union-attr]
     # Earliest match in the message wins over list order.
