@@ -39,6 +39,8 @@ $(STAMP): pyproject.toml $(LLAMA_WHEEL)
 	# CPU torch first, so no dependency can pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet --find-links $(WHEELS) --only-binary llama-cpp-python -e '.[dev,qwen,report]'
+	# The default CPU encoder's ONNX export, made now (seconds) rather than on the first serve.
+	$(BIN)/logclass export-encoder --variant int8 --variant fp32
 	touch $(STAMP)
 
 $(VLLM_STAMP): deploy/vllm/install-cpu.sh

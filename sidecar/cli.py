@@ -206,6 +206,19 @@ def _upstream_arg(value: str) -> dict[str, Any]:
     return {"host": host, "port": port}
 
 
+def cmd_export_encoder(args: argparse.Namespace) -> int:
+    """Make (or verify) the ONNX exports now, so no serve or classify pays for them on first use."""
+    from logclass.encoders.export import ensure_export
+    from logclass.encoders.model import model_folder
+
+    embedding = _load_settings(args).embedding
+    source = model_folder(embedding.model_path)
+    for variant in dict.fromkeys(args.variant or ["int8"]):
+        path = ensure_export(source, variant, embedding.cache_dir, log=lambda m: print(m, file=sys.stderr))
+        print(path)
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
@@ -336,6 +349,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-config", action="store_true", help="print the effective config and exit")
     _common(p)
     p.set_defaults(func=cmd_relay)
+
+    p = sub.add_parser(
+        "export-encoder", help="export the embedding model to ONNX into the cache now (else done on first use)"
+    )
+    p.add_argument(
+        "--variant",
+        action="append",
+        choices=["fp32", "int8", "fp16"],
+        help="int8: embedding.backend onnx-int8 (the default); fp32: onnx on CPU; fp16: onnx on CUDA. Repeatable",
+    )
+    _common(p, model=False)
+    p.set_defaults(func=cmd_export_encoder)
 
     p = sub.add_parser("config", help="print the effective configuration")
     _common(p)

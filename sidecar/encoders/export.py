@@ -55,7 +55,9 @@ def _folder_digest(model_path: Path) -> str:
 
 
 def export_dir(model_path: Path, variant: Variant, cache_dir: str | Path | None) -> Path:
-    return encoders_cache_dir(cache_dir) / f"{model_path.name}-{variant}-{export_key(model_path, variant)}"
+    # The packaged model's folder is just "model": name it by its package instead.
+    name = model_path.parent.name if model_path.name == "model" else model_path.name
+    return encoders_cache_dir(cache_dir) / f"{name}-{variant}-{export_key(model_path, variant)}"
 
 
 def ensure_export(
@@ -68,8 +70,14 @@ def ensure_export(
         return target / MODEL_FILE
     if target.exists():
         log(f"encoder export {target} does not match its recorded SHA-256; exporting it again")
-    log(f"exporting {model_path.name} to ONNX ({variant}) into {target.parent} (once; a few seconds)")
-    build(model_path, variant, target)
+    log(f"exporting {model_path} to ONNX ({variant}) into {target.parent} (once; a few seconds)")
+    try:
+        build(model_path, variant, target)
+    except OSError as exc:
+        raise EncoderError(
+            f"cannot write the ONNX export into {target.parent} ({exc.strerror or exc}): set embedding.cache_dir "
+            "to a writable folder, or run `logclass export-encoder` where it is writable"
+        ) from exc
     return target / MODEL_FILE
 
 
@@ -129,7 +137,9 @@ def _export_fp32(model_path: Path, out: Path) -> dict[str, Any]:
     its Attention kernel (the SDPA export does not fuse)."""
     import torch
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     try:
         model = SentenceTransformer(
             str(model_path), device="cpu", local_files_only=True, model_kwargs={"attn_implementation": "eager"}
