@@ -11,7 +11,17 @@ from tests.conftest import ROOT
 
 SIDECAR = ROOT / "sidecar"
 # Lower number = lower layer. A module may import its own layer or lower ones only.
-LAYERS = {"core": 0, "tiers": 1, "engine": 2, "server": 3, "relay": 3, "offline": 3, "serve": 4, "cli": 5}
+LAYERS = {
+    "core": 0,
+    "encoders": 1,
+    "tiers": 2,
+    "engine": 3,
+    "server": 4,
+    "relay": 4,
+    "offline": 4,
+    "serve": 5,
+    "cli": 6,
+}
 FRONT_ENDS = {"server", "relay", "offline"}
 
 

@@ -78,8 +78,8 @@ class Encoder(ABC):
 
     @property
     def name(self) -> str:
-        """How model info and logs describe it, e.g. ``onnx-int8 on cpu``."""
-        return f"{self.backend} on {self.device}" + ("" if self.precision == "fp32" else f" ({self.precision})")
+        """How model info and logs describe it, e.g. ``onnx-int8/int8 on cpu``, ``torch/fp16 on cuda``."""
+        return f"{self.backend}/{self.precision} on {self.device}"
 
     @abstractmethod
     def forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -67,7 +67,7 @@ class EmbeddingTier(Tier):
         # Where the features are computed (model info): the encoder's device, or the CPU for
         # hashed n-grams alone.
         self.device = encoder.device if self._encoded and encoder is not None else "cpu"
-        parts = [f"{MODEL_NAME} ({encoder.name})"] if self._encoded and encoder is not None else []
+        parts = [f"{MODEL_NAME} via {encoder.name}"] if self._encoded and encoder is not None else []
         if bundle.features.uses_lexical:
             parts.append("hashed word and character n-grams")
         self.features = " + ".join(parts)
