@@ -55,6 +55,12 @@ def test_file_then_env_precedence(tmp_path: Path) -> None:
         ({"LOGCLASS_EMBEDDING__MIN_CONFIDENCE": "1.5"}, "embedding.min_confidence"),
         ({"LOGCLASS_EMBEDDING__BATCH_SIZE": "many"}, "embedding.batch_size"),
         ({"LOGCLASS_EMBEDDING__DEVICE": "tpu"}, "embedding.device"),
+        (
+            {"LOGCLASS_EMBEDDING__BACKEND": "tensorrt"},
+            "embedding.backend: 'tensorrt' is not one of ['auto', 'torch', 'onnx', 'onnx-int8']",
+        ),
+        ({"LOGCLASS_EMBEDDING__BATCH_TOKENS": "4"}, "embedding.batch_tokens"),
+        ({"LOGCLASS_EMBEDDING__CACHE_DIR": "5"}, "embedding.cache_dir: 5 is not of type"),
         ({"LOGCLASS_TEMPLATES__CACHE_SIZ": "5"}, "templates"),
         ({"LOGCLASS_SERVER__LISTEN": "nowhere"}, "server.listen: 'nowhere' does not match"),
         ({"LOGCLASS_RELAY__FORWARD__COMPRESS": "zstd"}, "relay.forward.compress: 'zstd' is not one of"),
@@ -102,6 +108,26 @@ def test_auto_batch_size_depends_on_the_device() -> None:
     assert resolve_batch_size("auto", "cpu") == 32
     assert resolve_batch_size("auto", "cuda:0") == 256
     assert resolve_batch_size(64, "cuda") == 64
+
+
+def test_encoder_settings_default_to_auto_and_the_xdg_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from logclass.encoders.export import encoders_cache_dir
+    from logclass.encoders.model import resolve_batch_tokens
+
+    cfg = config.load(environ={})
+    assert (cfg.embedding.backend, cfg.embedding.batch_tokens, cfg.embedding.cache_dir) == ("auto", "auto", None)
+    assert resolve_batch_tokens("auto", "cpu") == 2048
+    assert resolve_batch_tokens("auto", "cuda:1") == 32768
+    assert resolve_batch_tokens(512, "cuda") == 512
+    chosen = config.load(
+        environ={"LOGCLASS_EMBEDDING__BACKEND": "onnx-int8", "LOGCLASS_EMBEDDING__CACHE_DIR": "~/encoders"}
+    )
+    assert chosen.embedding.backend == "onnx-int8"
+    assert encoders_cache_dir(chosen.embedding.cache_dir) == Path.home() / "encoders"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert encoders_cache_dir(None) == tmp_path / "logclass" / "encoders"
+    monkeypatch.setenv("XDG_CACHE_HOME", "")  # empty counts as unset
+    assert encoders_cache_dir(None) == Path.home() / ".cache" / "logclass" / "encoders"
 
 
 def test_redacted_masks_every_secret() -> None:

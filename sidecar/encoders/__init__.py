@@ -81,10 +81,13 @@ def open_encoder(settings: EmbeddingSettings, trained_with: str | None = None) -
     device = resolve_device(settings.device)
     backend = choose_backend(settings.backend, device, trained_with)
     if backend == "onnx-int8" and settings.device == "auto" and is_cuda(device):
-        log.warning(
-            "the model bundle was trained on onnx-int8 embeddings, which run on the CPU only: encoding on the "
-            "CPU although CUDA is available; retrain with embedding.backend: torch to encode on the GPU"
-        )
+        if trained_with is not None and family(trained_with) == "int8":
+            why = "the model bundle was trained on onnx-int8 embeddings, which run"
+            fix = "retrain with embedding.backend: torch to encode on the GPU"
+        else:
+            why = "embedding.backend is onnx-int8, which runs"
+            fix = "set embedding.backend: auto or torch to encode on the GPU"
+        log.warning(f"{why} on the CPU only: encoding on the CPU although CUDA is available; {fix}")
         device = "cpu"
     args = (
         path,

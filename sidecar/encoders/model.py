@@ -36,7 +36,11 @@ def default_model_path() -> Path:
 def model_folder(model_path: str | Path | None) -> Path:
     path = Path(model_path) if model_path else default_model_path()
     if not path.is_dir():
-        raise EncoderError(f"embedding.model_path {path} does not exist")
+        problem = "is not a folder" if path.exists() else "does not exist"
+        raise EncoderError(
+            f"embedding.model_path {path} {problem}: point it at a sentence-transformers model folder, "
+            f"or set it to null for the packaged {MODEL_NAME}"
+        )
     return path
 
 

@@ -14,7 +14,23 @@ from logclass.encoders.model import EncoderError, is_cuda
 _CUDA = "CUDAExecutionProvider"
 
 
-def _session(path: Path, device: str, threads: int) -> Any:
+def _providers(device: str) -> list[Any]:
+    """Execution providers for ``device``; checked before any export is made, so a missing
+    onnxruntime-gpu is reported at once instead of after exporting an fp16 model for it."""
+    import onnxruntime as ort
+
+    if not is_cuda(device):
+        return ["CPUExecutionProvider"]
+    if _CUDA not in ort.get_available_providers():
+        raise EncoderError(
+            "embedding.backend onnx on CUDA needs onnxruntime-gpu (pip install onnxruntime-gpu); "
+            "or use embedding.backend: torch"
+        )
+    index = int(device.partition(":")[2] or 0)
+    return [(_CUDA, {"device_id": index}), "CPUExecutionProvider"]
+
+
+def _session(path: Path, providers: list[Any], threads: int) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -24,16 +40,6 @@ def _session(path: Path, device: str, threads: int) -> Any:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # warnings about fused ops' shape inference are noise here
-    if is_cuda(device):
-        if _CUDA not in ort.get_available_providers():
-            raise EncoderError(
-                "embedding.backend onnx on CUDA needs onnxruntime-gpu (pip install onnxruntime-gpu); "
-                "or use embedding.backend: torch"
-            )
-        index = int(device.partition(":")[2] or 0)
-        providers: list[Any] = [(_CUDA, {"device_id": index}), "CPUExecutionProvider"]
-    else:
-        providers = ["CPUExecutionProvider"]
     return ort.InferenceSession(str(path), options, providers=providers)
 
 
@@ -54,8 +60,9 @@ class OnnxEncoder(Encoder):
     ) -> None:
         super().__init__(model_path, device, batch_size, batch_tokens, max_seq_length, threads)
         self.precision = "fp16" if is_cuda(device) else self.variant_on_cpu
+        providers = _providers(device)
         self.onnx_path = ensure_export(model_path, _variant(self.precision), cache_dir, log)
-        self._session = _session(self.onnx_path, device, threads)
+        self._session = _session(self.onnx_path, providers, threads)
         self._inputs = [i.name for i in self._session.get_inputs()]
         self.dimension = int(self.forward(*_sample()).shape[1])
 
