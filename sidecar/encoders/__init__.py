@@ -20,6 +20,7 @@ from logclass.encoders.model import (
     EncoderError,
     is_cuda,
     model_folder,
+    nvidia_driver_present,
     resolve_batch_size,
     resolve_batch_tokens,
     resolve_device,
@@ -74,13 +75,22 @@ def _announce(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+def _runs_int8(settings: EmbeddingSettings, trained_with: str | None) -> bool:
+    return settings.backend == "onnx-int8" or (
+        settings.backend == "auto" and trained_with is not None and family(trained_with) == "int8"
+    )
+
+
 def open_encoder(settings: EmbeddingSettings, trained_with: str | None = None) -> Encoder:
     from logclass.encoders.onnx_backend import OnnxEncoder, OnnxInt8Encoder
 
     path = model_folder(settings.model_path)
-    device = resolve_device(settings.device)
+    # int8 runs on the CPU whatever the machine: with device auto, no need to ask torch (seconds
+    # of start-up) whether there is a GPU; the driver's presence is enough to say what is lost.
+    int8_auto = _runs_int8(settings, trained_with) and settings.device == "auto"
+    device = "cpu" if int8_auto else resolve_device(settings.device)
     backend = choose_backend(settings.backend, device, trained_with)
-    if backend == "onnx-int8" and settings.device == "auto" and is_cuda(device):
+    if int8_auto and nvidia_driver_present():
         if trained_with is not None and family(trained_with) == "int8":
             why = "the model bundle was trained on onnx-int8 embeddings, which run"
             fix = "retrain with embedding.backend: torch to encode on the GPU"
@@ -88,7 +98,6 @@ def open_encoder(settings: EmbeddingSettings, trained_with: str | None = None) -
             why = "embedding.backend is onnx-int8, which runs"
             fix = "set embedding.backend: auto or torch to encode on the GPU"
         log.warning(f"{why} on the CPU only: encoding on the CPU although CUDA is available; {fix}")
-        device = "cpu"
     args = (
         path,
         device,

@@ -52,13 +52,13 @@ def weights_sha256(model_path: Path) -> str:
     return sha256_file(weights) if weights.is_file() else ""
 
 
-def _nvidia_driver_present() -> bool:
+def nvidia_driver_present() -> bool:
     # Importing torch costs seconds of start-up; without a driver there is no CUDA to find.
     return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists()
 
 
 def cuda_available() -> bool:
-    if not _nvidia_driver_present():
+    if not nvidia_driver_present():
         return False
     import torch
 
