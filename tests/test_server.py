@@ -111,6 +111,7 @@ def test_stream_and_model_info(server: tuple[str, subprocess.Popen[str]]) -> Non
         "memory.json",
         "rules.yaml",
         "training_rows.npy",
+        "encoder_probe.npz",
     }
 
 
@@ -323,12 +324,20 @@ def test_a_full_lane_is_resource_exhausted_and_a_short_deadline_gets_pending() -
         proc.wait(timeout=30)
 
 
-def test_health_is_not_serving_while_models_load() -> None:
+def test_health_is_not_serving_while_models_load(tmp_path: Path) -> None:
     address = f"127.0.0.1:{free_port()}"
+    # An empty encoder cache: loading includes exporting the encoder to ONNX (seconds), a
+    # first start as on a fresh node, so the loading phase is long enough to be seen.
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "LOGCLASS_SERVER__METRICS_LISTEN": "null",
+        "LOGCLASS_EMBEDDING__CACHE_DIR": str(tmp_path / "encoders"),
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "logclass.cli", "serve", "--listen", address],
         cwd=ROOT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "LOGCLASS_SERVER__METRICS_LISTEN": "null"},
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -365,3 +374,4 @@ def test_health_is_not_serving_while_models_load() -> None:
         proc.wait(timeout=30)
     assert seen == [health_pb2.HealthCheckResponse.NOT_SERVING, SERVING]
     assert unavailable >= 1, "no call was refused while the models loaded"
+    assert proc.stderr is not None and "to ONNX (int8)" in proc.stderr.read()
