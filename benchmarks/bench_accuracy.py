@@ -182,13 +182,17 @@ def write_training_csv(rows: Sequence[Row], path: Path) -> None:
         writer.writerows((r.source, r.message, r.label) for r in rows)
 
 
-def logclass_predict(train_rows: Sequence[Row], test_rows: Sequence[Row], workdir: Path) -> tuple[list[str], list[str]]:
+def logclass_predict(
+    train_rows: Sequence[Row], test_rows: Sequence[Row], workdir: Path, settings: Settings | None = None
+) -> tuple[list[str], list[str]]:
     """Train a bundle on ``train_rows`` and classify ``test_rows`` with it: (labels, tiers).
 
     The only place that touches logclass's training and engine APIs, through their public entry
     points, so that a change there is mended here once. train()'s own report goes to
-    ``workdir/train.log`` to keep the benchmark's output readable."""
-    settings = logclass_config()
+    ``workdir/train.log`` to keep the benchmark's output readable. ``settings``: both training and
+    classifying use them (bench_encoder.py passes one per encoder backend); default
+    ``logclass_config()``."""
+    settings = settings or logclass_config()
     data = workdir / "train.csv"
     write_training_csv(train_rows, data)
     log_path = workdir / "train.log"
@@ -232,7 +236,9 @@ def shares(values: Sequence[str]) -> dict[str, float]:
     return {key: n / len(values) for key, n in counts.most_common()} if values else {}
 
 
-def run_task(dataset: str, task: str, rows: Sequence[Row], test_size: float, workdir: Path) -> TaskResult:
+def run_task(
+    dataset: str, task: str, rows: Sequence[Row], test_size: float, workdir: Path, settings: Settings | None = None
+) -> TaskResult:
     """One row of the table; a failure of either method is reported in it, not raised."""
     started = time.monotonic()
     result = TaskResult(dataset, task, labels=len({r.label for r in rows}))
@@ -243,7 +249,7 @@ def run_task(dataset: str, task: str, rows: Sequence[Row], test_size: float, wor
         truth = [r.label for r in test_rows]
         result.baseline_macro_f1, result.baseline_accuracy = scores(truth, baseline_predict(train_rows, test_rows))
         workdir.mkdir(parents=True, exist_ok=True)
-        labels, tiers = logclass_predict(train_rows, test_rows, workdir)
+        labels, tiers = logclass_predict(train_rows, test_rows, workdir, settings)
         result.logclass_macro_f1, result.logclass_accuracy = scores(truth, labels)
         result.tiers = shares(tiers)
     except Exception as exc:  # a dataset train() rejects is a result to report, not a crash
