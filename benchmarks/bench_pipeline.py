@@ -31,7 +31,7 @@ from benchmarks.seed_baseline import seed_classify
 from logclass import config
 from logclass.core.bundle import LinearHead, load_bundle
 from logclass.core.decision import LogRecord
-from logclass.encoders import Encoder
+from logclass.encoders import Encoder, EncoderOptions
 from logclass.encoders.torch_backend import TorchEncoder
 from logclass.engine.blocking import BlockingEngine
 from logclass.engine.pipeline import DEFAULT_BUNDLE, build_encoder, build_engine
@@ -158,7 +158,7 @@ def measure(baseline_sample: int, raw_sample: int, seed: int) -> dict[str, Any]:
     encoder = build_encoder(settings.embedding, bundle)
     # The seed's algorithm on the seed's model: sentence-transformers on torch.
     seed_encoder = (
-        TorchEncoder(encoder.model_path, "cpu", 32, 1 << 20, encoder.max_seq_length, encoder.threads)
+        TorchEncoder(EncoderOptions(encoder.model_path, "cpu", 32, 1 << 20, encoder.max_seq_length, encoder.threads))
         if not isinstance(encoder, TorchEncoder)
         else encoder
     )

@@ -44,6 +44,15 @@ SEED_ROWS = [
 ]
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
+# The files a bundle made by `logclass train` with embedding features holds beside its manifest.
+BUNDLE_FILES = {
+    "classifier.npz",
+    "prototypes.npz",
+    "memory.json",
+    "rules.yaml",
+    "training_rows.npy",
+    "encoder_probe.npz",
+}
 
 
 class MemoEncoder(Encoder):

@@ -22,6 +22,7 @@ from logclass.core.bundle import (
     write_bundle,
 )
 from logclass.core.labelset import LabelExample, LabelSet
+from tests.conftest import BUNDLE_FILES
 
 
 def _copy(bundle: ModelBundle, tmp_path: Path) -> Path:
@@ -34,14 +35,7 @@ def test_shipped_bundle_manifest(bundle: ModelBundle) -> None:
     m = bundle.manifest
     assert m["format_version"] == 2
     assert len(m["training"]["data_sha256"]) == 64
-    assert set(m["files"]) == {
-        "classifier.npz",
-        "prototypes.npz",
-        "memory.json",
-        "rules.yaml",
-        "training_rows.npy",
-        "encoder_probe.npz",
-    }
+    assert set(m["files"]) == BUNDLE_FILES
     # Trained on the default CPU encoder, with the probe that checks the serving one against it.
     assert m["embedding"]["backend"] == bundle.encoder_backend == "onnx-int8"
     probe = bundle.encoder_probe()

@@ -26,7 +26,15 @@ import pytest
 from logclass import config
 from logclass.core.bundle import ENCODER_PROBE, MANIFEST, ModelBundle, load_bundle, sha256_file
 from logclass.core.decision import LogRecord
-from logclass.encoders import BACKENDS, Encoder, EncoderError, choose_backend, open_encoder, weights_sha256
+from logclass.encoders import (
+    BACKENDS,
+    Encoder,
+    EncoderError,
+    EncoderOptions,
+    choose_backend,
+    open_encoder,
+    weights_sha256,
+)
 from logclass.encoders import base as encoder_base
 from logclass.encoders import model as encoder_model
 from logclass.encoders.batching import pad, plan_batches
@@ -376,7 +384,7 @@ def test_cuda_on_a_machine_without_it(backend: str, cfg: config.Settings) -> Non
 def test_int8_refuses_cuda(model_path: Path, tmp_path: Path) -> None:
     """What a user with CUDA gets for onnx-int8 on device cuda (refused before anything loads)."""
     with pytest.raises(EncoderError, match=r"onnx-int8 runs on the CPU only .* set embedding.device: cpu"):
-        OnnxInt8Encoder(model_path, "cuda", 1, 2048, 128, 1, cache_dir=str(tmp_path))
+        OnnxInt8Encoder(EncoderOptions(model_path, "cuda", 1, 2048, 128, 1), cache_dir=str(tmp_path))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -386,7 +394,7 @@ def test_onnx_on_cuda_needs_onnxruntime_gpu_before_any_export(model_path: Path, 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("onnxruntime-gpu is installed")
     with pytest.raises(EncoderError, match=r"needs onnxruntime-gpu \(pip install onnxruntime-gpu\); or use .* torch"):
-        OnnxEncoder(model_path, "cuda:0", 32, 2048, 128, 1, cache_dir=str(tmp_path))
+        OnnxEncoder(EncoderOptions(model_path, "cuda:0", 32, 2048, 128, 1), cache_dir=str(tmp_path))
     # Said at once: no fp16 export made first for a session that cannot run it.
     assert list(tmp_path.iterdir()) == []
 

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from logclass.api.logclass.v1 import classifier_pb2 as pb
 from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
 from proto.generate import generate
-from tests.conftest import ROOT, SEED_ROWS, SERVING, free_port, metrics_text, scrape, start_server
+from tests.conftest import BUNDLE_FILES, ROOT, SEED_ROWS, SERVING, free_port, metrics_text, scrape, start_server
 
 METRICS_PORT = 0  # set by the fixture
 
@@ -105,14 +105,7 @@ def test_stream_and_model_info(server: tuple[str, subprocess.Popen[str]]) -> Non
     assert [r.results[0].label for r in responses] == [label for _, _, label in SEED_ROWS]
     assert info.tiers == ["regex", "memory", "embedding"] and info.fallback_label == "Unclassified"
     assert "Security Alert" in info.labels and info.max_records_per_request == 100
-    assert set(info.bundle_files_sha256) == {
-        "classifier.npz",
-        "prototypes.npz",
-        "memory.json",
-        "rules.yaml",
-        "training_rows.npy",
-        "encoder_probe.npz",
-    }
+    assert set(info.bundle_files_sha256) == BUNDLE_FILES
 
 
 def test_concurrent_callers_match_sequential_and_are_batched(server: tuple[str, subprocess.Popen[str]]) -> None:

@@ -14,7 +14,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-from logclass.encoders.base import Encoder
+from logclass.encoders.base import Encoder, EncoderOptions
 from logclass.encoders.model import (
     MODEL_NAME,
     EncoderError,
@@ -36,6 +36,7 @@ __all__ = [
     "MODEL_NAME",
     "Encoder",
     "EncoderError",
+    "EncoderOptions",
     "choose_backend",
     "family",
     "open_encoder",
@@ -98,17 +99,17 @@ def open_encoder(settings: EmbeddingSettings, trained_with: str | None = None) -
             why = "embedding.backend is onnx-int8, which runs"
             fix = "set embedding.backend: auto or torch to encode on the GPU"
         log.warning(f"{why} on the CPU only: encoding on the CPU although CUDA is available; {fix}")
-    args = (
-        path,
-        device,
-        resolve_batch_size(settings.batch_size, device),
-        resolve_batch_tokens(settings.batch_tokens, device),
-        settings.max_seq_length,
-        resolve_threads(settings.threads),
+    options = EncoderOptions(
+        model_path=path,
+        device=device,
+        batch_size=resolve_batch_size(settings.batch_size, device),
+        batch_tokens=resolve_batch_tokens(settings.batch_tokens, device),
+        max_seq_length=settings.max_seq_length,
+        threads=resolve_threads(settings.threads),
     )
     if backend == "torch":
         from logclass.encoders.torch_backend import TorchEncoder
 
-        return TorchEncoder(*args)
+        return TorchEncoder(options)
     cls = OnnxInt8Encoder if backend == "onnx-int8" else OnnxEncoder
-    return cls(*args, cache_dir=settings.cache_dir, log=_announce)
+    return cls(options, cache_dir=settings.cache_dir, log=_announce)

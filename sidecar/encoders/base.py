@@ -9,6 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -45,6 +46,18 @@ def _pad_id(tokenizer: Any) -> int:
     return 0  # masked out either way
 
 
+@dataclass(frozen=True)
+class EncoderOptions:
+    """What every backend is opened with, resolved for this machine (no ``auto`` left)."""
+
+    model_path: Path
+    device: str
+    batch_size: int
+    batch_tokens: int
+    max_seq_length: int
+    threads: int
+
+
 class Encoder(ABC):
     """Batched sentence encoder. ``encode`` tokenises, sorts by length and runs forward passes of
     at most ``batch_size`` texts and ``batch_tokens`` padded tokens, so padding is paid per
@@ -52,28 +65,20 @@ class Encoder(ABC):
 
     backend: ClassVar[str]
 
-    def __init__(
-        self,
-        model_path: Path,
-        device: str,
-        batch_size: int,
-        batch_tokens: int,
-        max_seq_length: int,
-        threads: int,
-    ) -> None:
-        self.model_path = model_path
-        self.device = device
-        self.batch_size = batch_size
-        self.batch_tokens = batch_tokens
-        self.max_seq_length = max_seq_length
-        self.threads = threads
+    def __init__(self, options: EncoderOptions) -> None:
+        self.model_path = options.model_path
+        self.device = options.device
+        self.batch_size = options.batch_size
+        self.batch_tokens = options.batch_tokens
+        self.max_seq_length = options.max_seq_length
+        self.threads = options.threads
         self.precision = "fp32"
         self.dimension = 0
-        self._tokenizer = load_tokenizer(model_path, max_seq_length)
+        self._tokenizer = load_tokenizer(options.model_path, options.max_seq_length)
         self._pad_id = _pad_id(self._tokenizer)
         # A spare core tokenises the next chunk while this one runs; without one it would only
         # take time from the forward passes.
-        spare = usable_cores() > threads
+        spare = usable_cores() > options.threads
         self._tokenize_pool = ThreadPoolExecutor(1, thread_name_prefix="tokenize") if spare else None
 
     @property

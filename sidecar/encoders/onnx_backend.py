@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from logclass.encoders.base import Encoder
+from logclass.encoders.base import Encoder, EncoderOptions
 from logclass.encoders.export import Variant, ensure_export
 from logclass.encoders.model import EncoderError, is_cuda
 
@@ -46,23 +47,22 @@ def _session(path: Path, providers: list[Any], threads: int) -> Any:
 class OnnxEncoder(Encoder):
     backend: ClassVar[str] = "onnx"
     variant_on_cpu: ClassVar[Variant] = "fp32"
+    cpu_only: ClassVar[bool] = False
+    one_text_per_pass: ClassVar[bool] = False
 
-    def __init__(
-        self,
-        model_path: Path,
-        device: str,
-        batch_size: int,
-        batch_tokens: int,
-        max_seq_length: int,
-        threads: int,
-        cache_dir: str | None,
-        log: Any = print,
-    ) -> None:
-        super().__init__(model_path, device, batch_size, batch_tokens, max_seq_length, threads)
-        self.precision = "fp16" if is_cuda(device) else self.variant_on_cpu
-        providers = _providers(device)
-        self.onnx_path = ensure_export(model_path, _variant(self.precision), cache_dir, log)
-        self._session = _session(self.onnx_path, providers, threads)
+    def __init__(self, options: EncoderOptions, cache_dir: str | None, log: Any = print) -> None:
+        if self.cpu_only and is_cuda(options.device):
+            raise EncoderError(
+                f"embedding.backend {self.backend} runs on the CPU only (dynamic int8 has no fast CUDA kernels); "
+                "set embedding.device: cpu, or use onnx or torch on CUDA with a bundle trained for them"
+            )
+        if self.one_text_per_pass:
+            options = dataclasses.replace(options, batch_size=1)
+        super().__init__(options)
+        self.precision = "fp16" if is_cuda(options.device) else self.variant_on_cpu
+        providers = _providers(options.device)
+        self.onnx_path = ensure_export(options.model_path, _variant(self.precision), cache_dir, log)
+        self._session = _session(self.onnx_path, providers, options.threads)
         self._inputs = [i.name for i in self._session.get_inputs()]
         self.dimension = int(self.forward(*_sample()).shape[1])
 
@@ -77,29 +77,13 @@ class OnnxEncoder(Encoder):
 class OnnxInt8Encoder(OnnxEncoder):
     backend: ClassVar[str] = "onnx-int8"
     variant_on_cpu: ClassVar[Variant] = "int8"
-
-    def __init__(
-        self,
-        model_path: Path,
-        device: str,
-        batch_size: int,
-        batch_tokens: int,
-        max_seq_length: int,
-        threads: int,
-        cache_dir: str | None,
-        log: Any = print,
-    ) -> None:
-        if is_cuda(device):
-            raise EncoderError(
-                "embedding.backend onnx-int8 runs on the CPU only (dynamic int8 has no fast CUDA kernels); "
-                "set embedding.device: cpu, or use onnx or torch on CUDA with a bundle trained for them"
-            )
-        # Dynamic quantisation scales each pass's activations by that pass's range, so texts
-        # batched together change each other's embeddings (mean cosine 0.991 between batchings,
-        # as far apart as int8 is from fp32), and a label would depend on a record's neighbours.
-        # One text per pass makes every embedding the same wherever it is computed, and costs
-        # nothing on a CPU: 107 texts/s against 109 at 32 per pass (2 cores).
-        super().__init__(model_path, device, 1, batch_tokens, max_seq_length, threads, cache_dir, log)
+    cpu_only: ClassVar[bool] = True
+    # Dynamic quantisation scales each pass's activations by that pass's range, so texts
+    # batched together change each other's embeddings (mean cosine 0.991 between batchings,
+    # as far apart as int8 is from fp32), and a label would depend on a record's neighbours.
+    # One text per pass makes every embedding the same wherever it is computed, and costs
+    # nothing on a CPU: 107 texts/s against 109 at 32 per pass (2 cores).
+    one_text_per_pass: ClassVar[bool] = True
 
 
 def _variant(precision: str) -> Variant:

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from logclass.encoders.base import Encoder
+from logclass.encoders.base import Encoder, EncoderOptions
 from logclass.encoders.model import EncoderError, is_cuda
 
 
 class TorchEncoder(Encoder):
     backend: ClassVar[str] = "torch"
 
-    def __init__(
-        self, model_path: Path, device: str, batch_size: int, batch_tokens: int, max_seq_length: int, threads: int
-    ) -> None:
-        super().__init__(model_path, device, batch_size, batch_tokens, max_seq_length, threads)
+    def __init__(self, options: EncoderOptions) -> None:
+        super().__init__(options)
+        model_path, device, threads = options.model_path, options.device, options.threads
         import torch
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
@@ -27,7 +25,7 @@ class TorchEncoder(Encoder):
         # Process-wide in torch; the encoder is its only user.
         torch.set_num_threads(threads)
         model = SentenceTransformer(str(model_path), device=device, local_files_only=True)
-        model.max_seq_length = max_seq_length
+        model.max_seq_length = options.max_seq_length
         if is_cuda(device):
             model = model.half()
             self.precision = "fp16"

@@ -21,7 +21,7 @@ from logclass.core.bundle import BundleError, ModelBundle
 from logclass.core.decision import Item, Outcome, Verdict
 from logclass.encoders import MODEL_NAME, Encoder
 from logclass.encoders.probe import check_encoder
-from logclass.tiers.base import Tier
+from logclass.tiers.base import Scheduling, Tier
 from logclass.tiers.features import Featurizer
 
 # Word pieces per character of a log line, roughly; only relative costs matter (the engine
@@ -93,6 +93,13 @@ class EmbeddingTier(Tier):
         templates = [item.template for item in items]
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.decide_sync, messages, templates)
+
+    def scheduling(self) -> Scheduling:
+        # Two batches in flight on the one encoder thread: the next is already queued there while
+        # the event loop hands out the last one's answers, so the encoder never idles between
+        # batches. bench-lanes, 2 cores, onnx-int8, cold records/s against raw encode: 0.85 with
+        # one in flight, 1.02 with two. The price: a new template may wait behind two batches.
+        return Scheduling(batched=True, concurrency=2)
 
     def cost(self, item: Item) -> float:
         if not self._encoded:
