@@ -273,16 +273,19 @@ def test_a_full_lane_is_resource_exhausted_and_a_short_deadline_gets_pending() -
         {
             "LOGCLASS_SERVER__LANES__EMBEDDING__MAX_QUEUE": "150",
             "LOGCLASS_SERVER__METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
+            # A 300 ms deadline leaves a 20 ms budget: less than any batch of the long lines
+            # below takes to encode, however fast the machine, so the late record must be pending.
+            "LOGCLASS_SERVER__DEADLINE_MARGIN_MS": "280",
         },
     )
 
     def novel(tag: str, n: int = 100) -> pb.ClassifyRequest:
-        # Unseen templates: each request costs the embedding lane about a second on 2 cores.
+        # Unseen templates of about 100 tokens each: seconds of embedding-lane work per request.
         words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
+        filler = " ".join(f"{w} subsystem reported oddity in module {w}" for w in words)
         return pb.ClassifyRequest(
             records=[
-                pb.LogRecord(source=tag, message=f"{tag} {words[i % 10]} {words[i // 10]} subsystem reported oddity")
-                for i in range(n)
+                pb.LogRecord(source=tag, message=f"{tag} {words[i % 10]} {words[i // 10]} {filler}") for i in range(n)
             ],
             wait_for_all=True,
         )
@@ -293,7 +296,7 @@ def test_a_full_lane_is_resource_exhausted_and_a_short_deadline_gets_pending() -
             busy = [asyncio.ensure_future(stub.Classify(novel(f"q{i}"), timeout=60)) for i in range(4)]
             await asyncio.sleep(0.05)
             # A new template with a 300 ms deadline behind seconds of work: answered in time,
-            # as pending (the budget ends the server's margin before the deadline).
+            # as pending (the budget ends the server's 280 ms margin before the deadline).
             late = asyncio.ensure_future(stub.Classify(novel("late", 1), timeout=0.3))
             results = await asyncio.gather(*busy, return_exceptions=True)
             late_result = (await asyncio.gather(late, return_exceptions=True))[0]
