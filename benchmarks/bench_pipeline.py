@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import os
 import platform
 import random
@@ -31,7 +32,7 @@ from benchmarks.seed_baseline import seed_classify
 from logclass import config
 from logclass.core.bundle import LinearHead, load_bundle
 from logclass.core.decision import LogRecord
-from logclass.encoders import Encoder, EncoderOptions
+from logclass.encoders import Encoder
 from logclass.encoders.torch_backend import TorchEncoder
 from logclass.engine.blocking import BlockingEngine
 from logclass.engine.pipeline import DEFAULT_BUNDLE, build_encoder, build_engine
@@ -157,11 +158,10 @@ def measure(baseline_sample: int, raw_sample: int, seed: int) -> dict[str, Any]:
     bundle = load_bundle(DEFAULT_BUNDLE)
     encoder = build_encoder(settings.embedding, bundle)
     # The seed's algorithm on the seed's model: sentence-transformers on torch.
-    seed_encoder = (
-        TorchEncoder(EncoderOptions(encoder.model_path, "cpu", 32, 1 << 20, encoder.max_seq_length, encoder.threads))
-        if not isinstance(encoder, TorchEncoder)
-        else encoder
-    )
+    seed_encoder = encoder
+    if not isinstance(seed_encoder, TorchEncoder):
+        seed_encoder = build_encoder(dataclasses.replace(settings.embedding, backend="torch", device="cpu"))
+    assert isinstance(seed_encoder, TorchEncoder)
     groups = load_groups()
     pool = [(group, record) for group, records in groups.items() for record in records]
     rng = random.Random(seed)

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING
 
 from logclass.encoders.base import Encoder, EncoderOptions
 from logclass.encoders.model import (
+    BACKENDS,
     MODEL_NAME,
     EncoderError,
+    family,
     is_cuda,
     model_folder,
     nvidia_driver_present,
@@ -43,15 +45,7 @@ __all__ = [
     "weights_sha256",
 ]
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
-# Backends whose embeddings agree to within rounding: a head trained on one serves on the other.
-_FAMILY = {"torch": "fp", "onnx": "fp", "onnx-int8": "int8"}
-
 log = logging.getLogger("logclass.encoders")
-
-
-def family(backend: str) -> str:
-    return _FAMILY[backend]
 
 
 def choose_backend(configured: str, device: str, trained_with: str | None) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -46,6 +46,10 @@ def _pad_id(tokenizer: Any) -> int:
     return 0  # masked out either way
 
 
+# Numbers the encoder computes in; also the name of an ONNX export's variant.
+Precision = Literal["fp32", "fp16", "int8"]
+
+
 @dataclass(frozen=True)
 class EncoderOptions:
     """What every backend is opened with, resolved for this machine (no ``auto`` left)."""
@@ -72,7 +76,7 @@ class Encoder(ABC):
         self.batch_tokens = options.batch_tokens
         self.max_seq_length = options.max_seq_length
         self.threads = options.threads
-        self.precision = "fp32"
+        self.precision: Precision = "fp32"
         self.dimension = 0
         self._tokenizer = load_tokenizer(options.model_path, options.max_seq_length)
         self._pad_id = _pad_id(self._tokenizer)

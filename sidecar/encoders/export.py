@@ -16,11 +16,12 @@ import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from logclass.encoders.base import Precision
 from logclass.encoders.model import EncoderError, weights_sha256
 
-Variant = Literal["fp32", "int8", "fp16"]
+Variant = Precision
 VARIANTS: tuple[Variant, ...] = ("fp32", "int8", "fp16")
 MODEL_FILE = "model.onnx"
 RECORD_FILE = "export.json"

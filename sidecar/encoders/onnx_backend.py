@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -50,7 +51,7 @@ class OnnxEncoder(Encoder):
     cpu_only: ClassVar[bool] = False
     one_text_per_pass: ClassVar[bool] = False
 
-    def __init__(self, options: EncoderOptions, cache_dir: str | None, log: Any = print) -> None:
+    def __init__(self, options: EncoderOptions, cache_dir: str | None, log: Callable[[str], object] = print) -> None:
         if self.cpu_only and is_cuda(options.device):
             raise EncoderError(
                 f"embedding.backend {self.backend} runs on the CPU only (dynamic int8 has no fast CUDA kernels); "
@@ -61,7 +62,7 @@ class OnnxEncoder(Encoder):
         super().__init__(options)
         self.precision = "fp16" if is_cuda(options.device) else self.variant_on_cpu
         providers = _providers(options.device)
-        self.onnx_path = ensure_export(options.model_path, _variant(self.precision), cache_dir, log)
+        self.onnx_path = ensure_export(options.model_path, self.precision, cache_dir, log)
         self._session = _session(self.onnx_path, providers, options.threads)
         self._inputs = [i.name for i in self._session.get_inputs()]
         self.dimension = int(self.forward(*_sample()).shape[1])
@@ -84,10 +85,6 @@ class OnnxInt8Encoder(OnnxEncoder):
     # One text per pass makes every embedding the same wherever it is computed, and costs
     # nothing on a CPU: 107 texts/s against 109 at 32 per pass (2 cores).
     one_text_per_pass: ClassVar[bool] = True
-
-
-def _variant(precision: str) -> Variant:
-    return "fp16" if precision == "fp16" else "int8" if precision == "int8" else "fp32"
 
 
 def _sample() -> tuple[np.ndarray, np.ndarray]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from logclass.encoders.base import Encoder
+from logclass.encoders.model import family
 from logclass.errors import LogclassError
 
 PROBE_TEXTS = 64
@@ -64,8 +65,6 @@ def check_encoder(
 ) -> Agreement | None:
     """Raise when ``encoder`` does not reproduce the probe; without a probe (older bundles), only
     the backend family is compared."""
-    from logclass.encoders import family
-
     fix = (
         f"set embedding.backend: auto (or {trained_with}), or retrain the bundle with "
         f"embedding.backend: {encoder.backend}"
