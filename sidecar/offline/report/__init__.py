@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -19,11 +20,21 @@ from logclass.core.bundle import BundleError, load_bundle
 from logclass.core.decision import TIER_NONE
 from logclass.engine.pipeline import bundle_path, masker_of
 from logclass.errors import LogclassError
-from logclass.offline.report.scores import Calibration, accuracy, calibration, class_scores
+from logclass.offline.report.scores import Calibration, ClassScore, accuracy, calibration, class_scores
+from logclass.offline.report.stats import ReportStats
+
+if TYPE_CHECKING:
+    # Both import matplotlib, which is optional: imported once _import_matplotlib has checked.
+    from logclass.offline.report.charts import Chart
+    from logclass.offline.report.page import Card
 
 
 class ReportError(LogclassError):
     pass
+
+
+class ReportDependencyError(ReportError):
+    """The optional charting library is not installed: a fix on the host, not in the input."""
 
 
 @dataclass(frozen=True)
@@ -52,8 +63,8 @@ def _import_matplotlib() -> None:
         # No display here, and none wanted: render straight to PNG.
         matplotlib.use("Agg")
     except ImportError as exc:
-        raise ReportError(
-            "`logclass report` needs matplotlib: pip install 'logclass[report]' (make install includes it)"
+        raise ReportDependencyError(
+            "the report's charts need matplotlib: pip install 'logclass[report]' (make install includes it)"
         ) from exc
 
 
@@ -70,18 +81,28 @@ def thresholds(settings: Settings) -> dict[str, float]:
     return out
 
 
-def build_report(
-    csv_path: Path,
-    html_path: Path | None,
-    png_dir: Path | None,
-    settings: Settings,
-    options: ReportOptions,
-) -> ReportResult:
-    if html_path is None and png_dir is None:
-        raise ReportError("nothing to write: pass -o report.html and/or --png DIR")
+@dataclass(frozen=True)
+class ReportContent:
+    """What a report shows, before anything is written: `logclass report` writes it as HTML
+    and PNG files, the HTTP API returns it as JSON."""
+
+    stats: ReportStats
+    cards: list[Card]
+    # By chart name, in drawing order.
+    charts: dict[str, Chart]
+    scores: list[ClassScore]
+    # With a gold column and confidences: ECE and mean |confidence - correct| over the claims.
+    calibration: Calibration | None
+
+    @property
+    def rows(self) -> int:
+        return self.stats.rows
+
+
+def report_content(csv_path: Path, settings: Settings, options: ReportOptions) -> ReportContent:
+    """Reads a classified CSV once and draws its charts (matplotlib, in memory)."""
     _import_matplotlib()
     from logclass.offline.report import charts as ch
-    from logclass.offline.report.page import Card, render
     from logclass.offline.report.stats import collect
 
     masker = masker_of(settings.templates)
@@ -117,6 +138,11 @@ def build_report(
     for draw in tqdm(drawers, desc="drawing", unit="chart", disable=not options.progress):
         chart = draw()
         charts[chart.name] = chart
+    return ReportContent(stats, _cards(stats, settings, overall), charts, scores, overall)
+
+
+def _cards(stats: ReportStats, settings: Settings, overall: Calibration | None) -> list[Card]:
+    from logclass.offline.report.page import Card
 
     fallback = settings.router.fallback_label
     cards = [Card(f"{stats.rows:,}", "records"), Card(f"{len(stats.labels)}", "labels")]
@@ -133,12 +159,33 @@ def build_report(
         cards.append(Card(f"{overall.mean_abs_error or 0:.3f}", "mean |confidence - correct|"))
     if stats.errors:
         cards.append(Card(f"{sum(stats.errors.values()):,}", "flagged records"))
+    return cards
 
-    pngs = [_write(png_dir / f"{chart.name}.png", chart.png) for chart in charts.values()] if png_dir else []
+
+def build_report(
+    csv_path: Path,
+    html_path: Path | None,
+    png_dir: Path | None,
+    settings: Settings,
+    options: ReportOptions,
+) -> ReportResult:
+    if html_path is None and png_dir is None:
+        raise ReportError("nothing to write: pass -o report.html and/or --png DIR")
+    content = report_content(csv_path, settings, options)
+    from logclass.offline.report.page import render
+
+    pngs = [_write(png_dir / f"{chart.name}.png", chart.png) for chart in content.charts.values()] if png_dir else []
     if html_path is not None:
-        page = render(stats, cards, charts, scores, overall, templates_per_label=options.templates_per_label)
+        page = render(
+            content.stats,
+            content.cards,
+            content.charts,
+            content.scores,
+            content.calibration,
+            templates_per_label=options.templates_per_label,
+        )
         _write(html_path, page.encode("utf-8"))
-    return ReportResult(stats.rows, html_path, pngs, list(charts), overall)
+    return ReportResult(content.rows, html_path, pngs, list(content.charts), content.calibration)
 
 
 def _write(path: Path, data: bytes) -> Path:

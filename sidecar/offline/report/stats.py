@@ -159,8 +159,8 @@ class Columns:
         missing = [c for c in ("log_message", "target_label") if c not in header]
         if missing:
             raise CsvInputError(
-                f"{path}: missing column(s) {missing}; `logclass report` reads the output of "
-                f"`logclass classify IN.csv -o OUT.csv` (found {header})"
+                f"{path}: missing column(s) {missing}; a report reads classified output, from "
+                f"`logclass classify IN.csv -o OUT.csv` or the HTTP API's POST /classify (found {header})"
             )
         if gold is not None and gold not in header:
             raise CsvInputError(f"{path}: --gold column {gold!r} is not in the header {header}")
