@@ -16,12 +16,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from tests.conftest import ROOT
+
 # The flags the issue names, plus the pipe. Chromium reads commands on fd 3, answers on fd 4.
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 
 
 def chromium_binary() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def require_chromium() -> str:
+    """The browser's path; skips the test without one, or fails it where browser tests are required."""
+    binary = chromium_binary()
+    if binary is None:
+        if os.environ.get("REQUIRE_BROWSER_TESTS") == "1":
+            pytest.fail("chromium is not installed: `make browser-deps` (apt-get install chromium)")
+        pytest.skip("chromium is not installed (make browser-deps); make test requires it")
+    return binary
+
+
+def artifacts_dir() -> Path:
+    """Where browser tests leave screenshots. CI uploads this folder; locally it is beside the
+    checkout's other ignored outputs."""
+    path = Path(os.environ.get("TEST_ARTIFACTS_DIR") or ROOT / "test-artifacts")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 class ChromiumError(RuntimeError):
@@ -126,63 +148,132 @@ PROBE = """JSON.stringify({
 })"""
 
 
+class Tab:
+    """One page of a Chromium, driven step by step: navigate, fill, click, wait, screenshot; what
+    it requested and what went wrong in it are read from its own events."""
+
+    def __init__(self, browser: Chromium, width: int = 1280, height: int = 900) -> None:
+        self.browser = browser
+        self.width = width
+        target = browser.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        self.session: str = browser.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Page", "Runtime", "Log", "Network", "DOM"):
+            self.call(f"{domain}.enable")
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
+        # Events before this index belong to about:blank.
+        self.start = len(browser.events)
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        return self.browser.call(method, params, session=self.session)
+
+    def navigate(self, url: str) -> None:
+        """Opens ``url`` and returns once its load event fired."""
+        after = len(self.browser.events)
+        navigation = self.call("Page.navigate", {"url": url})
+        if navigation.get("errorText"):
+            raise ChromiumError(f"navigating to {url}: {navigation['errorText']}")
+        self.browser.wait_event("Page.loadEventFired", self.session, after=after)
+
+    def evaluate(self, expression: str) -> Any:
+        """The value of a JavaScript expression in the page (promises awaited)."""
+        answer = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
+        if "exceptionDetails" in answer:
+            details = answer["exceptionDetails"]
+            raise ChromiumError(f"{expression}: {details.get('exception', {}).get('description') or details['text']}")
+        return answer["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 60) -> Any:
+        """Polls ``expression`` until it is truthy; its value. Raises with the page's errors so far."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise ChromiumError(f"still false after {timeout:.0f} s: {expression}; page errors: {self.errors()}")
+            time.sleep(0.05)
+
+    def click(self, selector: str) -> None:
+        self.evaluate(f"document.querySelector({json.dumps(selector)}).click()")
+
+    def fill(self, selector: str, text: str) -> None:
+        """Types ``text`` into an input or textarea, as a user would: focus, then insert."""
+        self.evaluate(f"(e => {{ e.focus(); e.select(); }})(document.querySelector({json.dumps(selector)}))")
+        self.call("Input.insertText", {"text": text})
+
+    def set_files(self, selector: str, paths: list[Path]) -> None:
+        """Chooses files in an <input type=file>, as the file picker would."""
+        root = self.call("DOM.getDocument", {"depth": 0})["root"]["nodeId"]
+        node = self.call("DOM.querySelector", {"nodeId": root, "selector": selector})["nodeId"]
+        if not node:
+            raise ChromiumError(f"no element matches {selector}")
+        self.call("DOM.setFileInputFiles", {"nodeId": node, "files": [str(p) for p in paths]})
+        self.evaluate(f"document.querySelector({json.dumps(selector)}).dispatchEvent(new Event('change'))")
+
+    def allow_downloads(self, folder: Path) -> None:
+        self.browser.call("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(folder)})
+
+    def screenshot(self) -> bytes:
+        """The whole page, not only the viewport."""
+        size = self.call("Page.getLayoutMetrics")["cssContentSize"]
+        shot = self.call(
+            "Page.captureScreenshot",
+            {
+                "format": "png",
+                "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": self.width, "height": min(size["height"], 16000), "scale": 1},
+            },
+        )
+        return base64.b64decode(shot["data"])
+
+    def _events(self) -> list[dict[str, Any]]:
+        return [e for e in self.browser.events[self.start :] if e.get("sessionId") == self.session]
+
+    def requests(self) -> list[str]:
+        out = []
+        for event in self._events():
+            if event.get("method") == "Network.requestWillBeSent":
+                url = event["params"]["request"]["url"]
+                # Inline images are data: URLs of megabytes: their scheme and start are enough. A
+                # file: URL is kept whole (cut at 80 characters, a 3-digit pytest-N dir failed).
+                out.append(url[:80] if url.startswith("data:") else url)
+        return out
+
+    def errors(self) -> list[str]:
+        """Exceptions, console errors, error log entries and failed loads, as lines."""
+        out = []
+        for event in self._events():
+            method, params = event.get("method"), event.get("params", {})
+            if method == "Runtime.exceptionThrown":
+                details = params["exceptionDetails"]
+                out.append(f"exception: {details.get('exception', {}).get('description') or details.get('text')}")
+            elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+                out.append(f"console.{params['type']}: {params.get('args')}")
+            elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
+                out.append(f"log: {params['entry'].get('text')} {params['entry'].get('url', '')}")
+            elif method == "Network.loadingFailed":
+                out.append(f"load failed: {params.get('errorText')}")
+        return out
+
+
 def visit(binary: str, url: str, workdir: Path, width: int = 1280) -> PageVisit:
     """Open ``url`` in a fresh profile; collect errors, requests, image sizes and a full-page
     screenshot."""
     browser = Chromium(binary, workdir / "profile", workdir / "chromium.log")
     try:
-        target = browser.call("Target.createTarget", {"url": "about:blank"})["targetId"]
-        session = browser.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            browser.call(f"{domain}.enable", session=session)
-        browser.call(
-            "Emulation.setDeviceMetricsOverride",
-            {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False},
-            session=session,
-        )
-        # Events before this index belong to about:blank.
-        start = len(browser.events)
-        navigation = browser.call("Page.navigate", {"url": url}, session=session)
-        if navigation.get("errorText"):
-            raise ChromiumError(f"navigating to {url}: {navigation['errorText']}")
-        browser.wait_event("Page.loadEventFired", session, after=start)
-        probe = json.loads(
-            browser.call("Runtime.evaluate", {"expression": PROBE, "returnByValue": True}, session=session)["result"][
-                "value"
-            ]
-        )
-        size = browser.call("Page.getLayoutMetrics", session=session)["cssContentSize"]
-        shot = browser.call(
-            "Page.captureScreenshot",
-            {
-                "format": "png",
-                "captureBeyondViewport": True,
-                "clip": {"x": 0, "y": 0, "width": width, "height": min(size["height"], 16000), "scale": 1},
-            },
-            session=session,
-        )
-        result = PageVisit(
+        tab = Tab(browser, width)
+        tab.navigate(url)
+        probe = json.loads(tab.evaluate(PROBE))
+        return PageVisit(
             title=probe["title"],
             images=probe["images"],
             headings=probe["headings"],
-            requests=[],
-            screenshot=base64.b64decode(shot["data"]),
+            requests=tab.requests(),
+            errors=tab.errors(),
+            screenshot=tab.screenshot(),
         )
-        for event in browser.events[start:]:
-            method, params = event.get("method"), event.get("params", {})
-            if method == "Network.requestWillBeSent":
-                url = params["request"]["url"]
-                # Inline images are data: URLs of megabytes: their scheme and start are enough. A
-                # file: URL is kept whole (cut at 80 characters, a 3-digit pytest-N dir failed).
-                result.requests.append(url[:80] if url.startswith("data:") else url)
-            elif method == "Runtime.exceptionThrown":
-                result.errors.append(f"exception: {params['exceptionDetails'].get('text')}")
-            elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-                result.errors.append(f"console.{params['type']}: {params.get('args')}")
-            elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
-                result.errors.append(f"log: {params['entry'].get('text')} {params['entry'].get('url', '')}")
-            elif method == "Network.loadingFailed":
-                result.errors.append(f"load failed: {params.get('errorText')}")
-        return result
     finally:
         browser.close()

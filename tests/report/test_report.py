@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -16,8 +15,8 @@ from logclass import config
 from logclass.core.bundle import ModelBundle
 from logclass.offline.csv_classify import classify_csv
 from logclass.offline.report import ReportOptions, build_report
-from tests.conftest import NO_LLM, ROOT, SEED_CSV, SEED_TEST_CSV, MemoEncoder, offline_engine, run_cli
-from tests.report.chromium import chromium_binary, visit
+from tests.conftest import NO_LLM, SEED_CSV, SEED_TEST_CSV, MemoEncoder, offline_engine, run_cli
+from tests.report.chromium import artifacts_dir, require_chromium, visit
 
 ALL_CHARTS = {"labels", "labels_by_source", "tiers", "confidence", "confusion", "precision_recall", "calibration"}
 GOLD_CHARTS = {"confusion", "precision_recall", "calibration"}
@@ -135,25 +134,14 @@ def test_confidence_thresholds_come_from_the_config(classified: dict[str, Path],
     assert first.charts == second.charts
 
 
-def _artifacts() -> Path:
-    # CI uploads this folder; locally it is beside the checkout's other ignored outputs.
-    path = Path(os.environ.get("TEST_ARTIFACTS_DIR") or ROOT / "test-artifacts")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def test_report_opens_in_headless_chromium(classified: dict[str, Path], cfg: config.Settings, tmp_path: Path) -> None:
-    binary = chromium_binary()
-    if binary is None:
-        if os.environ.get("REQUIRE_BROWSER_TESTS") == "1":
-            pytest.fail("chromium is not installed: `make browser-deps` (apt-get install chromium)")
-        pytest.skip("chromium is not installed (make browser-deps); make test requires it")
+    binary = require_chromium()
     html_path = tmp_path / "report.html"
     build_report(classified["gold"], html_path, None, cfg, ReportOptions(progress=False))
 
     page = visit(binary, html_path.as_uri(), tmp_path)
 
-    screenshot = _artifacts() / "report-seed.png"
+    screenshot = artifacts_dir() / "report-seed.png"
     screenshot.write_bytes(page.screenshot)
     print(f"screenshot: {screenshot}")
     assert page.errors == []
