@@ -111,6 +111,8 @@ def test_every_package_folder_and_the_default_bundle_are_in_the_wheel(installed:
     assert {n.rsplit("/", 1)[1] for n in names if n.startswith("logclass/models/default/")} == bundle
     for data in ("logclass/config/defaults.yaml", "logclass/config/schema.json", "logclass/config/rules.yaml"):
         assert data in names
+    console = {p.name for p in (ROOT / "sidecar" / "http" / "console").iterdir()}
+    assert {n.rsplit("/", 1)[1] for n in names if n.startswith("logclass/http/console/")} == console
     assert "logclass/py.typed" in names
     assert not [n for n in names if n.endswith("generate.py")], "stub generation is a build-time tool"
     # Training data stays in the repository: nothing at run time reads it.
