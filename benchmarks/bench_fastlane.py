@@ -44,7 +44,7 @@ from logclass.core.bundle import load_bundle
 from logclass.core.decision import Decision, LogRecord, TemplateKey
 from logclass.engine.pipeline import DEFAULT_BUNDLE, build_engine
 from logclass.engine.router import CACHEABLE_MAX_CHARS, PendingTemplate, Router
-from logclass.server.service import to_record, to_result
+from logclass.service.classifier import to_record, to_result
 from logclass.tiers.base import FastTier
 from logclass.tiers.regex import RegexTier
 

@@ -162,6 +162,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server["listen"] = args.listen or None
     if args.unix_socket is not None:
         server["unix_socket"] = args.unix_socket or None
+    if args.http_listen is not None:
+        server["http_listen"] = args.http_listen or None
     settings = _load_settings(args, server=server) if server else _load_settings(args)
     if args.print_config:
         import yaml
@@ -329,9 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, model=False)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("serve", help="run the gRPC classification sidecar")
-    p.add_argument("--listen", help="host:port (overrides server.listen; '' for none)")
+    p = sub.add_parser("serve", help="run the classification sidecar: gRPC, the HTTP API and the web console")
+    p.add_argument("--listen", help="gRPC host:port (overrides server.listen; '' for none)")
     p.add_argument("--unix-socket", help="unix socket path (overrides server.unix_socket)")
+    p.add_argument("--http-listen", help="HTTP API and console host:port (overrides server.http_listen; '' for none)")
     p.add_argument("--print-config", action="store_true", help="print the effective config and exit")
     _common(p)
     p.set_defaults(func=cmd_serve)

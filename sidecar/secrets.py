@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from logclass.config.settings import ServerTlsSettings
+from logclass.config.settings import ServerAuthSettings, ServerTlsSettings
 from logclass.errors import LogclassError
 
 
@@ -51,3 +51,12 @@ def tls_files(tls: ServerTlsSettings, section: str) -> tuple[str, str, str | Non
     if not (cert and key):
         raise SecurityConfigError(f"{section}.tls needs both cert_file and key_file")
     return cert, key, client_ca
+
+
+def load_token(auth: ServerAuthSettings) -> str | None:
+    """The bearer token callers of ``server.auth`` must present; None: no token required."""
+    try:
+        token = read_secret(auth.token, auth.token_file, "server.auth.token")
+    except SecretError as exc:
+        raise SecurityConfigError(str(exc)) from exc.__cause__
+    return str(token) if token else None

@@ -1,9 +1,10 @@
 """`logclass serve` and `logclass relay`: one engine, the front ends the config asks for.
 
-The front ends (gRPC, the Forward relay) never import each other: this module, above them, loads
-the engine once and hands it to each. Order of events: listen first (probes see NOT_SERVING
-while the models load), load and warm the engine, attach it, serve until SIGTERM/SIGINT, drain
-the front ends, then let the templates in flight land before the process goes.
+The front ends (gRPC, HTTP, the Forward relay) never import each other: this module, above them,
+loads the engine once and hands it to each (gRPC and HTTP through one ClassifierService, so they
+answer alike). Order of events: listen first (probes see NOT_SERVING while the models load),
+load and warm the engine, attach it, serve until SIGTERM/SIGINT, drain the front ends, then let
+the templates in flight land before the process goes.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from logclass.config.settings import Settings
 from logclass.engine.engine import Engine
 from logclass.engine.metrics import Metrics, serve_metrics
 from logclass.engine.pipeline import load_engine
+from logclass.http import front as http_front
 from logclass.logs import setup_logging
 from logclass.relay import settings as relay_settings_mod
 from logclass.relay.app import Relay
 from logclass.server.app import GrpcFrontEnd, how_to_call
+from logclass.service.classifier import ClassifierService, build_model_info
 from logclass.tiers.embedding import EmbeddingTier
 
 log = logging.getLogger("logclass.server")
@@ -42,13 +45,18 @@ async def serve(settings: Settings, *, grpc: bool = True, ready: asyncio.Event |
     if relay_settings is not None:
         relay_settings_mod.check_runnable(relay_settings)
     metrics = Metrics()
-    front = GrpcFrontEnd(settings, metrics) if grpc else None
+    service = ClassifierService(settings.server, metrics)
+    front = GrpcFrontEnd(settings, service) if grpc else None
+    http = http_front.HttpFrontEnd(settings, service, metrics) if grpc and settings.server.http_listen else None
     if front is not None:
         await front.start()
+    if http is not None:
+        await http.start()
     metrics_listen = settings.server.metrics_listen if grpc else settings.relay.metrics_listen
     if metrics_listen:
         serve_metrics(metrics, metrics_listen, "server.metrics_listen" if grpc else "relay.metrics_listen")
-    log.info("%s; metrics %s; loading models", front.describe() if front else "relay only", metrics_listen or "off")
+    fronts = "; ".join(f.describe() for f in (front, http) if f is not None) or "relay only"
+    log.info("%s; metrics %s; loading models", fronts, metrics_listen or "off")
 
     relay_classifies = relay_settings is not None and settings.relay.classify
     engine, bundle = await load_engine(settings, metrics) if front is not None or relay_classifies else (None, None)
@@ -64,9 +72,11 @@ async def serve(settings: Settings, *, grpc: bool = True, ready: asyncio.Event |
         embedding = engine.tier("embedding")
         device = embedding.device if isinstance(embedding, EmbeddingTier) else ""
         files = dict(bundle.manifest["files"]) if bundle is not None else {}
-        await front.attach(engine, files, device)
+        service.attach(engine, build_model_info(engine, settings, files, device))
+        await front.serving()
     if front is not None:
-        log.info("ready; try:\n%s", how_to_call(settings.server))
+        calls = [how_to_call(settings.server), http_front.how_to_call(settings)]
+        log.info("ready; try:\n%s", "\n".join(c for c in calls if c))
     if ready is not None:
         ready.set()
 
@@ -77,8 +87,11 @@ async def serve(settings: Settings, *, grpc: bool = True, ready: asyncio.Event |
     await stop.wait()
     grace = settings.server.grace_seconds
     log.info("draining: NOT_SERVING, up to %ss for in-flight requests", grace)
-    # The relay drains alongside gRPC, before the engine both classify through closes.
-    await asyncio.gather(*([front.stop(grace)] if front else []), *([relay.stop()] if relay else []))
+    service.drain()
+    # The front ends drain together, before the engine they classify through closes.
+    await asyncio.gather(
+        *([front.stop(grace)] if front else []), *([http.stop()] if http else []), *([relay.stop()] if relay else [])
+    )
     if engine is not None:
         await engine.close()
     log.info("stopped")

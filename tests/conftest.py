@@ -30,6 +30,10 @@ from logclass.engine.pipeline import DEFAULT_BUNDLE, build_encoder, build_engine
 # too, so CLI and server subprocesses inherit it.
 NO_LLM = {"LOGCLASS_LLM__BACKEND": "none"}
 os.environ.update(NO_LLM)
+# Servers the tests start listen for HTTP only where a test asks (server.http_listen defaults to
+# 127.0.0.1:8000, which two servers, or a developer's own, cannot share).
+NO_HTTP = {"LOGCLASS_SERVER__HTTP_LISTEN": "null"}
+os.environ.update(NO_HTTP)
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_CSV = ROOT / "training" / "data" / "synthetic_logs.csv"

@@ -1,14 +1,21 @@
 """deploy/docker/Dockerfile without a Docker engine: what it copies exists and is not ignored, the
-image's environment gives the config the chart and probes expect, and its entrypoint is a real
-`logclass serve` command."""
+image's environment gives the config the chart and probes expect, its entrypoint is a real
+`logclass serve` command and its HEALTHCHECK asks the HTTP port's /healthz."""
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
 import re
 import shlex
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -214,6 +221,67 @@ def test_exposed_ports_are_the_charts(runtime: list[tuple[str, str]]) -> None:
     exposed = {int(p) for word, rest in runtime if word == "EXPOSE" for p in rest.split()}
     values = yaml.safe_load(CHART_VALUES.read_text(encoding="utf-8"))
     assert exposed == set(values["ports"].values())
+    # The listeners the image turns on are on the chart's ports, on every interface.
+    env = env_of(runtime)
+    for name, port in (("LISTEN", "grpc"), ("METRICS_LISTEN", "metrics"), ("HTTP_LISTEN", "http")):
+        assert env[f"LOGCLASS_SERVER__{name}"] == f"0.0.0.0:{values['ports'][port]}", name
+
+
+def healthcheck(runtime: list[tuple[str, str]]) -> list[str]:
+    (check,) = [rest for word, rest in runtime if word == "HEALTHCHECK"]
+    options, _, command = check.partition("CMD ")
+    assert "--timeout=" in options and "--start-period=" in options, options
+    argv: list[str] = json.loads(command)
+    return argv
+
+
+@contextlib.contextmanager
+def http_server(status: int) -> Iterator[tuple[int, list[str]]]:
+    """A local HTTP server answering every GET with `status`: (its port, the paths asked for)."""
+    paths: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            paths.append(self.path)
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1], paths
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def run_healthcheck(runtime: list[tuple[str, str]], port: int) -> subprocess.CompletedProcess[bytes]:
+    """The HEALTHCHECK command under the image's environment, its HTTP listener moved to `port`."""
+    argv = healthcheck(runtime)
+    assert argv[0] == "python", "the image's own Python (the venv, first on PATH): no curl to install"
+    host = env_of(runtime)["LOGCLASS_SERVER__HTTP_LISTEN"].rpartition(":")[0]
+    env = {**os.environ, "LOGCLASS_SERVER__HTTP_LISTEN": f"{host}:{port}"}
+    return subprocess.run([sys.executable, *argv[1:]], env=env, capture_output=True, timeout=30, check=False)
+
+
+@pytest.mark.parametrize("status, healthy", [(200, True), (503, False)])
+def test_healthcheck_asks_healthz_on_the_http_listen_port(
+    runtime: list[tuple[str, str]], status: int, healthy: bool
+) -> None:
+    with http_server(status) as (port, paths):
+        result = run_healthcheck(runtime, port)
+    assert (result.returncode == 0) is healthy, result.stderr.decode()
+    assert paths == ["/healthz"]
+
+
+def test_healthcheck_fails_when_nothing_listens(runtime: list[tuple[str, str]]) -> None:
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    assert run_healthcheck(runtime, port).returncode != 0
 
 
 def test_entrypoint_is_logclass_serve_with_the_image_environment(
@@ -230,4 +298,5 @@ def test_entrypoint_is_logclass_serve_with_the_image_environment(
     cfg: dict[str, Any] = yaml.safe_load(capsys.readouterr().out)
     assert cfg["server"]["listen"] == "0.0.0.0:50051", "reachable from outside the container"
     assert cfg["server"]["metrics_listen"] == "0.0.0.0:9464"
+    assert cfg["server"]["http_listen"] == "0.0.0.0:8000"
     assert cfg["model"]["bundle"] == "/opt/logclass/models/default"

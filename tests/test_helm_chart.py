@@ -1,6 +1,7 @@
 """The Helm chart deploy/helm/logclass, rendered offline with helm-python-sdk (Helm's Go SDK, no
 cluster, no helm binary): lint, every mode with default and non-default values, the objects it
-renders checked against the sidecar's own config loader, proto and the repo's Fluent Bit config."""
+renders checked against the sidecar's own config loader (under the image's environment), proto and
+the repo's Fluent Bit config."""
 
 from __future__ import annotations
 
@@ -30,7 +31,12 @@ UPSTREAMS = [{"host": "aggregator.logging.svc", "port": 24224}]
 DAEMONSET = {"mode": "daemonset", "daemonset": {"relay": {"upstreams": UPSTREAMS}}}
 VLLM = {"vllm": {"enabled": True, "model": {"pvc": {"claimName": "llm-weights"}}}}
 DASHBOARD = ROOT / "deploy" / "grafana" / "logclass.json"
+DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
 GRAFANA = {"grafanaDashboard": {"enabled": True}}
+TLS = {"tls": {"enabled": True, "existingSecret": "logclass-tls"}}
+MTLS = {"tls": {"enabled": True, "existingSecret": "logclass-tls", "clientAuth": True}}
+# Helm drops a key set to null, so the chart sees no ports.http at all.
+HTTP_OFF = {"ports": {"http": None}}
 WORKLOADS = {"Deployment", "DaemonSet"}
 
 Obj = dict[str, Any]
@@ -45,6 +51,16 @@ def _proto_service() -> str:
 
 
 GRPC_SERVICE = _proto_service()
+
+
+def _image_env() -> dict[str, str]:
+    """The LOGCLASS_* environment of the image's runtime stage: what the pod's env goes on top of."""
+    runtime = DOCKERFILE.read_text(encoding="utf-8").partition(" AS runtime")[2]
+    code = "\n".join(line for line in runtime.splitlines() if not line.lstrip().startswith("#"))
+    return dict(re.findall(r"\b(LOGCLASS_\w+)=(\S+)", code))
+
+
+IMAGE_ENV = _image_env()
 
 
 def _merge(base: Obj, override: Obj) -> Obj:
@@ -118,7 +134,8 @@ def volumes_of(workload: Obj) -> dict[str, Obj]:
 
 def effective_config(release: Rendered, tmp_path: Path) -> config_mod.Settings:
     """What the sidecar in the pod would run on: the ConfigMap's config.yaml at LOGCLASS_CONFIG,
-    the container's LOGCLASS_* env on top, loaded and validated by the sidecar's own loader."""
+    the image's LOGCLASS_* env on top and the container's over that (Kubernetes replaces an image
+    variable of the same name), loaded and validated by the sidecar's own loader."""
     container = release.container()
     env = env_of(container)
     mount = mounts_of(container)[env["LOGCLASS_CONFIG"]]
@@ -126,7 +143,8 @@ def effective_config(release: Rendered, tmp_path: Path) -> config_mod.Settings:
     assert volumes_of(release.sidecar_workload())["config"]["configMap"]["name"] == FULLNAME
     path = tmp_path / "config.yaml"
     path.write_text(release.config_map()[mount["subPath"]], encoding="utf-8")
-    return config_mod.load(path, environ={k: v for k, v in env.items() if k.startswith("LOGCLASS_")})
+    pod_env = IMAGE_ENV | {k: v for k, v in env.items() if k.startswith("LOGCLASS_")}
+    return config_mod.load(path, environ=pod_env)
 
 
 def port_of(address: str) -> int:
@@ -136,7 +154,11 @@ def port_of(address: str) -> int:
 # --- lint -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values", [{}, DAEMONSET, VLLM, GRAFANA], ids=["service", "daemonset", "vllm", "grafana"])
+@pytest.mark.parametrize(
+    "values",
+    [{}, DAEMONSET, VLLM, GRAFANA, HTTP_OFF, TLS, _merge(DAEMONSET, MTLS)],
+    ids=["service", "daemonset", "vllm", "grafana", "http off", "tls", "daemonset, mtls"],
+)
 def test_lint_is_clean(values: Obj) -> None:
     report = helm_python.lint(str(CHART), values, strict=True)
     assert report["errors"] == []
@@ -220,6 +242,8 @@ def test_configmap_is_a_valid_logclass_config_and_ports_match(chart: Any, tmp_pa
     assert port_of(cfg.server.listen) == ports["grpc"] == 50051
     assert cfg.server.listen.startswith("0.0.0.0:"), "kubelet probes reach the pod IP, not loopback"
     assert port_of(cfg.server.metrics_listen) == ports["metrics"] == 9464
+    assert port_of(cfg.server.http_listen) == ports["http"] == 8000
+    assert cfg.server.http_listen.startswith("0.0.0.0:"), "kubelet probes reach the pod IP, not loopback"
     annotations = release.sidecar_workload()["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert int(annotations["prometheus.io/port"]) == ports["metrics"]
@@ -230,6 +254,8 @@ def test_configmap_is_a_valid_logclass_config_and_ports_match(chart: Any, tmp_pa
         by_name = {p["name"]: p for p in svc["spec"]["ports"]}
         assert by_name["grpc"]["port"] == 50051 and by_name["grpc"]["targetPort"] == "grpc"
         assert by_name["metrics"]["targetPort"] == "metrics"
+        assert (by_name["http"]["port"], by_name["http"]["targetPort"]) == (8000, "http")
+        assert by_name["http"]["appProtocol"] == "http"
         assert cfg.relay.enabled is False
     if mode == "daemonset":
         assert cfg.relay.enabled is True
@@ -242,7 +268,7 @@ def test_configmap_is_a_valid_logclass_config_and_ports_match(chart: Any, tmp_pa
 
 def test_non_default_ports_and_values_reach_the_config(chart: Any, tmp_path: Path) -> None:
     values = {
-        "ports": {"grpc": 7000, "metrics": 7001, "forward": 7002},
+        "ports": {"grpc": 7000, "metrics": 7001, "forward": 7002, "http": 7003},
         "service": {"port": 443},
         "config": {
             "embedding": {"min_confidence": 0.7, "label_min_confidence": {"Security Alert": 0.9}},
@@ -254,18 +280,44 @@ def test_non_default_ports_and_values_reach_the_config(chart: Any, tmp_path: Pat
     cfg = effective_config(release, tmp_path)
     assert port_of(cfg.server.listen) == 7000
     assert port_of(cfg.server.metrics_listen) == 7001
+    assert port_of(cfg.server.http_listen) == 7003
     assert cfg.embedding.min_confidence == 0.7
     assert cfg.embedding.label_min_confidence == {"Security Alert": 0.9}
     assert cfg.router.fallback_label == "unknown"
     assert cfg.router.source_routes == {}
     # The label descriptions default to the bundle's (null); given, they override it per label.
     assert cfg.llm.labels == {"Billing": "invoices and payments"}
-    assert release.container()["readinessProbe"]["grpc"]["port"] == 7000
-    grpc_port = {p["name"]: p for p in release.get("Service")["spec"]["ports"]}["grpc"]
-    assert (grpc_port["port"], grpc_port["targetPort"]) == (443, "grpc")
+    container_ports = {p["name"]: p["containerPort"] for p in release.container()["ports"]}
+    assert container_ports[release.container()["readinessProbe"]["httpGet"]["port"]] == 7003
+    assert (
+        render(chart, _merge(values, {"probes": {"kind": "grpc"}})).container()["readinessProbe"]["grpc"]["port"]
+        == 7000
+    )
+    service_ports = {p["name"]: p for p in release.get("Service")["spec"]["ports"]}
+    assert (service_ports["grpc"]["port"], service_ports["grpc"]["targetPort"]) == (443, "grpc")
+    assert (service_ports["http"]["port"], service_ports["http"]["targetPort"]) == (7003, "http")
     daemon = render(chart, _merge(DAEMONSET, {"ports": {"forward": 7002}}))
     assert effective_config(daemon, tmp_path).relay.listen == "127.0.0.1:7002"
     assert fluent_bit_sections(daemon.config_map()["fluent-bit.conf"])[("OUTPUT", "forward")]["port"] == "7002"
+
+
+@pytest.mark.parametrize("base", [{}, DAEMONSET], ids=["service", "daemonset"])
+def test_http_off_renders_nothing_http_and_turns_the_image_listener_off(chart: Any, tmp_path: Path, base: Obj) -> None:
+    assert port_of(IMAGE_ENV["LOGCLASS_SERVER__HTTP_LISTEN"]) == 8000, "the image listens on HTTP"
+    values = _merge(base, _merge(HTTP_OFF, {"networkPolicy": {"enabled": True}}))
+    release = render(chart, values)
+    assert effective_config(release, tmp_path).server.http_listen is None
+    container = release.container()
+    assert "http" not in {p["name"] for p in container["ports"]}
+    assert not any("httpGet" in container[probe] for probe in PROBES)
+    if release.has("Service"):
+        assert "http" not in {p["name"] for p in release.get("Service")["spec"]["ports"]}
+    rules = release.get("NetworkPolicy")["spec"]["ingress"]
+    expected = {9464} | ({50051} if release.has("Service") else set())
+    assert {port["port"] for rule in rules for port in rule["ports"]} == expected
+    assert "console" not in release.notes
+    on = render(chart, _merge(base, {"networkPolicy": {"enabled": True}}))
+    assert "http" in {p["name"] for p in on.container()["ports"]} and "console" in on.notes
 
 
 def test_rules_from_values_are_a_loadable_rules_file(chart: Any, tmp_path: Path) -> None:
@@ -294,12 +346,68 @@ def test_config_change_rolls_the_pods(chart: Any) -> None:
     assert checksum({}) != checksum({"config": {"embedding": {"min_confidence": 0.8}}})
 
 
-@pytest.mark.parametrize("mode", ["service", "daemonset"])
-def test_probes_are_grpc_health_on_the_listen_port(chart: Any, mode: str) -> None:
-    container = render(chart, MODES[mode][0]).container()
-    for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert container[kind]["grpc"] == {"port": 50051, "service": GRPC_SERVICE}, kind
+PROBES = ("startupProbe", "livenessProbe", "readinessProbe")
+
+
+def probe_handlers(container: Obj) -> dict[str, Obj]:
+    """Probe -> its one handler ({"httpGet": ...}, {"grpc": ...}, {"tcpSocket": ...})."""
+    handlers = {}
+    for probe in PROBES:
+        (handler,) = [k for k in ("httpGet", "grpc", "tcpSocket") if k in container[probe]]
+        handlers[probe] = {handler: container[probe][handler]}
+    return handlers
+
+
+def http_probes(scheme: str) -> dict[str, Obj]:
+    ready = {"httpGet": {"path": "/readyz", "port": "http", "scheme": scheme}}
+    return {
+        "startupProbe": ready,
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http", "scheme": scheme}},
+        "readinessProbe": ready,
+    }
+
+
+def same_probe(handler: Obj) -> dict[str, Obj]:
+    return dict.fromkeys(PROBES, handler)
+
+
+GRPC_PROBE = {"grpc": {"port": 50051, "service": GRPC_SERVICE}}
+TCP_PROBE = {"tcpSocket": {"port": "grpc"}}
+# values -> the probes kubelet gets. Readiness and startup wait for the models (/readyz, gRPC
+# health); HTTP liveness is only "process up", so a draining pod is not restarted.
+PROBE_CASES: dict[str, tuple[Obj, dict[str, Obj]]] = {
+    "default": ({}, http_probes("HTTP")),
+    "tls": (TLS, http_probes("HTTPS")),
+    # Kubelet has no client certificate, and its gRPC probes speak no TLS: only the port is left.
+    "mtls": (MTLS, same_probe(TCP_PROBE)),
+    "http off": (HTTP_OFF, same_probe(GRPC_PROBE)),
+    "http off, tls": (_merge(HTTP_OFF, TLS), same_probe(TCP_PROBE)),
+    "kind grpc": ({"probes": {"kind": "grpc"}}, same_probe(GRPC_PROBE)),
+    "kind tcp": ({"probes": {"kind": "tcp"}}, same_probe(TCP_PROBE)),
+    "kind tcp, mtls": (_merge(MTLS, {"probes": {"kind": "tcp"}}), same_probe(TCP_PROBE)),
+    "kind http, tls": (_merge(TLS, {"probes": {"kind": "http"}}), http_probes("HTTPS")),
+}
+
+
+@pytest.mark.parametrize("base", [{}, DAEMONSET], ids=["service", "daemonset"])
+@pytest.mark.parametrize("case", list(PROBE_CASES))
+def test_probes_follow_the_http_port_and_tls(chart: Any, tmp_path: Path, base: Obj, case: str) -> None:
+    values, expected = PROBE_CASES[case]
+    release = render(chart, _merge(base, values))
+    container = release.container()
+    assert probe_handlers(container) == expected
+    # A named probe port is one the sidecar listens on.
+    cfg = effective_config(release, tmp_path)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    listen = {"http": cfg.server.http_listen, "grpc": cfg.server.listen}
+    for probe in PROBES:
+        handler = next(iter(probe_handlers(container)[probe].values()))
+        if isinstance(handler["port"], str):
+            assert port_of(listen[handler["port"]]) == ports[handler["port"]], probe
     assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] >= 120
+    timings = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))["probes"]
+    for probe in PROBES:
+        assert timings[probe.removesuffix("Probe")].items() <= container[probe].items(), probe
 
 
 def test_tls_and_token_come_from_secrets(chart: Any, tmp_path: Path) -> None:
@@ -332,9 +440,16 @@ def test_tls_and_token_come_from_secrets(chart: Any, tmp_path: Path) -> None:
     ]
     tls_mount = mounts_of(container)[str(Path(str(tls.cert_file)).parent)]
     assert volumes[tls_mount["name"]]["secret"]["secretName"] == "logclass-tls"
-    # Kubelet's gRPC probes cannot speak TLS: the port is checked instead.
+    # Mutual TLS: kubelet can neither present a client certificate nor speak TLS over gRPC.
     assert container["readinessProbe"]["tcpSocket"] == {"port": "grpc"}
-    assert "grpc" not in container["readinessProbe"]
+    assert "grpc" not in container["readinessProbe"] and "httpGet" not in container["readinessProbe"]
+
+    # Without client certificates the HTTP port serves the same certificate: HTTPS probes and Service.
+    tls_only = render(chart, TLS)
+    assert effective_config(tls_only, tmp_path).server.tls.client_ca_file is None
+    assert tls_only.container()["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    http_port = {p["name"]: p for p in tls_only.get("Service")["spec"]["ports"]}["http"]
+    assert http_port["appProtocol"] == "https"
 
     existing = render(chart, {"auth": {"enabled": True, "existingSecret": "my-token"}})
     assert not existing.has("Secret", f"{FULLNAME}-auth")
@@ -478,7 +593,9 @@ def test_network_policy_limits_grpc_and_vllm(chart: Any) -> None:
     policy = release.get("NetworkPolicy")
     assert policy["spec"]["podSelector"]["matchLabels"] == release.get("Deployment")["spec"]["selector"]["matchLabels"]
     ports = {rule["ports"][0]["port"]: rule for rule in policy["spec"]["ingress"]}
+    assert all(len(rule["ports"]) == 1 for rule in policy["spec"]["ingress"])
     assert ports[50051]["from"] == [{"podSelector": {}}]
+    assert ports[8000]["from"] == [{"podSelector": {}}]
     assert "from" not in ports[9464]
     vllm_policy = release.get("NetworkPolicy", f"{FULLNAME}-vllm")
     (rule,) = vllm_policy["spec"]["ingress"]
@@ -486,11 +603,28 @@ def test_network_policy_limits_grpc_and_vllm(chart: Any) -> None:
     assert rule["from"][0]["podSelector"]["matchLabels"].items() <= sidecar_labels.items()
 
 
+def test_network_policy_http_peers_default_to_grpc_peers(chart: Any) -> None:
+    clients = [{"namespaceSelector": {"matchLabels": {"team": "payments"}}}]
+    ingress = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]
+
+    def peers(policy: Obj) -> dict[int, Any]:
+        return {rule["ports"][0]["port"]: rule.get("from") for rule in policy["spec"]["ingress"]}
+
+    shared = peers(render(chart, {"networkPolicy": {"enabled": True, "grpcFrom": clients}}).get("NetworkPolicy"))
+    assert shared[50051] == shared[8000] == clients
+    own = {"networkPolicy": {"enabled": True, "grpcFrom": clients, "httpFrom": ingress}}
+    separate = peers(render(chart, own).get("NetworkPolicy"))
+    assert (separate[50051], separate[8000]) == (clients, ingress)
+    # Daemonset mode: neither gRPC nor HTTP is a network service (probes and port-forward reach it).
+    daemon = peers(render(chart, _merge(DAEMONSET, own)).get("NetworkPolicy"))
+    assert set(daemon) == {9464}
+
+
 def test_service_monitor_scrapes_the_metrics_port(chart: Any) -> None:
     release = render(chart, {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}})
     monitor = release.get("ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "prom"
-    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"], "not the HTTP API port"
     assert "metrics" in {p["name"] for p in release.get("Service")["spec"]["ports"]}
 
 
@@ -502,6 +636,17 @@ def test_notes_say_how_to_call_and_where_metrics_are(chart: Any) -> None:
     assert f"http://{FULLNAME}-vllm.{NAMESPACE}.svc:8000/v1" in notes
     daemon_notes = render(chart, DAEMONSET).notes
     assert "aggregator.logging.svc:24224" in daemon_notes
+
+
+def test_notes_say_where_the_console_is(chart: Any) -> None:
+    notes = render(chart).notes
+    assert f"http://{FULLNAME}.{NAMESPACE}.svc:8000/" in notes
+    assert f"kubectl -n {NAMESPACE} port-forward svc/{FULLNAME} 8000:8000" in notes
+    assert "open http://127.0.0.1:8000/" in notes and "/docs" in notes
+    moved = render(chart, _merge(TLS, {"ports": {"http": 8443}})).notes
+    assert f"port-forward svc/{FULLNAME} 8443:8443" in moved and "open https://127.0.0.1:8443/" in moved
+    daemon = render(chart, DAEMONSET).notes
+    assert f"port-forward daemonset/{FULLNAME} 8000:8000" in daemon and f"{FULLNAME}.{NAMESPACE}.svc:8000" not in daemon
 
 
 # --- schema -----------------------------------------------------------------------------------------
@@ -521,6 +666,14 @@ BAD_VALUES = {
     "volume bundle without volume": ({"model": {"source": "volume"}}, "/model"),
     "root container": ({"securityContext": {"runAsNonRoot": False}}, "/securityContext/runAsNonRoot"),
     "port out of range": ({"ports": {"grpc": 70000}}, "/ports/grpc"),
+    "http port 0 (off is null)": ({"ports": {"http": 0}}, "/ports/http"),
+    "unknown probe kind": ({"probes": {"kind": "https"}}, "/probes/kind"),
+    "http probes without the http port": (
+        _merge(HTTP_OFF, {"probes": {"kind": "http"}}),
+        "'/ports': missing property 'http'",
+    ),
+    "http probes with mtls": (_merge(MTLS, {"probes": {"kind": "http"}}), "/probes/kind"),
+    "grpc probes with tls": (_merge(TLS, {"probes": {"kind": "grpc"}}), "/probes/kind"),
     "llm url scheme": ({"llm": {"url": "grpc://x"}}, "/llm/url"),
     "unknown config section": ({"config": {"embeddings": {}}}, "'embeddings'"),
     "rule without label": ({"rules": [{"pattern": "x"}]}, "/rules/0"),

@@ -237,7 +237,9 @@ class ServerSettings:
     listen: Annotated[Address | None, doc("host:port for gRPC; null: none")]
     unix_socket: Annotated[NonEmptyStr | None, doc("also (or only) listen on this unix socket path; null: none")]
     max_records_per_request: Annotated[PositiveInt, doc("requests with more records get INVALID_ARGUMENT")]
-    max_request_bytes: Annotated[int, Json(minimum=1024), doc("larger messages are refused by gRPC")]
+    max_request_bytes: Annotated[
+        int, Json(minimum=1024), doc("larger messages are refused by gRPC, larger JSON bodies by HTTP (413)")
+    ]
     inline_budget_ms: Annotated[
         NonNegativeInt, doc("how long a request waits for model answers unless it asks otherwise; then tier pending")
     ]
@@ -249,6 +251,10 @@ class ServerSettings:
     auth: ServerAuthSettings
     log_format: Annotated[Literal["text", "json"], doc("log lines as text or one JSON object per line")]
     metrics_listen: Annotated[MetricsAddress | None, doc("host:port of Prometheus /metrics; null: off")]
+    http_listen: Annotated[Address | None, doc("host:port of the HTTP API and web console; null: off")]
+    max_upload_bytes: Annotated[
+        int, Json(minimum=1024), doc("largest CSV upload over HTTP (POST /classify, /v1/report); larger get 413")
+    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 from collections import Counter as Counter_
 from collections.abc import Hashable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -31,6 +32,26 @@ _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 _SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The counters a live view polls, read from the same series Prometheus scrapes."""
+
+    records: dict[tuple[str, str], float]  # (tier, label) -> records since start
+    cache: dict[str, float]  # exact / template hits, miss
+    lanes: dict[str, tuple[float, float]]  # lane -> (templates queued, running)
+    inflight: float
+    errors: dict[str, float]
+
+
+def _values(metric: Any, suffix: str = "") -> list[tuple[dict[str, str], float]]:
+    return [
+        (sample.labels, sample.value)
+        for family in metric.collect()
+        for sample in family.samples
+        if sample.name == family.name + suffix
+    ]
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -38,7 +59,11 @@ class Metrics:
         self.records = Counter("logclass_records", "Records classified", ["tier", "label"], registry=r)
         self.errors = Counter("logclass_errors", "Records or requests that failed, by kind", ["kind"], registry=r)
         self.request_seconds = Histogram(
-            "logclass_request_seconds", "gRPC request latency", ["method"], buckets=_LATENCY, registry=r
+            "logclass_request_seconds",
+            "Request latency (gRPC method, or HTTP verb and path)",
+            ["method"],
+            buckets=_LATENCY,
+            registry=r,
         )
         self.request_records = Histogram("logclass_request_records", "Records per request", buckets=_SIZES, registry=r)
         self.tier_seconds = Histogram(
@@ -113,6 +138,18 @@ class Metrics:
                 else:
                     self.cache_hits.labels(key).inc(delta)
         self._router_seen = now
+
+    def snapshot(self) -> Snapshot:
+        cache = {labels["cache"]: value for labels, value in _values(self.cache_hits, "_total")}
+        cache["miss"] = sum(value for _, value in _values(self.cache_misses, "_total"))
+        running = {labels["lane"]: value for labels, value in _values(self.lane_running)}
+        return Snapshot(
+            records={(lb["tier"], lb["label"]): value for lb, value in _values(self.records, "_total")},
+            cache=cache,
+            lanes={lb["lane"]: (value, running.get(lb["lane"], 0.0)) for lb, value in _values(self.lane_queue)},
+            inflight=sum(value for _, value in _values(self.inflight)),
+            errors={labels["kind"]: value for labels, value in _values(self.errors, "_total")},
+        )
 
     def observe_lane(self, lane: str, items: int, seconds: float) -> None:
         self.tier_seconds.labels(lane).observe(seconds)

@@ -129,7 +129,7 @@ class CountingReader(io.RawIOBase):
         return n
 
 
-def read_header(reader: Iterator[list[str]], path: Path) -> list[str]:
+def read_header(reader: Iterator[list[str]], path: Path | str) -> list[str]:
     for row in reader:
         if row:
             return [name.strip() for name in row]
@@ -143,6 +143,58 @@ def _fit_row(row: list[str], width: int) -> tuple[list[str], bool]:
     if len(row) < width:
         return row + [""] * (width - len(row)), True
     return [*row[: width - 1], ",".join(row[width - 1 :])], True
+
+
+TEMPLATE_ID_COLUMN = "template_id"
+
+
+@dataclass(frozen=True)
+class CsvLayout:
+    """The row rules of every CSV front end (`logclass classify`, HTTP POST /classify): where the
+    input columns are, what a malformed row becomes, and the output header. Input columns named
+    like an output column are kept, renamed ``input_<name>``."""
+
+    width: int
+    source: int
+    message: int
+    header: list[str]
+    renamed: dict[str, str]
+    template_id: bool = False
+
+    @classmethod
+    def of(cls, header: list[str], where: Path | str, *, template_id: bool = False) -> CsvLayout:
+        missing = [c for c in INPUT_COLUMNS if c not in header]
+        if missing:
+            raise CsvInputError(
+                f"{where}: missing column(s) {missing}; the input needs {list(INPUT_COLUMNS)} (found {header})"
+            )
+        added = [*OUTPUT_COLUMNS, *([TEMPLATE_ID_COLUMN] if template_id else [])]
+        out_header, renamed = list(header), {}
+        for i, name in enumerate(header):
+            if name in added:
+                out_header[i] = renamed[name] = f"input_{name}"
+        return cls(
+            len(header), header.index("source"), header.index("log_message"), out_header + added, renamed, template_id
+        )
+
+    def fit(self, rows: Sequence[list[str]]) -> tuple[list[list[str]], list[bool], list[LogRecord]]:
+        """The rows at the header's width, which of them were malformed, and their records."""
+        fitted, malformed = [], []
+        for row in rows:
+            fixed, bad = _fit_row(row, self.width)
+            fitted.append(fixed)
+            malformed.append(bad)
+        return fitted, malformed, [LogRecord(r[self.source].strip(), r[self.message].strip()) for r in fitted]
+
+    def output(self, row: list[str], malformed: bool, decision: Decision) -> list[str]:
+        out = [*row, decision.label, decision.tier, f"{decision.confidence:.4f}", row_error(decision, malformed)]
+        if self.template_id:
+            out.append(decision.template_id)
+        return out
+
+
+def row_error(decision: Decision, malformed: bool) -> str:
+    return decision.error or (ERROR_MALFORMED if malformed else "")
 
 
 class _TableWriter:
@@ -187,34 +239,19 @@ def classify_csv(
             newline="",
         )
         reader = csv.reader(text, skipinitialspace=True)
-        header = read_header(reader, in_path)
-        missing = [c for c in INPUT_COLUMNS if c not in header]
-        if missing:
-            raise CsvInputError(
-                f"{in_path}: missing column(s) {missing}; the input needs {list(INPUT_COLUMNS)} (found {header})"
-            )
-        src_i, msg_i = header.index("source"), header.index("log_message")
-        out_header = list(header)
-        for i, name in enumerate(header):
-            if name in OUTPUT_COLUMNS:
-                out_header[i] = f"input_{name}"
-                summary.renamed_columns[name] = out_header[i]
-        out_header += OUTPUT_COLUMNS
+        layout = CsvLayout.of(read_header(reader, in_path), in_path)
+        summary.renamed_columns.update(layout.renamed)
         sink, close = _open_sink(out)
         try:
             writer = csv.writer(sink) if sink is not None else None
             table = _TableWriter(table_out or sys.stdout) if writer is None else None
             if writer is not None:
-                writer.writerow(out_header)
+                writer.writerow(layout.header)
 
             def prepared() -> Iterator[tuple[tuple[list[list[str]], list[bool]], list[LogRecord]]]:
-                for chunk in _chunks(reader, chunk_rows, in_path):
-                    rows, malformed = [], []
-                    for row in chunk:
-                        fitted, bad = _fit_row(row, len(header))
-                        rows.append(fitted)
-                        malformed.append(bad)
-                    yield (rows, malformed), [LogRecord(r[src_i].strip(), r[msg_i].strip()) for r in rows]
+                for chunk in read_chunks(reader, chunk_rows, in_path):
+                    rows, malformed, records = layout.fit(chunk)
+                    yield (rows, malformed), records
 
             def show_queue() -> None:
                 queued = router.queued()
@@ -223,15 +260,15 @@ def classify_csv(
 
             for (rows, malformed), decisions in pipelined(router, prepared(), on_wait=show_queue):
                 for row, bad, decision in zip(rows, malformed, decisions, strict=True):
-                    error = decision.error or (ERROR_MALFORMED if bad else "")
+                    error = row_error(decision, bad)
                     summary.by_tier[decision.tier] += 1
                     summary.by_label[decision.label] += 1
                     if error:
                         summary.errors[error] += 1
                     if writer is not None:
-                        writer.writerow([*row, decision.label, decision.tier, f"{decision.confidence:.4f}", error])
+                        writer.writerow(layout.output(row, bad, decision))
                     elif table is not None:
-                        table.write(row[src_i].strip(), row[msg_i].strip(), decision)
+                        table.write(row[layout.source].strip(), row[layout.message].strip(), decision)
                 summary.rows += len(rows)
                 show_queue()
         finally:
@@ -257,7 +294,8 @@ def _open_sink(out: str | Path | None) -> tuple[TextIO | None, bool]:
         raise CsvInputError(f"cannot write {path}: {exc.strerror}") from exc
 
 
-def _chunks(reader: Iterator[list[str]], size: int, path: Path) -> Iterator[list[list[str]]]:
+def read_chunks(reader: Iterator[list[str]], size: int, path: Path | str) -> Iterator[list[list[str]]]:
+    """Lists of ``size`` rows, blank lines skipped; an unreadable line raises CsvInputError."""
     chunk: list[list[str]] = []
     try:
         for row in reader:

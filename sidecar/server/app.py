@@ -12,11 +12,11 @@ from logclass.address import split_host_port
 from logclass.api.logclass.v1 import classifier_pb2 as pb
 from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
 from logclass.config.settings import ServerSettings, Settings
-from logclass.engine.engine import Engine
-from logclass.engine.metrics import Metrics
+from logclass.secrets import load_token
 from logclass.server import ServeError
-from logclass.server.security import BearerTokenInterceptor, load_token, server_credentials
-from logclass.server.service import Budgets, LogClassifierService, build_model_info
+from logclass.server.security import BearerTokenInterceptor, server_credentials
+from logclass.server.service import LogClassifierServicer
+from logclass.service.classifier import ClassifierService
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LogClassifier"].full_name
 
@@ -35,9 +35,9 @@ def addresses(server: ServerSettings) -> list[str]:
 
 class GrpcFrontEnd:
     """Listens before the models load, so probes see NOT_SERVING (not a refused connection);
-    ``attach`` turns it SERVING on the loaded engine."""
+    ``serving`` turns it SERVING once the service has the loaded engine."""
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, service: ClassifierService) -> None:
         server = settings.server
         self.settings = settings
         options = [
@@ -48,9 +48,8 @@ class GrpcFrontEnd:
         self.credentials = server_credentials(server.tls)
         interceptors = [BearerTokenInterceptor(self.token)] if self.token else []
         self.server = grpc.aio.server(options=options, interceptors=interceptors)
-        budgets = Budgets(server.inline_budget_ms / 1000.0, server.deadline_margin_ms / 1000.0)
-        self.service = LogClassifierService(server.max_records_per_request, budgets, metrics)
-        pb_grpc.add_LogClassifierServicer_to_server(self.service, self.server)  # type: ignore[no-untyped-call]
+        servicer = LogClassifierServicer(service)
+        pb_grpc.add_LogClassifierServicer_to_server(servicer, self.server)  # type: ignore[no-untyped-call]
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -79,8 +78,7 @@ class GrpcFrontEnd:
                 raise ServeError(f"cannot listen on {address}: {exc}; is another server using it?") from exc
         await self.server.start()
 
-    async def attach(self, engine: Engine, bundle_files: dict[str, str], device: str) -> None:
-        self.service.attach(engine, build_model_info(engine, self.settings, bundle_files, device))
+    async def serving(self) -> None:
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
 
     async def _set_health(self, status: Any) -> None:

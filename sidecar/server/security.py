@@ -9,8 +9,8 @@ from typing import Any
 
 import grpc
 
-from logclass.config.settings import ServerAuthSettings, ServerTlsSettings
-from logclass.secrets import SecretError, SecurityConfigError, read_secret, tls_files
+from logclass.config.settings import ServerTlsSettings
+from logclass.secrets import SecurityConfigError, tls_files
 
 # Kubelet probes and load balancers check health without credentials.
 _OPEN_METHODS = ("/grpc.health.v1.Health/",)
@@ -34,14 +34,6 @@ def server_credentials(tls: ServerTlsSettings) -> grpc.ServerCredentials | None:
         root_certificates=root,
         require_client_auth=root is not None,
     )
-
-
-def load_token(auth: ServerAuthSettings) -> str | None:
-    try:
-        token = read_secret(auth.token, auth.token_file, "server.auth.token")
-    except SecretError as exc:
-        raise SecurityConfigError(str(exc)) from exc.__cause__
-    return str(token) if token else None
 
 
 def _denied(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:

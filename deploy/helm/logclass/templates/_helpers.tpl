@@ -113,6 +113,33 @@ rest is here.
 {{- toYaml $merged }}
 {{- end }}
 
+{{/* probes.kind with auto resolved (values.yaml says why each). */}}
+{{- define "logclass.probeKind" -}}
+{{- $kind := .Values.probes.kind | default "auto" }}
+{{- if ne $kind "auto" }}{{ $kind }}
+{{- else if and .Values.ports.http (not (and .Values.tls.enabled .Values.tls.clientAuth)) }}http
+{{- else if .Values.tls.enabled }}tcp
+{{- else }}grpc
+{{- end }}
+{{- end }}
+
+{{/* The logclass container's probes: {startup, liveness, readiness} -> handler. */}}
+{{- define "logclass.probes" -}}
+{{- $kind := include "logclass.probeKind" . }}
+{{- if eq $kind "http" }}
+{{- $scheme := ternary "HTTPS" "HTTP" .Values.tls.enabled }}
+{{- $ready := dict "httpGet" (dict "path" "/readyz" "port" "http" "scheme" $scheme) }}
+{{- $live := dict "httpGet" (dict "path" "/healthz" "port" "http" "scheme" $scheme) }}
+{{- toYaml (dict "startup" $ready "liveness" $live "readiness" $ready) }}
+{{- else }}
+{{- $probe := dict "tcpSocket" (dict "port" "grpc") }}
+{{- if eq $kind "grpc" }}
+{{- $probe = dict "grpc" (dict "port" (int .Values.ports.grpc) "service" "logclass.v1.LogClassifier") }}
+{{- end }}
+{{- toYaml (dict "startup" $probe "liveness" $probe "readiness" $probe) }}
+{{- end }}
+{{- end }}
+
 {{/* The logclass container, shared by the DaemonSet and the Deployment. */}}
 {{- define "logclass.container" -}}
 - name: logclass
@@ -126,6 +153,9 @@ rest is here.
       value: "0.0.0.0:{{ .Values.ports.grpc }}"
     - name: LOGCLASS_SERVER__METRICS_LISTEN
       value: "0.0.0.0:{{ .Values.ports.metrics }}"
+    # Set either way: off has to override the image's listener.
+    - name: LOGCLASS_SERVER__HTTP_LISTEN
+      value: {{ if .Values.ports.http }}"0.0.0.0:{{ .Values.ports.http }}"{{ else }}"null"{{ end }}
     - name: LOGCLASS_MODEL__BUNDLE
       value: {{ ternary (printf "%s/%s" .Values.model.mountPath .Values.model.subPath) .Values.model.imagePath (eq .Values.model.source "volume") | quote }}
     {{- if eq .Values.mode "daemonset" }}
@@ -144,16 +174,16 @@ rest is here.
   ports:
     - {name: grpc, containerPort: {{ .Values.ports.grpc }}, protocol: TCP}
     - {name: metrics, containerPort: {{ .Values.ports.metrics }}, protocol: TCP}
-  {{- $probe := dict "grpc" (dict "port" (int .Values.ports.grpc) "service" "logclass.v1.LogClassifier") }}
-  {{- if .Values.tls.enabled }}
-  {{- $probe = dict "tcpSocket" (dict "port" "grpc") }}
-  {{- end }}
+    {{- if .Values.ports.http }}
+    - {name: http, containerPort: {{ .Values.ports.http }}, protocol: TCP}
+    {{- end }}
+  {{- $probes := include "logclass.probes" . | fromYaml }}
   startupProbe:
-    {{- toYaml (merge (deepCopy $probe) .Values.probes.startup) | nindent 4 }}
+    {{- toYaml (merge $probes.startup .Values.probes.startup) | nindent 4 }}
   livenessProbe:
-    {{- toYaml (merge (deepCopy $probe) .Values.probes.liveness) | nindent 4 }}
+    {{- toYaml (merge $probes.liveness .Values.probes.liveness) | nindent 4 }}
   readinessProbe:
-    {{- toYaml (merge (deepCopy $probe) .Values.probes.readiness) | nindent 4 }}
+    {{- toYaml (merge $probes.readiness .Values.probes.readiness) | nindent 4 }}
   resources:
     {{- toYaml .Values.resources | nindent 4 }}
   securityContext:

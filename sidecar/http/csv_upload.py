@@ -1,0 +1,114 @@
+"""POST /classify: a CSV upload answered as CSV, by the row rules of `logclass classify`.
+
+The upload is read whole (to a spooled file) and checked before the answer starts, so a 200
+always carries a complete CSV and a bad file gets a 400 that says which line. Rows are then
+classified in chunks, a few in flight, and each chunk is written as soon as it is decided."""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import csv
+import io
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from typing import IO
+
+from logclass.core.decision import Decision, LogRecord
+from logclass.engine.lanes import LaneFullError
+from logclass.engine.metrics import Classify, Metrics
+from logclass.offline.csv_classify import CsvInputError, CsvLayout, read_chunks, read_header
+
+CHUNK_ROWS = 512
+# Chunks classified at once: later chunks' new templates queue in the lanes while earlier ones
+# are written, as in `logclass classify`.
+LOOKAHEAD = 4
+# A batch job waits for room in a full lane instead of failing the upload halfway.
+_FULL_LANE_RETRY_S = (0.05, 1.0)
+METHOD = "POST /classify"
+
+
+class _Raw(io.RawIOBase):
+    """A readable raw stream over any binary file object (Python 3.10's SpooledTemporaryFile
+    lacks the io methods TextIOWrapper needs)."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file = file
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self._file.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _reader(file: IO[bytes], encoding: str) -> csv.Reader:  # type: ignore[name-defined]
+    file.seek(0)
+    text = io.TextIOWrapper(io.BufferedReader(_Raw(file)), encoding=encoding, errors="surrogateescape", newline="")
+    return csv.reader(text, skipinitialspace=True)
+
+
+def check_encoding(encoding: str) -> str:
+    try:
+        return codecs.lookup(encoding).name
+    except LookupError as exc:
+        raise CsvInputError(f"unknown encoding {encoding!r}: give a Python codec name, e.g. utf-8 or latin-1") from exc
+
+
+def inspect_upload(file: IO[bytes], name: str, encoding: str, template_id: bool) -> tuple[CsvLayout, int]:
+    """The upload's layout and row count; CsvInputError names the first unreadable line."""
+    reader = _reader(file, encoding)
+    layout = CsvLayout.of(read_header(reader, name), name, template_id=template_id)
+    rows = sum(len(chunk) for chunk in read_chunks(reader, 4096, name))
+    return layout, rows
+
+
+def _csv_bytes(rows: Sequence[Sequence[str]]) -> bytes:
+    out = io.StringIO()
+    csv.writer(out).writerows(rows)
+    # Undecodable input bytes (kept as surrogates) go back out as they came in.
+    return out.getvalue().encode("utf-8", "surrogateescape")
+
+
+async def _decided(classify: Classify, records: Sequence[LogRecord], owner: object, metrics: Metrics) -> list[Decision]:
+    pause, most = _FULL_LANE_RETRY_S
+    while True:
+        try:
+            return await classify(records, None, owner)
+        except LaneFullError as exc:
+            metrics.lane_rejected.labels(exc.lane).inc()
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, most)
+
+
+async def classified_csv(
+    file: IO[bytes], name: str, encoding: str, layout: CsvLayout, classify: Classify, metrics: Metrics
+) -> AsyncIterator[bytes]:
+    """The output CSV, header first, then each chunk of rows once decided."""
+    started = time.perf_counter()
+    owner = object()  # the lanes take turns between uploads and other callers
+    reader = _reader(file, encoding)
+    await asyncio.to_thread(read_header, reader, name)
+    chunks = read_chunks(reader, CHUNK_ROWS, name)
+    pending: deque[tuple[list[list[str]], list[bool], asyncio.Task[list[Decision]]]] = deque()
+    yield _csv_bytes([layout.header])
+    try:
+        while True:
+            chunk = await asyncio.to_thread(next, chunks, None)
+            if chunk is not None:
+                rows, malformed, records = layout.fit(chunk)
+                pending.append((rows, malformed, asyncio.ensure_future(_decided(classify, records, owner, metrics))))
+            while pending and (chunk is None or len(pending) > LOOKAHEAD or pending[0][2].done()):
+                rows, malformed, task = pending.popleft()
+                decisions = await task
+                yield _csv_bytes([layout.output(r, m, d) for r, m, d in zip(rows, malformed, decisions, strict=True)])
+            if chunk is None:
+                break
+    finally:
+        # The caller went away (or the stream failed): nothing more of this upload is needed.
+        for _, _, task in pending:
+            task.cancel()
+    metrics.request_seconds.labels(METHOD).observe(time.perf_counter() - started)

@@ -1,0 +1,120 @@
+"""What stands in front of the routes: the bearer token, request-size limits, response counts."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CollectorRegistry, Counter
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from logclass.http.errors import status_response
+from logclass.service.classifier import ApiError, Code
+
+_bearer = HTTPBearer(auto_error=False, description="server.auth: `Authorization: Bearer <token>`")
+
+
+def token_guard(token: str) -> Any:
+    """A dependency that refuses calls without ``Authorization: Bearer <token>`` (UNAUTHENTICATED)."""
+    expected = token.encode()
+
+    async def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:  # noqa: B008
+        given = credentials.credentials.encode() if credentials is not None else b""
+        if not hmac.compare_digest(given, expected):
+            raise ApiError(Code.UNAUTHENTICATED, "missing or wrong bearer token (header Authorization: Bearer TOKEN)")
+
+    return Depends(require_token)
+
+
+class BodyLimit:
+    """Refuses a request body larger than its path's limit with 413, before the route reads it:
+    at once when Content-Length says so, else as soon as the bytes received pass the limit."""
+
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str], tuple[int, str]]) -> None:
+        self.app = app
+        self.limit_for = limit_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        limit, setting = self.limit_for(scope["path"])
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await self._refuse(scope, receive, send, limit, setting)
+            return
+        seen, over = 0, False
+
+        async def limited() -> Message:
+            nonlocal seen, over
+            if over:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    # The route sees the client go away; its answer is dropped for the 413.
+                    over = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def unless_over(message: Message) -> None:
+            if not over:
+                await send(message)
+
+        try:
+            await self.app(scope, limited, unless_over)
+        except Exception:
+            if not over:
+                raise
+        if over:
+            await self._refuse(scope, receive, send, limit, setting)
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, limit: int, setting: str) -> None:
+        message = (
+            f"the request body is larger than {setting} ({limit:,} bytes): split the input, "
+            f"or raise {setting} in the sidecar's config"
+        )
+        await status_response(Code.RESOURCE_EXHAUSTED, message, 413)(scope, receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class ResponseCounter:
+    """``logclass_http_responses_total{route, code}``: HTTP answers by route template and status."""
+
+    def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
+        self.app = app
+        self.responses = Counter(
+            "logclass_http_responses", "HTTP responses by route and status code", ["route", "code"], registry=registry
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def noting(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.responses.labels(route, str(status)).inc()

@@ -1,0 +1,128 @@
+"""Pydantic models of the proto messages, made from their descriptors: the OpenAPI document and
+request validation follow the .proto, so gRPC and HTTP share one contract that cannot drift.
+
+Field names are the proto3 JSON names (lowerCamelCase, as gRPC-JSON transcoding writes them);
+the original snake_case names are accepted too, as proto3 JSON parsers must."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from logclass.api.logclass.v1 import classifier_pb2 as pb
+
+_UINT32_MAX = 2**32 - 1
+_SCALARS: dict[int, Any] = {
+    FieldDescriptor.TYPE_STRING: str,
+    FieldDescriptor.TYPE_BOOL: bool,
+    FieldDescriptor.TYPE_FLOAT: float,
+    FieldDescriptor.TYPE_DOUBLE: float,
+    FieldDescriptor.TYPE_UINT32: Annotated[int, Field(ge=0, le=_UINT32_MAX)],
+    FieldDescriptor.TYPE_INT32: Annotated[int, Field(ge=-(2**31), le=2**31 - 1)],
+    # proto3 JSON writes bytes as base64 text.
+    FieldDescriptor.TYPE_BYTES: Annotated[str, Field(json_schema_extra={"format": "byte"})],
+}
+_EMPTY: dict[int, Any] = {
+    FieldDescriptor.TYPE_STRING: "",
+    FieldDescriptor.TYPE_BYTES: "",
+    FieldDescriptor.TYPE_BOOL: False,
+    FieldDescriptor.TYPE_FLOAT: 0.0,
+    FieldDescriptor.TYPE_DOUBLE: 0.0,
+    FieldDescriptor.TYPE_UINT32: 0,
+    FieldDescriptor.TYPE_INT32: 0,
+}
+_CONFIG = ConfigDict(populate_by_name=True, extra="forbid")
+
+
+def _value_type(field: FieldDescriptor, models: dict[str, type[BaseModel]]) -> Any:
+    if field.type == FieldDescriptor.TYPE_MESSAGE:
+        return message_model(field.message_type, models)
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        return Literal[tuple(value.name for value in field.enum_type.values)]
+    if field.type not in _SCALARS:
+        raise TypeError(f"{field.full_name}: proto type {field.type} has no JSON model here; add it to _SCALARS")
+    return _SCALARS[field.type]
+
+
+def _field(field: FieldDescriptor, models: dict[str, type[BaseModel]]) -> tuple[Any, Any]:
+    entry = field.message_type
+    if entry is not None and entry.GetOptions().map_entry:
+        value = _value_type(entry.fields_by_name["value"], models)
+        return dict[str, value], Field(default_factory=dict, alias=field.json_name, title=field.json_name)  # type: ignore[valid-type]
+    kind = _value_type(field, models)
+    if field.is_repeated:
+        return list[kind], Field(default_factory=list, alias=field.json_name, title=field.json_name)  # type: ignore[valid-type]
+    if field.has_presence:
+        return kind | None, Field(default=None, alias=field.json_name, title=field.json_name)
+    default = field.enum_type.values[0].name if field.enum_type is not None else _EMPTY[field.type]
+    return kind, Field(default=default, alias=field.json_name, title=field.json_name)
+
+
+def message_model(descriptor: Descriptor, models: dict[str, type[BaseModel]] | None = None) -> type[BaseModel]:
+    """The model of one message (and, through ``models``, each message it contains, made once)."""
+    models = {} if models is None else models
+    if descriptor.full_name not in models:
+        fields: dict[str, Any] = {str(field.name): _field(field, models) for field in descriptor.fields}
+        models[descriptor.full_name] = create_model(str(descriptor.name), __config__=_CONFIG, **fields)
+    return models[descriptor.full_name]
+
+
+if TYPE_CHECKING:
+    # For the type checker these are plain models; at run time they carry the proto's fields.
+    ClassifyRequestJson = BaseModel
+    ClassifyResponseJson = BaseModel
+    ModelInfoJson = BaseModel
+else:
+    _MODELS: dict[str, type[BaseModel]] = {}
+    ClassifyRequestJson = message_model(pb.ClassifyRequest.DESCRIPTOR, _MODELS)
+    ClassifyResponseJson = message_model(pb.ClassifyResponse.DESCRIPTOR, _MODELS)
+    ModelInfoJson = message_model(pb.ModelInfo.DESCRIPTOR, _MODELS)
+
+
+class Status(BaseModel):
+    """Every error body: google.rpc.Status in JSON, as gRPC-JSON transcoding writes a failed call."""
+
+    code: int = Field(description="google.rpc.Code, e.g. 3 INVALID_ARGUMENT, 8 RESOURCE_EXHAUSTED, 16 UNAUTHENTICATED")
+    message: str = Field(description="what was wrong, and what to change")
+    details: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Health(BaseModel):
+    status: Literal["SERVING", "NOT_SERVING"] = Field(description="as gRPC health reports it")
+
+
+class RecordCount(BaseModel):
+    tier: str
+    label: str
+    count: float
+
+
+class LaneLoad(BaseModel):
+    lane: str
+    queued: float = Field(description="templates waiting for the lane's tier")
+    running: float = Field(description="templates the tier is working on")
+
+
+class ErrorCount(BaseModel):
+    kind: str
+    count: float
+
+
+class CacheCounts(BaseModel):
+    exact: float = Field(0.0, description="records answered by the exact-message cache")
+    template: float = Field(0.0, description="records answered by the template cache")
+    miss: float = Field(0.0, description="templates the model tiers decided")
+
+
+class Stats(BaseModel):
+    """Cumulative counters since the sidecar started (the ones /metrics exports): poll and take
+    differences for rates."""
+
+    uptimeSeconds: float
+    records: list[RecordCount]
+    cache: CacheCounts
+    lanes: list[LaneLoad]
+    inflightTemplates: float
+    errors: list[ErrorCount]
