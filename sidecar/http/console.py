@@ -8,6 +8,7 @@ import base64
 import hashlib
 import shutil
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
@@ -20,12 +21,10 @@ from pydantic import BaseModel, Field
 
 from logclass.config.settings import Settings
 from logclass.errors import LogclassError
+from logclass.http.errors import status_response
+from logclass.http.schemas import Status
 from logclass.offline.report import ReportContent, ReportDependencyError, ReportOptions, report_content
-
-# google.rpc.Code values, the error body's `code` as everywhere else in the API.
-INVALID_ARGUMENT = 3
-NOT_FOUND = 5
-UNIMPLEMENTED = 12
+from logclass.service.classifier import Code
 
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -51,6 +50,15 @@ CACHE_CONTROL = "no-cache"
 # time, later ones wait their turn instead of taking every core.
 REPORT_WORKERS = 2
 MAX_NAME_CHARS = 100
+REPORT_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": Status, "description": text}
+    for status, text in {
+        400: "INVALID_ARGUMENT: not a classified CSV; the message says what is missing",
+        401: "UNAUTHENTICATED: server.auth is on and the bearer token is missing or wrong",
+        413: "the file is larger than server.max_upload_bytes",
+        501: "UNIMPLEMENTED: matplotlib (the report extra) is not installed on the server",
+    }.items()
+}
 UPLOAD_CHUNK = 1 << 20
 
 
@@ -65,30 +73,22 @@ class Asset:
     etag: str
 
 
-class StatusBody(BaseModel):
-    """The API's error body, google.rpc.Status in JSON."""
-
-    code: int = Field(description="google.rpc.Code: 3 INVALID_ARGUMENT, 5 NOT_FOUND, 12 UNIMPLEMENTED, ...")
-    message: str = Field(description="what is wrong and how to fix it")
-    details: list[dict[str, Any]] = Field(default_factory=list)
-
-
-class CardBody(BaseModel):
+class ReportCard(BaseModel):
     value: str = Field(description="the figure, formatted, e.g. '1,204' or '3.2%'")
     label: str = Field(description="what the figure counts, e.g. 'reached the LLM'")
 
 
-class ChartBody(BaseModel):
+class ReportChart(BaseModel):
     name: str = Field(description="stable id: labels, labels_by_source, tiers, confidence, ...")
     title: str
     alt: str = Field(description="the chart's content as text, for screen readers")
     png: str = Field(description="the chart as a PNG, base64")
 
 
-class ReportBody(BaseModel):
+class Report(BaseModel):
     rows: int = Field(description="records counted (rows of the wrong width are left out)")
-    cards: list[CardBody]
-    charts: list[ChartBody]
+    cards: list[ReportCard]
+    charts: list[ReportChart]
 
 
 def load_assets() -> dict[str, Asset]:
@@ -106,10 +106,6 @@ def load_assets() -> dict[str, Asset]:
     return out
 
 
-def error_response(status: int, code: int, message: str) -> JSONResponse:
-    return JSONResponse(StatusBody(code=code, message=message).model_dump(), status_code=status)
-
-
 def _serve(asset: Asset, request: Request) -> Response:
     headers = {"ETag": asset.etag, "Cache-Control": CACHE_CONTROL, **SECURITY_HEADERS}
     if request.headers.get("if-none-match") == asset.etag:
@@ -117,12 +113,12 @@ def _serve(asset: Asset, request: Request) -> Response:
     return Response(asset.body, media_type=asset.content_type, headers=headers)
 
 
-def report_body(content: ReportContent) -> ReportBody:
-    return ReportBody(
+def report_json(content: ReportContent) -> Report:
+    return Report(
         rows=content.rows,
-        cards=[CardBody(value=card.value, label=card.caption) for card in content.cards],
+        cards=[ReportCard(value=card.value, label=card.caption) for card in content.cards],
         charts=[
-            ChartBody(name=c.name, title=c.title, alt=c.alt, png=base64.b64encode(c.png).decode("ascii"))
+            ReportChart(name=c.name, title=c.title, alt=c.alt, png=base64.b64encode(c.png).decode("ascii"))
             for c in content.charts.values()
         ],
     )
@@ -133,7 +129,7 @@ def _upload_name(upload: UploadFile) -> str:
     return f"the uploaded file {name!r}" if name else "the uploaded file"
 
 
-def _report_of_upload(source: BinaryIO, name: str, settings: Settings) -> ReportBody:
+def _report_of_upload(source: BinaryIO, name: str, settings: Settings) -> Report:
     """In a worker thread: the upload copied to a file (the report reads a path, twice over
     for big inputs), then read and drawn."""
     with tempfile.TemporaryDirectory(prefix="logclass-report-") as tmp:
@@ -147,10 +143,12 @@ def _report_of_upload(source: BinaryIO, name: str, settings: Settings) -> Report
         except LogclassError as exc:
             # The message names the temporary path; the caller knows the file by its own name.
             raise UploadError(str(exc).replace(str(path), name)) from exc
-        return report_body(content)
+        return report_json(content)
 
 
-def console_router(settings: Settings) -> APIRouter:
+def console_router(settings: Settings, api_dependencies: Sequence[Any] = ()) -> APIRouter:
+    """The page and its files (open to all: they hold no data) and POST /v1/report, guarded by
+    ``api_dependencies`` as the rest of the API is (the bearer token)."""
     assets = load_assets()
     workers = ThreadPoolExecutor(max_workers=REPORT_WORKERS, thread_name_prefix="report")
     router = APIRouter()
@@ -163,12 +161,12 @@ def console_router(settings: Settings) -> APIRouter:
     async def console_file(asset: str, request: Request) -> Response:
         found = assets.get(asset)
         if found is None:
-            return error_response(404, NOT_FOUND, f"no console file {asset!r}; the console is at /")
+            return status_response(Code.NOT_FOUND, f"no console file {asset!r}; the console is at /")
         return _serve(found, request)
 
     @router.post(
         "/v1/report",
-        response_model=ReportBody,
+        response_model=Report,
         summary="Charts and cards of a classified CSV",
         description=(
             "The figures of `logclass report` for a CSV that POST /classify returned (input columns plus "
@@ -177,25 +175,23 @@ def console_router(settings: Settings) -> APIRouter:
             "input_target_label adds accuracy, a confusion matrix and calibration. Send the file as "
             "multipart form field `file`."
         ),
-        responses={
-            400: {"model": StatusBody, "description": "not a classified CSV: the message says what is missing"},
-            501: {"model": StatusBody, "description": "matplotlib is not installed on the server"},
-        },
-        tags=["report"],
+        responses=REPORT_ERRORS,
+        dependencies=list(api_dependencies),
+        tags=["Report"],
     )
     async def report(
         file: Annotated[UploadFile | None, File(description="a classified CSV, UTF-8")] = None,
-    ) -> ReportBody | JSONResponse:
+    ) -> Report | JSONResponse:
         if file is None:
-            return error_response(
-                400, INVALID_ARGUMENT, "no file: send the classified CSV as multipart/form-data field `file`"
+            return status_response(
+                Code.INVALID_ARGUMENT, "no file: send the classified CSV as multipart/form-data field `file`"
             )
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(workers, _report_of_upload, file.file, _upload_name(file), settings)
         except ReportDependencyError as exc:
-            return error_response(501, UNIMPLEMENTED, str(exc))
+            return status_response(Code.UNIMPLEMENTED, str(exc))
         except UploadError as exc:
-            return error_response(400, INVALID_ARGUMENT, str(exc))
+            return status_response(Code.INVALID_ARGUMENT, str(exc))
 
     return router

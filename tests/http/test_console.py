@@ -228,9 +228,10 @@ def test_page_has_no_inline_code_and_no_external_assets() -> None:
     """What the CSP would block anyway, checked at the source so it never ships."""
     markup = _Markup()
     markup.feed((CONSOLE_DIR / "index.html").read_text(encoding="utf-8"))
-    assert markup.scripts == [{"type": "module", "src": "/console/console.js"}]
+    assert markup.scripts == [{"type": "module", "src": "console/console.js"}]
     assert markup.script_text == "" and markup.handlers == [] and markup.styles == []
-    assert all(url.startswith("/") and not url.startswith("//") for url in markup.urls), markup.urls
+    # Relative to the page: no scheme, no other host, and a proxy's path prefix is kept.
+    assert all(not re.match(r"[a-z][a-z0-9+.-]*:|/", url) for url in markup.urls), markup.urls
     script = (CONSOLE_DIR / "console.js").read_text(encoding="utf-8")
     # Data reaches the page as text only.
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
@@ -410,28 +411,67 @@ def test_console_classifies_reports_and_watches(sidecar: Sidecar, browser: Chrom
     assert all(r[3] and r[5] and r[6] == "" for r in pasted)
     assert tab.evaluate("document.getElementById('report-panel').hidden")
 
-    # The live view settles on the server's counters once nothing more is classified.
-    def settled() -> bool:
-        stats = sidecar.get("/v1/stats").json()
-        totals: dict[str, float] = {}
-        for record in stats["records"]:
-            totals[record["tier"] or "(none)"] = totals.get(record["tier"] or "(none)", 0) + record["count"]
-        page = {r[0]: float(r[3].replace(",", "")) for r in _table(tab, "#live-tiers")}
-        return bool(totals) and page == totals
+    # The live view settles on the server's counters once nothing more is classified; the
+    # interval after that has no records and no cache lookups.
+    stats = sidecar.get("/v1/stats").json()
+    totals: dict[str, float] = {}
+    for record in stats["records"]:
+        totals[record["tier"]] = totals.get(record["tier"], 0) + record["count"]
+    hits, misses = stats["cache"]["exact"] + stats["cache"]["template"], stats["cache"]["miss"]
 
-    wait_until(settled, timeout=30, message=lambda: f"live view: {_table(tab, '#live-tiers')}", interval=0.5)
-    assert tab.wait_for("document.getElementById('cache-recent').textContent !== '\\u2013'")
-    assert re.fullmatch(r"\d+\.\d%", tab.evaluate("document.getElementById('cache-lifetime').textContent"))
-    assert {r[0] for r in _table(tab, "#live-lanes")} >= {"embedding"}
-    assert tab.evaluate("document.querySelectorAll('#live-tiers svg polyline').length") == len(
-        _table(tab, "#live-tiers")
-    )
+    def idle() -> bool:
+        shown = {r[0]: (r[1], float(r[3].replace(",", ""))) for r in _table(tab, "#live-tiers")}
+        recent = tab.evaluate("document.getElementById('cache-recent').textContent")
+        return shown == {tier: ("0.00", n) for tier, n in totals.items()} and recent == "no lookups"
+
+    wait_until(idle, timeout=30, message=lambda: f"live view: {_table(tab, '#live-tiers')}", interval=0.2)
+    assert sidecar.get("/v1/stats").json()["records"] == stats["records"]  # nothing ran meanwhile
+    lifetime = tab.evaluate("document.getElementById('cache-lifetime').textContent")
+    assert lifetime == f"{100 * hits / (hits + misses):.1f}%"
+    assert {r[0] for r in _table(tab, "#live-lanes")} == {lane["lane"] for lane in stats["lanes"]}
+    sparklines = tab.evaluate("document.querySelectorAll('#live-tiers svg polyline').length")
+    assert sparklines == len(totals)
     (artifacts_dir() / "console-pasted.png").write_bytes(tab.screenshot())
 
     expected_statuses = [("401", "/v1/model"), ("401", "/v1/stats"), ("400", "/classify")]
     assert _unexpected(tab.errors(), expected_statuses) == []
     assert _only_local(tab.requests(), sidecar.base) == []
     assert tab.evaluate("typeof window.pwned") == "undefined"
+
+
+def test_live_rates_are_counter_deltas_per_second(sidecar: Sidecar, browser: Chromium) -> None:
+    """The live view's arithmetic on two made-up /v1/stats answers: rates from counter deltas
+    over the server's own uptime, and a restart (counters back at zero) starts over."""
+    before = {
+        "uptimeSeconds": 10.0,
+        "records": [{"tier": "regex", "label": "A", "count": 5}, {"tier": "embedding", "label": "A", "count": 1}],
+        "cache": {"exact": 2, "template": 1, "miss": 3},
+    }
+    after = {
+        "uptimeSeconds": 12.0,
+        "records": [
+            {"tier": "regex", "label": "A", "count": 9},
+            {"tier": "regex", "label": "B", "count": 2},
+            {"tier": "embedding", "label": "A", "count": 1},
+            {"tier": "llm", "label": "B", "count": 4},
+        ],
+        "cache": {"exact": 6, "template": 1, "miss": 4},
+    }
+    restarted = {"uptimeSeconds": 1.0, "records": [], "cache": {"exact": 0, "template": 0, "miss": 0}}
+    tab = Tab(browser)
+    tab.navigate(sidecar.base + "/")
+    rates = (
+        "import('/console/console.js').then(m => (r => r && ({tiers: Object.fromEntries(r.tiers),"
+        " labels: Object.fromEntries(r.labels), hits: r.hits, misses: r.misses}))"
+        "(m.rates(m.sample({0}), m.sample({1}))))"
+    )
+    assert tab.evaluate(rates.replace("{0}", json.dumps(before)).replace("{1}", json.dumps(after))) == {
+        "tiers": {"regex": 3.0, "embedding": 0.0, "llm": 2.0},
+        "labels": {"A": 2.0, "B": 3.0},
+        "hits": 4,
+        "misses": 1,
+    }
+    assert tab.evaluate(rates.replace("{0}", json.dumps(after)).replace("{1}", json.dumps(restarted))) is None
 
 
 def test_csv_parser_reads_what_python_writes(sidecar: Sidecar, browser: Chromium) -> None:

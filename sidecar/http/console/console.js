@@ -1,7 +1,8 @@
 // The logclass console: classify pasted lines or a CSV, show the report's charts, watch the
 // running sidecar. No framework and no inline script (the page's CSP forbids both); every value
 // from the server or a log line is put into the page as text (textContent, attributes), never as
-// markup, because log lines are attacker-controlled input.
+// markup, because log lines are attacker-controlled input. URLs are relative to the page, so
+// the console also works behind a proxy that serves the sidecar under a path prefix.
 
 const TOKEN_KEY = "logclass.console.token";
 const SHOWN_ROWS = 1000;
@@ -312,7 +313,7 @@ async function classifyLines(lines, source) {
       requestId: `console-${Date.now()}-${start}`,
       waitForAll: true,
     };
-    const answer = await apiJson("/v1/classify", {
+    const answer = await apiJson("v1/classify", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),
@@ -361,7 +362,7 @@ $("csv-form").addEventListener("submit", (event) => {
   whileBusy(`classifying ${file.name}`, async () => {
     const form = new FormData();
     form.append("file", file, file.name);
-    const csv = await (await api("/classify?template_id=true", { method: "POST", body: form })).text();
+    const csv = await (await api("classify?template_id=true", { method: "POST", body: form })).text();
     const rows = parseCsv(csv);
     if (!rows.length) throw new Error("the server returned an empty CSV");
     const stem = file.name.replace(/\.csv$/i, "") || "input";
@@ -381,7 +382,7 @@ async function showReport(csv) {
   form.append("file", new Blob([csv], { type: "text/csv" }), "classified.csv");
   let report;
   try {
-    report = await apiJson("/v1/report", { method: "POST", body: form });
+    report = await apiJson("v1/report", { method: "POST", body: form });
   } catch (err) {
     // The classification stands; the charts are extra (501 when the server has no matplotlib).
     $("report-status").textContent = `No charts: ${err.message}`;
@@ -416,7 +417,7 @@ const model = { info: null };
 async function loadModel() {
   let info;
   try {
-    info = await apiJson("/v1/model");
+    info = await apiJson("v1/model");
   } catch (err) {
     if (err.status !== 401) showError("model info", err);
     return;
@@ -450,6 +451,32 @@ function rate(value) {
 
 function ratio(hits, total) {
   return total > 0 ? `${((100 * hits) / total).toFixed(1)}%` : "–";
+}
+
+// One /v1/stats answer as totals: records by tier and by label, cache hits and misses.
+export function sample(stats) {
+  const cache = stats.cache || {};
+  return {
+    uptime: Number(stats.uptimeSeconds || 0),
+    tiers: sum(stats.records, "tier"),
+    labels: sum(stats.records, "label"),
+    hits: Number(cache.exact || 0) + Number(cache.template || 0),
+    misses: Number(cache.miss || 0),
+  };
+}
+
+// Records per second by tier and by label between two samples, and the cache lookups in between;
+// null without an earlier sample, or when the server restarted (its counters began again at zero).
+export function rates(previous, now) {
+  if (!previous || now.uptime <= previous.uptime || now.hits < previous.hits || now.misses < previous.misses) return null;
+  const seconds = now.uptime - previous.uptime;
+  const per = (totals, before) => new Map([...totals].map(([k, n]) => [k, Math.max(0, n - (before.get(k) || 0)) / seconds]));
+  return {
+    tiers: per(now.tiers, previous.tiers),
+    labels: per(now.labels, previous.labels),
+    hits: now.hits - previous.hits,
+    misses: now.misses - previous.misses,
+  };
 }
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -499,7 +526,7 @@ const live = {
       return;
     }
     try {
-      this.show(await apiJson("/v1/stats"));
+      this.show(await apiJson("v1/stats"));
     } catch (err) {
       // Without a token every poll would fail the same way: wait until one is given.
       if (err.status === 401) this.paused = true;
@@ -509,45 +536,33 @@ const live = {
   },
 
   show(stats) {
-    const tiers = sum(stats.records, "tier");
-    const labels = sum(stats.records, "label");
-    const cache = stats.cache || {};
-    const hits = Number(cache.exact || 0) + Number(cache.template || 0);
-    const misses = Number(cache.miss || 0);
-    const now = { uptime: Number(stats.uptimeSeconds || 0), tiers, labels, hits, misses };
-    let prev = this.previous;
-    // A restarted server counts from zero again: start over rather than show negative rates.
-    if (prev && (now.uptime <= prev.uptime || hits < prev.hits)) {
-      prev = null;
-      this.history.clear();
-    }
-    const seconds = prev ? now.uptime - prev.uptime : 0;
-    const perSecond = (map, before, key) => (prev ? Math.max(0, (map.get(key) || 0) - (before.get(key) || 0)) / seconds : 0);
+    const now = sample(stats);
+    const delta = rates(this.previous, now);
+    if (this.previous && !delta) this.history.clear(); // the server restarted
 
-    const tierRows = [...tiers.keys()].sort().map((tier) => {
-      const r = perSecond(tiers, prev?.tiers, tier);
+    const tierRows = [...now.tiers.keys()].sort().map((tier) => {
       const history = this.history.get(tier) || [];
-      if (prev) history.push(r);
+      if (delta) history.push(delta.tiers.get(tier));
       if (history.length > SPARK_POINTS) history.shift();
       this.history.set(tier, history);
-      const tr = row([[tier || "(none)"], [prev ? rate(r) : "–", "n"]]);
+      const tr = row([[tier || "(none)"], [delta ? rate(delta.tiers.get(tier)) : "–", "n"]]);
       const spark = el("td");
       spark.append(sparkline(history.length ? history : [0]));
-      tr.append(spark, el("td", tiers.get(tier).toLocaleString(), "n"));
+      tr.append(spark, el("td", now.tiers.get(tier).toLocaleString(), "n"));
       return tr;
     });
     replaceRows($("live-tiers").tBodies[0], tierRows);
     replaceRows(
       $("live-labels").tBodies[0],
-      [...labels.keys()].sort().map((label) =>
-        row([[label], [prev ? rate(perSecond(labels, prev.labels, label)) : "–", "n"], [labels.get(label).toLocaleString(), "n"]]),
+      [...now.labels.keys()].sort().map((label) =>
+        row([[label], [delta ? rate(delta.labels.get(label)) : "–", "n"], [now.labels.get(label).toLocaleString(), "n"]]),
       ),
     );
 
-    const dh = prev ? hits - prev.hits : 0;
-    const dm = prev ? misses - prev.misses : 0;
-    $("cache-recent").textContent = prev ? ratio(dh, dh + dm) : "–";
-    $("cache-lifetime").textContent = ratio(hits, hits + misses);
+    const lookups = delta ? delta.hits + delta.misses : 0;
+    $("cache-recent").textContent = !delta ? "–" : lookups ? ratio(delta.hits, lookups) : "no lookups";
+    $("cache-lifetime").textContent = ratio(now.hits, now.hits + now.misses);
+    const cache = stats.cache || {};
     $("cache-counts").textContent = [cache.exact, cache.template, cache.miss].map((v) => Number(v || 0).toLocaleString()).join(" / ");
     replaceRows(
       $("live-lanes").tBodies[0],
