@@ -208,5 +208,7 @@ def build_app(settings: Settings, service: ClassifierService, metrics: Metrics, 
         return server.max_request_bytes, "server.max_request_bytes"
 
     app.add_middleware(BodyLimit, limit_for=limit_for)
-    app.add_middleware(ResponseCounter, registry=metrics.registry)
+    app.add_middleware(
+        ResponseCounter, registry=metrics.registry, routes=lambda: {getattr(r, "path", "") for r in app.routes}
+    )
     return app

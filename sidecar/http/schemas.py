@@ -6,14 +6,28 @@ the original snake_case names are accepted too, as proto3 JSON parsers must."""
 
 from __future__ import annotations
 
+import binascii
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
 from logclass.api.logclass.v1 import classifier_pb2 as pb
 
 _UINT32_MAX = 2**32 - 1
+
+
+def _base64(value: str) -> str:
+    """Standard or URL-safe base64, padding optional (as proto3 JSON allows); protobuf's own
+    parser would silently drop stray characters instead."""
+    standard = value.replace("-", "+").replace("_", "/")
+    try:
+        binascii.a2b_base64(standard + "=" * (-len(standard) % 4), strict_mode=True)
+    except binascii.Error as exc:
+        raise ValueError(f"not base64 ({exc})") from exc
+    return value
+
+
 _SCALARS: dict[int, Any] = {
     FieldDescriptor.TYPE_STRING: str,
     FieldDescriptor.TYPE_BOOL: bool,
@@ -22,7 +36,7 @@ _SCALARS: dict[int, Any] = {
     FieldDescriptor.TYPE_UINT32: Annotated[int, Field(ge=0, le=_UINT32_MAX)],
     FieldDescriptor.TYPE_INT32: Annotated[int, Field(ge=-(2**31), le=2**31 - 1)],
     # proto3 JSON writes bytes as base64 text.
-    FieldDescriptor.TYPE_BYTES: Annotated[str, Field(json_schema_extra={"format": "byte"})],
+    FieldDescriptor.TYPE_BYTES: Annotated[str, AfterValidator(_base64), Field(json_schema_extra={"format": "byte"})],
 }
 _EMPTY: dict[int, Any] = {
     FieldDescriptor.TYPE_STRING: "",
