@@ -153,7 +153,8 @@ def test_json_classify_is_the_grpc_call_in_proto3_json(sidecar: Sidecar) -> None
     assert results["c"]["error"] == "INVALID_UTF8"
     assert results["d"]["error"] == "MESSAGE_TOO_LONG"
     assert results["e"]["label"] == "HTTP Status" and results["e"]["tier"] == "embedding"
-    assert set(results["a"]) == {"id", "label", "confidence", "tier", "templateId", "modelVersion", "error", "detail"}
+    # Every field, defaults included, in .proto order.
+    assert list(results["b"]) == [f.json_name for f in pb.ClassifyResult.DESCRIPTOR.fields]
     # The same request over gRPC, printed by protobuf's own JSON mapping, is the same answer.
     request = json_format.ParseDict(body, pb.ClassifyRequest())
     expected = json_format.MessageToDict(sidecar.classify_grpc(request), always_print_fields_with_no_presence=True)
