@@ -1,4 +1,5 @@
-"""Regenerates the Python gRPC stubs in sidecar/api/ from proto/ with grpcio-tools: ``make proto``.
+"""Regenerates the Python gRPC stubs in sidecar/api/ from proto/ with grpcio-tools: ``make proto``,
+and ``*_docs.json``, the proto's comments by full name, which document the HTTP API.
 
 A build-time tool of the repository, not part of the installed package: the stubs it writes are.
 protoc writes absolute imports (``from logclass.v1 import ...``); they are rewritten to live
@@ -7,6 +8,7 @@ under ``logclass.api`` so the stubs import without touching ``sys.path``.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import tempfile
@@ -19,15 +21,49 @@ PROTOS = ["logclass/v1/classifier.proto"]
 _IMPORT = re.compile(r"^from logclass\.v1 import ", re.MULTILINE)
 
 
+# Paths into a FileDescriptorProto (descriptor.proto's field numbers): message_type, field,
+# enum_type, value. Their leading comments become the HTTP API's OpenAPI descriptions.
+_MESSAGE, _FIELD, _ENUM, _VALUE = 4, 2, 5, 2
+
+
+def _comments(descriptor_set: Path) -> dict[str, str]:
+    """``{full name: leading comment}`` of every message, field, enum and enum value."""
+    from google.protobuf import descriptor_pb2
+
+    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes())
+    out: dict[str, str] = {}
+    for file in files.file:
+        names: dict[tuple[int, ...], str] = {}
+        for i, message in enumerate(file.message_type):
+            names[(_MESSAGE, i)] = f"{file.package}.{message.name}"
+            for j, field in enumerate(message.field):
+                names[(_MESSAGE, i, _FIELD, j)] = f"{file.package}.{message.name}.{field.name}"
+        for i, enum in enumerate(file.enum_type):
+            names[(_ENUM, i)] = f"{file.package}.{enum.name}"
+            for j, value in enumerate(enum.value):
+                names[(_ENUM, i, _VALUE, j)] = f"{file.package}.{enum.name}.{value.name}"
+        for location in file.source_code_info.location:
+            name = names.get(tuple(location.path))
+            text = " ".join(line.strip() for line in location.leading_comments.splitlines() if line.strip())
+            if name and text:
+                out[name] = text
+    return out
+
+
 def generate(out_dir: Path = OUT_DIR) -> list[Path]:
     from grpc_tools import protoc
 
     with tempfile.TemporaryDirectory() as tmp:
+        descriptor_set = Path(tmp) / "descriptors.pb"
         args = ["protoc", f"-I{PROTO_DIR}", f"--python_out={tmp}", f"--pyi_out={tmp}", f"--grpc_python_out={tmp}"]
+        args += ["--include_source_info", f"--descriptor_set_out={descriptor_set}"]
         if protoc.main([*args, *PROTOS]) != 0:
             raise RuntimeError("protoc failed; see the message above")
+        for proto in PROTOS:
+            docs = Path(tmp) / proto.replace(".proto", "_docs.json")
+            docs.write_text(json.dumps(_comments(descriptor_set), indent=1, sort_keys=True) + "\n")
         written = []
-        for produced in sorted(Path(tmp).rglob("*.py*")):
+        for produced in sorted([*Path(tmp).rglob("*.py*"), *Path(tmp).rglob("*_docs.json")]):
             relative = produced.relative_to(tmp)
             target = out_dir / relative
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -157,7 +158,9 @@ def test_metrics_are_exported(server: tuple[str, subprocess.Popen[str]]) -> None
 
 def test_stubs_are_fresh(tmp_path: Path) -> None:
     generate(tmp_path)
-    for produced in sorted(tmp_path.rglob("*_pb2*.py*")):
+    produced_files = sorted([*tmp_path.rglob("*_pb2*.py*"), *tmp_path.rglob("*_docs.json")])
+    assert any(p.name == "classifier_docs.json" for p in produced_files)
+    for produced in produced_files:
         committed = ROOT / "sidecar" / "api" / produced.relative_to(tmp_path)
         assert committed.read_text() == produced.read_text(), f"{committed} is stale: run `make proto`"
 
@@ -330,8 +333,9 @@ def test_health_is_not_serving_while_models_load(tmp_path: Path) -> None:
         "LOGCLASS_SERVER__METRICS_LISTEN": "null",
         "LOGCLASS_EMBEDDING__CACHE_DIR": str(tmp_path / "encoders"),
     }
+    http = f"http://127.0.0.1:{free_port()}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "logclass.cli", "serve", "--listen", address],
+        [sys.executable, "-m", "logclass.cli", "serve", "--listen", address, "--http-listen", http[7:]],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -339,6 +343,7 @@ def test_health_is_not_serving_while_models_load(tmp_path: Path) -> None:
         text=True,
     )
     seen: list[int] = []
+    ready_seen: list[int] = []  # /readyz status codes, each change once
     unavailable = 0
     try:
         with grpc.insecure_channel(address) as channel:
@@ -353,6 +358,12 @@ def test_health_is_not_serving_while_models_load(tmp_path: Path) -> None:
                     continue
                 if not seen or seen[-1] != status:
                     seen.append(status)
+                try:
+                    ready = httpx.get(f"{http}/readyz", timeout=2).status_code
+                except httpx.ConnectError:
+                    continue  # HTTP starts listening just after gRPC
+                if not ready_seen or ready_seen[-1] != ready:
+                    ready_seen.append(ready)
                 if status != SERVING:
                     # The service answers, but with UNAVAILABLE until the models are warm.
                     try:
@@ -369,5 +380,7 @@ def test_health_is_not_serving_while_models_load(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     assert seen == [health_pb2.HealthCheckResponse.NOT_SERVING, SERVING]
+    # HTTP listens as early as gRPC and turns ready with it (the last poll sees both SERVING).
+    assert ready_seen == [503, 200]
     assert unavailable >= 1, "no call was refused while the models loaded"
     assert proc.stderr is not None and "to ONNX (int8)" in proc.stderr.read()

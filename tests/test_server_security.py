@@ -3,85 +3,31 @@
 from __future__ import annotations
 
 import signal
-import subprocess
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 
 from logclass.api.logclass.v1 import classifier_pb2 as pb
 from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
+from tests.certs import make_certs
 from tests.conftest import free_port, start_server
 
 TOKEN = "s3cret-token-for-tests"
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def _make_certs(d: Path) -> None:
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=logclass test CA",
-        cwd=d,
-    )
-    for name, ext in (
-        ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
-        ("client", "extendedKeyUsage=clientAuth"),
-    ):
-        _openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-            "-subj",
-            f"/CN={name}",
-            cwd=d,
-        )
-        (d / f"{name}.ext").write_text(ext + "\n")
-        _openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            f"{name}.pem",
-            "-days",
-            "2",
-            "-extfile",
-            f"{name}.ext",
-            cwd=d,
-        )
+HTTPS = ""  # the HTTP front end's address, set by the fixture
 
 
 @pytest.fixture(scope="module")
 def secure_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     d = tmp_path_factory.mktemp("certs")
-    _make_certs(d)
+    make_certs(d)
     (d / "token").write_text(TOKEN + "\n")
     address = f"127.0.0.1:{free_port()}"
+    global HTTPS
+    HTTPS = f"127.0.0.1:{free_port()}"
     env = {
         "LOGCLASS_SERVER__TLS__CERT_FILE": str(d / "server.pem"),
         "LOGCLASS_SERVER__TLS__KEY_FILE": str(d / "server.key"),
@@ -89,7 +35,7 @@ def secure_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
         "LOGCLASS_SERVER__AUTH__TOKEN_FILE": str(d / "token"),
         "LOGCLASS_SERVER__METRICS_LISTEN": "null",
     }
-    proc = start_server(address, env, _creds(d, client_cert=True))
+    proc = start_server(address, env, _creds(d, client_cert=True), flags=["--http-listen", HTTPS])
     try:
         yield address, d
     finally:
@@ -131,6 +77,52 @@ def test_client_without_certificate_is_refused(secure_server: tuple[str, Path]) 
     with pytest.raises(grpc.RpcError) as err:
         _classify(address, _creds(d, False), TOKEN)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def _https(d: Path, client_cert: bool = True) -> httpx.Client:
+    context = ssl.create_default_context(cafile=str(d / "ca.pem"))
+    if client_cert:
+        context.load_cert_chain(str(d / "client.pem"), str(d / "client.key"))
+    return httpx.Client(base_url=f"https://{HTTPS}", verify=context, timeout=30)
+
+
+def test_https_takes_the_same_certificates_and_token(secure_server: tuple[str, Path]) -> None:
+    _, d = secure_server
+    body = {"records": [{"source": "s", "message": "User 12345 logged in."}]}
+    bearer = {"authorization": f"Bearer {TOKEN}"}
+    with _https(d) as client:
+        answer = client.post("/v1/classify", json=body, headers=bearer)
+        assert answer.status_code == 200 and answer.json()["results"][0]["label"] == "User Action"
+        upload = client.post(
+            "/classify", files={"file": ("a.csv", b"source,log_message\ns,User 1 logged in.\n")}, headers=bearer
+        )
+        assert upload.status_code == 200 and "User Action" in upload.text
+        for path, method in (
+            ("/v1/classify", "POST"),
+            ("/classify", "POST"),
+            ("/v1/model", "GET"),
+            ("/v1/stats", "GET"),
+        ):
+            for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": TOKEN}):
+                refused = client.request(method, path, headers=headers, json=body)
+                assert refused.status_code == 401, (path, headers)
+                assert refused.headers["www-authenticate"] == "Bearer"
+                assert refused.json()["code"] == 16 and "bearer token" in refused.json()["message"]
+        # Probes and docs need no token.
+        for path in ("/healthz", "/readyz", "/openapi.json", "/docs"):
+            assert client.get(path).status_code == 200, path
+        assert "HTTPBearer" in client.get("/openapi.json").json()["components"]["securitySchemes"]
+
+
+def test_https_refuses_clients_without_a_certificate_or_tls(secure_server: tuple[str, Path]) -> None:
+    _, d = secure_server
+    with (
+        _https(d, client_cert=False) as client,
+        pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)),
+    ):
+        client.get("/healthz")
+    with httpx.Client(base_url=f"http://{HTTPS}", timeout=10) as plain, pytest.raises(httpx.HTTPError):
+        plain.get("/healthz")
 
 
 def test_start_up_hint_matches_the_security_settings() -> None:

@@ -49,7 +49,21 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _proto_json(message: Any) -> JSONResponse:
-    return JSONResponse(json_format.MessageToDict(message, always_print_fields_with_no_presence=True))
+    printed = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    return JSONResponse(_in_proto_order(printed, message.DESCRIPTOR))
+
+
+def _in_proto_order(value: Any, descriptor: Any) -> Any:
+    """Keys in .proto order (protobuf prints the set fields first, the defaults after them)."""
+    if isinstance(value, list):
+        return [_in_proto_order(v, descriptor) for v in value]
+    if not isinstance(value, dict) or descriptor is None or descriptor.GetOptions().map_entry:
+        return value
+    return {
+        f.json_name: _in_proto_order(value[f.json_name], f.message_type)
+        for f in descriptor.fields
+        if f.json_name in value
+    }
 
 
 def _swagger_assets() -> Path:
@@ -208,5 +222,7 @@ def build_app(settings: Settings, service: ClassifierService, metrics: Metrics, 
         return server.max_request_bytes, "server.max_request_bytes"
 
     app.add_middleware(BodyLimit, limit_for=limit_for)
-    app.add_middleware(ResponseCounter, registry=metrics.registry)
+    app.add_middleware(
+        ResponseCounter, registry=metrics.registry, routes=lambda: {getattr(r, "path", "") for r in app.routes}
+    )
     return app

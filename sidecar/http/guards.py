@@ -95,8 +95,10 @@ def _content_length(scope: Scope) -> int | None:
 class ResponseCounter:
     """``logclass_http_responses_total{route, code}``: HTTP answers by route template and status."""
 
-    def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
+    def __init__(self, app: ASGIApp, registry: CollectorRegistry, routes: Callable[[], set[str]]) -> None:
         self.app = app
+        # Route templates, for answers given before routing (a 413): their path is the route's.
+        self.routes = routes
         self.responses = Counter(
             "logclass_http_responses", "HTTP responses by route and status code", ["route", "code"], registry=registry
         )
@@ -116,5 +118,7 @@ class ResponseCounter:
         try:
             await self.app(scope, receive, noting)
         finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            route = getattr(scope.get("route"), "path", None)
+            if route is None:
+                route = scope["path"] if scope["path"] in self.routes() else "unmatched"
             self.responses.labels(route, str(status)).inc()

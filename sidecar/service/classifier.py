@@ -120,6 +120,8 @@ class ClassifierService:
 
     def classifier(self) -> Classify:
         """The counted engine, for a front end that batches records itself (a CSV upload)."""
+        if self.draining:
+            raise self.refuse(Code.UNAVAILABLE, "the sidecar is shutting down; retry (another replica takes it)")
         if self._classify is None:
             raise self.refuse(Code.UNAVAILABLE, "models are still loading; retry shortly")
         return self._classify

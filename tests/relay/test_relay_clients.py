@@ -12,9 +12,9 @@ from typing import Any
 import msgpack
 from fluent import sender as fluent_sender
 
+from tests.certs import make_certs
 from tests.relay.conftest import report
 from tests.relay.forward_peer import ForwardClient, Upstream, event_time
-from tests.test_server_security import _make_certs
 
 
 def test_fluent_logger_records_arrive_classified(relays: Any, upstream: Upstream) -> None:
@@ -86,7 +86,7 @@ def test_udp_heartbeat_is_answered(relays: Any, upstream: Upstream) -> None:
 def test_handshake_users_and_tls_on_both_sides(relays: Any, tmp_path: Path) -> None:
     certs = tmp_path / "certs"
     certs.mkdir()
-    _make_certs(certs)
+    make_certs(certs)
     upstream_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     upstream_tls.load_cert_chain(certs / "server.pem", certs / "server.key")
     upstream = Upstream(shared_key="upstream-key", tls=upstream_tls).start()

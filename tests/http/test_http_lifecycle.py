@@ -1,0 +1,98 @@
+"""The HTTP app's answers before the models load and while draining, and its start-up failures:
+the real app and service, without an engine."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from logclass import config
+from logclass.engine.metrics import Metrics
+from logclass.engine.pipeline import build_engine
+from logclass.http import HttpServeError
+from logclass.http.app import build_app
+from logclass.http.front import HttpFrontEnd, how_to_call
+from logclass.secrets import SecurityConfigError
+from logclass.service.classifier import ClassifierService, build_model_info
+
+
+def _client(token: str | None = None) -> tuple[TestClient, ClassifierService]:
+    settings = config.load(environ={})
+    service = ClassifierService(settings.server, Metrics())
+    return TestClient(build_app(settings, service, service.metrics, token)), service
+
+
+def test_not_ready_until_attached_and_again_once_draining() -> None:
+    client, service = _client()
+    assert client.get("/healthz").json() == {"status": "NOT_SERVING"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.json() == {"status": "NOT_SERVING"}
+    for response in (
+        client.post("/v1/classify", json={"records": [{"source": "s", "message": "m"}]}),
+        client.get("/v1/model"),
+        client.post("/classify", files={"file": ("a.csv", b"source,log_message\ns,m\n")}),
+    ):
+        assert response.status_code == 503
+        assert response.json() == {"code": 14, "message": "models are still loading; retry shortly", "details": []}
+    settings = config.load(environ={}, overrides={"router": {"tiers": ["regex"]}})
+    engine = build_engine(settings)
+    service.attach(engine, build_model_info(engine, settings, {}, "cpu"))
+    assert client.get("/readyz").status_code == 200
+    answer = client.post("/v1/classify", json={"records": [{"source": "s", "message": "User 1 logged in."}]})
+    assert answer.json()["results"][0]["label"] == "User Action"
+    service.drain()
+    assert client.get("/readyz").status_code == 503 and client.get("/healthz").status_code == 200
+    refused = client.get("/v1/model")
+    assert refused.status_code == 503 and "shutting down" in refused.json()["message"]
+
+
+def test_a_token_guards_the_api_but_not_health_or_docs() -> None:
+    client, _ = _client(token="t0k")
+    assert client.get("/v1/stats").status_code == 401
+    assert client.get("/v1/stats", headers={"authorization": "Bearer t0k"}).status_code == 200
+    for path in ("/healthz", "/docs", "/openapi.json"):
+        assert client.get(path).status_code == 200, path
+    assert client.get("/readyz").status_code == 503
+
+
+def test_a_busy_port_names_the_setting() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        settings = config.load(environ={}, overrides={"server": {"http_listen": f"127.0.0.1:{port}"}})
+        front = HttpFrontEnd(settings, ClassifierService(settings.server, Metrics()), Metrics())
+        with pytest.raises(HttpServeError, match=rf"cannot listen on 127.0.0.1:{port} \(server.http_listen\)"):
+            asyncio.run(front.start())
+
+
+def test_unreadable_tls_files_name_the_setting(tmp_path: Path) -> None:
+    settings = config.load(
+        environ={},
+        overrides={"server": {"tls": {"cert_file": str(tmp_path / "no.pem"), "key_file": str(tmp_path / "no.key")}}},
+    )
+    with pytest.raises(SecurityConfigError, match=r"server\.tls: cannot load"):
+        HttpFrontEnd(settings, ClassifierService(settings.server, Metrics()), Metrics())
+
+
+def test_start_up_hint_follows_the_settings() -> None:
+    plain = how_to_call(config.load(environ={}))
+    assert "curl -F file=@logs.csv http://127.0.0.1:8000/classify" in plain
+    secured = how_to_call(
+        config.load(
+            environ={},
+            overrides={
+                "server": {
+                    "tls": {"cert_file": "s.pem", "key_file": "s.key", "client_ca_file": "ca.pem"},
+                    "auth": {"token": "secret"},
+                }
+            },
+        )
+    )
+    assert "--cacert CA.pem --cert CLIENT.pem --key CLIENT.key" in secured and "https://" in secured
+    assert "Bearer TOKEN" in secured and "secret" not in secured
+    assert how_to_call(config.load(environ={}, overrides={"server": {"http_listen": None}})) == ""
