@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from logclass.config.settings import Settings
 from logclass.errors import LogclassError
+from logclass.http import HttpServeError
 from logclass.http.errors import status_response
 from logclass.http.schemas import Status
 from logclass.offline.report import ReportContent, ReportDependencyError, ReportOptions, report_content
@@ -102,7 +103,7 @@ def load_assets() -> dict[str, Asset]:
         body = entry.read_bytes()
         out[entry.name] = Asset(body, content_type, '"' + hashlib.sha256(body).hexdigest()[:16] + '"')
     if "index.html" not in out:
-        raise LogclassError(f"the console's files are missing from {folder}: reinstall logclass")
+        raise HttpServeError(f"the console's files are missing from {folder}: reinstall logclass")
     return out
 
 
@@ -130,8 +131,8 @@ def _upload_name(upload: UploadFile) -> str:
 
 
 def _report_of_upload(source: BinaryIO, name: str, settings: Settings) -> Report:
-    """In a worker thread: the upload copied to a file (the report reads a path, twice over
-    for big inputs), then read and drawn."""
+    """In a worker thread: the upload copied to a file (the report reads a path, and a big
+    upload is spooled to disk by Starlette anyway), then read and drawn."""
     with tempfile.TemporaryDirectory(prefix="logclass-report-") as tmp:
         path = Path(tmp) / "upload.csv"
         with path.open("wb") as out:
