@@ -18,6 +18,7 @@ from logclass.api.logclass.v1 import classifier_pb2 as pb
 from logclass.config.settings import Settings
 from logclass.engine.metrics import Metrics
 from logclass.http import csv_upload, errors
+from logclass.http.console import console_router
 from logclass.http.guards import BodyLimit, ResponseCounter, token_guard
 from logclass.http.schemas import (
     CacheCounts,
@@ -215,6 +216,7 @@ def build_app(settings: Settings, service: ClassifierService, metrics: Metrics, 
     app.include_router(_csv_routes(service, metrics), dependencies=guarded)
     app.include_router(_health_routes(service))
     app.include_router(_docs_routes(app))
+    app.include_router(console_router(settings, api_dependencies=guarded))
 
     def limit_for(path: str) -> tuple[int, str]:
         if path in UPLOAD_PATHS:
