@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run test lint model bench bench-server bench-lanes bench-fastlane bench-relay bench-accuracy bench-encoder proto schema browser-deps clean
+.PHONY: install run test lint model bench bench-server bench-lanes bench-fastlane bench-relay bench-accuracy bench-encoder bench-http proto schema browser-deps clean
 
 # llama-cpp-python has no wheels on PyPI: it is compiled once and the wheel kept in a cache
 # outside the checkout. -march=native makes the wheel specific to this CPU, so the cache is keyed
@@ -111,6 +111,10 @@ bench-accuracy: $(STAMP)
 ## make bench-encoder: msgs/s of every encoder backend against raw torch fp32, their cosine to it, macro-F1 per backend, and whole-process cold `logclass classify` of 4,000 new templates, in the same run
 bench-encoder: $(STAMP)
 	$(BIN)/python benchmarks/bench_encoder.py
+
+## make bench-http: records/s and p50/p99 of POST /v1/classify against gRPC Classify, and rows/s and time to first byte of a CSV upload (POST /classify) against `logclass classify` on the same file, outputs compared byte for byte, in the same run
+bench-http: $(STAMP)
+	$(BIN)/python benchmarks/bench_http.py
 
 ## make proto: regenerate the Python gRPC stubs from proto/ (a test fails when they are stale)
 proto: $(STAMP)
