@@ -14,10 +14,9 @@ from google.protobuf import json_format
 from starlette.concurrency import run_in_threadpool
 
 from logclass import __version__
-from logclass.api.logclass.v1 import classifier_pb2 as pb
 from logclass.config.settings import Settings
 from logclass.engine.metrics import Metrics
-from logclass.http import csv_upload, errors
+from logclass.http import csv_upload, errors, proto_json
 from logclass.http.console import console_router
 from logclass.http.guards import BodyLimit, ResponseCounter, token_guard
 from logclass.http.schemas import (
@@ -32,7 +31,7 @@ from logclass.http.schemas import (
     Stats,
     Status,
 )
-from logclass.service.classifier import ApiError, ClassifierService, Code
+from logclass.service.classifier import ClassifierService
 
 # Paths that take a CSV upload rather than a JSON body (server.max_upload_bytes).
 UPLOAD_PATHS = ("/classify", "/v1/report")
@@ -87,12 +86,9 @@ def _v1_routes(service: ClassifierService, metrics: Metrics, started: float) -> 
         the sidecar knows are answered at once; new ones wait up to `budgetMs` (default
         `server.inline_budget_ms`), or for every answer with `waitForAll`. A record that could
         not be classified carries its own `error`; the rest of the request is unaffected."""
-        try:
-            request = json_format.ParseDict(body.model_dump(by_alias=True, exclude_unset=True), pb.ClassifyRequest())
-        except json_format.ParseError as exc:
-            raise ApiError(Code.INVALID_ARGUMENT, f"invalid request: {exc}") from exc
-        response = await service.classify(request, method="POST /v1/classify", owner=object())
-        return _proto_json(response)
+        call = proto_json.call_of(body.model_dump())
+        decisions = await service.classify(call, method="POST /v1/classify", owner=object())
+        return JSONResponse(proto_json.response_of(call, decisions))
 
     @router.get("/model", response_model=ModelInfoJson, summary="The model served (LogClassifier.GetModelInfo)")
     async def model() -> JSONResponse:

@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 
 from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
-from logclass.service.classifier import ApiError, ClassifierService
+from logclass.service.classifier import ApiError, ClassifierService, ClassifyCall, to_response
 
 
 class LogClassifierServicer(pb_grpc.LogClassifierServicer):
@@ -18,10 +18,12 @@ class LogClassifierServicer(pb_grpc.LogClassifierServicer):
     async def _classify(
         self, request: Any, context: grpc.aio.ServicerContext[Any, Any], method: str, owner: object
     ) -> Any:
+        call = ClassifyCall.of_proto(request)
         try:
-            return await self.service.classify(
-                request, method=method, owner=owner, time_remaining=context.time_remaining()
+            decisions = await self.service.classify(
+                call, method=method, owner=owner, time_remaining=context.time_remaining()
             )
+            return to_response(call, decisions)
         except ApiError as exc:
             await context.abort(grpc.StatusCode[exc.code.name], exc.message)
 

@@ -59,17 +59,55 @@ def to_record(record: Any) -> LogRecord:
     return LogRecord(record.source.strip(), message.strip())
 
 
+def error_code(decision: Decision) -> Any:
+    """The record's ErrorCode; an error the contract has no code for is INTERNAL."""
+    return _ERROR_CODES.get(decision.error, pb.INTERNAL)
+
+
+def to_response(call: ClassifyCall, decisions: Sequence[Decision]) -> Any:
+    results = [to_result(i, d) for i, d in zip(call.ids, decisions, strict=True)]
+    return pb.ClassifyResponse(results=results, request_id=call.request_id)
+
+
+def result_fields(record_id: str, decision: Decision) -> dict[str, Any]:
+    """A ClassifyResult's fields by proto name: the one mapping from a decision, which the gRPC
+    message and the HTTP JSON are both made from."""
+    return {
+        "id": record_id,
+        "label": decision.label,
+        "confidence": decision.confidence,
+        "tier": decision.tier,
+        "template_id": decision.template_id,
+        "model_version": decision.model_version,
+        "error": error_code(decision),
+        "detail": decision.error or decision.detail,
+    }
+
+
 def to_result(record_id: str, decision: Decision) -> Any:
-    return pb.ClassifyResult(
-        id=record_id,
-        label=decision.label,
-        confidence=decision.confidence,
-        tier=decision.tier,
-        template_id=decision.template_id,
-        model_version=decision.model_version,
-        error=_ERROR_CODES.get(decision.error, pb.INTERNAL),
-        detail=decision.error or decision.detail,
-    )
+    return pb.ClassifyResult(**result_fields(record_id, decision))
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifyCall:
+    """A ClassifyRequest, whichever transport carried it: each front end parses its own wire
+    format straight into this (protobuf's JSON conversion would cost HTTP more than the call)."""
+
+    records: list[LogRecord]
+    ids: list[str]
+    request_id: str = ""
+    budget_ms: int | None = None
+    wait_for_all: bool = False
+
+    @classmethod
+    def of_proto(cls, request: Any) -> ClassifyCall:
+        return cls(
+            [to_record(r) for r in request.records],
+            [r.id for r in request.records],
+            request.request_id,
+            request.budget_ms if request.HasField("budget_ms") else None,
+            request.wait_for_all,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +117,13 @@ class Budgets:
     inline_s: float
     margin_s: float
 
-    def for_request(self, request: Any, time_remaining: float | None) -> float | None:
-        """How long this request may wait for model answers; None: for all of them."""
+    def for_request(self, call: ClassifyCall, time_remaining: float | None) -> float | None:
+        """How long this call may wait for model answers; None: for all of them."""
         budget: float | None
-        if request.wait_for_all:
+        if call.wait_for_all:
             budget = None
-        elif request.HasField("budget_ms"):
-            budget = request.budget_ms / 1000.0
+        elif call.budget_ms is not None:
+            budget = call.budget_ms / 1000.0
         else:
             budget = self.inline_s
         if time_remaining is not None:
@@ -130,29 +168,25 @@ class ClassifierService:
         self.metrics.errors.labels(code.name.lower()).inc()
         return ApiError(code, message)
 
-    async def classify(self, request: Any, *, method: str, owner: Hashable, time_remaining: float | None = None) -> Any:
-        """A ClassifyResponse for ``request``; ``time_remaining``: the caller's deadline, if any."""
+    async def classify(
+        self, call: ClassifyCall, *, method: str, owner: Hashable, time_remaining: float | None = None
+    ) -> list[Decision]:
+        """One decision per record of ``call``, in order; ``time_remaining``: the caller's deadline."""
         started = time.perf_counter()
         classify = self.classifier()
-        records: Sequence[Any] = request.records
-        self.metrics.request_records.observe(len(records))
-        if len(records) > self.max_records:
+        self.metrics.request_records.observe(len(call.records))
+        if len(call.records) > self.max_records:
             raise self.refuse(
                 Code.INVALID_ARGUMENT,
-                f"{len(records)} records in one request; the limit is {self.max_records}: split the batch",
+                f"{len(call.records)} records in one request; the limit is {self.max_records}: split the batch",
             )
-        budget = self.budgets.for_request(request, time_remaining)
         try:
-            decisions = await classify([to_record(r) for r in records], budget, owner)
+            decisions = await classify(call.records, self.budgets.for_request(call, time_remaining), owner)
         except LaneFullError as exc:
             self.metrics.lane_rejected.labels(exc.lane).inc()
             raise self.refuse(Code.RESOURCE_EXHAUSTED, str(exc)) from exc
-        response = pb.ClassifyResponse(
-            results=[to_result(r.id, d) for r, d in zip(records, decisions, strict=True)],
-            request_id=request.request_id,
-        )
         self.metrics.request_seconds.labels(method).observe(time.perf_counter() - started)
-        return response
+        return decisions
 
     def model_info(self) -> Any:
         self.classifier()
