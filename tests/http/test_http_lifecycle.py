@@ -18,6 +18,7 @@ from logclass.http.app import build_app
 from logclass.http.front import HttpFrontEnd, how_to_call
 from logclass.secrets import SecurityConfigError
 from logclass.service.classifier import ClassifierService, build_model_info
+from tests.conftest import free_port
 
 
 def _client(token: str | None = None) -> tuple[TestClient, ClassifierService]:
@@ -100,7 +101,7 @@ def test_start_up_hint_follows_the_settings() -> None:
 
 def test_the_listener_turns_nagle_off() -> None:
     # Without TCP_NODELAY each response body waited ~40 ms for the client's delayed ACK.
-    settings = config.load(environ={}, overrides={"server": {"http_listen": "127.0.0.1:0"}})
+    settings = config.load(environ={}, overrides={"server": {"http_listen": f"127.0.0.1:{free_port()}"}})
     front = HttpFrontEnd(settings, ClassifierService(settings.server, Metrics()), Metrics())
     with front._bind() as sock:
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
