@@ -6,9 +6,10 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import pydantic_core
 from fastapi import APIRouter, FastAPI, File, Query, UploadFile
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from google.protobuf import json_format
 from starlette.concurrency import run_in_threadpool
@@ -29,23 +30,21 @@ from logclass.http.schemas import (
     ModelInfoJson,
     RecordCount,
     Stats,
-    Status,
 )
 from logclass.service.classifier import ClassifierService
 
 # Paths that take a CSV upload rather than a JSON body (server.max_upload_bytes).
 UPLOAD_PATHS = ("/classify", "/v1/report")
 DOCS_ASSETS = "/docs/assets"
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": Status, "description": text}
-    for code, text in {
+_ERRORS = errors.documented(
+    {
         400: "INVALID_ARGUMENT: the request or file is malformed; the message says where",
         401: "UNAUTHENTICATED: server.auth is on and the bearer token is missing or wrong",
         413: "the body is larger than server.max_request_bytes (JSON) or server.max_upload_bytes (CSV)",
         429: "RESOURCE_EXHAUSTED: a model lane is full; retry later, the message names the lane",
         503: "UNAVAILABLE: models are still loading, or the sidecar is draining",
-    }.items()
-}
+    }
+)
 
 
 def _proto_json(message: Any) -> JSONResponse:
@@ -80,7 +79,7 @@ def _v1_routes(service: ClassifierService, metrics: Metrics, started: float) -> 
         response_model=ClassifyResponseJson,
         summary="Classify records (LogClassifier.Classify as proto3 JSON)",
     )
-    async def classify(body: ClassifyRequestJson) -> JSONResponse:
+    async def classify(body: ClassifyRequestJson) -> Response:
         """The gRPC `Classify` call with its messages in the proto3 JSON mapping (lowerCamelCase
         names, enum names, bytes as base64), as gRPC-JSON transcoding would carry it. Records
         the sidecar knows are answered at once; new ones wait up to `budgetMs` (default
@@ -88,7 +87,8 @@ def _v1_routes(service: ClassifierService, metrics: Metrics, started: float) -> 
         not be classified carries its own `error`; the rest of the request is unaffected."""
         call = proto_json.call_of(body.model_dump())
         decisions = await service.classify(call, method="POST /v1/classify", owner=object())
-        return JSONResponse(proto_json.response_of(call, decisions))
+        # pydantic-core's serialiser: a third of the stdlib json's time on a 1000-record answer.
+        return Response(pydantic_core.to_json(proto_json.response_of(call, decisions)), media_type="application/json")
 
     @router.get("/model", response_model=ModelInfoJson, summary="The model served (LogClassifier.GetModelInfo)")
     async def model() -> JSONResponse:
@@ -219,6 +219,14 @@ def build_app(settings: Settings, service: ClassifierService, metrics: Metrics, 
             return server.max_upload_bytes, "server.max_upload_bytes"
         return server.max_request_bytes, "server.max_request_bytes"
 
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = errors.without_validation_422(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, limit_for=limit_for)
     app.add_middleware(
         ResponseCounter, registry=metrics.registry, routes=lambda: {getattr(r, "path", "") for r in app.routes}

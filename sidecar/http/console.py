@@ -22,8 +22,7 @@ from pydantic import BaseModel, Field
 from logclass.config.settings import Settings
 from logclass.errors import LogclassError
 from logclass.http import HttpServeError
-from logclass.http.errors import status_response
-from logclass.http.schemas import Status
+from logclass.http.errors import documented, status_response
 from logclass.offline.report import ReportContent, ReportDependencyError, ReportOptions, report_content
 from logclass.service.classifier import Code
 
@@ -51,15 +50,14 @@ CACHE_CONTROL = "no-cache"
 # time, later ones wait their turn instead of taking every core.
 REPORT_WORKERS = 2
 MAX_NAME_CHARS = 100
-REPORT_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": Status, "description": text}
-    for status, text in {
+REPORT_ERRORS = documented(
+    {
         400: "INVALID_ARGUMENT: not a classified CSV; the message says what is missing",
         401: "UNAUTHENTICATED: server.auth is on and the bearer token is missing or wrong",
         413: "the file is larger than server.max_upload_bytes",
         501: "UNIMPLEMENTED: matplotlib (the report extra) is not installed on the server",
-    }.items()
-}
+    }
+)
 UPLOAD_CHUNK = 1 << 20
 
 

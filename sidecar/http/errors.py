@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from logclass.http.schemas import Status
 from logclass.offline.csv_classify import CsvInputError
 from logclass.service.classifier import ApiError, Code
 
@@ -30,6 +31,22 @@ _CODE_OF_STATUS = {
     413: Code.RESOURCE_EXHAUSTED,
     401: Code.UNAUTHENTICATED,
 }
+
+
+def documented(meanings: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses``: each HTTP status with the Status body and what it means there."""
+    return {status: {"model": Status, "description": text} for status, text in meanings.items()}
+
+
+def without_validation_422(schema: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI documents a 422 with its own error model on every route that takes input; this
+    API answers invalid input with 400 and a Status body (documented per route) instead."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            operation.get("responses", {}).pop("422", None)
+    for name in ("HTTPValidationError", "ValidationError"):
+        schema.get("components", {}).get("schemas", {}).pop(name, None)
+    return schema
 
 
 def status_response(code: Code, message: str, http_status: int | None = None) -> JSONResponse:

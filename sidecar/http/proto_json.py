@@ -6,6 +6,7 @@ enum names come from the descriptors, so this follows the .proto as the generate
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ _ERROR_NAMES = {v.number: v.name for v in pb.ErrorCode.DESCRIPTOR.values}
 _FLOAT32 = {f.name for f in pb.ClassifyResult.DESCRIPTOR.fields if f.type == f.TYPE_FLOAT}
 
 
+@functools.lru_cache(maxsize=65536)  # confidences repeat: the caches hand out the same decisions
 def _float32(value: float) -> float:
     """What a float field holds, printed as protobuf prints it: the shortest decimal that reads
     back as the same 32-bit float."""

@@ -231,6 +231,16 @@ def test_openapi_document_is_valid_and_follows_the_proto(sidecar: Sidecar) -> No
     validate(spec)
     assert {"/classify", "/v1/classify", "/v1/model", "/v1/stats", "/healthz", "/readyz"} <= set(spec["paths"])
     schemas = spec["components"]["schemas"]
+    # Invalid input is a 400 with a Status body, as documented; FastAPI's own 422 is never sent.
+    for path, operations in spec["paths"].items():
+        for verb, operation in operations.items():
+            assert "422" not in operation["responses"], (verb, path)
+            for status, response in operation["responses"].items():
+                if status.startswith(("4", "5")) and path not in ("/readyz",):
+                    assert response["content"]["application/json"]["schema"] == {
+                        "$ref": "#/components/schemas/Status"
+                    }, (verb, path, status)
+    assert "HTTPValidationError" not in schemas
     for message in (pb.ClassifyRequest, pb.LogRecord, pb.ClassifyResult, pb.ClassifyResponse, pb.ModelInfo):
         fields = {f.json_name for f in message.DESCRIPTOR.fields}
         assert set(schemas[message.DESCRIPTOR.name]["properties"]) == fields, message.DESCRIPTOR.name
