@@ -54,7 +54,9 @@ from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
 from logclass.core.decision import LogRecord
 
 JSON_TARGET = 0.5  # warm HTTP JSON records/s / gRPC, 1,000-record requests
-CSV_TARGET = 0.8  # warm CSV upload rows/s / the `logclass classify` process's
+# Cold CSV upload rows/s / the `logclass classify` process's: both start from empty caches (a
+# warm upload answers from the server's caches, which the CLI process never has).
+CSV_TARGET = 0.8
 TIMEOUT_S = 600.0
 # Its rate, not its seconds: the seconds are printed to 0.1 s, the rate from the unrounded time.
 SUMMARY = re.compile(r"^(\d+) rows in [\d.]+s \(([\d,]+) rows/s\)", re.MULTILINE)
@@ -384,8 +386,8 @@ def checks(result: dict[str, Any]) -> list[tuple[str, bool]]:
     if warm is not None:
         out.append((f"warm 1000-record requests: HTTP JSON >= {JSON_TARGET}x gRPC", warm["ratio"] >= JSON_TARGET))
     uploads = result["csv"]["uploads"]
-    vs_cli = uploads["warm"]["vs_cli"]
-    out.append((f"warm CSV upload >= {CSV_TARGET}x the `logclass classify` process's rows/s", vs_cli >= CSV_TARGET))
+    vs_cli = uploads["cold"]["vs_cli"]
+    out.append((f"cold CSV upload >= {CSV_TARGET}x the `logclass classify` process's rows/s", vs_cli >= CSV_TARGET))
     identical = all(u["identical"] for u in uploads.values())
     out.append(("CSV upload outputs byte-identical to `logclass classify`'s", identical))
     return out
