@@ -17,7 +17,7 @@ from tests.certs import make_certs
 from tests.conftest import free_port, start_server
 
 TOKEN = "s3cret-token-for-tests"
-HTTPS = ""  # the HTTP front end's address, set by the fixture
+HTTPS = f"127.0.0.1:{free_port()}"  # the secure server's HTTP front end
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +26,6 @@ def secure_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
     make_certs(d)
     (d / "token").write_text(TOKEN + "\n")
     address = f"127.0.0.1:{free_port()}"
-    global HTTPS
-    HTTPS = f"127.0.0.1:{free_port()}"
     env = {
         "LOGCLASS_SERVER__TLS__CERT_FILE": str(d / "server.pem"),
         "LOGCLASS_SERVER__TLS__KEY_FILE": str(d / "server.key"),

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -26,6 +27,7 @@ from tests.conftest import ROOT, SEED_CSV, free_port, wait_serving
 # What `pip wheel .` reads: the project metadata and the folders package-dir maps into `logclass`.
 SOURCES = ["pyproject.toml", "README.md", "sidecar", "training", "models"]
 PACKAGE_DIRS = {"sidecar": "logclass", "training": "logclass/training", "models": "logclass/models"}
+HTTP = f"127.0.0.1:{free_port()}"
 LINES = [
     ("BillingSystem", "User 12345 logged in."),
     ("ModernCRM", "IP 192.168.133.114 blocked due to potential attack"),
@@ -185,7 +187,11 @@ def test_relay_print_config(installed: Installed) -> None:
 @pytest.fixture
 def served(installed: Installed) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     address = f"127.0.0.1:{free_port()}"
-    env = {**installed.env, "LOGCLASS_SERVER__METRICS_LISTEN": f"127.0.0.1:{free_port()}"}
+    env = {
+        **installed.env,
+        "LOGCLASS_SERVER__METRICS_LISTEN": f"127.0.0.1:{free_port()}",
+        "LOGCLASS_SERVER__HTTP_LISTEN": HTTP,
+    }
     proc = subprocess.Popen(
         installed.command("serve", "--listen", address),
         cwd=installed.workdir,
@@ -209,6 +215,17 @@ def test_serve_reaches_serving_and_classifies(installed: Installed, served: tupl
     out = installed.run("classify", "three.csv", "--server", address, "-o", "-")
     assert out.returncode == 0, out.stderr
     assert "Security Alert" in out.stdout
+    # The HTTP front end of the installed copy: its API docs (their proto comments and Swagger
+    # UI's files are package data of logclass and fastapi-offline) and the console's files.
+    base = f"http://{HTTP}"
+    assert "LogClassifier.Classify" in httpx.get(f"{base}/openapi.json", timeout=30).text
+    assert "the records to classify" in httpx.get(f"{base}/openapi.json", timeout=30).text.lower()
+    for path in ("/", "/docs", "/docs/assets/swagger-ui-bundle.js", "/console/console.js"):
+        assert httpx.get(base + path, timeout=30).status_code == 200, path
+    upload = httpx.post(
+        f"{base}/classify", files={"file": ("three.csv", (installed.workdir / "three.csv").read_bytes())}
+    )
+    assert upload.status_code == 200 and "Security Alert" in upload.text
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
     log = proc.stderr.read() if proc.stderr else ""
