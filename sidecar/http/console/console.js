@@ -303,6 +303,27 @@ function errorName(code) {
   return !code || code === "ERROR_CODE_UNSPECIFIED" ? "" : String(code).toLowerCase();
 }
 
+// The answer streams as rows are decided; X-Logclass-Rows says how many are coming. Lines are
+// counted as they arrive (a quoted multi-line field counts more than once, hence the cap).
+async function streamedText(response, onProgress) {
+  const total = Number(response.headers.get("X-Logclass-Rows")) || 0;
+  if (!response.body || !total) return response.text();
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  const parts = [];
+  let lines = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    const text = decoder.decode(value, { stream: true });
+    parts.push(text);
+    for (let i = text.indexOf("\n"); i !== -1; i = text.indexOf("\n", i + 1)) lines += 1;
+    onProgress(Math.min(Math.max(lines - 1, 0), total), total);
+  }
+  parts.push(decoder.decode());
+  return parts.join("");
+}
+
 async function classifyLines(lines, source) {
   const limit = model.info?.maxRecordsPerRequest || DEFAULT_MAX_RECORDS;
   const rows = [];
@@ -362,7 +383,10 @@ $("csv-form").addEventListener("submit", (event) => {
   whileBusy(`classifying ${file.name}`, async () => {
     const form = new FormData();
     form.append("file", file, file.name);
-    const csv = await (await api("classify?template_id=true", { method: "POST", body: form })).text();
+    const response = await api("classify?template_id=true", { method: "POST", body: form });
+    const csv = await streamedText(response, (done, total) => {
+      $("busy").textContent = `classifying ${file.name}: ${done.toLocaleString()} of ${total.toLocaleString()} rows`;
+    });
     const rows = parseCsv(csv);
     if (!rows.length) throw new Error("the server returned an empty CSV");
     const stem = file.name.replace(/\.csv$/i, "") || "input";
