@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import helm_python  # helm-python-sdk, in the dev extra: a missing SDK fails, it does not skip
+import kubernetes_validate  # in the dev extra, with the Kubernetes OpenAPI schemas inside: offline
 import pytest
 import yaml
 
@@ -27,6 +28,8 @@ CHART = ROOT / "deploy" / "helm" / "logclass"
 FLUENT_BIT_DIR = ROOT / "deploy" / "fluent-bit" / "agent"
 RELEASE, NAMESPACE = "rel", "obs"
 FULLNAME = f"{RELEASE}-logclass"
+# Cluster-scoped objects carry the namespace in their name.
+CLUSTER_NAME = f"{NAMESPACE}-{FULLNAME}"
 UPSTREAMS = [{"host": "aggregator.logging.svc", "port": 24224}]
 DAEMONSET = {"mode": "daemonset", "daemonset": {"relay": {"upstreams": UPSTREAMS}}}
 VLLM = {"vllm": {"enabled": True, "model": {"pvc": {"claimName": "llm-weights"}}}}
@@ -167,11 +170,18 @@ def test_lint_is_clean(values: Obj) -> None:
 
 # --- kinds per mode -------------------------------------------------------------------------------
 
+SA = {"ServiceAccount"}
+RBAC = {"ClusterRole", "ClusterRoleBinding"}
+RBAC_OFF = {"rbac": {"create": False}}
+EXISTING_SA = {"serviceAccount": {"create": False, "name": "logging-agent"}, "rbac": {"create": False}}
 MODES: dict[str, tuple[Obj, set[str]]] = {
-    "service": ({}, {"ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}),
-    "daemonset": (DAEMONSET, {"ConfigMap", "DaemonSet"}),
-    "service+vllm": (VLLM, {"ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}),
-    "daemonset+vllm": (_merge(DAEMONSET, VLLM), {"ConfigMap", "DaemonSet"}),
+    "service": ({}, {"ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"} | SA),
+    "daemonset": (DAEMONSET, {"ConfigMap", "DaemonSet"} | SA | RBAC),
+    "service+vllm": (
+        VLLM,
+        {"ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"} | SA,
+    ),
+    "daemonset+vllm": (_merge(DAEMONSET, VLLM), {"ConfigMap", "DaemonSet"} | SA | RBAC),
     "service, all options": (
         {
             "service": {"autoscaling": {"enabled": False}, "podDisruptionBudget": {"enabled": False}, "replicas": 3},
@@ -179,12 +189,14 @@ MODES: dict[str, tuple[Obj, set[str]]] = {
             "metrics": {"serviceMonitor": {"enabled": True}},
             "auth": {"enabled": True, "token": "0123456789abcdef0123"},
         },
-        {"ConfigMap", "Deployment", "Service", "NetworkPolicy", "ServiceMonitor", "Secret"},
+        {"ConfigMap", "Deployment", "Service", "NetworkPolicy", "ServiceMonitor", "Secret"} | SA,
     ),
     "daemonset, all options": (
         _merge(DAEMONSET, {"networkPolicy": {"enabled": True}, "metrics": {"serviceMonitor": {"enabled": True}}}),
-        {"ConfigMap", "DaemonSet", "NetworkPolicy", "PodMonitor"},
+        {"ConfigMap", "DaemonSet", "NetworkPolicy", "PodMonitor"} | SA | RBAC,
     ),
+    "daemonset, rbac off": (_merge(DAEMONSET, RBAC_OFF), {"ConfigMap", "DaemonSet"} | SA),
+    "daemonset, existing service account": (_merge(DAEMONSET, EXISTING_SA), {"ConfigMap", "DaemonSet"}),
 }
 
 
@@ -192,7 +204,7 @@ MODES: dict[str, tuple[Obj, set[str]]] = {
 def test_each_mode_renders_its_kinds(chart: Any, mode: str) -> None:
     values, expected = MODES[mode]
     release = render(chart, values)
-    own = {kind for kind, name in release.kinds() if name in (FULLNAME, f"{FULLNAME}-auth")}
+    own = {kind for kind, name in release.kinds() if name in (FULLNAME, f"{FULLNAME}-auth", CLUSTER_NAME)}
     assert own == expected
     vllm = {kind for kind, name in release.kinds() if name == f"{FULLNAME}-vllm"}
     if values.get("vllm", {}).get("enabled"):
@@ -684,6 +696,17 @@ BAD_VALUES = {
     ),
     "dashboard namespace": ({"grafanaDashboard": {"namespace": "Monitoring_NS"}}, "/grafanaDashboard/namespace"),
     "misspelt dashboard key": ({"grafanaDashboard": {"enable": True}}, "enable"),
+    # The kubernetes filter needs a fixed folder to strip from the tag (Kube_Tag_Prefix).
+    "log path glob in a folder": (
+        {"daemonset": {"fluentBit": {"logPath": "/var/log/pods/*/*/*.log"}}},
+        "/daemonset/fluentBit/logPath",
+    ),
+    "merged JSON over the relay's message": (
+        {"daemonset": {"fluentBit": {"kubernetes": {"mergeLogKey": "log"}}}},
+        "/daemonset/fluentBit/kubernetes/mergeLogKey",
+    ),
+    "service account name": ({"serviceAccount": {"name": "Fluent_Bit"}}, "/serviceAccount/name"),
+    "misspelt rbac key": ({"rbac": {"enabled": False}}, "enabled"),
 }
 
 
@@ -784,6 +807,149 @@ def test_chart_fluent_bit_forwards_to_the_relay_with_acks(chart: Any, tmp_path: 
     assert mounts[conf_path]["subPath"] == "fluent-bit.conf"
     assert tail["path"].startswith("/var/log/") and mounts["/var/log"]["readOnly"] is True
     assert any(tail["db"].startswith(path + "/") for path in mounts), "tail offsets must be on a volume"
+
+
+def test_chart_fluent_bit_adds_pod_metadata_the_relay_can_use(chart: Any, tmp_path: Path) -> None:
+    release = render(chart, DAEMONSET)
+    sections = fluent_bit_sections(release.config_map()["fluent-bit.conf"])
+    tail, k8s = sections[("INPUT", "tail")], sections[("FILTER", "kubernetes")]
+    assert k8s["match"] == tail["tag"] == "kube.*"
+    # tail's kube.* becomes kube.<path with "/" as ".">: the filter must strip exactly the folder part.
+    folder = tail["path"].rsplit("/", 1)[0]
+    assert k8s["kube_tag_prefix"] == "kube" + folder.replace("/", ".") + "."
+    for key in ("merge_log", "keep_log", "k8s-logging.parser", "k8s-logging.exclude", "labels", "annotations"):
+        assert k8s[key] == "On", key
+    assert k8s["namespace_labels"] == k8s["namespace_annotations"] == "On"
+    # The relay classifies message_key: a merged JSON line must keep it and not be merged over it.
+    message_key = effective_config(release, tmp_path).relay.message_key
+    assert k8s["merge_log_key"] not in (message_key, "kubernetes", "kubernetes_namespace")
+    moved = render(chart, _merge(DAEMONSET, {"daemonset": {"fluentBit": {"logPath": "/mnt/log/containers/*.log"}}}))
+    moved_k8s = fluent_bit_sections(moved.config_map()["fluent-bit.conf"])[("FILTER", "kubernetes")]
+    assert moved_k8s["kube_tag_prefix"] == "kube.mnt.log.containers."
+
+
+def test_chart_kubernetes_filter_is_the_agent_configs(chart: Any) -> None:
+    """Same keys and values as deploy/fluent-bit/agent/ (the shape test compares keys only)."""
+    agent = fluent_bit_sections((FLUENT_BIT_DIR / "fluent-bit.conf").read_text(encoding="utf-8"))
+    chart_text = render(chart, DAEMONSET).config_map()["fluent-bit.conf"]
+    assert fluent_bit_sections(chart_text)[("FILTER", "kubernetes")] == agent[("FILTER", "kubernetes")]
+
+
+def test_only_fluent_bit_gets_an_api_token(chart: Any) -> None:
+    release = render(chart, _merge(DAEMONSET, VLLM))
+    for workload in release.workloads():
+        assert workload["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    token_dir = "/var/run/secrets/kubernetes.io/serviceaccount"
+    assert token_dir in mounts_of(release.container("fluent-bit"))
+    assert token_dir not in mounts_of(release.container())
+    volume = volumes_of(release.sidecar_workload())[mounts_of(release.container("fluent-bit"))[token_dir]["name"]]
+    sources = {next(iter(source)) for source in volume["projected"]["sources"]}
+    assert sources == {"serviceAccountToken", "configMap", "downwardAPI"}
+    service = render(chart)
+    assert token_dir not in mounts_of(service.container())
+
+
+# --- ServiceAccount and RBAC ----------------------------------------------------------------------
+
+
+def rules_of(role: Obj) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) for every combination a ClusterRole grants."""
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule.get("apiGroups", [])
+        for resource in rule.get("resources", [])
+        for verb in rule.get("verbs", [])
+    } | {("nonResourceURLs", url, "") for rule in role["rules"] for url in rule.get("nonResourceURLs", [])}
+
+
+def test_cluster_role_reads_pods_and_namespaces_and_nothing_else(chart: Any) -> None:
+    release = render(chart, DAEMONSET)
+    role = release.get("ClusterRole", CLUSTER_NAME)
+    assert rules_of(role) == {("", r, v) for r in ("pods", "namespaces") for v in ("get", "list", "watch")}
+    assert "aggregationRule" not in role
+    # The checker itself: a wider role does not pass.
+    wider = {"rules": role["rules"] + [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]}
+    assert ("", "secrets", "get") in rules_of(wider)
+
+
+def test_binding_gives_the_role_to_the_pods_service_account(chart: Any) -> None:
+    release = render(chart, DAEMONSET)
+    binding = release.get("ClusterRoleBinding", CLUSTER_NAME)
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": CLUSTER_NAME}
+    pod = release.sidecar_workload()["spec"]["template"]["spec"]
+    subject = {"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": NAMESPACE}
+    assert binding["subjects"] == [subject]
+    account = release.get("ServiceAccount", pod["serviceAccountName"])
+    assert account["metadata"]["name"] == FULLNAME and account["automountServiceAccountToken"] is False
+    annotated = render(chart, _merge(DAEMONSET, {"serviceAccount": {"annotations": {"iam.example/role": "r"}}}))
+    assert annotated.get("ServiceAccount")["metadata"]["annotations"] == {"iam.example/role": "r"}
+
+
+@pytest.mark.parametrize("values", [RBAC_OFF, EXISTING_SA, {}], ids=["rbac off", "existing account", "service"])
+def test_no_rbac_when_off_or_in_service_mode(chart: Any, values: Obj) -> None:
+    release = render(chart, values if values == {} else _merge(DAEMONSET, values))
+    assert not {kind for kind, _ in release.kinds()} & RBAC
+
+
+def test_existing_service_account_is_used_and_not_created(chart: Any) -> None:
+    release = render(chart, _merge(DAEMONSET, EXISTING_SA))
+    assert not any(kind == "ServiceAccount" for kind, _ in release.kinds())
+    assert release.sidecar_workload()["spec"]["template"]["spec"]["serviceAccountName"] == "logging-agent"
+    # Named and created: the binding follows the name.
+    named = render(chart, _merge(DAEMONSET, {"serviceAccount": {"name": "fb-agent"}}))
+    assert named.has("ServiceAccount", "fb-agent")
+    assert named.get("ClusterRoleBinding", CLUSTER_NAME)["subjects"][0]["name"] == "fb-agent"
+    unnamed = render(chart, _merge(DAEMONSET, {"serviceAccount": {"create": False}}))
+    assert unnamed.sidecar_workload()["spec"]["template"]["spec"]["serviceAccountName"] == "default"
+
+
+# --- every manifest against Kubernetes' OpenAPI schema --------------------------------------------
+
+# The oldest Kubernetes the chart supports (native gRPC probes, kube-root-ca.crt, policy/v1 ...).
+KUBERNETES_VERSION = "1.31.0"
+# Prometheus Operator CRDs: no schema in Kubernetes' OpenAPI.
+CRD_KINDS = {"ServiceMonitor", "PodMonitor"}
+VALIDATED = {
+    **{mode: values for mode, (values, _) in MODES.items()},
+    "service, tls": TLS,
+    "service, mtls": MTLS,
+    "service, http off": HTTP_OFF,
+    "daemonset, mtls, http off": _merge(_merge(DAEMONSET, MTLS), HTTP_OFF),
+    "daemonset, all on": _merge(ALL_ON, {"metrics": {"serviceMonitor": {"enabled": True}}}),
+    "service, model volume, grafana": _merge(
+        GRAFANA, {"model": {"source": "volume", "volume": {"persistentVolumeClaim": {"claimName": "bundles"}}}}
+    ),
+}
+
+
+def validation_report(release: Rendered) -> list[str]:
+    """One line per object: valid, or skipped as a CRD; an invalid object raises."""
+    lines = []
+    for obj in release.objects:
+        where = f"{obj['apiVersion']} {obj['kind']}/{obj['metadata']['name']}"
+        if obj["kind"] in CRD_KINDS:
+            lines.append(f"{where}: CRD, not in Kubernetes' schema")
+            continue
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        lines.append(f"{where}: valid (Kubernetes {KUBERNETES_VERSION}, strict)")
+    return lines
+
+
+@pytest.mark.parametrize("mode", list(VALIDATED))
+def test_every_manifest_is_valid_kubernetes(chart: Any, mode: str) -> None:
+    lines = validation_report(render(chart, VALIDATED[mode]))
+    print(f"\n[{mode}]\n" + "\n".join(lines))
+    assert lines
+
+
+def test_strict_validation_catches_unknown_fields_and_types(chart: Any) -> None:
+    account = render(chart, DAEMONSET).get("ServiceAccount")
+    with pytest.raises(kubernetes_validate.ValidationError, match="automountServiceAcountToken"):
+        kubernetes_validate.validate(account | {"automountServiceAcountToken": False}, KUBERNETES_VERSION, strict=True)
+    role = render(chart, DAEMONSET).get("ClusterRole", CLUSTER_NAME)
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(role | {"rules": [{"verbs": "get"}]}, KUBERNETES_VERSION, strict=True)
 
 
 # --- Grafana dashboard ----------------------------------------------------------------------------

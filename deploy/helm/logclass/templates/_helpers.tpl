@@ -254,6 +254,9 @@ prometheus.io/path: /metrics
 {{- end }}
 
 {{- define "logclass.podCommon" -}}
+serviceAccountName: {{ include "logclass.serviceAccountName" . }}
+# No API token in every container: daemonset mode mounts one into Fluent Bit alone.
+automountServiceAccountToken: false
 {{- with .Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
@@ -272,4 +275,26 @@ nodeSelector:
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- end }}
+
+{{/* The pods' ServiceAccount: the chart's, or an existing one (the namespace's default if unnamed). */}}
+{{- define "logclass.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- .Values.serviceAccount.name | default (include "logclass.fullname" .) }}
+{{- else }}
+{{- .Values.serviceAccount.name | default "default" }}
+{{- end }}
+{{- end }}
+
+{{/* Cluster-scoped names carry the namespace: two releases of one name in two namespaces. */}}
+{{- define "logclass.clusterRoleName" -}}
+{{- printf "%s-%s" .Release.Namespace (include "logclass.fullname" .) | trunc 253 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The tail input's tag for a file: "kube." + its path with "/" as "."; the kubernetes filter strips
+this prefix (the folder of daemonset.fluentBit.logPath) to read pod, namespace and container.
+*/}}
+{{- define "logclass.kubeTagPrefix" -}}
+{{- printf "kube.%s." (dir .Values.daemonset.fluentBit.logPath | trimPrefix "/" | replace "/" ".") }}
 {{- end }}
