@@ -337,6 +337,12 @@ class ForwardSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class OptOutCondition:
+    key: Annotated[NonEmptyStr, doc("record key path, e.g. $.kubernetes.annotations['logclass.io/classify']")]
+    equals: Annotated[str, doc("value that opts the record out, compared as text ignoring case")]
+
+
+@dataclass(frozen=True, slots=True)
 class RelaySectionSettings:
     enabled: Annotated[bool, doc("also run the relay inside logclass serve")]
     listen: Annotated[Address, doc("host:port of the Forward server")]
@@ -344,8 +350,15 @@ class RelaySectionSettings:
     max_request_bytes: Annotated[int, Json(minimum=1024), doc("largest request after gzip inflation")]
     classify: Annotated[bool, doc("false: forward records untouched")]
     message_key: Annotated[NonEmptyStr, doc("record key of the log line; nested: $.a.b or $['a']['b']")]
-    source_key: Annotated[NonEmptyStr | None, doc("record key of the source; null: `source`, else the tag")]
-    source: Annotated[NonEmptyStr | None, doc("source of records without source_key; null: the Forward tag")]
+    source_key: Annotated[
+        NonEmptyStr | tuple[NonEmptyStr, ...] | None,
+        doc("record key paths of the source, first non-empty string wins; none found: `source`, else the tag"),
+    ]
+    source: Annotated[NonEmptyStr | None, doc("source of records none of source_key finds; null: the Forward tag")]
+    opt_out: Annotated[
+        tuple[OptOutCondition, ...],
+        doc("records matching any condition are forwarded untouched, never classified"),
+    ]
     output: RelayOutputSettings
     fallback_label: Annotated[
         NonEmptyStr | None,

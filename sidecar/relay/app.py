@@ -49,13 +49,16 @@ class Relay:
         await self.server.start()
         s = self.settings
         log.info(
-            "relay listening on %s (forward protocol; tls %s, handshake %s, classify %s, message key %r); "
+            "relay listening on %s (forward protocol; tls %s, handshake %s, classify %s, message key %r, "
+            "source keys %s, %s opt-out conditions); "
             "forwarding to %s; buffer %s (limit %s bytes, %s chunks / %s records recovered)",
             s.listen,
             "on" if s.tls else "off",
             ("users" if s.users else "shared key") if s.shared_key else "off",
             "on" if s.section.classify else "off",
             s.message_key.spec,
+            [k.spec for k in s.source_keys],
+            len(s.opt_out),
             ", ".join(u.name for u in s.upstreams),
             s.buffer_path,
             s.section.buffer.max_bytes,

@@ -22,6 +22,11 @@ class RelayMetrics:
             ["reason"],
             registry=r,
         )
+        self.skipped_records = Counter(
+            "logclass_relay_skipped_records",
+            "Records forwarded untouched because they match relay.opt_out (never sent to the pipeline)",
+            registry=r,
+        )
         self.connections = Gauge("logclass_relay_connections", "Open sender connections", registry=r)
         self.protocol_errors = Counter(
             "logclass_relay_protocol_errors",

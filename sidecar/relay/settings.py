@@ -11,9 +11,11 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from logclass.address import AddressError, split_host_port
 from logclass.config.settings import (
+    OptOutCondition,
     RelaySectionSettings,
     ServerTlsSettings,
     Settings,
@@ -55,6 +57,24 @@ class Upstream:
 
 
 @dataclass(frozen=True, slots=True)
+class OptOut:
+    """One ``relay.opt_out`` condition, parsed: the record's value at ``key``, as text, equals
+    ``equals`` ignoring case and surrounding spaces (annotations are strings, but "False" and
+    " false" are what people type)."""
+
+    key: KeyPath
+    equals: str
+
+    def matches(self, record: dict[Any, Any]) -> bool:
+        value = _as_text(self.key.get(record))
+        return value is not None and value.strip().casefold() == self.equals
+
+    @classmethod
+    def of(cls, condition: OptOutCondition, setting: str) -> OptOut:
+        return cls(KeyPath(condition.key, f"{setting}.key"), condition.equals.strip().casefold())
+
+
+@dataclass(frozen=True, slots=True)
 class RelaySettings:
     """The ``relay`` section (``section``) and what its values name, resolved and checked once:
     the parsed listen address and key paths, the secrets read, the buffer folder, the budget."""
@@ -63,7 +83,9 @@ class RelaySettings:
     host: str
     port: int
     message_key: KeyPath
-    source_key: KeyPath | None
+    # relay.source_key in order: the first holding a non-empty string names the record's source.
+    source_keys: tuple[KeyPath, ...]
+    opt_out: tuple[OptOut, ...]
     # How long a read of requests waits for model answers (relay.budget_ms, else server.inline_budget_ms).
     budget_s: float
     # relay.fallback_label, else router.fallback_label: one label for "not decided", whichever the
@@ -94,7 +116,8 @@ def resolve(settings: Settings) -> RelaySettings:
         host=host,
         port=port,
         message_key=KeyPath(relay.message_key, "relay.message_key"),
-        source_key=KeyPath(relay.source_key, "relay.source_key") if relay.source_key else None,
+        source_keys=source_keys(relay.source_key),
+        opt_out=tuple(OptOut.of(c, f"relay.opt_out[{i}]") for i, c in enumerate(relay.opt_out)),
         budget_s=budget_ms / 1000.0,
         fallback_label=relay.fallback_label or settings.router.fallback_label,
         hostname=relay.hostname or socket.gethostname(),
@@ -116,6 +139,28 @@ def check_runnable(settings: RelaySettings) -> None:
         )
     if settings.users and not settings.shared_key:
         raise RelayError("relay.auth.users needs relay.auth.shared_key (the handshake carries both)")
+
+
+def source_keys(spec: str | tuple[str, ...] | None) -> tuple[KeyPath, ...]:
+    """relay.source_key as key paths: one string is a list of one (the form before lists)."""
+    if spec is None:
+        return ()
+    if isinstance(spec, str):
+        return (KeyPath(spec, "relay.source_key"),)
+    return tuple(KeyPath(item, f"relay.source_key[{i}]") for i, item in enumerate(spec))
+
+
+def _as_text(value: object) -> str | None:
+    """A record value compared as text: strings, bytes, booleans (JSON true/false) and numbers."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return None
 
 
 def default_buffer_path() -> Path:

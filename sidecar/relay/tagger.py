@@ -8,7 +8,8 @@ records are forwarded with tier ``pending`` while the templates are still decide
 The tagger never fails and never waits longer than its timeout: when the engine is too slow,
 full or broken, the records get ``relay.fallback_label`` with tier ``fallback`` and the reason,
 and are forwarded all the same. Field names and fallback values are the Fluentd plugin's, so
-both paths produce the same records.
+both paths produce the same records. Records matching ``relay.opt_out`` are left as they came
+and never reach the engine.
 """
 
 from __future__ import annotations
@@ -54,22 +55,35 @@ class Tagger:
         records: list[LogRecord] = []
         targets: list[dict[Any, Any]] = []
         missing: list[dict[Any, Any]] = []
-        message_key, source_key = self.settings.message_key, self.settings.source_key
+        skipped = 0
+        message_key, opt_out = self.settings.message_key, self.settings.opt_out
         for batch in batches:
             default_source = self.settings.section.source or batch.tag
             for entry in batch.entries:
                 record = entry[1]
+                if opt_out and any(condition.matches(record) for condition in opt_out):
+                    skipped += 1
+                    continue
                 message = _text(message_key.get(record))
                 if message is None:
                     missing.append(record)
                     continue
-                source = _text(source_key.get(record)) if source_key is not None else None
-                records.append(LogRecord(source or default_source, message))
+                records.append(LogRecord(self._source(record) or default_source, message))
                 targets.append(record)
+        if skipped:
+            self._metrics.skipped_records.inc(skipped)
         if missing and self.settings.section.tag_missing_message:
             self._fall_back(missing, REASON_MISSING)
         if records:
             await self._decide(records, targets)
+
+    def _source(self, record: dict[Any, Any]) -> str | None:
+        """The first non-empty string at relay.source_key's paths, in order."""
+        for key in self.settings.source_keys:
+            source = _text(key.get(record))
+            if source:
+                return source
+        return None
 
     async def _decide(self, records: list[LogRecord], targets: list[dict[Any, Any]]) -> None:
         assert self._classify is not None
