@@ -16,7 +16,8 @@ import signal
 from logclass.config.settings import Settings
 from logclass.engine.engine import Engine
 from logclass.engine.metrics import Metrics, serve_metrics
-from logclass.engine.pipeline import load_engine
+from logclass.engine.pipeline import load_engine, rules_file
+from logclass.engine.reload import RulesReloader
 from logclass.http import front as http_front
 from logclass.logs import setup_logging
 from logclass.relay import settings as relay_settings_mod
@@ -84,6 +85,21 @@ async def serve(settings: Settings, *, grpc: bool = True, ready: asyncio.Event |
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[object]] = set()
+    if engine is not None:
+        # SIGHUP: the regex rules again from the same file (WIP: config sections and bundle next).
+        reloader = RulesReloader(engine, rules_file(settings, bundle), metrics)
+
+        async def reload() -> None:
+            if (await reloader.reload()).ok:
+                service.update_labels()
+
+        def on_hup() -> None:
+            task = loop.create_task(reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
     await stop.wait()
     grace = settings.server.grace_seconds
     log.info("draining: NOT_SERVING, up to %ss for in-flight requests", grace)

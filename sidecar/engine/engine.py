@@ -36,7 +36,7 @@ from logclass.core.decision import (
 )
 from logclass.engine.lanes import Lane, LaneFullError
 from logclass.engine.router import PendingTemplate, Router, RouterStats
-from logclass.tiers.base import Tier
+from logclass.tiers.base import FastTier, Tier
 
 log = logging.getLogger("logclass.engine")
 # Records the fast lane decides between two yields to the event loop: a 10,000-record request of
@@ -94,6 +94,15 @@ class Engine:
             labels.update(tier.labels())
         return sorted(labels)
 
+    def swap_fast_tier(self, tier: FastTier) -> bool:
+        """A reloaded fast tier (the regex rules) in place of the running one, between requests'
+        slices (see ``Router.swap_fast_tier``); False when the engine has no tier of that name."""
+        old = self.router.swap_fast_tier(tier)
+        if old is None:
+            return False
+        self.tiers = [tier if t is old else t for t in self.tiers]
+        return True
+
     async def warm_up(self) -> None:
         for p in self.lanes:
             await p.lane.tier.warm_up()
@@ -123,12 +132,16 @@ class Engine:
         router = self.router
         out: list[Decision | None] = [None] * len(records)
         pending: dict[TemplateKey, PendingTemplate] = {}
+        # The rule set this request began with: a reload between two slices does not split it.
+        fast_tiers, generation = router.fast_tiers, router.generation
         for start in range(0, len(records), FAST_SLICE):
             if start:
                 await asyncio.sleep(0)
-            router.fast(records[start : start + FAST_SLICE], out, pending, start)
+            router.fast(records[start : start + FAST_SLICE], out, pending, start, fast_tiers, generation)
         if pending:
-            await self._decide_pending(records, pending, out, budget_s, owner if owner is not None else object())
+            await self._decide_pending(
+                records, pending, out, budget_s, owner if owner is not None else object(), generation
+            )
         result: list[Decision] = out  # type: ignore[assignment]  # every slot is filled by now
         router.count(result)
         return result
@@ -140,6 +153,7 @@ class Engine:
         out: list[Decision | None],
         budget_s: float | None,
         owner: Hashable,
+        generation: int | None = None,
     ) -> None:
         new = [key for key in pending if key not in self._inflight]
         self._admit(pending, new)
@@ -167,7 +181,7 @@ class Engine:
             for i in entry.indexes:
                 out[i] = decision
                 if final:
-                    router.remember(records[i], decision)
+                    router.remember(records[i], decision, generation)
 
     def _landed(self, key: TemplateKey, task: asyncio.Task[tuple[Decision, bool]]) -> None:
         if self._inflight.get(key) is task:

@@ -88,12 +88,20 @@ class Metrics:
         self.cache_hits = Counter("logclass_cache_hits", "Records answered by a cache", ["cache"], registry=r)
         self.cache_misses = Counter("logclass_cache_misses", "Templates decided by the model tiers", registry=r)
         self.cache_hit_ratio = Gauge("logclass_cache_hit_ratio", "Share of records answered by the caches", registry=r)
+        self.reloads = Counter(
+            "logclass_reloads", "Hot reloads (SIGHUP), by part and outcome", ["part", "outcome"], registry=r
+        )
+        self.model_info = Gauge(
+            "logclass_model_info", "The model bundle version serving (always 1)", ["version"], registry=r
+        )
         self._router_seen: dict[str, int] = {}
         self._engine: Engine | None = None
 
     def watch_engine(self, engine: Engine) -> None:
         """Gauges read at scrape time, and each tier's own metrics."""
         self._engine = engine
+        self.model_info.clear()
+        self.model_info.labels(engine.model_version).set(1)
         for positioned in engine.lanes:
             lane = positioned.lane
             self.lane_queue.labels(lane.name).set_function(functools.partial(_waiting, lane))

@@ -101,6 +101,23 @@ class Router:
         self.template_cache: LruCache[Decision] = LruCache(cache_size)
         self.exact_cache: LruCache[Decision] = LruCache(exact_cache_size)
         self.stats = RouterStats()
+        # Bumped by ``swap_fast_tier``: a request that began on older rules caches nothing into the
+        # exact cache once it ends (its answers may be shadowed by a new rule there).
+        self.generation = 0
+
+    def swap_fast_tier(self, tier: FastTier) -> FastTier | None:
+        """Replaces the fast tier of ``tier.name`` (a reloaded regex tier), on the event loop thread,
+        between two fast-lane slices: the exact cache, which sits in front of the rules, is emptied;
+        the template cache holds only model decisions, which the rules are asked before, so it
+        stays. Returns the tier replaced (None when no tier of that name was configured)."""
+        old = next((t for _, t in self.fast_tiers if t.name == tier.name), None)
+        if old is None:
+            return None
+        # A new list: a request mid-way keeps the list it started with (``fast(..., tiers=)``).
+        self.fast_tiers = [(p, tier if t is old else t) for p, t in self.fast_tiers]
+        self.generation += 1
+        self.exact_cache.clear()
+        return old
 
     def decision(self, verdict: Verdict, tier: str, template: str) -> Decision:
         return Decision(
@@ -126,10 +143,16 @@ class Router:
         out: list[Decision | None],
         pending: dict[TemplateKey, PendingTemplate],
         offset: int = 0,
+        tiers: Sequence[tuple[int, FastTier]] | None = None,
+        generation: int | None = None,
     ) -> None:
         """Decides what the fast lane can of ``records`` (the request's records from ``offset``)
-        into ``out``; the rest lands in ``pending``, one entry per new template."""
+        into ``out``; the rest lands in ``pending``, one entry per new template. ``tiers`` and
+        ``generation``: the fast tiers the request began with, and their generation (a request
+        keeps its rule set across slices; decided on stale rules, it caches nothing)."""
         stats = self.stats
+        fast_tiers = self.fast_tiers if tiers is None else tiers
+        current = generation is None or generation == self.generation
         stats.records += len(records)
         exact_cache, template_cache = self.exact_cache, self.template_cache
         for i, record in enumerate(records, offset):
@@ -147,9 +170,9 @@ class Router:
                 continue
             template = self.masker.template(record.message)
             start = self.source_routes.get(record.source, 0)
-            decision = self._decide_fast(record, template, start)
+            decision = self._decide_fast(record, template, start, fast_tiers)
             if decision is not None:
-                if cacheable:
+                if cacheable and current:
                     exact_cache.put(exact_key, decision)
                 out[i] = decision
                 continue
@@ -157,7 +180,8 @@ class Router:
             decision = template_cache.get(key) if cacheable else None
             if decision is not None:
                 stats.template_hits += 1
-                exact_cache.put(exact_key, decision)
+                if current:
+                    exact_cache.put(exact_key, decision)
                 out[i] = decision
                 continue
             entry = pending.get(key)
@@ -169,8 +193,10 @@ class Router:
                 stats.template_misses += 1
                 pending[key] = PendingTemplate(record, start, [i])
 
-    def _decide_fast(self, record: LogRecord, template: str, start: int) -> Decision | None:
-        for position, tier in self.fast_tiers:
+    def _decide_fast(
+        self, record: LogRecord, template: str, start: int, fast_tiers: Sequence[tuple[int, FastTier]]
+    ) -> Decision | None:
+        for position, tier in fast_tiers:
             if position >= start:
                 verdict = tier.decide_now(record, template)
                 if isinstance(verdict, Verdict):
@@ -182,7 +208,9 @@ class Router:
         if len(key[1]) <= CACHEABLE_MAX_CHARS:
             self.template_cache.put(key, decision)
 
-    def remember(self, record: LogRecord, decision: Decision) -> None:
+    def remember(self, record: LogRecord, decision: Decision, generation: int | None = None) -> None:
+        if generation is not None and generation != self.generation:
+            return  # decided past rules that have changed since: a new rule may match it now
         if len(record.message) <= CACHEABLE_MAX_CHARS:
             self.exact_cache.put((record.source, record.message), decision)
 

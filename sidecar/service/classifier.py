@@ -149,6 +149,15 @@ class ClassifierService:
         self.engine, self._model_info = engine, model_info
         self._classify = self.metrics.counting(engine)
 
+    def update_labels(self) -> None:
+        """ModelInfo.labels again from the engine, after a rules reload changed them."""
+        if self.engine is not None and self._model_info is not None:
+            info = pb.ModelInfo()
+            info.CopyFrom(self._model_info)
+            del info.labels[:]
+            info.labels.extend(self.engine.labels())
+            self._model_info = info
+
     def drain(self) -> None:
         self.draining = True
 

@@ -1,0 +1,46 @@
+"""Swapping the regex rules under requests in flight (issue 19, part 1; see DESIGN-reload.md)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from logclass.tiers.regex import RegexTier, parse_rules
+from tests.engine.test_engine_lanes import GatedTier, _engine, _rec, _run
+
+OOM = {"rules": [{"name": "oom-kill", "pattern": "out of memory: killed process", "label": "oom"}]}
+
+
+def test_a_request_in_flight_finishes_on_its_rules_and_caches_nothing_stale() -> None:
+    async def scenario() -> None:
+        tier = GatedTier()
+        engine = _engine(tier)
+        message = "Out of memory: Killed process 7 (java)"
+        call = asyncio.ensure_future(engine.classify([_rec(message)], None))
+        await tier.entered.get()  # its template is in the model lane, on the old rules
+        assert engine.swap_fast_tier(RegexTier(parse_rules(OOM)))
+        tier.open()
+        (before,) = await call
+        assert before.tier == "embedding"  # begun before the swap: the answer it began for
+        # Its answer is not cached in front of the new rule: the same message is the rule's now.
+        (after,) = await engine.classify([_rec(message)], None)
+        assert (after.label, after.tier) == ("oom", "regex")
+        assert "oom" in engine.labels()
+        await engine.close()
+
+    _run(scenario)
+
+
+def test_a_swap_empties_the_exact_cache_and_keeps_model_decisions_of_templates() -> None:
+    async def scenario() -> None:
+        tier = GatedTier()
+        tier.open()
+        engine = _engine(tier)
+        await engine.classify([_rec("disk quota warning on volume alpha")], None)
+        assert len(engine.router.exact_cache) == 1 and len(engine.router.template_cache) == 1
+        engine.swap_fast_tier(RegexTier(parse_rules(OOM)))
+        assert len(engine.router.exact_cache) == 0 and len(engine.router.template_cache) == 1
+        (again,) = await engine.classify([_rec("disk quota warning on volume alpha")], None)
+        assert again.tier == "embedding" and len(tier.calls) == 1  # the template cache answered
+        await engine.close()
+
+    _run(scenario)
