@@ -47,6 +47,9 @@ async def serve(settings: Settings, *, grpc: bool = True, ready: asyncio.Event |
         relay_settings_mod.check_runnable(relay_settings)
     metrics = Metrics()
     service = ClassifierService(settings.server, metrics)
+    loop = asyncio.get_running_loop()
+    # Until the engine is loaded a SIGHUP has nothing to reload; without a handler it would end the process.
+    loop.add_signal_handler(signal.SIGHUP, lambda: log.warning("SIGHUP ignored: the models are still loading"))
     front = GrpcFrontEnd(settings, service) if grpc else None
     http = http_front.HttpFrontEnd(settings, service, metrics) if grpc and settings.server.http_listen else None
     if front is not None:
@@ -82,7 +85,6 @@ async def serve(settings: Settings, *, grpc: bool = True, ready: asyncio.Event |
         ready.set()
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     reloads: set[asyncio.Task[object]] = set()
@@ -100,6 +102,8 @@ async def serve(settings: Settings, *, grpc: bool = True, ready: asyncio.Event |
             task.add_done_callback(reloads.discard)
 
         loop.add_signal_handler(signal.SIGHUP, on_hup)
+    else:
+        loop.add_signal_handler(signal.SIGHUP, lambda: log.warning("SIGHUP ignored: no engine here to reload"))
     await stop.wait()
     grace = settings.server.grace_seconds
     log.info("draining: NOT_SERVING, up to %ss for in-flight requests", grace)
