@@ -4,17 +4,21 @@ stream of requests flowing throughout."""
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from logclass.api.logclass.v1 import classifier_pb2 as pb
 from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
-from tests.conftest import free_port, scrape, start_server, wait_until
+from tests.conftest import ROOT, SERVING, free_port, scrape, start_server, wait_serving, wait_until
 
 RULES_V1 = """rules:
   - name: disk-full
@@ -156,3 +160,43 @@ def test_sighup_reloads_rules_under_load_and_refuses_a_bad_file(tmp_path: Path) 
     refused = [line for line in lines if line["message"].startswith("reload refused")]
     assert len(refused) == 1 and refused[0]["level"] in ("ERROR", "error"), refused
     assert "'broken'" in refused[0]["message"] and "invalid regular expression" in refused[0]["message"], refused
+
+
+def test_sighup_while_the_models_load_is_ignored(tmp_path: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    # An empty encoder cache: loading exports the encoder (seconds), long enough to signal into.
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "LOGCLASS_SERVER__LOG_FORMAT": "json",
+        "LOGCLASS_SERVER__METRICS_LISTEN": "null",
+        "LOGCLASS_SERVER__HTTP_LISTEN": "null",
+        "LOGCLASS_EMBEDDING__CACHE_DIR": str(tmp_path / "encoders"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "logclass.cli", "serve", "--listen", address],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with grpc.insecure_channel(address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+
+            def listening_not_serving() -> bool:
+                assert proc.poll() is None
+                try:
+                    return health.Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status != SERVING
+                except grpc.RpcError:
+                    return False
+
+            wait_until(listening_not_serving, 60, "never saw the loading phase")
+            proc.send_signal(signal.SIGHUP)
+        wait_serving(address, proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "SIGHUP ignored: the models are still loading" in err
