@@ -164,7 +164,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server["unix_socket"] = args.unix_socket or None
     if args.http_listen is not None:
         server["http_listen"] = args.http_listen or None
-    settings = _load_settings(args, server=server) if server else _load_settings(args)
+
+    def load() -> Settings:
+        return _load_settings(args, server=server) if server else _load_settings(args)
+
+    settings = load()
     if args.print_config:
         import yaml
 
@@ -172,7 +176,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
     from logclass.serve import run
 
-    return run(settings)
+    # A hot reload re-runs the same loading (config file + env + flags).
+    return run(settings, load_settings=load, config_path=config_mod.config_path(args.config))
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
@@ -185,7 +190,11 @@ def cmd_relay(args: argparse.Namespace) -> int:
         relay["buffer"] = {"path": str(args.buffer_path)}
     if args.no_classify:
         relay["classify"] = False
-    settings = _load_settings(args, relay=relay) if relay else _load_settings(args)
+
+    def load() -> Settings:
+        return _load_settings(args, relay=relay) if relay else _load_settings(args)
+
+    settings = load()
     if args.print_config:
         import yaml
 
@@ -193,7 +202,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
         return 0
     from logclass.serve import run
 
-    return run(settings, grpc=False)
+    return run(settings, grpc=False, load_settings=load, config_path=config_mod.config_path(args.config))
 
 
 def _upstream_arg(value: str) -> dict[str, Any]:

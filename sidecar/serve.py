@@ -10,21 +10,24 @@ the templates in flight land before the process goes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+from collections.abc import Callable
+from pathlib import Path
 
 from logclass.config.settings import Settings
 from logclass.engine.engine import Engine
 from logclass.engine.metrics import Metrics, serve_metrics
-from logclass.engine.pipeline import load_engine, rules_file
-from logclass.engine.reload import RulesReloader
+from logclass.engine.pipeline import load_engine
 from logclass.http import front as http_front
 from logclass.logs import setup_logging
 from logclass.relay import settings as relay_settings_mod
 from logclass.relay.app import Relay
+from logclass.reload.reloader import Reloader, ReloadRefused, SwitchClassify, model_info_of
+from logclass.reload.watch import FileWatch
 from logclass.server.app import GrpcFrontEnd, how_to_call
-from logclass.service.classifier import ClassifierService, build_model_info
-from logclass.tiers.embedding import EmbeddingTier
+from logclass.service.classifier import ClassifierService
 
 log = logging.getLogger("logclass.server")
 
@@ -38,8 +41,19 @@ def _describe(engine: Engine, settings: Settings) -> str:
     )
 
 
-async def serve(settings: Settings, *, grpc: bool = True, ready: asyncio.Event | None = None) -> None:
-    """``grpc`` False: the relay alone (`logclass relay`), with or without classification."""
+async def serve(
+    settings: Settings,
+    *,
+    grpc: bool = True,
+    ready: asyncio.Event | None = None,
+    load_settings: Callable[[], Settings] | None = None,
+    config_path: Path | None = None,
+    reloaders: list[Reloader] | None = None,
+) -> None:
+    """``grpc`` False: the relay alone (`logclass relay`), with or without classification.
+    ``load_settings``: ``settings`` read again (file + env + flags), for a hot reload of the
+    config; ``config_path``: the file the watch polls. ``reloaders``: gets the process's
+    ``Reloader`` once it serves (for an admin call)."""
     relay_on = settings.relay.enabled or not grpc
     # Checked before the models load, so a relay misconfiguration fails at once.
     relay_settings = relay_settings_mod.resolve(settings) if relay_on else None
@@ -66,17 +80,16 @@ async def serve(settings: Settings, *, grpc: bool = True, ready: asyncio.Event |
     engine, bundle = await load_engine(settings, metrics) if front is not None or relay_classifies else (None, None)
     if engine is not None:
         log.info("%s", _describe(engine, settings))
+    if engine is not None:
+        metrics.watch_engine(engine)
     relay = None
+    relay_classify = SwitchClassify(metrics.counting(engine)) if engine is not None and relay_classifies else None
     if relay_settings is not None:
-        classify = metrics.counting(engine) if engine is not None and relay_classifies else None
-        relay = Relay(relay_settings, classify, metrics.registry)
+        relay = Relay(relay_settings, relay_classify, metrics.registry)
         await relay.start()
     # SERVING last: once probes see it, every front end of this process takes traffic.
     if front is not None and engine is not None:
-        embedding = engine.tier("embedding")
-        device = embedding.device if isinstance(embedding, EmbeddingTier) else ""
-        files = dict(bundle.manifest["files"]) if bundle is not None else {}
-        service.attach(engine, build_model_info(engine, settings, files, device))
+        service.attach(engine, model_info_of(engine, settings, bundle))
         await front.serving()
     if front is not None:
         calls = [how_to_call(settings.server), http_front.how_to_call(settings)]
@@ -87,37 +100,69 @@ async def serve(settings: Settings, *, grpc: bool = True, ready: asyncio.Event |
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    reloads: set[asyncio.Task[object]] = set()
+    watch: asyncio.Task[None] | None = None
+    reloader: Reloader | None = None
     if engine is not None:
-        # SIGHUP: the regex rules again from the same file (WIP: config sections and bundle next).
-        reloader = RulesReloader(engine, rules_file(settings, bundle), metrics)
-
-        async def reload() -> None:
-            if (await reloader.reload()).ok:
-                service.update_labels()
-
-        def on_hup() -> None:
-            task = loop.create_task(reload())
-            reloads.add(task)
-            task.add_done_callback(reloads.discard)
-
-        loop.add_signal_handler(signal.SIGHUP, on_hup)
+        reloader = Reloader(
+            settings=settings,
+            engine=engine,
+            bundle=bundle,
+            metrics=metrics,
+            service=service if front is not None else None,
+            relay_classify=relay_classify,
+            load_settings=load_settings,
+        )
+        if reloaders is not None:
+            reloaders.append(reloader)
+        _on_sighup(loop, reloader)
+        interval = settings.server.reload.watch_interval_s
+        if interval > 0:
+            extra = [config_path] if config_path is not None else []
+            watch = loop.create_task(
+                FileWatch(lambda: [*extra, *reloader.watched_files()], reloader.reload, interval).run()
+            )
+            log.info("reload watch: polling %s every %s s", [*extra, *reloader.watched_files()], interval)
     else:
         loop.add_signal_handler(signal.SIGHUP, lambda: log.warning("SIGHUP ignored: no engine here to reload"))
     await stop.wait()
     grace = settings.server.grace_seconds
     log.info("draining: NOT_SERVING, up to %ss for in-flight requests", grace)
     service.drain()
+    if watch is not None:
+        watch.cancel()
     # The front ends drain together, before the engine they classify through closes.
     await asyncio.gather(
         *([front.stop(grace)] if front else []), *([http.stop()] if http else []), *([relay.stop()] if relay else [])
     )
-    if engine is not None:
-        await engine.close()
+    if reloader is not None:
+        await reloader.engine.close()  # the engine serving now, after any reloads
     log.info("stopped")
 
 
-def run(settings: Settings, *, grpc: bool = True) -> int:
+def _on_sighup(loop: asyncio.AbstractEventLoop, reloader: Reloader) -> None:
+    """Each SIGHUP: ``reload(())`` as a task, kept in a set so it is not garbage-collected; a
+    refusal is logged and counted by the reloader."""
+    tasks: set[asyncio.Task[object]] = set()
+
+    async def reload() -> None:
+        with contextlib.suppress(ReloadRefused):
+            await reloader.reload(())
+
+    def on_hup() -> None:
+        task = loop.create_task(reload())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+
+
+def run(
+    settings: Settings,
+    *,
+    grpc: bool = True,
+    load_settings: Callable[[], Settings] | None = None,
+    config_path: Path | None = None,
+) -> int:
     setup_logging(settings.server.log_format)
-    asyncio.run(serve(settings, grpc=grpc))
+    asyncio.run(serve(settings, grpc=grpc, load_settings=load_settings, config_path=config_path))
     return 0

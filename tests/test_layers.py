@@ -23,8 +23,9 @@ LAYERS = {
     "server": 5,
     "http": 5,
     "relay": 5,
-    "serve": 6,
-    "cli": 7,
+    "reload": 6,
+    "serve": 7,
+    "cli": 8,
 }
 FRONT_ENDS = {"server", "http", "relay"}
 

@@ -165,6 +165,13 @@ def load(
     return Settings.from_dict(load_dict(path, environ, overrides))
 
 
+def config_path(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Path | None:
+    """The config file ``load`` reads (``path``, else $LOGCLASS_CONFIG), if any."""
+    env = os.environ if environ is None else environ
+    file_path = path if path is not None else env.get(_ENV_FILE)
+    return Path(file_path) if file_path else None
+
+
 def load_dict(
     path: str | Path | None = None,
     environ: Mapping[str, str] | None = None,

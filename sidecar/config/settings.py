@@ -233,6 +233,14 @@ class ServerAuthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ReloadSettings:
+    watch_interval_s: Annotated[
+        NonNegativeFloat,
+        doc("poll the config, rules and bundle files this often and reload on a change; 0: off (SIGHUP only)"),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     listen: Annotated[Address | None, doc("host:port for gRPC; null: none")]
     unix_socket: Annotated[NonEmptyStr | None, doc("also (or only) listen on this unix socket path; null: none")]
@@ -255,6 +263,7 @@ class ServerSettings:
     max_upload_bytes: Annotated[
         int, Json(minimum=1024), doc("largest CSV upload over HTTP (POST /classify, /v1/report); larger get 413")
     ]
+    reload: ReloadSettings
 
 
 @dataclass(frozen=True, slots=True)

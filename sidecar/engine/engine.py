@@ -60,6 +60,11 @@ class Engine:
         self.tiers = list(tiers)
         # A template's task gives its decision and whether it is final (cached) or deferred.
         self._inflight: dict[TemplateKey, asyncio.Task[tuple[Decision, bool]]] = {}
+        # Calls inside ``classify``: a retired engine (hot reload) closes only once they are out,
+        # since a call between two fast-lane slices has yet to hand its templates to the lanes.
+        self._calls = 0
+        self._no_calls = asyncio.Event()
+        self._no_calls.set()
 
     @property
     def stats(self) -> RouterStats:
@@ -114,9 +119,14 @@ class Engine:
             if waiting:
                 return
 
-    async def close(self) -> None:
-        """Lets templates in flight land (LLM answers reach the teacher file), then frees the tiers."""
-        await self.drain(timeout=10.0)
+    async def close(self, timeout: float = 10.0) -> None:
+        """Lets calls in progress finish and templates in flight land (LLM answers reach the
+        teacher file), each for up to ``timeout`` s, then frees the tiers."""
+        try:
+            await asyncio.wait_for(self._no_calls.wait(), timeout)
+        except TimeoutError:
+            log.warning("closing the engine with %s calls still in progress", self._calls)
+        await self.drain(timeout=timeout)
         for p in self.lanes:
             await p.lane.stop()
         for tier in self.tiers:
@@ -129,6 +139,18 @@ class Engine:
         (None: for all of them). ``owner``: whose turn it is in the lanes' round-robin (a stream);
         by default each call is its own owner. Raises ``LaneFullError`` (nothing queued) when a
         lane cannot take this request's new templates."""
+        self._calls += 1
+        self._no_calls.clear()
+        try:
+            return await self._classify(records, budget_s, owner)
+        finally:
+            self._calls -= 1
+            if not self._calls:
+                self._no_calls.set()
+
+    async def _classify(
+        self, records: Sequence[LogRecord], budget_s: float | None, owner: Hashable | None
+    ) -> list[Decision]:
         router = self.router
         out: list[Decision | None] = [None] * len(records)
         pending: dict[TemplateKey, PendingTemplate] = {}

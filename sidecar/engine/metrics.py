@@ -94,14 +94,18 @@ class Metrics:
         self.model_info = Gauge(
             "logclass_model_info", "The model bundle version serving (always 1)", ["version"], registry=r
         )
-        self._router_seen: dict[str, int] = {}
         self._engine: Engine | None = None
 
     def watch_engine(self, engine: Engine) -> None:
-        """Gauges read at scrape time, and each tier's own metrics."""
+        """Gauges read at scrape time, and each tier's own metrics: called again after a hot
+        reload swapped engines, so the gauges read the active one (the tiers' ``register_metrics``
+        must tolerate a second call on one registry)."""
         self._engine = engine
         self.model_info.clear()
         self.model_info.labels(engine.model_version).set(1)
+        # A lane the new engine lacks would otherwise keep reading the retired engine's lane.
+        self.lane_queue.clear()
+        self.lane_running.clear()
         for positioned in engine.lanes:
             lane = positioned.lane
             self.lane_queue.labels(lane.name).set_function(functools.partial(_waiting, lane))
@@ -114,13 +118,16 @@ class Metrics:
     def counting(self, engine: Engine) -> Classify:
         """``engine.classify`` with its decisions and cache counters observed: every front end
         classifies through one of these, so all their records are counted alike."""
+        # Per engine: a swapped-in engine's router counts from zero again, and the Prometheus
+        # counters must go on from where the old one left them.
+        seen: dict[str, int] = {}
 
         async def classify_and_count(
             records: Sequence[LogRecord], budget_s: float | None, owner: Hashable | None = None
         ) -> list[Decision]:
             decisions = await engine.classify(records, budget_s, owner)
             self.observe_decisions(decisions)
-            self.observe_router(engine.stats)
+            self.observe_router(engine.stats, seen)
             return decisions
 
         return classify_and_count
@@ -134,18 +141,19 @@ class Metrics:
             if error:
                 self.errors.labels(error).inc(n)
 
-    def observe_router(self, stats: RouterStats) -> None:
+    def observe_router(self, stats: RouterStats, seen: dict[str, int]) -> None:
         """Moves the cache counters by what the router counted since the last call (its counts are
-        cumulative; Prometheus counters only go up by increments)."""
+        cumulative; Prometheus counters only go up by increments); ``seen``: the router's counts
+        at that call, updated here."""
         now = {"exact": stats.exact_hits, "template": stats.template_hits, "miss": stats.template_misses}
         for key, value in now.items():
-            delta = value - self._router_seen.get(key, 0)
+            delta = value - seen.get(key, 0)
             if delta:
                 if key == "miss":
                     self.cache_misses.inc(delta)
                 else:
                     self.cache_hits.labels(key).inc(delta)
-        self._router_seen = now
+        seen.update(now)
 
     def snapshot(self) -> Snapshot:
         cache = {labels["cache"]: value for labels, value in _values(self.cache_hits, "_total")}

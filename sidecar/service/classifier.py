@@ -149,6 +149,12 @@ class ClassifierService:
         self.engine, self._model_info = engine, model_info
         self._classify = self.metrics.counting(engine)
 
+    def swap(self, engine: Engine, model_info: Any) -> None:
+        """A hot reload's new engine in place of the running one, in one synchronous step (on the
+        event loop thread, so atomic for every caller): a call in progress read its engine once
+        (``classify``) and finishes on the old one."""
+        self.attach(engine, model_info)
+
     def update_labels(self) -> None:
         """ModelInfo.labels again from the engine, after a rules reload changed them."""
         if self.engine is not None and self._model_info is not None:

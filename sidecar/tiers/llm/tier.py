@@ -18,6 +18,7 @@ import json
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,16 @@ class TeacherLog:
             self._fh.close()
 
 
+@dataclass(slots=True)
+class _LlmMetrics:
+    calls: Counter
+    seconds: Histogram
+    circuit: Gauge | None = None  # absent without a circuit (no LLM server backend)
+
+
+_REGISTERED: weakref.WeakKeyDictionary[CollectorRegistry, _LlmMetrics] = weakref.WeakKeyDictionary()
+
+
 class LlmTier(Tier):
     name = "llm"
 
@@ -104,25 +115,33 @@ class LlmTier(Tier):
         return Scheduling(batched=False, concurrency=self.max_concurrency)
 
     def register_metrics(self, registry: CollectorRegistry) -> None:
-        self._calls = Counter(
-            "logclass_llm_calls",
-            "LLM backend calls by outcome (answered, unavailable, invalid_output)",
-            ["outcome"],
-            registry=registry,
-        )
-        self._seconds = Histogram(
-            "logclass_llm_seconds", "LLM backend call latency", buckets=_LATENCY, registry=registry
-        )
+        """Once per registry: after a hot reload a new tier takes over the same series (a second
+        registration of a name raises, and counters must not start again from zero)."""
+        shared = _REGISTERED.get(registry)
+        if shared is None:
+            shared = _LlmMetrics(
+                Counter(
+                    "logclass_llm_calls",
+                    "LLM backend calls by outcome (answered, unavailable, invalid_output)",
+                    ["outcome"],
+                    registry=registry,
+                ),
+                Histogram("logclass_llm_seconds", "LLM backend call latency", buckets=_LATENCY, registry=registry),
+            )
+            _REGISTERED[registry] = shared
+        self._calls, self._seconds = shared.calls, shared.seconds
         circuit = self.backend.circuit
-        if circuit is not None:
-            # Read at scrape time: the breaker changes state on its own clock (open turns
-            # half-open when the cooldown ends), with no call to hook. Absent: no circuit.
-            gauge = Gauge(
+        if circuit is None:
+            return
+        if shared.circuit is None:
+            shared.circuit = Gauge(
                 "logclass_llm_circuit_state",
                 "LLM server circuit breaker: 0 closed, 1 half-open (one probe allowed), 2 open (calls refused)",
                 registry=registry,
             )
-            gauge.set_function(lambda: CIRCUIT_STATE_VALUES[circuit.state])
+        # Read at scrape time: the breaker changes state on its own clock (open turns half-open
+        # when the cooldown ends), with no call to hook.
+        shared.circuit.set_function(lambda: CIRCUIT_STATE_VALUES[circuit.state])
 
     async def decide(self, items: Sequence[Item]) -> list[Outcome]:
         return list(await asyncio.gather(*(self._ask(item) for item in items)))

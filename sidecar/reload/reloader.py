@@ -1,0 +1,230 @@
+"""One hot reload at a time: re-read, build and verify beside the running set, swap, retire.
+
+What a reload looks at (``parts``; empty: all three):
+
+- ``config``: the settings again (config file + env + flags, the same loader the CLI ran). Any
+  changed field a running process cannot take (``logclass.config.live``) refuses the whole
+  reload, ``outcome="restart_required"``; a file that does not validate, ``outcome="refused"``.
+- ``bundle``: the model bundle's resolved path and manifest hash (a symlink flipped to a new
+  bundle directory counts).
+- ``rules``: the rules file's content hash.
+
+Only the rules changed: the narrow swap, a new regex tier in the running engine (exact cache
+emptied, template cache kept). Anything else: a new engine from ``build_swap_engine``, loaded
+and warmed beside the old one, swapped into the ClassifierService and the relay in one step on
+the event loop thread (a call reads its engine once, so calls in progress finish on the old
+one), then the old engine is closed once its calls are out. A new engine starts with empty
+caches. A set that does not build raises ``ReloadRefused``, logged at ERROR and counted in
+``logclass_reloads_total{part,outcome}``; the running set is untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Collection, Hashable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from logclass.config import live
+from logclass.config.settings import Settings
+from logclass.core.bundle import MANIFEST, ModelBundle
+from logclass.core.decision import Decision, LogRecord
+from logclass.engine.engine import Engine
+from logclass.engine.metrics import Classify, Metrics
+from logclass.engine.pipeline import bundle_path, freeze_heap, load_engine, needs_bundle, rules_file
+from logclass.engine.reload import build_rules, file_sha256
+from logclass.errors import LogclassError
+from logclass.service.classifier import ClassifierService, build_model_info
+from logclass.tiers.embedding import EmbeddingTier
+
+log = logging.getLogger("logclass.reload")
+PARTS = ("rules", "config", "bundle")
+
+
+class ReloadRefused(LogclassError):
+    """A reload that was not applied: the message says why and what to fix; the old set keeps serving."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadReport:
+    changed: tuple[str, ...]  # parts actually swapped, of "rules", "config", "bundle"; () when nothing changed
+    model_version: str
+    rules_sha256: str
+
+
+class SwitchClassify:
+    """A classify callable whose engine can be swapped: each call reads ``current`` once, so it
+    finishes on the engine it began with (the relay's tagger holds one of these)."""
+
+    def __init__(self, current: Classify) -> None:
+        self.current = current
+
+    async def __call__(
+        self, records: Sequence[LogRecord], budget_s: float | None, owner: Hashable | None = None
+    ) -> list[Decision]:
+        return await self.current(records, budget_s, owner)
+
+
+def model_info_of(engine: Engine, settings: Settings, bundle: ModelBundle | None) -> Any:
+    embedding = engine.tier("embedding")
+    device = embedding.device if isinstance(embedding, EmbeddingTier) else ""
+    files = dict(bundle.manifest["files"]) if bundle is not None else {}
+    return build_model_info(engine, settings, files, device)
+
+
+async def build_swap_engine(settings: Settings, metrics: Metrics) -> tuple[Engine, ModelBundle | None]:
+    """The one place a reload builds its new engine (loaded, verified, warmed; heap not frozen
+    while the old engine still serves)."""
+    return await load_engine(settings, metrics, freeze=False)
+
+
+def bundle_mark(settings: Settings) -> str:
+    """What identifies the bundle on disk: its resolved path and manifest hash ("" when the
+    configured tiers need no bundle)."""
+    if not needs_bundle(settings):
+        return ""
+    path = bundle_path(settings).resolve()
+    try:
+        return f"{path}@{file_sha256(path / MANIFEST)}"
+    except OSError as exc:
+        return f"{path}@unreadable ({exc.strerror})"
+
+
+def _rules_sha256(path: Path) -> str:
+    try:
+        return file_sha256(path)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+
+
+class Reloader:
+    """Owns the running set (settings, bundle, engine) after start-up; ``reload`` swaps it."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        engine: Engine,
+        bundle: ModelBundle | None,
+        metrics: Metrics,
+        service: ClassifierService | None = None,
+        relay_classify: SwitchClassify | None = None,
+        load_settings: Callable[[], Settings] | None = None,
+    ) -> None:
+        """``load_settings``: the settings as the process was started (file + env + flags), read
+        again; None: the config part never changes (a process started without a loader)."""
+        self.settings, self.engine, self.bundle, self.metrics = settings, engine, bundle, metrics
+        self.service, self.relay_classify, self.load_settings = service, relay_classify, load_settings
+        self.rules_path = rules_file(settings, bundle)
+        self.rules_sha256 = _rules_sha256(self.rules_path)
+        self.bundle_mark = bundle_mark(settings)
+        self._lock = asyncio.Lock()
+
+    def watched_files(self) -> list[Path]:
+        """The files whose change a reload would take (for the file watch)."""
+        return [self.rules_path, *([bundle_path(self.settings)] if self.bundle_mark else [])]
+
+    async def reload(self, parts: Collection[str] = ()) -> ReloadReport:
+        """() = all parts; one reload at a time (a second call waits its turn)."""
+        unknown = sorted(set(parts) - set(PARTS))
+        if unknown:
+            raise ReloadRefused(f"unknown reload parts {unknown}: give some of {list(PARTS)}, or none for all")
+        wanted = set(parts) or set(PARTS)
+        async with self._lock:
+            return await self._reload(wanted)
+
+    def _report(self, changed: Sequence[str]) -> ReloadReport:
+        return ReloadReport(tuple(p for p in PARTS if p in changed), self.engine.model_version, self.rules_sha256)
+
+    async def _reload(self, wanted: set[str]) -> ReloadReport:
+        settings = await self._settings() if "config" in wanted else self.settings
+        paths = live.changed(self.settings, settings)
+        blocked = live.restart_only(paths)
+        if blocked:
+            raise self._refused(
+                "config",
+                "restart_required",
+                f"{', '.join(blocked)} changed, which only a restart applies: restart the process, or put "
+                "the running values back to reload the rest; nothing of this reload was applied",
+            )
+        config_changed = bool(paths) and not live.rules_only(paths)
+        moved = "model.bundle" in paths
+        bundle_changed = ("bundle" in wanted or moved) and bundle_mark(settings) != self.bundle_mark
+        if config_changed or bundle_changed:
+            changed = ["config"] * config_changed + ["bundle"] * bundle_changed
+            await self._swap_engine(settings, changed)
+            return self._report(changed)
+        path = rules_file(settings, self.bundle)
+        if ("rules" in wanted or paths) and (path != self.rules_path or _rules_sha256(path) != self.rules_sha256):
+            await self._swap_rules(settings, path)
+            return self._report(["rules", *(["config"] if paths else [])])
+        self.settings = settings
+        log.info("reload: nothing changed (model %s, rules sha256 %s)", self.engine.model_version, self._short)
+        return self._report([])
+
+    @property
+    def _short(self) -> str:
+        return self.rules_sha256[:12]
+
+    async def _settings(self) -> Settings:
+        if self.load_settings is None:
+            return self.settings
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, self.load_settings)
+        except (LogclassError, OSError) as exc:
+            raise self._refused("config", "refused", f"the settings do not load: {exc}") from exc
+
+    async def _swap_rules(self, settings: Settings, path: Path) -> None:
+        if self.engine.tier("regex") is None:
+            raise self._refused("rules", "refused", "router.tiers has no regex tier: nothing to reload")
+        try:
+            built = await asyncio.get_running_loop().run_in_executor(None, build_rules, path)
+        except (LogclassError, OSError) as exc:
+            raise self._refused("rules", "refused", str(exc)) from exc
+        # Back on the event loop thread: between two fast-lane slices of any request.
+        self.engine.swap_fast_tier(built.tier)
+        self.settings, self.rules_path, self.rules_sha256 = settings, path, built.sha256
+        if self.service is not None:
+            self.service.update_labels()
+        self.metrics.reloads.labels("rules", "ok").inc()
+        log.info("reloaded %s regex rules from %s (sha256 %s); exact cache emptied", built.count, path, self._short)
+
+    async def _swap_engine(self, settings: Settings, changed: list[str]) -> None:
+        part = "bundle" if "bundle" in changed else "config"
+        try:
+            engine, bundle = await build_swap_engine(settings, self.metrics)
+        except Exception as exc:
+            # Whatever stops the new set from building (a hash mismatch, a rule, a label set, a
+            # file gone) must leave the running set serving; the message is the builder's own.
+            raise self._refused(part, "refused", f"the new {part} does not load: {exc}") from exc
+        old, old_version = self.engine, self.engine.model_version
+        # One synchronous step on the event loop thread: every caller sees the old set or the new.
+        if self.service is not None:
+            self.service.swap(engine, model_info_of(engine, settings, bundle))
+        if self.relay_classify is not None:
+            self.relay_classify.current = self.metrics.counting(engine)
+        self.metrics.watch_engine(engine)
+        self.settings, self.engine, self.bundle = settings, engine, bundle
+        self.rules_path = rules_file(settings, bundle)
+        self.rules_sha256 = _rules_sha256(self.rules_path)
+        self.bundle_mark = bundle_mark(settings)
+        for name in changed:
+            self.metrics.reloads.labels(name, "ok").inc()
+        log.info(
+            "reloaded %s: model %s -> %s, rules sha256 %s; exact and template caches emptied (new engine)",
+            " and ".join(changed),
+            old_version,
+            engine.model_version,
+            self._short,
+        )
+        await old.close()
+        freeze_heap(thaw=True)
+        log.info("retired the engine of model %s", old_version)
+
+    def _refused(self, part: str, outcome: str, reason: str) -> ReloadRefused:
+        self.metrics.reloads.labels(part, outcome).inc()
+        message = f"reload refused, the running set keeps serving: {reason}"
+        log.error("%s", message)
+        return ReloadRefused(message)
