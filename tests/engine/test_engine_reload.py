@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from logclass.engine.engine import FAST_SLICE
 from logclass.tiers.regex import RegexTier, parse_rules
 from tests.engine.test_engine_lanes import GatedTier, _engine, _rec, _run
 
@@ -42,5 +43,35 @@ def test_a_swap_empties_the_exact_cache_and_keeps_model_decisions_of_templates()
         (again,) = await engine.classify([_rec("disk quota warning on volume alpha")], None)
         assert again.tier == "embedding" and len(tier.calls) == 1  # the template cache answered
         await engine.close()
+
+    _run(scenario)
+
+
+def test_a_retired_engine_closes_only_after_a_call_between_two_fast_slices() -> None:
+    """A hot reload closes the old engine right after the swap; a call that began on it and is
+    still in its fast lane (between two slices) has yet to hand its templates to the lanes."""
+
+    class ClosingTier(GatedTier):
+        closed = False
+
+        async def close(self) -> None:
+            self.closed = True
+
+    async def scenario() -> None:
+        tier = ClosingTier()
+        engine = _engine(tier)
+        # Three slices: the close (without waiting for calls) would run whole between two of them.
+        records = [_rec(f"job {i} wrote {'x' * (i % 7)} to queue q{i}") for i in range(2 * FAST_SLICE + 1)]
+        call = asyncio.ensure_future(engine.classify(records, None))
+        await asyncio.sleep(0)  # one loop step: the call is at the yield after its first slice
+        assert not call.done() and not tier.calls
+        closing = asyncio.ensure_future(engine.close())
+        await tier.entered.get()  # the call reached the model lane, whose tier is still open
+        assert not tier.closed and not closing.done()
+        tier.open()
+        decisions = await call
+        assert {d.tier for d in decisions} == {"embedding"}
+        await closing
+        assert tier.closed
 
     _run(scenario)
