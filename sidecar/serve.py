@@ -4,7 +4,8 @@ The front ends (gRPC, HTTP, the Forward relay) never import each other: this mod
 loads the engine once and hands it to each (gRPC and HTTP through one ClassifierService, so they
 answer alike). Order of events: listen first (probes see NOT_SERVING while the models load),
 load and warm the engine, attach it, serve until SIGTERM/SIGINT, drain the front ends, then let
-the templates in flight land before the process goes.
+the templates in flight land before the process goes. In between, SIGHUP (and the file watch,
+``server.reload.watch_interval_s``) hot-reloads through one ``logclass.reload`` Reloader.
 """
 
 from __future__ import annotations
