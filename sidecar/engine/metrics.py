@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import weakref
 from collections import Counter as Counter_
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -95,6 +96,7 @@ class Metrics:
             "logclass_model_info", "The model bundle version serving (always 1)", ["version"], registry=r
         )
         self._engine: Engine | None = None
+        self._router_seen: weakref.WeakKeyDictionary[Engine, dict[str, int]] = weakref.WeakKeyDictionary()
 
     def watch_engine(self, engine: Engine) -> None:
         """Gauges read at scrape time, and each tier's own metrics: called again after a hot
@@ -118,9 +120,10 @@ class Metrics:
     def counting(self, engine: Engine) -> Classify:
         """``engine.classify`` with its decisions and cache counters observed: every front end
         classifies through one of these, so all their records are counted alike."""
-        # Per engine: a swapped-in engine's router counts from zero again, and the Prometheus
-        # counters must go on from where the old one left them.
-        seen: dict[str, int] = {}
+        # Per engine, shared by every front end counting it (gRPC and the relay share one): a
+        # swapped-in engine's router counts from zero again, and the Prometheus counters must go
+        # on from where the old one left them.
+        seen = self._router_seen.setdefault(engine, {})
 
         async def classify_and_count(
             records: Sequence[LogRecord], budget_s: float | None, owner: Hashable | None = None
