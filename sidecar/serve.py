@@ -110,6 +110,7 @@ async def serve(
             bundle=bundle,
             metrics=metrics,
             service=service if front is not None else None,
+            relay=relay,
             relay_classify=relay_classify,
             load_settings=load_settings,
         )

@@ -249,3 +249,55 @@ def test_watch_step_reloads_once_per_change_and_survives_a_refusal(tmp_path: Pat
         assert calls == [1]
 
     asyncio.run(scenario())
+
+
+# -- the relay's tagging ---------------------------------------------------------------------------
+
+
+def _relay_settings(tmp_path: Path, label_key: str) -> Settings:
+    return _settings(
+        tmp_path / "rules.yaml",
+        relay={
+            "enabled": True,
+            "upstreams": [{"host": "127.0.0.1", "port": 1}],
+            "buffer": {"path": str(tmp_path / "buffer")},
+            "output": {"label_key": label_key},
+        },
+    )
+
+
+def test_relay_output_keys_reload_without_an_engine_and_not_within_a_request(tmp_path: Path) -> None:
+    from logclass.relay import settings as relay_settings_mod
+    from logclass.relay.app import Relay
+    from logclass.relay.protocol import EventBatch
+
+    async def scenario() -> None:
+        s = Setup(tmp_path)
+        s.next = _relay_settings(tmp_path, "label")
+        gate, entered = asyncio.Event(), asyncio.Event()
+        counted = s.metrics.counting(s.reloader.engine)
+
+        async def classify(records: object, budget_s: float | None, owner: object = None) -> object:
+            entered.set()
+            await gate.wait()
+            return await counted(records, budget_s, owner)  # type: ignore[arg-type]
+
+        relay = Relay(relay_settings_mod.resolve(s.next), classify, CollectorRegistry())  # type: ignore[arg-type]
+        s.reloader.relay = relay
+        s.reloader.settings = s.next  # started with this relay section
+        engine = s.reloader.engine
+        record: dict[str, object] = {"log": "no space left on /", "source": "app"}
+        tagging = asyncio.ensure_future(relay.tagger.tag([EventBatch("t", "Message", [[0, record]], None)]))
+        await entered.wait()  # the request is in the pipeline, tagged with the keys it began with
+        s.next = _relay_settings(tmp_path, "class")
+        report = await s.reloader.reload(["config"])
+        assert report.changed == ("config",) and s.reloader.engine is engine  # no new engine for it
+        gate.set()
+        await tagging
+        assert record.get("label") == "disk" and "class" not in record
+        record2: dict[str, object] = {"log": "no space left on /", "source": "app"}
+        await relay.tagger.tag([EventBatch("t", "Message", [[0, record2]], None)])
+        assert record2.get("class") == "disk" and "label" not in record2
+        await engine.close()
+
+    asyncio.run(scenario())

@@ -3,10 +3,10 @@
 A reload compares the settings it re-read with the running ones, field by field (dotted paths,
 ``server.listen``). *Live* fields are read only when the engine is built (thresholds, routes,
 tiers, the LLM prompt and labels, the bundle, the caches' sizes): a new engine beside the old one
-takes them. Everything else is held by something that outlives an engine swap (listening
-sockets, TLS and tokens, the lanes' bounds and the front ends' limits, the encoder and LLM
-backend processes, the relay's server, buffer and forwarder), so a change there is refused as a
-whole rather than half applied.
+takes them; the relay's tagging keys are re-read by its tagger. Everything else is held by
+something that outlives an engine swap (listening sockets, TLS and tokens, the lanes' bounds and
+the front ends' limits, the encoder and LLM backend processes, the relay's server, buffer,
+upstreams and forwarder), so a change there is refused as a whole rather than half applied.
 """
 
 from __future__ import annotations
@@ -32,6 +32,18 @@ LIVE = (
     "llm.labels",
     "llm.examples",
 )
+# The relay's tagging, read per request by its tagger (``Tagger.retarget``); no new engine needed.
+RELAY_TAGGING = (
+    "relay.output",
+    "relay.message_key",
+    "relay.source_key",
+    "relay.source",
+    "relay.opt_out",
+    "relay.fallback_label",
+    "relay.tag_missing_message",
+    "relay.budget_ms",
+    "relay.classify_timeout_ms",
+)
 # Changes here only affect the rules: the narrow swap (a new regex tier) takes them.
 RULES = ("regex",)
 
@@ -56,7 +68,12 @@ def _under(path: str, prefixes: tuple[str, ...]) -> bool:
 
 def restart_only(paths: list[str]) -> list[str]:
     """Of ``paths``, those a running process cannot take."""
-    return [p for p in paths if not _under(p, LIVE)]
+    return [p for p in paths if not _under(p, LIVE + RELAY_TAGGING)]
+
+
+def engine_paths(paths: list[str]) -> list[str]:
+    """Of ``paths``, those the engine is built from (not the relay's tagging)."""
+    return [p for p in paths if not _under(p, RELAY_TAGGING)]
 
 
 def rules_only(paths: list[str]) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from logclass.core.decision import LogRecord
@@ -38,27 +39,54 @@ REASON_INTERNAL = "internal"
 REASON_MISSING = "missing_message"
 
 
+@dataclass(frozen=True, slots=True)
+class _Keys:
+    """What one ``tag`` call writes with, read once at its start: a hot reload that changes the
+    relay's settings (``Tagger.retarget``) applies from the next call, never within one."""
+
+    settings: RelaySettings
+    label: str | None
+    tier: str | None
+    confidence: str | None
+    reason: str | None
+    error: str | None
+
+    @classmethod
+    def of(cls, settings: RelaySettings) -> _Keys:
+        keys = settings.section.output
+        return cls(
+            settings, keys.label_key, keys.tier_key, keys.confidence_key, keys.fallback_reason_key, keys.error_key
+        )
+
+
 class Tagger:
     def __init__(self, settings: RelaySettings, classify: Classify | None, metrics: RelayMetrics) -> None:
         """``classify`` None: records pass through untouched (relay.classify false)."""
-        self.settings = settings
+        self._keys = _Keys.of(settings)
         self._classify = classify
         self._metrics = metrics
         self._warn = ThrottledLog(log)
-        keys = settings.section.output
-        self._label, self._tier, self._confidence = keys.label_key, keys.tier_key, keys.confidence_key
-        self._reason, self._error = keys.fallback_reason_key, keys.error_key
+
+    @property
+    def settings(self) -> RelaySettings:
+        return self._keys.settings
+
+    def retarget(self, settings: RelaySettings) -> None:
+        """The tagging settings of a hot reload (output keys, message and source keys, opt-out,
+        fallback label, budgets), from the next ``tag`` call on."""
+        self._keys = _Keys.of(settings)
 
     async def tag(self, batches: Sequence[EventBatch]) -> None:
         if self._classify is None:
             return
+        k = self._keys
         records: list[LogRecord] = []
         targets: list[dict[Any, Any]] = []
         missing: list[dict[Any, Any]] = []
         skipped = 0
-        message_key, opt_out = self.settings.message_key, self.settings.opt_out
+        message_key, opt_out = k.settings.message_key, k.settings.opt_out
         for batch in batches:
-            default_source = self.settings.section.source or batch.tag
+            default_source = k.settings.section.source or batch.tag
             for entry in batch.entries:
                 record = entry[1]
                 if opt_out and any(condition.matches(record) for condition in opt_out):
@@ -68,65 +96,67 @@ class Tagger:
                 if message is None:
                     missing.append(record)
                     continue
-                records.append(LogRecord(self._source(record) or default_source, message))
+                records.append(LogRecord(_source(k.settings, record) or default_source, message))
                 targets.append(record)
         if skipped:
             self._metrics.skipped_records.inc(skipped)
-        if missing and self.settings.section.tag_missing_message:
-            self._fall_back(missing, REASON_MISSING)
+        if missing and k.settings.section.tag_missing_message:
+            self._fall_back(k, missing, REASON_MISSING)
         if records:
-            await self._decide(records, targets)
+            await self._decide(k, records, targets)
 
-    def _source(self, record: dict[Any, Any]) -> str | None:
-        """The first non-empty string at relay.source_key's paths, in order."""
-        for key in self.settings.source_keys:
-            source = _text(key.get(record))
-            if source:
-                return source
-        return None
-
-    async def _decide(self, records: list[LogRecord], targets: list[dict[Any, Any]]) -> None:
+    async def _decide(self, k: _Keys, records: list[LogRecord], targets: list[dict[Any, Any]]) -> None:
         assert self._classify is not None
-        timeout_ms = self.settings.section.classify_timeout_ms
+        timeout_ms = k.settings.section.classify_timeout_ms
         try:
-            decisions = await asyncio.wait_for(self._classify(records, self.settings.budget_s), timeout_ms / 1000.0)
+            decisions = await asyncio.wait_for(self._classify(records, k.settings.budget_s), timeout_ms / 1000.0)
         except asyncio.TimeoutError:  # asyncio.TimeoutError is not TimeoutError before 3.11
             self._warn.warning(
                 REASON_TIMEOUT,
                 "pipeline gave no answer within relay.classify_timeout_ms (%s ms): %s records forwarded as %r",
                 timeout_ms,
                 len(records),
-                self.settings.fallback_label,
+                k.settings.fallback_label,
             )
-            self._fall_back(targets, REASON_TIMEOUT)
+            self._fall_back(k, targets, REASON_TIMEOUT)
             return
         except LaneFullError as exc:
             self._warn.warning(REASON_QUEUE_FULL, "%s: %s records forwarded unclassified", exc, len(records))
-            self._fall_back(targets, REASON_QUEUE_FULL)
+            self._fall_back(k, targets, REASON_QUEUE_FULL)
             return
         except Exception:  # a tier failed: delivery must not depend on classification
-            log.exception("pipeline failed; %s records forwarded as %r", len(records), self.settings.fallback_label)
-            self._fall_back(targets, REASON_INTERNAL)
+            log.exception("pipeline failed; %s records forwarded as %r", len(records), k.settings.fallback_label)
+            self._fall_back(k, targets, REASON_INTERNAL)
             return
         for record, decision in zip(targets, decisions, strict=True):
-            self._write(record, decision.label, decision.tier, round(decision.confidence, 4))
-            if self._error and decision.error:
-                record[self._error] = decision.error
+            _write(k, record, decision.label, decision.tier, round(decision.confidence, 4))
+            if k.error and decision.error:
+                record[k.error] = decision.error
 
-    def _fall_back(self, targets: Sequence[dict[Any, Any]], reason: str) -> None:
+    def _fall_back(self, k: _Keys, targets: Sequence[dict[Any, Any]], reason: str) -> None:
         self._metrics.fallback_records.labels(reason).inc(len(targets))
         for record in targets:
-            self._write(record, self.settings.fallback_label, FALLBACK_TIER, 0.0)
-            if self._reason:
-                record[self._reason] = reason
+            _write(k, record, k.settings.fallback_label, FALLBACK_TIER, 0.0)
+            if k.reason:
+                record[k.reason] = reason
 
-    def _write(self, record: dict[Any, Any], label: str, tier: str, confidence: float) -> None:
-        if self._label:
-            record[self._label] = label
-        if self._tier:
-            record[self._tier] = tier
-        if self._confidence:
-            record[self._confidence] = confidence
+
+def _source(settings: RelaySettings, record: dict[Any, Any]) -> str | None:
+    """The first non-empty string at relay.source_key's paths, in order."""
+    for key in settings.source_keys:
+        source = _text(key.get(record))
+        if source:
+            return source
+    return None
+
+
+def _write(k: _Keys, record: dict[Any, Any], label: str, tier: str, confidence: float) -> None:
+    if k.label:
+        record[k.label] = label
+    if k.tier:
+        record[k.tier] = tier
+    if k.confidence:
+        record[k.confidence] = confidence
 
 
 def _text(value: object) -> str | None:

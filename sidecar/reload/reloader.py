@@ -36,6 +36,9 @@ from logclass.engine.metrics import Classify, Metrics
 from logclass.engine.pipeline import bundle_path, freeze_heap, load_engine, needs_bundle, rules_file
 from logclass.engine.reload import build_rules, file_sha256
 from logclass.errors import LogclassError
+from logclass.relay import settings as relay_settings_mod
+from logclass.relay.app import Relay
+from logclass.relay.settings import RelaySettings
 from logclass.service.classifier import ClassifierService, build_model_info
 from logclass.tiers.embedding import EmbeddingTier
 
@@ -110,13 +113,17 @@ class Reloader:
         bundle: ModelBundle | None,
         metrics: Metrics,
         service: ClassifierService | None = None,
+        relay: Relay | None = None,
         relay_classify: SwitchClassify | None = None,
         load_settings: Callable[[], Settings] | None = None,
     ) -> None:
         """``load_settings``: the settings as the process was started (file + env + flags), read
-        again; None: the config part never changes (a process started without a loader)."""
+        again; None: the config part never changes (a process started without a loader).
+        ``relay``: its tagger takes the relay's tagging settings; ``relay_classify``: the engine it
+        classifies through."""
         self.settings, self.engine, self.bundle, self.metrics = settings, engine, bundle, metrics
-        self.service, self.relay_classify, self.load_settings = service, relay_classify, load_settings
+        self.service, self.relay, self.relay_classify = service, relay, relay_classify
+        self.load_settings = load_settings
         self.rules_path = rules_file(settings, bundle)
         self.rules_sha256 = _rules_sha256(self.rules_path)
         self.bundle_mark = bundle_mark(settings)
@@ -149,20 +156,42 @@ class Reloader:
                 f"{', '.join(blocked)} changed, which only a restart applies: restart the process, or put "
                 "the running values back to reload the rest; nothing of this reload was applied",
             )
-        config_changed = bool(paths) and not live.rules_only(paths)
+        tagging = self._relay_settings(settings) if paths else None
+        built_from = live.engine_paths(paths)
+        config_changed = bool(built_from) and not live.rules_only(built_from)
         moved = "model.bundle" in paths
         bundle_changed = ("bundle" in wanted or moved) and bundle_mark(settings) != self.bundle_mark
         if config_changed or bundle_changed:
-            changed = ["config"] * config_changed + ["bundle"] * bundle_changed
-            await self._swap_engine(settings, changed)
+            changed = ["config"] * bool(paths) + ["bundle"] * bundle_changed
+            await self._swap_engine(settings, changed, tagging)
             return self._report(changed)
         path = rules_file(settings, self.bundle)
-        if ("rules" in wanted or paths) and (path != self.rules_path or _rules_sha256(path) != self.rules_sha256):
+        rules_changed = path != self.rules_path or _rules_sha256(path) != self.rules_sha256
+        # Without a regex tier the rules file is not read: nothing to swap.
+        swap_rules = ("rules" in wanted or bool(built_from)) and rules_changed and self.engine.tier("regex") is not None
+        if swap_rules:
             await self._swap_rules(settings, path)
-            return self._report(["rules", *(["config"] if paths else [])])
+        self._retarget(tagging)
         self.settings = settings
-        log.info("reload: nothing changed (model %s, rules sha256 %s)", self.engine.model_version, self._short)
-        return self._report([])
+        changed = ["rules"] * swap_rules + ["config"] * bool(paths)
+        if paths and not built_from:
+            self.metrics.reloads.labels("config", "ok").inc()
+            log.info("reloaded the relay's tagging settings: %s", ", ".join(paths))
+        if not changed:
+            log.info("reload: nothing changed (model %s, rules sha256 %s)", self.engine.model_version, self._short)
+        return self._report(changed)
+
+    def _relay_settings(self, settings: Settings) -> RelaySettings | None:
+        if self.relay is None:
+            return None
+        try:
+            return relay_settings_mod.resolve(settings)
+        except LogclassError as exc:
+            raise self._refused("config", "refused", f"the relay settings do not resolve: {exc}") from exc
+
+    def _retarget(self, tagging: RelaySettings | None) -> None:
+        if self.relay is not None and tagging is not None:
+            self.relay.tagger.retarget(tagging)
 
     @property
     def _short(self) -> str:
@@ -177,8 +206,6 @@ class Reloader:
             raise self._refused("config", "refused", f"the settings do not load: {exc}") from exc
 
     async def _swap_rules(self, settings: Settings, path: Path) -> None:
-        if self.engine.tier("regex") is None:
-            raise self._refused("rules", "refused", "router.tiers has no regex tier: nothing to reload")
         try:
             built = await asyncio.get_running_loop().run_in_executor(None, build_rules, path)
         except (LogclassError, OSError) as exc:
@@ -191,7 +218,7 @@ class Reloader:
         self.metrics.reloads.labels("rules", "ok").inc()
         log.info("reloaded %s regex rules from %s (sha256 %s); exact cache emptied", built.count, path, self._short)
 
-    async def _swap_engine(self, settings: Settings, changed: list[str]) -> None:
+    async def _swap_engine(self, settings: Settings, changed: list[str], tagging: RelaySettings | None) -> None:
         part = "bundle" if "bundle" in changed else "config"
         try:
             engine, bundle = await build_swap_engine(settings, self.metrics)
@@ -205,6 +232,7 @@ class Reloader:
             self.service.swap(engine, model_info_of(engine, settings, bundle))
         if self.relay_classify is not None:
             self.relay_classify.current = self.metrics.counting(engine)
+        self._retarget(tagging)
         self.metrics.watch_engine(engine)
         self.settings, self.engine, self.bundle = settings, engine, bundle
         self.rules_path = rules_file(settings, bundle)
