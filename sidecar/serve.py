@@ -101,7 +101,9 @@ async def serve(
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    watch: asyncio.Task[None] | None = None
+    # Reloads in progress (SIGHUP's, the watch): cancelled at shutdown, so none swaps an engine in
+    # after the serving one was closed (a cancelled reload swaps nothing: it is still building).
+    reloading: set[asyncio.Task[object]] = set()
     reloader: Reloader | None = None
     if engine is not None:
         reloader = Reloader(
@@ -116,13 +118,12 @@ async def serve(
         )
         if reloaders is not None:
             reloaders.append(reloader)
-        _on_sighup(loop, reloader)
+        _on_sighup(loop, reloader, reloading)
         interval = settings.server.reload.watch_interval_s
         if interval > 0:
             extra = [config_path] if config_path is not None else []
-            watch = loop.create_task(
-                FileWatch(lambda: [*extra, *reloader.watched_files()], reloader.reload, interval).run()
-            )
+            watch = FileWatch(lambda: [*extra, *reloader.watched_files()], reloader.reload, interval)
+            reloading.add(loop.create_task(watch.run()))
             log.info("reload watch: polling %s every %s s", [*extra, *reloader.watched_files()], interval)
     else:
         loop.add_signal_handler(signal.SIGHUP, lambda: log.warning("SIGHUP ignored: no engine here to reload"))
@@ -130,8 +131,8 @@ async def serve(
     grace = settings.server.grace_seconds
     log.info("draining: NOT_SERVING, up to %ss for in-flight requests", grace)
     service.drain()
-    if watch is not None:
-        watch.cancel()
+    for task in reloading:
+        task.cancel()
     # The front ends drain together, before the engine they classify through closes.
     await asyncio.gather(
         *([front.stop(grace)] if front else []), *([http.stop()] if http else []), *([relay.stop()] if relay else [])
@@ -141,10 +142,9 @@ async def serve(
     log.info("stopped")
 
 
-def _on_sighup(loop: asyncio.AbstractEventLoop, reloader: Reloader) -> None:
-    """Each SIGHUP: ``reload(())`` as a task, kept in a set so it is not garbage-collected; a
-    refusal is logged and counted by the reloader."""
-    tasks: set[asyncio.Task[object]] = set()
+def _on_sighup(loop: asyncio.AbstractEventLoop, reloader: Reloader, tasks: set[asyncio.Task[object]]) -> None:
+    """Each SIGHUP: ``reload(())`` as a task, kept in ``tasks`` (not garbage-collected, and
+    cancelled at shutdown); a refusal is logged and counted by the reloader."""
 
     async def reload() -> None:
         with contextlib.suppress(ReloadRefused):
