@@ -116,6 +116,9 @@ async def serve(
             relay_classify=relay_classify,
             load_settings=load_settings,
         )
+        # From here the reloader owns the running set: a local reference would keep the first
+        # engine (its models) alive after a reload retired it.
+        engine = bundle = None
         if reloaders is not None:
             reloaders.append(reloader)
         _on_sighup(loop, reloader, reloading)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import os
+import weakref
 from pathlib import Path
 
 import pytest
@@ -144,15 +146,18 @@ def test_reloader_swaps_rules_narrowly_config_by_engine_and_refuses_restart_only
     asyncio.run(scenario())
 
 
-def test_cache_counters_go_on_across_an_engine_swap(tmp_path: Path) -> None:
+def test_cache_counters_go_on_and_the_old_engine_is_freed_across_a_swap(tmp_path: Path) -> None:
     """The new engine's router counts from zero: the Prometheus counters must not try to go back."""
 
     async def scenario() -> None:
         s = Setup(tmp_path)
         for _ in range(4):
             await s.label("no space left on /")
+        retired = weakref.ref(s.reloader.engine)
         s.next = _settings(s.rules, router={"tiers": ["regex"], "fallback_label": "other"})
         await s.reloader.reload()
+        gc.collect()
+        assert retired() is None  # nothing (metrics, closures, the service) keeps the old models
         for _ in range(2):
             await s.label("no space left on /")
         hits = s.metrics.registry.get_sample_value("logclass_cache_hits_total", {"cache": "exact"})

@@ -20,11 +20,11 @@ from logclass.core.bundle import MANIFEST
 from logclass.errors import LogclassError
 
 log = logging.getLogger("logclass.reload")
-Fingerprint = tuple[tuple[str, str, str], ...]  # (watched path, resolved path, content sha256)
+Fingerprint = dict[str, tuple[str, str]]  # watched path -> (resolved path, content sha256)
 
 
 def fingerprint(paths: Sequence[Path]) -> Fingerprint:
-    out = []
+    out = {}
     for path in paths:
         resolved = path.resolve()
         target = resolved / MANIFEST if resolved.is_dir() else resolved
@@ -32,8 +32,8 @@ def fingerprint(paths: Sequence[Path]) -> Fingerprint:
             digest = hashlib.sha256(target.read_bytes()).hexdigest()
         except OSError as exc:
             digest = f"unreadable ({exc.strerror})"
-        out.append((str(path), str(resolved), digest))
-    return tuple(out)
+        out[str(path)] = (str(resolved), digest)
+    return out
 
 
 class FileWatch:
@@ -48,9 +48,10 @@ class FileWatch:
         self._last = fingerprint(files())
 
     def poll(self) -> bool:
-        """True when a watched file differs from the last poll (or the set of files changed)."""
+        """True when a watched file differs from the last poll. A file that joined the watched
+        set (a reload moved the rules file) is only noted: the reload that moved it read it."""
         now = fingerprint(self.files())
-        changed = now != self._last
+        changed = any(path in self._last and self._last[path] != mark for path, mark in now.items())
         self._last = now
         return changed
 
@@ -59,11 +60,10 @@ class FileWatch:
         if not await loop.run_in_executor(None, self.poll):
             return False
         log.info("reload: a watched file changed")
-        # Refused: logged and counted by the reloader; the old set keeps serving.
+        # Refused: logged and counted by the reloader; the old set keeps serving. The baseline stays
+        # the poll's, so a file changed while this reload ran is seen by the next poll.
         with contextlib.suppress(LogclassError):
             await self.reload()
-        # The reload may have moved what is watched (a new bundle's rules): look again from here.
-        self._last = await loop.run_in_executor(None, fingerprint, self.files())
         return True
 
     async def run(self) -> None:
