@@ -306,3 +306,24 @@ def test_relay_output_keys_reload_without_an_engine_and_not_within_a_request(tmp
         await engine.close()
 
     asyncio.run(scenario())
+
+
+def test_watch_sees_a_change_made_while_its_reload_ran(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    calls: list[int] = []
+
+    async def reload() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            _keep_mtime(rules, RULES)  # edited back while the first reload was building
+
+    async def scenario() -> None:
+        watch = FileWatch(lambda: [rules], reload, 1.0)
+        _keep_mtime(rules, RULES_V2)
+        assert await watch.step()
+        assert await watch.step()  # the edit during the reload is a change of its own
+        assert not await watch.step()
+        assert calls == [1, 1]
+
+    asyncio.run(scenario())
