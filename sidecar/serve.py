@@ -16,7 +16,7 @@ import signal
 from logclass.config.settings import Settings
 from logclass.engine.engine import Engine
 from logclass.engine.metrics import Metrics, serve_metrics
-from logclass.engine.pipeline import load_engine
+from logclass.engine.pipeline import load_engine, open_learnt
 from logclass.http import front as http_front
 from logclass.logs import setup_logging
 from logclass.relay import settings as relay_settings_mod
@@ -59,7 +59,10 @@ async def serve(settings: Settings, *, grpc: bool = True, ready: asyncio.Event |
     log.info("%s; metrics %s; loading models", fronts, metrics_listen or "off")
 
     relay_classifies = relay_settings is not None and settings.relay.classify
-    engine, bundle = await load_engine(settings, metrics) if front is not None or relay_classifies else (None, None)
+    classifies = front is not None or relay_classifies
+    # Owned here, not by the engine: it outlives an engine swap and is closed after the last one.
+    learnt = open_learnt(settings) if classifies else None
+    engine, bundle = await load_engine(settings, metrics, learnt) if classifies else (None, None)
     if engine is not None:
         log.info("%s", _describe(engine, settings))
     relay = None
@@ -94,6 +97,8 @@ async def serve(settings: Settings, *, grpc: bool = True, ready: asyncio.Event |
     )
     if engine is not None:
         await engine.close()
+    if learnt is not None:
+        learnt.close()
     log.info("stopped")
 
 

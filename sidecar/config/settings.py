@@ -88,6 +88,10 @@ class MemorySettings:
         Annotated[float, Json(exclusiveMinimum=0.5, maximum=1)] | None,
         doc("share of its rows the template's top label needs; null: the bundle's"),
     ]
+    learnt_file: Annotated[
+        FilePath | None,
+        doc("append-only JSONL of learnt templates (LLM answers, corrections); null: in memory only"),
+    ]
 
 
 @dataclass(frozen=True, slots=True)

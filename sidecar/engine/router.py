@@ -171,11 +171,27 @@ class Router:
 
     def _decide_fast(self, record: LogRecord, template: str, start: int) -> Decision | None:
         for position, tier in self.fast_tiers:
-            if position >= start:
-                verdict = tier.decide_now(record, template)
-                if isinstance(verdict, Verdict):
-                    return self.decision(verdict, tier.name, template)
+            # A tier a source is routed past may still know an answer for it (a learnt lesson).
+            verdict = tier.decide_now(record, template) if position >= start else tier.decide_routed(record, template)
+            if isinstance(verdict, Verdict):
+                return self.decision(verdict, tier.name, template)
         return None
+
+    def peek(self, record: LogRecord) -> Decision | None:
+        """The decision the fast lane gives ``record`` now, touching no cache or statistic; None
+        when it would go to the model lanes."""
+        if self._validate(record.message):
+            return None
+        template = self.masker.template(record.message)
+        decision = self._decide_fast(record, template, self.source_routes.get(record.source, 0))
+        return decision if decision is not None else self.template_cache.peek((record.source, template))
+
+    def forget(self, template: str) -> None:
+        """Drops what the caches hold that could answer a record of ``template``: its template
+        cache entries (every source) and the whole exact cache (its keys are messages, and
+        finding a template's among them would mean masking every one)."""
+        self.template_cache.drop_where(lambda key: isinstance(key, tuple) and key[1] == template)
+        self.exact_cache.clear()
 
     def learn(self, key: TemplateKey, decision: Decision) -> None:
         """A model lane's final decision for a template: the next record of it is a cache hit."""

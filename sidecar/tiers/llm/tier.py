@@ -78,6 +78,7 @@ class TeacherLog:
 
 class LlmTier(Tier):
     name = "llm"
+    teaches = True
 
     def __init__(
         self,
