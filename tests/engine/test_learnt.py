@@ -146,7 +146,10 @@ def test_a_correction_overrides_a_learnt_llm_answer_and_drops_its_cache_entries(
         llm.open(1)
         (first,) = await engine.classify([_rec(NEW.format(1), "LegacyCRM")])
         assert first.tier == "llm"
+        key = ("LegacyCRM", engine.router.masker.template(NEW.format(1)))
+        assert engine.router.template_cache.peek(key) is not None
         taught = engine.teach(_rec(NEW.format(1), "LegacyCRM"), "Workflow Error")
+        assert engine.router.template_cache.peek(key) is None
         assert (taught.label, taught.detail) == ("Workflow Error", "human correction")
         again = await engine.classify([_rec(NEW.format(1), "LegacyCRM"), _rec(NEW.format(9), "app")])
         assert [(d.tier, d.label) for d in again] == [("memory", "Workflow Error")] * 2
