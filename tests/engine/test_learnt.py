@@ -243,7 +243,8 @@ def test_the_training_reader_takes_a_learnt_file_as_the_service_answers_it(tmp_p
     with path.open("a", encoding="utf-8") as fh:
         fh.write('{"source": "app", "templ')  # a crash mid-append
     rows = load_teacher_jsonl(path)
-    assert [(r.message, r.label) for r in rows] == [("first line 3", "User Action"), ("second line 2", "Critical Error")]
+    expected = [("first line 3", "User Action"), ("second line 2", "Critical Error")]
+    assert [(r.message, r.label) for r in rows] == expected
 
 
 def test_a_torn_last_line_is_skipped_and_cut_off(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -286,7 +287,7 @@ def test_a_bad_file_is_a_clear_error_naming_the_setting(tmp_path: Path, content:
 
 def test_an_unreadable_file_names_the_setting(tmp_path: Path) -> None:
     settings = config.load(environ={**NO_LLM, "LOGCLASS_MEMORY__LEARNT_FILE": str(tmp_path)})  # a directory
-    with pytest.raises(LearntFileError, match="memory.learnt_file"):
+    with pytest.raises(LearntFileError, match=r"memory\.learnt_file"):
         open_learnt(settings)
 
 
