@@ -60,9 +60,9 @@ class Lesson:
     def verdict(self) -> Verdict:
         return Verdict(self.label, self.confidence, self.detail)
 
-    def to_json(self) -> str:
-        entry = {key: getattr(self, key) for key in _KEYS}
-        entry["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    def to_json(self, when: float) -> str:
+        entry: dict[str, object] = {key: getattr(self, key) for key in _KEYS}
+        entry["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
         return json.dumps(entry, ensure_ascii=False)
 
 
@@ -94,7 +94,8 @@ class LearntStore:
         # Lessons taken since this process started, by origin (logclass_learnt_total).
         self.counts: Counter[str] = Counter()
         self.loaded = 0
-        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        # (lesson, when taught): serialised on the writer thread, off the event loop.
+        self._queue: queue.SimpleQueue[tuple[Lesson, float] | None] = queue.SimpleQueue()
         self._written = 0  # lines the writer has fsynced
         self._enqueued = 0
         self._synced = threading.Condition()
@@ -131,7 +132,7 @@ class LearntStore:
         self.counts[origin] += 1
         if self._thread is not None:
             self._enqueued += 1
-            self._queue.put(lesson.to_json())
+            self._queue.put((lesson, time.time()))
         return True
 
     def _take(self, lesson: Lesson) -> bool:
@@ -166,18 +167,18 @@ class LearntStore:
         fh = self._fh
         stop = False
         while not stop:
-            lines = [self._queue.get()]
+            entries = [self._queue.get()]
             # Whatever else arrived meanwhile goes in the same write and the same fsync.
             while True:
                 try:
-                    lines.append(self._queue.get_nowait())
+                    entries.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            stop = None in lines
-            batch = [line for line in lines if line is not None]
+            stop = None in entries
+            batch = [entry for entry in entries if entry is not None]
             try:
                 if batch:
-                    fh.write("".join(line + "\n" for line in batch).encode("utf-8"))
+                    fh.write("".join(lesson.to_json(when) + "\n" for lesson, when in batch).encode("utf-8"))
                     fh.flush()
                     os.fsync(fh.fileno())
             except OSError as exc:
