@@ -13,8 +13,10 @@ Per record::
     pending: one representative per template, for the model lanes (see engine.Engine)
 
 The regex tier runs before the template cache because rules may tell apart messages that share
-a template ("status 200" and "status 503"); the memory (templates of the training data) is a dict
-probe, as cheap as the cache. The exact cache in front makes exact repeats, the
+a template ("status 200" and "status 503"); the memory (learnt lessons, then templates of the
+training data) is a dict probe, as cheap as the cache. A source routed past a fast tier
+(``router.source_routes``) still asks it ``decide_routed``: the memory answers it with what it
+learnt from that source. The exact cache in front makes exact repeats, the
 bulk of real log volume, skip masking altogether. Everything here runs on the engine's event
 loop thread, so the caches need no locks.
 """
