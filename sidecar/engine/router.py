@@ -179,12 +179,16 @@ class Router:
                 return self.decision(verdict, tier.name, template)
         return None
 
+    def template_of(self, message: str) -> str | None:
+        """``message``'s template; None for a message answered with an error (empty, too long)."""
+        return None if self._validate(message) else self.masker.template(message)
+
     def peek(self, record: LogRecord) -> Decision | None:
         """The decision the fast lane gives ``record`` now, touching no cache or statistic; None
         when it would go to the model lanes."""
-        if self._validate(record.message):
+        template = self.template_of(record.message)
+        if template is None:
             return None
-        template = self.masker.template(record.message)
         decision = self._decide_fast(record, template, self.source_routes.get(record.source, 0))
         return decision if decision is not None else self.template_cache.peek((record.source, template))
 
