@@ -88,6 +88,10 @@ class MemorySettings:
         Annotated[float, Json(exclusiveMinimum=0.5, maximum=1)] | None,
         doc("share of its rows the template's top label needs; null: the bundle's"),
     ]
+    learnt_file: Annotated[
+        FilePath | None,
+        doc("append-only JSONL of templates learnt from LLM answers and corrections, reloaded at start; null: off"),
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +237,14 @@ class ServerAuthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ReloadSettings:
+    watch_interval_s: Annotated[
+        NonNegativeFloat,
+        doc("poll the config, rules and bundle files this often and hot-reload on change; 0: off (SIGHUP still does)"),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     listen: Annotated[Address | None, doc("host:port for gRPC; null: none")]
     unix_socket: Annotated[NonEmptyStr | None, doc("also (or only) listen on this unix socket path; null: none")]
@@ -247,6 +259,7 @@ class ServerSettings:
     batch: BatchSettings
     lanes: LanesSettings
     grace_seconds: Annotated[NonNegativeFloat, doc("on SIGTERM/SIGINT, how long in-flight requests get to finish")]
+    reload: ReloadSettings
     tls: ServerTlsSettings
     auth: ServerAuthSettings
     log_format: Annotated[Literal["text", "json"], doc("log lines as text or one JSON object per line")]
