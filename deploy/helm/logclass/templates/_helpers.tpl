@@ -145,6 +145,8 @@ would leave the change unapplied (the sidecar refuses it, restart_required) unti
 {{- if hasKey $cfg $section }}
 {{- $keep := get $cfg $section }}
 {{- range $keys }}{{ $_ := unset $keep . }}{{ end }}
+{{- /* A section left empty hashes as if it had never been given. */}}
+{{- if not $keep }}{{ $_ := unset $cfg $section }}{{ end }}
 {{- end }}
 {{- end }}
 {{- toYaml $cfg }}
