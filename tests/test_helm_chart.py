@@ -426,6 +426,11 @@ def test_checksum_of_the_whole_configmap_only_in_restart_mode(chart: Any, base: 
     assert "checksum/config" not in watch and "checksum/restart-only" in watch
 
 
+def test_notes_say_how_config_changes_apply(chart: Any) -> None:
+    assert "rereads it every 45s" in render(chart, {"reload": {"intervalSeconds": 45}}).notes
+    assert "roll the pods (reload.mode restart)" in render(chart, RESTART).notes
+
+
 # Changes a live reload applies: in watch mode they must leave the pod template (so the pods) alone.
 LIVE_CHANGES = {
     "rules": {"rules": RULES},
