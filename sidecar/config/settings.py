@@ -237,6 +237,14 @@ class ServerAuthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ReloadSettings:
+    watch_interval_s: Annotated[
+        NonNegativeFloat,
+        doc("poll the config, rules and bundle files this often and hot-reload on change; 0: off (SIGHUP still does)"),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     listen: Annotated[Address | None, doc("host:port for gRPC; null: none")]
     unix_socket: Annotated[NonEmptyStr | None, doc("also (or only) listen on this unix socket path; null: none")]
@@ -251,6 +259,7 @@ class ServerSettings:
     batch: BatchSettings
     lanes: LanesSettings
     grace_seconds: Annotated[NonNegativeFloat, doc("on SIGTERM/SIGINT, how long in-flight requests get to finish")]
+    reload: ReloadSettings
     tls: ServerTlsSettings
     auth: ServerAuthSettings
     log_format: Annotated[Literal["text", "json"], doc("log lines as text or one JSON object per line")]
