@@ -51,7 +51,7 @@ import httpx
 import numpy as np
 
 from benchmarks import loadgen
-from benchmarks.common import SEED_CSV, LogclassProcess, finish, free_port, stage
+from benchmarks.common import SEED_CSV, LogclassProcess, finish, free_port, stage, write_records_csv
 from logclass import config
 from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
 from logclass.client import to_request
@@ -290,9 +290,7 @@ async def cold_caller(target: str, lines: NewLines, seconds: float) -> ColdResul
 
 def _csv(records: Sequence[LogRecord]) -> bytes:
     out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["source", "log_message"])
-    writer.writerows([r.source, r.message] for r in records)
+    write_records_csv(out, records)
     return out.getvalue().encode()
 
 
