@@ -22,6 +22,7 @@ from logclass.logs import setup_logging
 from logclass.relay import settings as relay_settings_mod
 from logclass.relay.app import Relay
 from logclass.server.app import GrpcFrontEnd, how_to_call
+from logclass.service.admin import AdminService
 from logclass.service.classifier import ClassifierService, build_model_info
 from logclass.tiers.embedding import EmbeddingTier
 
@@ -46,7 +47,8 @@ async def serve(settings: Settings, *, grpc: bool = True, ready: asyncio.Event |
         relay_settings_mod.check_runnable(relay_settings)
     metrics = Metrics()
     service = ClassifierService(settings.server, metrics)
-    front = GrpcFrontEnd(settings, service) if grpc else None
+    admin = AdminService(service)
+    front = GrpcFrontEnd(settings, service, admin) if grpc else None
     http = http_front.HttpFrontEnd(settings, service, metrics) if grpc and settings.server.http_listen else None
     if front is not None:
         await front.start()

@@ -262,6 +262,10 @@ class ServerSettings:
     reload: ReloadSettings
     tls: ServerTlsSettings
     auth: ServerAuthSettings
+    admin_auth: Annotated[
+        ServerAuthSettings,
+        doc("bearer token of the Admin service (Reload, Feedback), not server.auth's; no token: no Admin service"),
+    ]
     log_format: Annotated[Literal["text", "json"], doc("log lines as text or one JSON object per line")]
     metrics_listen: Annotated[MetricsAddress | None, doc("host:port of Prometheus /metrics; null: off")]
     http_listen: Annotated[Address | None, doc("host:port of the HTTP API and web console; null: off")]
