@@ -354,12 +354,14 @@ def test_checker_reports_what_the_scrape_lacks() -> None:
 LEARNING_ROW = "Learning & reload"
 # Metrics the sidecar's hot reload and learning (issue 19) export, with their labels and values as
 # agreed with that work; this branch's sidecar does not export them yet.
-AWAITING_SIDECAR = {
+# The series behind the Learning & reload row, with every label value the panels expect.
+LEARNING_SERIES = {
     "logclass_reloads_total": {"part": ("rules", "config", "bundle"), "outcome": ("ok", "refused", "restart_required")},
     "logclass_model_info": {"version": ("v1",)},
     "logclass_memory_templates": {"kind": ("trained", "learnt")},
     "logclass_learnt_total": {"origin": ("llm", "feedback")},
 }
+AWAITING_SIDECAR = {name: LEARNING_SERIES[name] for name in ("logclass_reloads_total", "logclass_model_info")}
 
 
 def row_panels(dashboard: dict[str, Any], title: str) -> list[dict[str, Any]]:
@@ -375,13 +377,13 @@ def row_panels(dashboard: dict[str, Any], title: str) -> list[dict[str, Any]]:
 
 
 def contract_scrape() -> Scrape:
-    """An exposition with every series of AWAITING_SIDECAR and the records the LLM and the memory
+    """An exposition with every series of LEARNING_SERIES and the records the LLM and the memory
     decided: the agreed names, labels and values, registered as the sidecar registers them."""
     registry = CollectorRegistry()
     records = Counter("logclass_records", "", ["tier", "label"], registry=registry)
     for tier in ("llm", "memory", "embedding"):
         records.labels(tier, "Billing").inc()
-    for name, labels in AWAITING_SIDECAR.items():
+    for name, labels in LEARNING_SERIES.items():
         base = name.removesuffix("_total")
         kind = Counter if name.endswith("_total") else Gauge
         metric = kind(base, "", list(labels), registry=registry)

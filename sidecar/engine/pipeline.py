@@ -115,6 +115,7 @@ def build_memory_tier(settings: Settings, bundle: ModelBundle, learnt: LearntSto
         min_purity=_configured(memory.min_purity, bundle.profile.memory_min_purity),
         masker=own_masks,
         learnt=learnt,
+        label_set=bundle.label_set.labels,
     )
 
 

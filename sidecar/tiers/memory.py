@@ -40,10 +40,13 @@ class MemoryTier(FastTier):
         min_purity: float,
         masker: TemplateMasker | None = None,
         learnt: LearntStore | None = None,
+        label_set: Iterable[str] = (),
     ) -> None:
         """``masker``: the bundle's masks, when they differ from the runtime's (its templates
         were made with them, so they are the only way to find them). ``learnt``: lessons asked
-        before the training data; none are used until ``accept_labels`` says which labels."""
+        before the training data; none are used until ``accept_labels`` says which labels.
+        ``label_set``: the bundle's labels, which a lesson may teach even where no training
+        template is confident about them (corrections are validated against ``labels()``)."""
         self.masker = masker
         self.learnt = learnt
         self._accepted: frozenset[str] = frozenset()
@@ -58,7 +61,7 @@ class MemoryTier(FastTier):
                 confidence = round((top + 1) / (total + 2), 4)
                 self._verdicts[template] = Verdict(label, confidence, f"{top}/{total} training rows")
                 labels.add(label)
-        self._labels = sorted(labels)
+        self._labels = sorted(labels | set(label_set))
 
     def __len__(self) -> int:
         return len(self._verdicts)
