@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run test lint model bench bench-server bench-lanes bench-fastlane bench-relay bench-accuracy bench-encoder bench-http proto schema browser-deps clean
+.PHONY: install run test lint model bench bench-server bench-lanes bench-fastlane bench-relay bench-accuracy bench-encoder bench-http bench-reload proto schema browser-deps clean
 
 # llama-cpp-python has no wheels on PyPI: it is compiled once and the wheel kept in a cache
 # outside the checkout. -march=native makes the wheel specific to this CPU, so the cache is keyed
@@ -123,6 +123,10 @@ proto: $(STAMP)
 ## make schema: regenerate sidecar/config/schema.json from the settings types (a test fails when it is stale)
 schema: $(STAMP)
 	$(BIN)/python -m logclass.config.schema_gen
+
+## make bench-reload: latency a rules reload and a bundle swap add to a warm request stream (p50/p99 per window against the window before any reload), and failed responses (target 0), in the same run
+bench-reload: $(STAMP)
+	$(BIN)/python benchmarks/bench_reload.py
 
 ## make bench: throughput against the seed algorithm, measured in the same run
 bench: $(STAMP)

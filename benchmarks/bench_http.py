@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import math
 import os
@@ -47,7 +46,7 @@ import httpx
 from google.protobuf import json_format
 
 from benchmarks import loadgen
-from benchmarks.common import LogclassProcess, finish, free_port, stage
+from benchmarks.common import LogclassProcess, finish, free_port, stage, write_records_csv
 from benchmarks.loadgen import LoadResult
 from logclass.api.logclass.v1 import classifier_pb2 as pb
 from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
@@ -241,10 +240,7 @@ def write_csv(records: Sequence[LogRecord], rows: int, path: Path) -> int:
     as in real logs, so a cold job is cold for its first copy only."""
     repeats = max(1, math.ceil(rows / len(records)))
     with path.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["source", "log_message"])
-        for _ in range(repeats):
-            writer.writerows([r.source, r.message] for r in records)
+        write_records_csv(fh, records, repeats)
     return repeats * len(records)
 
 

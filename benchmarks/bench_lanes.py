@@ -51,7 +51,7 @@ import httpx
 import numpy as np
 
 from benchmarks import loadgen
-from benchmarks.common import SEED_CSV, LogclassProcess, finish, free_port, stage
+from benchmarks.common import SEED_CSV, LogclassProcess, finish, free_port, stage, write_records_csv
 from logclass import config
 from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
 from logclass.client import to_request
@@ -271,6 +271,16 @@ class ColdResult:
     def records_per_second(self) -> float:
         return self.records / self.seconds if self.seconds else 0.0
 
+    def summary(self, unit: str, calls: str) -> dict[str, Any]:
+        """The JSON part of this phase: ``unit`` counts what was classified, ``calls`` the requests."""
+        return {
+            unit: self.records,
+            calls: self.requests,
+            "seconds": self.seconds,
+            f"{unit}_per_s": self.records_per_second,
+            "tiers": dict(self.tiers),
+        }
+
 
 async def cold_caller(target: str, lines: NewLines, seconds: float) -> ColdResult:
     """500-record requests of new templates with wait_for_all, back to back, for ``seconds``."""
@@ -290,9 +300,7 @@ async def cold_caller(target: str, lines: NewLines, seconds: float) -> ColdResul
 
 def _csv(records: Sequence[LogRecord]) -> bytes:
     out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["source", "log_message"])
-    writer.writerows([r.source, r.message] for r in records)
+    write_records_csv(out, records)
     return out.getvalue().encode()
 
 
@@ -451,13 +459,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         )
         rows["cold burst"] = warm_result.row()
         warm_line("cold burst", rows["cold burst"])
-        out["cold"] = {
-            "records": cold.records,
-            "requests": cold.requests,
-            "seconds": cold.seconds,
-            "records_per_s": cold.records_per_second,
-            "tiers": dict(cold.tiers),
-        }
+        out["cold"] = cold.summary("records", "requests")
         stage(f"  cold: {cold.records:,} records in {cold.seconds:.1f} s, {cold.records_per_second:,.0f} rec/s")
         server.check_alive()
 
@@ -468,13 +470,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         )
         rows["CSV upload"] = warm_result.row()
         warm_line("CSV upload", rows["CSV upload"])
-        out["upload"] = {
-            "rows": uploads.records,
-            "uploads": uploads.requests,
-            "seconds": uploads.seconds,
-            "rows_per_s": uploads.records_per_second,
-            "tiers": dict(uploads.tiers),
-        }
+        out["upload"] = uploads.summary("rows", "uploads")
         stage(
             f"  uploads: {uploads.records:,} rows in {uploads.seconds:.1f} s, {uploads.records_per_second:,.0f} rows/s"
         )

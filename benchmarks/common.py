@@ -3,6 +3,7 @@ child process itself (log file, metrics scrape, peak RSS, stop)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import socket
@@ -12,7 +13,10 @@ import tempfile
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from logclass.core.decision import LogRecord
 
 # The benchmarks run from a checkout: their data is the repository's, never the installed package's.
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +34,14 @@ def finish(result: Mapping[str, Any], ok: bool, json_path: Path | None, strict: 
     if json_path:
         json_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 1 if strict and not ok else 0
+
+
+def write_records_csv(fh: TextIO, records: Sequence[LogRecord], repeats: int = 1) -> None:
+    """``records`` as an input CSV of `logclass classify` and POST /classify, ``repeats`` times."""
+    writer = csv.writer(fh)
+    writer.writerow(["source", "log_message"])
+    for _ in range(repeats):
+        writer.writerows([r.source, r.message] for r in records)
 
 
 def free_port() -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PROTO_DIR = ROOT / "proto"
 OUT_DIR = ROOT / "sidecar" / "api"
-PROTOS = ["logclass/v1/classifier.proto"]
+PROTOS = ["logclass/v1/classifier.proto", "logclass/v1/admin.proto"]
 _IMPORT = re.compile(r"^from logclass\.v1 import ", re.MULTILINE)
 
 
@@ -26,13 +26,13 @@ _IMPORT = re.compile(r"^from logclass\.v1 import ", re.MULTILINE)
 _MESSAGE, _FIELD, _ENUM, _VALUE = 4, 2, 5, 2
 
 
-def _comments(descriptor_set: Path) -> dict[str, str]:
-    """``{full name: leading comment}`` of every message, field, enum and enum value."""
+def _comments(descriptor_set: Path, proto: str) -> dict[str, str]:
+    """``{full name: leading comment}`` of every message, field, enum and enum value of ``proto``."""
     from google.protobuf import descriptor_pb2
 
     files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes())
     out: dict[str, str] = {}
-    for file in files.file:
+    for file in (f for f in files.file if f.name == proto):
         names: dict[tuple[int, ...], str] = {}
         for i, message in enumerate(file.message_type):
             names[(_MESSAGE, i)] = f"{file.package}.{message.name}"
@@ -61,7 +61,7 @@ def generate(out_dir: Path = OUT_DIR) -> list[Path]:
             raise RuntimeError("protoc failed; see the message above")
         for proto in PROTOS:
             docs = Path(tmp) / proto.replace(".proto", "_docs.json")
-            docs.write_text(json.dumps(_comments(descriptor_set), indent=1, sort_keys=True) + "\n")
+            docs.write_text(json.dumps(_comments(descriptor_set, proto), indent=1, sort_keys=True) + "\n")
         written = []
         for produced in sorted([*Path(tmp).rglob("*.py*"), *Path(tmp).rglob("*_docs.json")]):
             relative = produced.relative_to(tmp)

@@ -53,10 +53,11 @@ def tls_files(tls: ServerTlsSettings, section: str) -> tuple[str, str, str | Non
     return cert, key, client_ca
 
 
-def load_token(auth: ServerAuthSettings) -> str | None:
-    """The bearer token callers of ``server.auth`` must present; None: no token required."""
+def load_token(auth: ServerAuthSettings, setting: str = "server.auth") -> str | None:
+    """The bearer token callers of ``setting`` (``server.auth``, ``server.admin_auth``) must
+    present; None: no token required."""
     try:
-        token = read_secret(auth.token, auth.token_file, "server.auth.token")
+        token = read_secret(auth.token, auth.token_file, f"{setting}.token")
     except SecretError as exc:
         raise SecurityConfigError(str(exc)) from exc.__cause__
     return str(token) if token else None

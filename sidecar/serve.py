@@ -20,7 +20,7 @@ from pathlib import Path
 from logclass.config.settings import Settings
 from logclass.engine.engine import Engine
 from logclass.engine.metrics import Metrics, serve_metrics
-from logclass.engine.pipeline import load_engine
+from logclass.engine.pipeline import load_engine, open_learnt
 from logclass.http import front as http_front
 from logclass.logs import setup_logging
 from logclass.relay import settings as relay_settings_mod
@@ -28,6 +28,7 @@ from logclass.relay.app import Relay
 from logclass.reload.reloader import Reloader, ReloadRefused, SwitchClassify, model_info_of
 from logclass.reload.watch import FileWatch
 from logclass.server.app import GrpcFrontEnd, how_to_call
+from logclass.service.admin import AdminService
 from logclass.service.classifier import ClassifierService
 
 log = logging.getLogger("logclass.server")
@@ -65,7 +66,8 @@ async def serve(
     loop = asyncio.get_running_loop()
     # Until the engine is loaded a SIGHUP has nothing to reload; without a handler it would end the process.
     loop.add_signal_handler(signal.SIGHUP, lambda: log.warning("SIGHUP ignored: the models are still loading"))
-    front = GrpcFrontEnd(settings, service) if grpc else None
+    admin = AdminService(service)
+    front = GrpcFrontEnd(settings, service, admin) if grpc else None
     http = http_front.HttpFrontEnd(settings, service, metrics) if grpc and settings.server.http_listen else None
     if front is not None:
         await front.start()
@@ -78,7 +80,10 @@ async def serve(
     log.info("%s; metrics %s; loading models", fronts, metrics_listen or "off")
 
     relay_classifies = relay_settings is not None and settings.relay.classify
-    engine, bundle = await load_engine(settings, metrics) if front is not None or relay_classifies else (None, None)
+    classifies = front is not None or relay_classifies
+    # Owned here, not by the engine: it outlives an engine swap and is closed after the last one.
+    learnt = open_learnt(settings) if classifies else None
+    engine, bundle = await load_engine(settings, metrics, learnt) if classifies else (None, None)
     if engine is not None:
         log.info("%s", _describe(engine, settings))
     if engine is not None:
@@ -115,10 +120,12 @@ async def serve(
             relay=relay,
             relay_classify=relay_classify,
             load_settings=load_settings,
+            learnt=learnt,
         )
         # From here the reloader owns the running set: a local reference would keep the first
         # engine (its models) alive after a reload retired it.
         engine = bundle = None
+        admin.reloader = reloader.reload
         if reloaders is not None:
             reloaders.append(reloader)
         _on_sighup(loop, reloader, reloading)
@@ -142,6 +149,8 @@ async def serve(
     )
     if reloader is not None:
         await reloader.engine.close()  # the engine serving now, after any reloads
+    if learnt is not None:
+        learnt.close()
     log.info("stopped")
 
 

@@ -14,6 +14,7 @@ Grafana; a renamed metric or label fails here, not as an empty panel in producti
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 import signal
@@ -31,7 +32,7 @@ import promql_parser as promql  # promql-parser: Prometheus' PromQL grammar (Rus
 import pytest
 import yaml
 from fluent import sender as fluent_sender  # type: ignore[import-untyped]
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from logclass import config
@@ -252,7 +253,7 @@ def test_dashboard_structure() -> None:
             assert target.get("expr", "").strip(), f"{title} {target['refId']}: no expr"
             assert target.get("datasource") == DATASOURCE, f"{title} {target['refId']}: datasource"
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
-    assert rows == ["Traffic", "Tiers & cache", "Lanes", "Latency", "LLM", "Relay", "Errors"]
+    assert rows == ["Traffic", "Tiers & cache", "Lanes", "Latency", "LLM", "Learning & reload", "Relay", "Errors"]
     assert {p["type"] for p in panels} >= {"timeseries", "stat", "heatmap"}
 
 
@@ -346,6 +347,78 @@ def test_checker_reports_what_the_scrape_lacks() -> None:
         assert len(found) == len(expected), f"{name}: {found}"
         for problem, fragment in zip(found, expected, strict=True):
             assert fragment in problem, f"{name}: {problem!r} does not say {fragment!r}"
+
+
+# --- the learning and reload panels ----------------------------------------------------------------
+
+LEARNING_ROW = "Learning & reload"
+# Metrics the sidecar's hot reload and learning (issue 19) export, with their labels and values as
+# agreed with that work; this branch's sidecar does not export them yet.
+# The series behind the Learning & reload row, with every label value the panels expect.
+LEARNING_SERIES = {
+    "logclass_reloads_total": {"part": ("rules", "config", "bundle"), "outcome": ("ok", "refused", "restart_required")},
+    "logclass_model_info": {"version": ("v1",)},
+    "logclass_memory_templates": {"kind": ("trained", "learnt")},
+    "logclass_learnt_total": {"origin": ("llm", "feedback")},
+}
+# Metrics a panel reads that the sidecar does not export yet (none now: the reload metrics came with it).
+AWAITING_SIDECAR: dict[str, Any] = {}
+
+
+def row_panels(dashboard: dict[str, Any], title: str) -> list[dict[str, Any]]:
+    """The panels below row ``title`` down to the next row (rows are not collapsed)."""
+    panels = dashboard["panels"]
+    start = next(i for i, p in enumerate(panels) if p["type"] == "row" and p["title"] == title)
+    out = []
+    for panel in panels[start + 1 :]:
+        if panel["type"] == "row":
+            break
+        out.append(panel)
+    return out
+
+
+def contract_scrape() -> Scrape:
+    """An exposition with every series of LEARNING_SERIES and the records the LLM and the memory
+    decided: the agreed names, labels and values, registered as the sidecar registers them."""
+    registry = CollectorRegistry()
+    records = Counter("logclass_records", "", ["tier", "label"], registry=registry)
+    for tier in ("llm", "memory", "embedding"):
+        records.labels(tier, "Billing").inc()
+    for name, labels in LEARNING_SERIES.items():
+        base = name.removesuffix("_total")
+        kind = Counter if name.endswith("_total") else Gauge
+        metric = kind(base, "", list(labels), registry=registry)
+        for combo in itertools.product(*labels.values()):
+            metric.labels(*combo).inc()
+    return scrape_of(generate_latest(registry).decode())
+
+
+def test_learning_and_reload_panels_ask_for_the_agreed_series() -> None:
+    dashboard = load_dashboard()
+    panels = row_panels(dashboard, LEARNING_ROW)
+    row_queries = [(f"panel {p['title']!r} target {t['refId']}", t["expr"]) for p in panels for t in p["targets"]]
+    assert problems(row_queries, contract_scrape()) == []
+    grouped = {(use.metric, frozenset(use.labels - TARGET_LABELS)) for _, expr in row_queries for use in uses(expr)}
+    # What issue 19 asks to see, and how each panel must split it.
+    wanted = {
+        ("logclass_memory_templates", frozenset({"kind"})),
+        ("logclass_learnt_total", frozenset({"origin"})),
+        ("logclass_reloads_total", frozenset({"part", "outcome"})),
+        ("logclass_model_info", frozenset({"version"})),
+        ("logclass_records_total", frozenset({"tier"})),
+        ("logclass_records_total", frozenset()),
+    }
+    assert wanted <= grouped, sorted(wanted - grouped)
+    # The LLM's share of decisions: decided by the LLM over all records, on the same window.
+    (share,) = [p for p in panels if "1h window" in p["title"]]
+    llm = next(t["expr"] for t in share["targets"] if 'tier="llm"' in t["expr"])
+    assert llm.count("[1h]") == 2 and share["fieldConfig"]["defaults"]["unit"] == "percentunit"
+
+
+def test_contract_check_catches_a_wrong_label() -> None:
+    bad = [("typo", 'sum by (reason) (increase(logclass_reloads_total{outcome="restart"}[5m]))')]
+    found = problems(bad, contract_scrape())
+    assert len(found) == 2 and "no label 'reason'" in found[0] and "outcome='restart'" in found[1], found
 
 
 # --- against a real sidecar ---------------------------------------------------------------------
@@ -557,6 +630,11 @@ def _drive(sidecar: Sidecar) -> None:
     assert sidecar.late_upstream.wait_for_all(acked, timeout=30), "the late upstream did not get the records"
 
 
+def awaited(problem: str) -> bool:
+    """A query's only problem is that its metric is one the sidecar will export (AWAITING_SIDECAR)."""
+    return any(problem.endswith(f": {metric} is not exported by the sidecar") for metric in AWAITING_SIDECAR)
+
+
 def test_every_dashboard_query_finds_its_series_in_a_real_scrape(sidecar: Sidecar) -> None:
     started = time.monotonic()
     exprs = queries(load_dashboard())
@@ -564,12 +642,22 @@ def test_every_dashboard_query_finds_its_series_in_a_real_scrape(sidecar: Sideca
     deadline = time.monotonic() + 20
     while True:
         scrape = sidecar.scrape()
-        found = problems(exprs, scrape)
+        found = [p for p in problems(exprs, scrape) if not awaited(p)]
         if not found or time.monotonic() > deadline:
             break
         time.sleep(0.3)
     assert found == [], "\n".join(found)
     print(f"\n{len(exprs)} dashboard queries checked against a live scrape in {time.monotonic() - started:.1f}s")
+
+
+def test_metrics_awaiting_the_sidecar_are_not_exported_yet(sidecar: Sidecar) -> None:
+    """The exemption above ends the day the sidecar exports one: then take it out of
+    AWAITING_SIDECAR and make _drive create its series (a SIGHUP for a reload, an LLM answer for a
+    learnt template), so the real scrape checks its panel too. Families count even without a
+    sample: a labelled counter has none until its first event."""
+    families = {family.name for family in text_string_to_metric_families(sidecar.text())}
+    exported = [m for m in AWAITING_SIDECAR if m in families or m.removesuffix("_total") in families]
+    assert exported == [], f"now exported by the sidecar: {exported}; remove them from AWAITING_SIDECAR"
 
 
 def test_values_behind_the_lane_llm_and_relay_panels(sidecar: Sidecar) -> None:

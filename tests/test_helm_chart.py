@@ -135,17 +135,24 @@ def volumes_of(workload: Obj) -> dict[str, Obj]:
     return {v["name"]: v for v in workload["spec"]["template"]["spec"].get("volumes", [])}
 
 
+def configmap_file(release: Rendered, path: str) -> str:
+    """The text the logclass container reads at ``path``: the key of the ConfigMap's directory
+    mount that ``path`` names. A subPath mount fails here: kubelet never refreshes one."""
+    container = release.container()
+    folder, _, key = path.rpartition("/")
+    mount = mounts_of(container)[folder]
+    assert mount["name"] == "config" and "subPath" not in mount, mount
+    assert volumes_of(release.sidecar_workload())["config"]["configMap"]["name"] == FULLNAME
+    return release.config_map()[key]
+
+
 def effective_config(release: Rendered, tmp_path: Path) -> config_mod.Settings:
     """What the sidecar in the pod would run on: the ConfigMap's config.yaml at LOGCLASS_CONFIG,
     the image's LOGCLASS_* env on top and the container's over that (Kubernetes replaces an image
     variable of the same name), loaded and validated by the sidecar's own loader."""
-    container = release.container()
-    env = env_of(container)
-    mount = mounts_of(container)[env["LOGCLASS_CONFIG"]]
-    assert mount["name"] == "config"
-    assert volumes_of(release.sidecar_workload())["config"]["configMap"]["name"] == FULLNAME
+    env = env_of(release.container())
     path = tmp_path / "config.yaml"
-    path.write_text(release.config_map()[mount["subPath"]], encoding="utf-8")
+    path.write_text(configmap_file(release, env["LOGCLASS_CONFIG"]), encoding="utf-8")
     pod_env = IMAGE_ENV | {k: v for k, v in env.items() if k.startswith("LOGCLASS_")}
     return config_mod.load(path, environ=pod_env)
 
@@ -339,8 +346,8 @@ def test_rules_from_values_are_a_loadable_rules_file(chart: Any, tmp_path: Path)
     ]
     release = render(chart, {"rules": rules})
     cfg = effective_config(release, tmp_path)
-    mount = mounts_of(release.container())[cfg.regex.rules_file]
-    text = release.config_map()[mount["subPath"]]
+    assert cfg.regex.rules_file is not None
+    text = configmap_file(release, cfg.regex.rules_file)
     assert yaml.safe_load(text) == {"rules": rules}
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_text(text, encoding="utf-8")
@@ -349,13 +356,191 @@ def test_rules_from_values_are_a_loadable_rules_file(chart: Any, tmp_path: Path)
     assert "rules.yaml" not in render(chart).config_map()
 
 
-def test_config_change_rolls_the_pods(chart: Any) -> None:
+# --- applying ConfigMap changes: the sidecar's file watch, or a rolling restart ---------------------
+
+RESTART = {"reload": {"mode": "restart"}}
+RULES = [{"name": "billing", "pattern": r"invoice \d+ paid", "label": "Billing"}]
+
+
+def pod_template(release: Rendered) -> Obj:
+    template: Obj = release.sidecar_workload()["spec"]["template"]
+    return template
+
+
+def annotations_of(release: Rendered) -> dict[str, str]:
+    annotations: dict[str, str] = pod_template(release)["metadata"]["annotations"]
+    return annotations
+
+
+@pytest.mark.parametrize("reload_mode", [{}, RESTART], ids=["watch", "restart"])
+@pytest.mark.parametrize("base", [{}, DAEMONSET], ids=["service", "daemonset"])
+def test_config_and_rules_are_a_directory_mount_kubelet_refreshes(
+    chart: Any, tmp_path: Path, base: Obj, reload_mode: Obj
+) -> None:
+    release = render(chart, _merge(_merge(base, reload_mode), {"rules": RULES}))
+    cfg = effective_config(release, tmp_path)
+    assert cfg.regex.rules_file is not None
+    config_mounts = [m for m in release.container()["volumeMounts"] if m["name"] == "config"]
+    assert config_mounts == [{"name": "config", "mountPath": "/etc/logclass/conf", "readOnly": True}]
+    for path in (env_of(release.container())["LOGCLASS_CONFIG"], cfg.regex.rules_file):
+        assert path.rpartition("/")[0] == config_mounts[0]["mountPath"], path
+    assert yaml.safe_load(configmap_file(release, cfg.regex.rules_file)) == {"rules": RULES}
+
+
+def test_configmap_file_refuses_a_subpath_mount(chart: Any) -> None:
+    release = render(chart)
+    (workload,) = release.workloads()
+    container = workload["spec"]["template"]["spec"]["containers"][0]
+    container["volumeMounts"] = [
+        {"name": "config", "mountPath": "/etc/logclass/conf/config.yaml", "subPath": "config.yaml", "readOnly": True}
+    ]
+    with pytest.raises(KeyError, match="/etc/logclass/conf"):
+        configmap_file(release, "/etc/logclass/conf/config.yaml")
+    container["volumeMounts"] = [{"name": "config", "mountPath": "/etc/logclass/conf", "subPath": "conf"}]
+    with pytest.raises(AssertionError):
+        configmap_file(release, "/etc/logclass/conf/config.yaml")
+
+
+@pytest.mark.parametrize("base", [{}, DAEMONSET], ids=["service", "daemonset"])
+def test_watch_interval_in_the_rendered_config(chart: Any, tmp_path: Path, base: Obj) -> None:
+    assert effective_config(render(chart, base), tmp_path).server.reload.watch_interval_s == 10
+    slow = render(chart, _merge(base, {"reload": {"intervalSeconds": 45}}))
+    assert effective_config(slow, tmp_path).server.reload.watch_interval_s == 45
+    # The chart owns the setting: a value under config cannot turn the watch off behind its back.
+    overridden = render(chart, _merge(base, {"config": {"server": {"reload": {"watch_interval_s": 0}}}}))
+    assert effective_config(overridden, tmp_path).server.reload.watch_interval_s == 10
+    assert effective_config(render(chart, _merge(base, RESTART)), tmp_path).server.reload.watch_interval_s == 0
+
+
+@pytest.mark.parametrize("base", [{}, DAEMONSET], ids=["service", "daemonset"])
+def test_checksum_of_the_whole_configmap_only_in_restart_mode(chart: Any, base: Obj) -> None:
     def checksum(values: Obj) -> str:
-        annotations = render(chart, values).sidecar_workload()["spec"]["template"]["metadata"]["annotations"]
-        return str(annotations["checksum/config"])
+        return annotations_of(render(chart, _merge(_merge(base, RESTART), values)))["checksum/config"]
 
     assert checksum({}) == checksum({})
     assert checksum({}) != checksum({"config": {"embedding": {"min_confidence": 0.8}}})
+    assert checksum({}) != checksum({"rules": RULES})
+    restart = annotations_of(render(chart, _merge(base, RESTART)))
+    watch = annotations_of(render(chart, base))
+    assert "checksum/restart-only" not in restart
+    assert "checksum/config" not in watch and "checksum/restart-only" in watch
+
+
+def test_notes_say_how_config_changes_apply(chart: Any) -> None:
+    assert "rereads it every 45s" in render(chart, {"reload": {"intervalSeconds": 45}}).notes
+    assert "roll the pods (reload.mode restart)" in render(chart, RESTART).notes
+
+
+# Changes a live reload applies: in watch mode they must leave the pod template (so the pods) alone.
+LIVE_CHANGES = {
+    "rules": {"rules": RULES},
+    "threshold": {"config": {"embedding": {"min_confidence": 0.8, "label_min_confidence": {"Security Alert": 0.9}}}},
+    "out of distribution": {"config": {"embedding": {"out_of_distribution": False}}},
+    "memory thresholds": {"config": {"memory": {"min_rows": 3, "min_purity": 0.9}}},
+    "routes": {"config": {"router": {"source_routes": {"LegacyCRM": "embedding"}, "fallback_label": "unknown"}}},
+    "llm prompt": {
+        "config": {
+            "llm": {
+                "instructions": "Label the line.",
+                "labels": {"Billing": "invoices"},
+                "examples": [{"source": "s", "message": "m", "label": "Billing"}],
+                "min_confidence": 0.5,
+            }
+        }
+    },
+    "relay outputs": {"config": {"relay": {"output": {"label_key": "severity_class"}}}},
+    "upstreams": {"daemonset": {"relay": {"upstreams": [{"host": "other.logging.svc", "port": 24224}]}}},
+}
+# Changes a live reload refuses (restart_required): in watch mode they must roll the pods.
+RESTART_CHANGES = {
+    "lanes": {"config": {"server": {"lanes": {"llm": {"max_queue": 10}}}}},
+    "batch": {"config": {"server": {"batch": {"max_records": 64}}}},
+    "encoder": {"config": {"embedding": {"backend": "torch"}}},
+    "limits": {"config": {"limits": {"max_message_bytes": 1024}}},
+    "relay buffer": {"config": {"relay": {"buffer": {"max_bytes": 1048576}}}},
+    "watch interval": {"reload": {"intervalSeconds": 30}},
+}
+
+
+@pytest.mark.parametrize("change", list(LIVE_CHANGES))
+def test_watch_mode_live_changes_do_not_roll_the_pods(chart: Any, tmp_path: Path, change: str) -> None:
+    before, after = render(chart, DAEMONSET), render(chart, _merge(DAEMONSET, LIVE_CHANGES[change]))
+    assert before.config_map()["config.yaml"] != after.config_map()["config.yaml"] or (
+        before.config_map().get("rules.yaml") != after.config_map().get("rules.yaml")
+    ), "the change does not reach the ConfigMap"
+    effective_config(after, tmp_path)  # a config the sidecar accepts
+    assert pod_template(before) == pod_template(after)
+    # Restart mode rolls for the very same change.
+    assert annotations_of(render(chart, _merge(DAEMONSET, RESTART))) != annotations_of(
+        render(chart, _merge(_merge(DAEMONSET, RESTART), LIVE_CHANGES[change]))
+    )
+
+
+@pytest.mark.parametrize("change", list(RESTART_CHANGES))
+def test_watch_mode_restart_only_changes_roll_the_pods(chart: Any, tmp_path: Path, change: str) -> None:
+    before, after = render(chart, DAEMONSET), render(chart, _merge(DAEMONSET, RESTART_CHANGES[change]))
+    effective_config(after, tmp_path)
+    assert annotations_of(before)["checksum/restart-only"] != annotations_of(after)["checksum/restart-only"]
+
+
+def test_watch_mode_fluent_bit_changes_roll_the_pods(chart: Any) -> None:
+    """Fluent Bit reads its config once: the pods roll for it whatever the sidecar watches."""
+    changed = _merge(DAEMONSET, {"daemonset": {"fluentBit": {"logLevel": "debug"}}})
+    before, after = render(chart, DAEMONSET), render(chart, changed)
+    assert before.config_map()["fluent-bit.conf"] != after.config_map()["fluent-bit.conf"]
+    assert annotations_of(before)["checksum/restart-only"] != annotations_of(after)["checksum/restart-only"]
+
+
+# --- learnt templates -----------------------------------------------------------------------------
+
+LEARNT_DIR = "/var/lib/logclass/learnt"
+LEARNING_PVC = {"learning": {"volume": {"persistentVolumeClaim": {"claimName": "learnt"}}}}
+
+
+def learnt_volume(release: Rendered, tmp_path: Path) -> Obj:
+    """The volume holding memory.learnt_file, checked writable for the sidecar."""
+    cfg = effective_config(release, tmp_path)
+    assert cfg.memory.learnt_file is not None
+    folder = cfg.memory.learnt_file.rpartition("/")[0]
+    mount = mounts_of(release.container())[folder]
+    assert not mount.get("readOnly") and "subPath" not in mount, mount
+    return volumes_of(release.sidecar_workload())[mount["name"]]
+
+
+def test_learnt_file_survives_the_pod_on_a_node_folder_in_daemonset_mode(chart: Any, tmp_path: Path) -> None:
+    release = render(chart, DAEMONSET)
+    volume = learnt_volume(release, tmp_path)
+    assert volume["hostPath"] == {"path": f"{LEARNT_DIR}/{RELEASE}", "type": "DirectoryOrCreate"}
+    # hostPath folders are created root-owned: the init container hands it to the sidecar's user.
+    pod = pod_template(release)["spec"]
+    (owner,) = pod["initContainers"]
+    assert mounts_of(owner)[LEARNT_DIR]["name"] == mounts_of(release.container())[LEARNT_DIR]["name"]
+    assert f"'{LEARNT_DIR}'" in owner["command"][-1] and "os.chown(path, 10001, 10001)" in owner["command"][-1]
+    compile(owner["command"][-1], "init", "exec")
+    moved = render(chart, _merge(DAEMONSET, {"learning": {"hostPath": "/data/logclass"}}))
+    assert learnt_volume(moved, tmp_path)["hostPath"]["path"] == f"/data/logclass/{RELEASE}"
+
+
+def test_learnt_file_is_on_an_empty_dir_in_service_mode(chart: Any, tmp_path: Path) -> None:
+    release = render(chart)
+    assert learnt_volume(release, tmp_path) == {"name": "learnt", "emptyDir": {"sizeLimit": "256Mi"}}
+    assert "initContainers" not in pod_template(release)["spec"], "fsGroup owns an emptyDir"
+
+
+@pytest.mark.parametrize("base", [{}, DAEMONSET], ids=["service", "daemonset"])
+def test_learnt_file_on_a_volume_of_ones_own(chart: Any, tmp_path: Path, base: Obj) -> None:
+    release = render(chart, _merge(base, LEARNING_PVC))
+    assert learnt_volume(release, tmp_path) == {"name": "learnt", "persistentVolumeClaim": {"claimName": "learnt"}}
+    for init in pod_template(release)["spec"].get("initContainers", []):
+        assert LEARNT_DIR not in mounts_of(init) and LEARNT_DIR not in init["command"][-1]
+
+
+@pytest.mark.parametrize("base", [{}, DAEMONSET], ids=["service", "daemonset"])
+def test_learning_off_has_no_learnt_file_and_no_volume(chart: Any, tmp_path: Path, base: Obj) -> None:
+    release = render(chart, _merge(base, {"learning": {"enabled": False}}))
+    assert effective_config(release, tmp_path).memory.learnt_file is None
+    assert "learnt" not in volumes_of(release.sidecar_workload())
+    assert LEARNT_DIR not in mounts_of(release.container())
 
 
 PROBES = ("startupProbe", "livenessProbe", "readinessProbe")
@@ -578,11 +763,11 @@ def test_every_container_is_locked_down(chart: Any, values: Obj) -> None:
             assert not ctx.get("privileged"), container["name"]
             if container["name"] in ("logclass", "vllm"):
                 assert ctx["runAsNonRoot"] is True and ctx["runAsUser"] > 0
-            if container["name"] == "relay-buffer-owner":
+            if container["name"] == "host-dirs-owner":
                 assert ctx["capabilities"]["add"] == ["CHOWN"]
     assert "logclass" in seen
     if values is ALL_ON:
-        assert seen == {"logclass", "fluent-bit", "relay-buffer-owner", "vllm"}
+        assert seen == {"logclass", "fluent-bit", "host-dirs-owner", "vllm"}
 
 
 def test_images_are_pinned(chart: Any) -> None:
@@ -707,6 +892,12 @@ BAD_VALUES = {
     ),
     "service account name": ({"serviceAccount": {"name": "Fluent_Bit"}}, "/serviceAccount/name"),
     "misspelt rbac key": ({"rbac": {"enabled": False}}, "enabled"),
+    "unknown reload mode": ({"reload": {"mode": "inotify"}}, "/reload/mode"),
+    # Not watching is reload.mode restart: watch mode with no watch would apply nothing.
+    "watch interval 0": ({"reload": {"intervalSeconds": 0}}, "/reload/intervalSeconds"),
+    "relative learning hostPath": ({"learning": {"hostPath": "var/lib/logclass"}}, "/learning/hostPath"),
+    "bad emptyDir size": ({"learning": {"sizeLimit": "lots"}}, "/learning/sizeLimit"),
+    "misspelt learning key": ({"learning": {"enable": False}}, "enable"),
 }
 
 
@@ -721,6 +912,12 @@ def test_schema_rejects_bad_values_and_says_where(chart: Any, case: str) -> None
 def test_render_refuses_values_the_schema_rejects(chart: Any) -> None:
     with pytest.raises(helm_python.HelmValuesError, match="/image/tag"):
         chart.render({"image": {"tag": "latest"}}, name=RELEASE, namespace=NAMESPACE)
+
+
+def test_config_sections_in_the_values_schema_are_the_sidecars() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
+    sections = schema["properties"]["config"]["propertyNames"]["enum"]
+    assert sorted(sections) == sorted(config_mod.Settings.__dataclass_fields__)
 
 
 def test_every_default_value_passes_the_schema(chart: Any) -> None:
@@ -920,6 +1117,11 @@ VALIDATED = {
     "service, model volume, grafana": _merge(
         GRAFANA, {"model": {"source": "volume", "volume": {"persistentVolumeClaim": {"claimName": "bundles"}}}}
     ),
+    "service, restart mode, learning off": _merge(RESTART, {"learning": {"enabled": False}}),
+    "daemonset, restart mode, rules": _merge(_merge(DAEMONSET, RESTART), {"rules": RULES}),
+    "daemonset, learning on a volume": _merge(DAEMONSET, LEARNING_PVC),
+    "daemonset, learning off": _merge(DAEMONSET, {"learning": {"enabled": False}}),
+    "service, learning on a volume, rules": _merge(LEARNING_PVC, {"rules": RULES}),
 }
 
 

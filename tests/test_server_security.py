@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import signal
 import ssl
 from collections.abc import Iterator
@@ -17,7 +18,13 @@ from tests.certs import make_certs
 from tests.conftest import free_port, start_server
 
 TOKEN = "s3cret-token-for-tests"
-HTTPS = f"127.0.0.1:{free_port()}"  # the secure server's HTTP front end
+
+
+@functools.cache
+def https_address() -> str:
+    """The HTTPS front end's address, picked when the server starts (a port picked at
+    import could be taken by another test's server by then)."""
+    return f"127.0.0.1:{free_port()}"
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +40,7 @@ def secure_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
         "LOGCLASS_SERVER__AUTH__TOKEN_FILE": str(d / "token"),
         "LOGCLASS_SERVER__METRICS_LISTEN": "null",
     }
-    proc = start_server(address, env, _creds(d, client_cert=True), flags=["--http-listen", HTTPS])
+    proc = start_server(address, env, _creds(d, client_cert=True), flags=["--http-listen", https_address()])
     try:
         yield address, d
     finally:
@@ -81,7 +88,7 @@ def _https(d: Path, client_cert: bool = True) -> httpx.Client:
     context = ssl.create_default_context(cafile=str(d / "ca.pem"))
     if client_cert:
         context.load_cert_chain(str(d / "client.pem"), str(d / "client.key"))
-    return httpx.Client(base_url=f"https://{HTTPS}", verify=context, timeout=30)
+    return httpx.Client(base_url=f"https://{https_address()}", verify=context, timeout=30)
 
 
 def test_https_takes_the_same_certificates_and_token(secure_server: tuple[str, Path]) -> None:
@@ -119,7 +126,7 @@ def test_https_refuses_clients_without_a_certificate_or_tls(secure_server: tuple
         pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)),
     ):
         client.get("/healthz")
-    with httpx.Client(base_url=f"http://{HTTPS}", timeout=10) as plain, pytest.raises(httpx.HTTPError):
+    with httpx.Client(base_url=f"http://{https_address()}", timeout=10) as plain, pytest.raises(httpx.HTTPError):
         plain.get("/healthz")
 
 

@@ -8,6 +8,7 @@ and every command checks it was the one imported, so nothing here can read the c
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import shutil
 import signal
@@ -27,7 +28,15 @@ from tests.conftest import ROOT, SEED_CSV, free_port, wait_serving
 # What `pip wheel .` reads: the project metadata and the folders package-dir maps into `logclass`.
 SOURCES = ["pyproject.toml", "README.md", "sidecar", "training", "models"]
 PACKAGE_DIRS = {"sidecar": "logclass", "training": "logclass/training", "models": "logclass/models"}
-HTTP = f"127.0.0.1:{free_port()}"
+
+
+@functools.cache
+def http_address() -> str:
+    """The HTTP front end's address, picked when the server starts (a port picked at
+    import could be taken by another test's server by then)."""
+    return f"127.0.0.1:{free_port()}"
+
+
 LINES = [
     ("BillingSystem", "User 12345 logged in."),
     ("ModernCRM", "IP 192.168.133.114 blocked due to potential attack"),
@@ -190,7 +199,7 @@ def served(installed: Installed) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     env = {
         **installed.env,
         "LOGCLASS_SERVER__METRICS_LISTEN": f"127.0.0.1:{free_port()}",
-        "LOGCLASS_SERVER__HTTP_LISTEN": HTTP,
+        "LOGCLASS_SERVER__HTTP_LISTEN": http_address(),
     }
     proc = subprocess.Popen(
         installed.command("serve", "--listen", address),
@@ -217,7 +226,7 @@ def test_serve_reaches_serving_and_classifies(installed: Installed, served: tupl
     assert "Security Alert" in out.stdout
     # The HTTP front end of the installed copy: its API docs (their proto comments and Swagger
     # UI's files are package data of logclass and fastapi-offline) and the console's files.
-    base = f"http://{HTTP}"
+    base = f"http://{http_address()}"
     assert "LogClassifier.Classify" in httpx.get(f"{base}/openapi.json", timeout=30).text
     assert "the records to classify" in httpx.get(f"{base}/openapi.json", timeout=30).text.lower()
     for path in ("/", "/docs", "/docs/assets/swagger-ui-bundle.js", "/console/console.js"):

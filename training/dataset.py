@@ -60,26 +60,42 @@ def load_labelled_csv(path: str | Path) -> list[LabelledRow]:
 
 
 def load_teacher_jsonl(path: str | Path) -> list[LabelledRow]:
-    """Rows from an LLM teacher file (``llm.teacher_file``): one JSON object per line with
-    ``source``, ``example`` and ``label``. A bad line names its number; nothing is half-read."""
+    """Rows from an LLM teacher file (``llm.teacher_file``) or a learnt memory
+    (``memory.learnt_file``): one JSON object per line with ``source``, ``example`` and
+    ``label``. A bad line names its number; nothing is half-read, except a last line cut short
+    by a crash (no newline after it), which is skipped. Entries with an ``origin`` (the learnt
+    memory's) are lessons about their ``template``: only a template's last one is kept, as the
+    service answers it."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise DatasetError(f"cannot read {path}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path} is not UTF-8 text (byte {exc.start}): save the teacher file as UTF-8") from exc
-    rows = []
+    lines = text.splitlines()
+    torn = bool(lines) and not text.endswith("\n")
+    rows: list[LabelledRow] = []
+    lessons: dict[str, int] = {}  # template -> index in rows of its latest lesson
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             entry = json.loads(line)
-            rows.append(LabelledRow(str(entry["source"]), str(entry["example"]).strip(), str(entry["label"]).strip()))
+            row = LabelledRow(str(entry["source"]), str(entry["example"]).strip(), str(entry["label"]).strip())
+            template = str(entry["template"]) if "origin" in entry else None
         except (ValueError, KeyError, TypeError) as exc:
+            if torn and number == len(lines):
+                break
             raise DatasetError(
                 f"{path}:{number}: not a teacher entry ({exc}); each line needs JSON with source, example and label"
             ) from exc
+        if template is not None and template in lessons:
+            rows[lessons[template]] = row
+        else:
+            if template is not None:
+                lessons[template] = len(rows)
+            rows.append(row)
     if not rows:
         raise DatasetError(f"{path}: no teacher entries")
     return rows

@@ -44,6 +44,8 @@ RELAY_TAGGING = (
     "relay.budget_ms",
     "relay.classify_timeout_ms",
 )
+# Below a live prefix but held by the process: the learnt memory is opened once and outlives engines.
+PINNED = ("memory.learnt_file",)
 # Changes here only affect the rules: the narrow swap (a new regex tier) takes them.
 RULES = ("regex",)
 
@@ -68,7 +70,7 @@ def _under(path: str, prefixes: tuple[str, ...]) -> bool:
 
 def restart_only(paths: list[str]) -> list[str]:
     """Of ``paths``, those a running process cannot take."""
-    return [p for p in paths if not _under(p, LIVE + RELAY_TAGGING)]
+    return [p for p in paths if _under(p, PINNED) or not _under(p, LIVE + RELAY_TAGGING)]
 
 
 def engine_paths(paths: list[str]) -> list[str]:

@@ -88,6 +88,10 @@ class MemorySettings:
         Annotated[float, Json(exclusiveMinimum=0.5, maximum=1)] | None,
         doc("share of its rows the template's top label needs; null: the bundle's"),
     ]
+    learnt_file: Annotated[
+        FilePath | None,
+        doc("append-only JSONL of learnt templates (LLM answers, corrections); null: in memory only"),
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +240,7 @@ class ServerAuthSettings:
 class ReloadSettings:
     watch_interval_s: Annotated[
         NonNegativeFloat,
-        doc("poll the config, rules and bundle files this often and reload on a change; 0: off (SIGHUP only)"),
+        doc("poll the config, rules and bundle files this often and hot-reload on change; 0: off (SIGHUP still does)"),
     ]
 
 
@@ -255,15 +259,19 @@ class ServerSettings:
     batch: BatchSettings
     lanes: LanesSettings
     grace_seconds: Annotated[NonNegativeFloat, doc("on SIGTERM/SIGINT, how long in-flight requests get to finish")]
+    reload: ReloadSettings
     tls: ServerTlsSettings
     auth: ServerAuthSettings
+    admin_auth: Annotated[
+        ServerAuthSettings,
+        doc("bearer token of the Admin service (Reload, Feedback), not server.auth's; no token: no Admin service"),
+    ]
     log_format: Annotated[Literal["text", "json"], doc("log lines as text or one JSON object per line")]
     metrics_listen: Annotated[MetricsAddress | None, doc("host:port of Prometheus /metrics; null: off")]
     http_listen: Annotated[Address | None, doc("host:port of the HTTP API and web console; null: off")]
     max_upload_bytes: Annotated[
         int, Json(minimum=1024), doc("largest CSV upload over HTTP (POST /classify, /v1/report); larger get 413")
     ]
-    reload: ReloadSettings
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -50,6 +50,17 @@ class LruCache(Generic[V]):
         while len(self._data) > self.capacity:
             self._data.popitem(last=False)
             self.stats.evictions += 1
+
+    def peek(self, key: Hashable) -> V | None:
+        """The value, leaving order and statistics as they are."""
+        return self._data.get(key)
+
+    def drop_where(self, doomed: Callable[[Hashable], bool]) -> int:
+        """Removes the entries whose key ``doomed`` picks (a walk of the whole cache: rare use)."""
+        keys = [key for key in self._data if doomed(key)]
+        for key in keys:
+            del self._data[key]
+        return len(keys)
 
     def clear(self) -> None:
         self._data.clear()

@@ -14,6 +14,11 @@ known never touches a lane, so it is answered in the fast lane's time whatever t
 
 Templates are decided once: a template already on its way through the lanes (asked by another
 request, or by an earlier one whose budget ended) is awaited, not asked again.
+
+With a learnt store (``core.learnt``), a teaching tier's verdict (the LLM's) becomes a lesson the
+moment it lands, so the memory tier answers the next record of its template, in this process and
+after a restart; ``teach`` takes a human correction the same way. The store outlives the engine
+(a hot reload builds a new engine on the same store), so whoever creates it closes it.
 """
 
 from __future__ import annotations
@@ -34,14 +39,30 @@ from logclass.core.decision import (
     TemplateKey,
     Verdict,
 )
+from logclass.core.learnt import ORIGIN_FEEDBACK, ORIGIN_LLM, LearntStore
 from logclass.engine.lanes import Lane, LaneFullError
 from logclass.engine.router import PendingTemplate, Router, RouterStats
+from logclass.errors import LogclassError
 from logclass.tiers.base import FastTier, Tier
+from logclass.tiers.memory import MemoryTier
 
 log = logging.getLogger("logclass.engine")
 # Records the fast lane decides between two yields to the event loop: a 10,000-record request of
 # new lines is masked in slices, so known records of other requests are answered in between.
 FAST_SLICE = 512
+
+
+class UnknownLabelError(LogclassError):
+    """A correction with a label the engine cannot give."""
+
+    def __init__(self, label: str, known: list[str]) -> None:
+        super().__init__(f"unknown label {label!r}: give one of {', '.join(known)}")
+        self.label = label
+        self.known = known
+
+
+class TeachError(LogclassError):
+    """A correction the engine cannot take (no learnt memory, or a record with no template)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +74,18 @@ class PositionedLane:
 
 
 class Engine:
-    def __init__(self, router: Router, lanes: Sequence[PositionedLane], tiers: Sequence[Tier]) -> None:
+    def __init__(
+        self,
+        router: Router,
+        lanes: Sequence[PositionedLane],
+        tiers: Sequence[Tier],
+        learnt: LearntStore | None = None,
+    ) -> None:
         self.router = router
         self.lanes = list(lanes)
         # Every tier, regex included, in order: lifecycle, labels and metrics go through the contract.
         self.tiers = list(tiers)
+        self.learnt = learnt
         # A template's task gives its decision and whether it is final (cached) or deferred.
         self._inflight: dict[TemplateKey, asyncio.Task[tuple[Decision, bool]]] = {}
         # Calls inside ``classify``: a retired engine (hot reload) closes only once they are out,
@@ -65,6 +93,13 @@ class Engine:
         self._calls = 0
         self._no_calls = asyncio.Event()
         self._no_calls.set()
+        # Corrections so far, and the count at each template's latest one: a model answer asked
+        # before a correction must not land in a cache after it.
+        self._corrections = 0
+        self._corrected: dict[str, int] = {}
+        memory = self.memory
+        if memory is not None:
+            memory.accept_labels(self.labels())
 
     @property
     def stats(self) -> RouterStats:
@@ -92,6 +127,16 @@ class Engine:
 
     def lane(self, name: str) -> Lane | None:
         return next((p.lane for p in self.lanes if p.lane.name == name), None)
+
+    @property
+    def memory(self) -> MemoryTier | None:
+        tier = self.tier("memory")
+        return tier if isinstance(tier, MemoryTier) else None
+
+    def memory_templates(self) -> dict[str, int]:
+        """Templates the memory answers: from the training data, and learnt (the store's size)."""
+        memory = self.memory
+        return {"trained": len(memory) if memory is not None else 0, "learnt": len(self.learnt or ())}
 
     def labels(self) -> list[str]:
         labels = {self.router.fallback_label}
@@ -131,6 +176,32 @@ class Engine:
             await p.lane.stop()
         for tier in self.tiers:
             await tier.close()
+
+    def teach(self, record: LogRecord, label: str) -> Decision:
+        """A human correction: from now on ``label`` for ``record``'s template (stored, and
+        persisted with the store). Returns the decision the engine now gives ``record``, which
+        shows when a regex rule, asked before the memory, still wins."""
+        known = self.labels()
+        if label not in known:
+            raise UnknownLabelError(label, known)
+        memory = self.memory
+        if self.learnt is None or memory is None or memory.learnt is not self.learnt:
+            raise TeachError("corrections need the memory tier with a learnt memory: add memory to router.tiers")
+        router = self.router
+        template = router.template_of(record.message)
+        if template is None:
+            raise TeachError("the record has an empty, invalid or too long message: nothing to learn from")
+        self.learnt.learn(template, record, Verdict(label, 1.0), ORIGIN_FEEDBACK)
+        self._corrections += 1
+        self._corrected[template] = self._corrections
+        router.forget(template)
+        decision = router.peek(record)
+        assert decision is not None, "a correction in the memory answers its template"
+        return decision
+
+    def _stale(self, template: str, since: int) -> bool:
+        """Whether ``template`` was corrected after the correction count was ``since``."""
+        return self._corrected.get(template, 0) > since
 
     async def classify(
         self, records: Sequence[LogRecord], budget_s: float | None = None, owner: Hashable | None = None
@@ -177,6 +248,7 @@ class Engine:
         owner: Hashable,
         generation: int | None = None,
     ) -> None:
+        corrections = self._corrections
         new = [key for key in pending if key not in self._inflight]
         self._admit(pending, new)
         for key in new:
@@ -200,6 +272,7 @@ class Engine:
                 final = False
             else:
                 decision, final = found.result()
+            final = final and not self._stale(key[1], corrections)
             for i in entry.indexes:
                 out[i] = decision
                 if final:
@@ -227,6 +300,7 @@ class Engine:
     async def _resolve(self, key: TemplateKey, record: LogRecord, start: int, owner: Hashable) -> tuple[Decision, bool]:
         """The template's way through the model lanes; final decisions fill the template cache."""
         router = self.router
+        corrections = self._corrections
         item = Item(record, key)
         admitted = True  # the first lane's room was reserved by _admit
         for p in self.lanes:
@@ -245,11 +319,14 @@ class Engine:
             except Exception:  # the tier failed (logged by the lane): this record only
                 return router.fallback(key[1], detail=f"{lane.name} tier failed", error=ERROR_INTERNAL), False
             if isinstance(outcome, Verdict):
-                return self._final_decision(key, router.decision(outcome, lane.name, key[1]))
+                if lane.tier.teaches and self.learnt is not None:
+                    self.learnt.learn(key[1], record, outcome, ORIGIN_LLM)
+                return self._final_decision(key, router.decision(outcome, lane.name, key[1]), corrections)
             if isinstance(outcome, Deferred):
                 return router.fallback(key[1], detail=outcome.reason), False
-        return self._final_decision(key, router.fallback(key[1]))
+        return self._final_decision(key, router.fallback(key[1]), corrections)
 
-    def _final_decision(self, key: TemplateKey, decision: Decision) -> tuple[Decision, bool]:
-        self.router.learn(key, decision)
+    def _final_decision(self, key: TemplateKey, decision: Decision, corrections: int) -> tuple[Decision, bool]:
+        if not self._stale(key[1], corrections):
+            self.router.learn(key, decision)
         return decision, True

@@ -5,14 +5,17 @@ from __future__ import annotations
 import functools
 import weakref
 from collections import Counter as Counter_
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from logclass.address import split_host_port
 from logclass.core.decision import Decision, LogRecord
+from logclass.core.learnt import ORIGINS
 from logclass.engine.lanes import Lane
 from logclass.engine.router import RouterStats
 
@@ -90,13 +93,25 @@ class Metrics:
         self.cache_misses = Counter("logclass_cache_misses", "Templates decided by the model tiers", registry=r)
         self.cache_hit_ratio = Gauge("logclass_cache_hit_ratio", "Share of records answered by the caches", registry=r)
         self.reloads = Counter(
-            "logclass_reloads", "Hot reloads (SIGHUP), by part and outcome", ["part", "outcome"], registry=r
-        )
+            "logclass_reloads", "Hot reloads (SIGHUP, the file watch, Admin.Reload), by part and outcome",
+            ["part", "outcome"], registry=r,
+        )  # fmt: skip
+        # Every series from the start, at 0: a dashboard's rate() and "no refusals" alerts see them.
+        for part in ("rules", "config", "bundle"):
+            for outcome in ("ok", "refused", "restart_required"):
+                self.reloads.labels(part, outcome)
         self.model_info = Gauge(
             "logclass_model_info", "The model bundle version serving (always 1)", ["version"], registry=r
         )
+        self.memory_templates = Gauge(
+            "logclass_memory_templates",
+            "Templates the memory tier answers: from the training data (trained) or taught at runtime (learnt)",
+            ["kind"],
+            registry=r,
+        )
         self._engine: Engine | None = None
         self._router_seen: weakref.WeakKeyDictionary[Engine, dict[str, int]] = weakref.WeakKeyDictionary()
+        r.register(_LearntCounter(self))
 
     def watch_engine(self, engine: Engine) -> None:
         """Gauges read at scrape time, and each tier's own metrics: called again after a hot
@@ -114,6 +129,8 @@ class Metrics:
             self.lane_running.labels(lane.name).set_function(functools.partial(_running, lane))
         self.inflight.set_function(lambda: engine.inflight)
         self.cache_hit_ratio.set_function(lambda: engine.stats.cache_hit_ratio)
+        for kind in ("trained", "learnt"):
+            self.memory_templates.labels(kind).set_function(functools.partial(_memory_templates, engine, kind))
         for tier in engine.tiers:
             tier.register_metrics(self.registry)
 
@@ -174,6 +191,28 @@ class Metrics:
         self.tier_seconds.labels(lane).observe(seconds)
         self.tier_records.labels(lane).inc(items)
         self.batch_records.labels(lane).observe(items)
+
+
+class _LearntCounter(Collector):
+    """logclass_learnt_total, read at scrape time from the engine's learnt store: the store
+    counts its lessons and outlives engine swaps, so the count only goes up."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "logclass_learnt", "Templates learnt since start, by origin (llm answer, human feedback)", labels=["origin"]
+        )
+        engine = self._metrics._engine
+        counts = engine.learnt.counts if engine is not None and engine.learnt is not None else {}
+        for origin in ORIGINS:
+            family.add_metric([origin], counts.get(origin, 0))
+        yield family
+
+
+def _memory_templates(engine: Engine, kind: str) -> float:
+    return engine.memory_templates()[kind]
 
 
 def _waiting(lane: Lane) -> float:

@@ -14,6 +14,7 @@ from logclass import config as config_mod
 from logclass.config.settings import EmbeddingSettings, LaneQueueSettings, Settings, TemplatesSettings
 from logclass.core.bundle import ModelBundle, load_bundle
 from logclass.core.labelset import LabelExample, LabelSet, LabelSetError
+from logclass.core.learnt import LearntStore
 from logclass.core.masking import Mask, TemplateMasker
 from logclass.encoders import Encoder, open_encoder
 from logclass.engine.engine import Engine, PositionedLane
@@ -93,7 +94,16 @@ def build_embedding_tier(
     )
 
 
-def build_memory_tier(settings: Settings, bundle: ModelBundle) -> MemoryTier:
+def open_learnt(settings: Settings) -> LearntStore:
+    """The learnt memory (``memory.learnt_file``; null: in memory only). One per process: it
+    outlives an engine swap, so its owner (serve) closes it, not the engine."""
+    store = LearntStore(settings.memory.learnt_file)
+    if store.path is not None:
+        log.info("learnt memory %s: %d templates", store.path, len(store))
+    return store
+
+
+def build_memory_tier(settings: Settings, bundle: ModelBundle, learnt: LearntStore | None = None) -> MemoryTier:
     memory = settings.memory
     masks = [dataclasses.asdict(m) for m in settings.templates.masks]
     own_masks = None if bundle.masks == masks else TemplateMasker.from_config(bundle.masks)
@@ -104,6 +114,8 @@ def build_memory_tier(settings: Settings, bundle: ModelBundle) -> MemoryTier:
         min_rows=_configured(memory.min_rows, bundle.profile.memory_min_rows),
         min_purity=_configured(memory.min_purity, bundle.profile.memory_min_purity),
         masker=own_masks,
+        learnt=learnt,
+        label_set=bundle.label_set.labels,
     )
 
 
@@ -170,9 +182,11 @@ def build_engine(
     encoder: Encoder | None = None,
     tiers: dict[str, Tier | None] | None = None,
     on_batch: BatchHook | None = None,
+    learnt: LearntStore | None = None,
 ) -> Engine:
     """``tiers``: prebuilt model tiers by name, instead of building them from the config (a
-    configured tier given as None is absent, as an LLM without a backend is)."""
+    configured tier given as None is absent, as an LLM without a backend is). ``learnt``: the
+    learnt memory the LLM's answers and corrections go to (``open_learnt``); None: no learning."""
     order = list(settings.router.tiers)
     masker = masker_of(settings.templates)
     built: dict[str, Tier | None] = dict(tiers or {})
@@ -188,7 +202,7 @@ def build_engine(
     if "regex" in order:
         fast.append(build_regex_tier(settings, bundle))
     if "memory" in order and bundle is not None:
-        fast.append(build_memory_tier(settings, bundle))
+        fast.append(build_memory_tier(settings, bundle, learnt))
     router = Router(
         masker=masker,
         tiers=order,
@@ -208,22 +222,24 @@ def build_engine(
             continue
         all_tiers.append(tier)
         lanes.append(PositionedLane(position, Lane(tier, lane_settings(settings, tier), on_batch)))
-    return Engine(router, lanes, all_tiers)
+    return Engine(router, lanes, all_tiers, learnt)
 
 
 async def load_engine(
-    settings: Settings, metrics: Metrics, *, freeze: bool = True
+    settings: Settings, metrics: Metrics, learnt: LearntStore | None = None, *, freeze: bool = True
 ) -> tuple[Engine, ModelBundle | None]:
     """For the servers: loads, verifies (bundle hashes, rules, label set) and warms the models.
-    The caller points the metrics at it (``metrics.watch_engine``) once it serves. ``freeze``
-    False: a hot reload's second engine, while the first still serves (see ``freeze_heap``)."""
+    The caller points the metrics at it (``metrics.watch_engine``) once it serves. ``learnt``:
+    the process's learnt memory (it outlives engine swaps). ``freeze`` False: a hot reload's
+    second engine, while the first still serves (see ``freeze_heap``)."""
     loop = asyncio.get_running_loop()
     bundle = await loop.run_in_executor(None, load_configured_bundle, settings)
     encoder = None
     if needs_encoder(settings, bundle):
         encoder = await loop.run_in_executor(None, build_encoder, settings.embedding, bundle)
     engine = await loop.run_in_executor(
-        None, lambda: build_engine(settings, bundle=bundle, encoder=encoder, on_batch=metrics.observe_lane)
+        None,
+        lambda: build_engine(settings, bundle=bundle, encoder=encoder, on_batch=metrics.observe_lane, learnt=learnt),
     )
     # The first encode and the LLM's prompt prefix pay one-off costs; no caller should.
     await engine.warm_up()

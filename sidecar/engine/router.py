@@ -13,8 +13,10 @@ Per record::
     pending: one representative per template, for the model lanes (see engine.Engine)
 
 The regex tier runs before the template cache because rules may tell apart messages that share
-a template ("status 200" and "status 503"); the memory (templates of the training data) is a dict
-probe, as cheap as the cache. The exact cache in front makes exact repeats, the
+a template ("status 200" and "status 503"); the memory (learnt lessons, then templates of the
+training data) is a dict probe, as cheap as the cache. A source routed past a fast tier
+(``router.source_routes``) still asks it ``decide_routed``: the memory answers it with what it
+learnt from that source. The exact cache in front makes exact repeats, the
 bulk of real log volume, skip masking altogether. Everything here runs on the engine's event
 loop thread, so the caches need no locks.
 """
@@ -194,14 +196,35 @@ class Router:
                 pending[key] = PendingTemplate(record, start, [i])
 
     def _decide_fast(
-        self, record: LogRecord, template: str, start: int, fast_tiers: Sequence[tuple[int, FastTier]]
+        self, record: LogRecord, template: str, start: int, fast_tiers: Sequence[tuple[int, FastTier]] | None = None
     ) -> Decision | None:
-        for position, tier in fast_tiers:
-            if position >= start:
-                verdict = tier.decide_now(record, template)
-                if isinstance(verdict, Verdict):
-                    return self.decision(verdict, tier.name, template)
+        """``fast_tiers``: the rule set the request began with (a reload may swap the router's)."""
+        for position, tier in self.fast_tiers if fast_tiers is None else fast_tiers:
+            # A tier a source is routed past may still know an answer for it (a learnt lesson).
+            verdict = tier.decide_now(record, template) if position >= start else tier.decide_routed(record, template)
+            if isinstance(verdict, Verdict):
+                return self.decision(verdict, tier.name, template)
         return None
+
+    def template_of(self, message: str) -> str | None:
+        """``message``'s template; None for a message answered with an error (empty, too long)."""
+        return None if self._validate(message) else self.masker.template(message)
+
+    def peek(self, record: LogRecord) -> Decision | None:
+        """The decision the fast lane gives ``record`` now, touching no cache or statistic; None
+        when it would go to the model lanes."""
+        template = self.template_of(record.message)
+        if template is None:
+            return None
+        decision = self._decide_fast(record, template, self.source_routes.get(record.source, 0))
+        return decision if decision is not None else self.template_cache.peek((record.source, template))
+
+    def forget(self, template: str) -> None:
+        """Drops what the caches hold that could answer a record of ``template``: its template
+        cache entries (every source) and the whole exact cache (its keys are messages, and
+        finding a template's among them would mean masking every one)."""
+        self.template_cache.drop_where(lambda key: isinstance(key, tuple) and key[1] == template)
+        self.exact_cache.clear()
 
     def learn(self, key: TemplateKey, decision: Decision) -> None:
         """A model lane's final decision for a template: the next record of it is a cache hit."""

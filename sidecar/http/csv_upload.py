@@ -18,7 +18,7 @@ from typing import IO
 from logclass.core.decision import Decision, LogRecord
 from logclass.engine.lanes import LaneFullError
 from logclass.engine.metrics import Classify, Metrics
-from logclass.offline.csv_classify import CsvInputError, CsvLayout, read_chunks, read_header
+from logclass.offline.csv_classify import CountingReader, CsvInputError, CsvLayout, read_chunks, read_header
 
 # Rows handed to the engine at once. The router masks and looks up a chunk's records in one go
 # on the event loop gRPC answers on (~18 us a new record): 128 rows keep that under ~3 ms, where
@@ -32,25 +32,11 @@ _FULL_LANE_RETRY_S = (0.05, 1.0)
 METHOD = "POST /classify"
 
 
-class _Raw(io.RawIOBase):
-    """A readable raw stream over any binary file object (Python 3.10's SpooledTemporaryFile
-    lacks the io methods TextIOWrapper needs)."""
-
-    def __init__(self, file: IO[bytes]) -> None:
-        self._file = file
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self._file.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-
 def _reader(file: IO[bytes], encoding: str) -> csv.Reader:  # type: ignore[name-defined]
     file.seek(0)
-    text = io.TextIOWrapper(io.BufferedReader(_Raw(file)), encoding=encoding, errors="surrogateescape", newline="")
+    text = io.TextIOWrapper(
+        io.BufferedReader(CountingReader(file)), encoding=encoding, errors="surrogateescape", newline=""
+    )
     return csv.reader(text, skipinitialspace=True)
 
 

@@ -98,7 +98,9 @@ class ResponseCounter:
     def __init__(self, app: ASGIApp, registry: CollectorRegistry, routes: Callable[[], set[str]]) -> None:
         self.app = app
         # Route templates, for answers given before routing (a 413): their path is the route's.
+        # Read on first use: the app's routes are all added by then and never change after.
         self.routes = routes
+        self._known: set[str] | None = None
         self.responses = Counter(
             "logclass_http_responses", "HTTP responses by route and status code", ["route", "code"], registry=registry
         )
@@ -120,5 +122,7 @@ class ResponseCounter:
         finally:
             route = getattr(scope.get("route"), "path", None)
             if route is None:
-                route = scope["path"] if scope["path"] in self.routes() else "unmatched"
+                if self._known is None:
+                    self._known = self.routes()
+                route = scope["path"] if scope["path"] in self._known else "unmatched"
             self.responses.labels(route, str(status)).inc()

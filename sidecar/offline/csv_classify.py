@@ -17,7 +17,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, TextIO, TypeVar
+from typing import IO, Any, Protocol, TextIO, TypeVar
 
 from tqdm import tqdm
 
@@ -112,9 +112,10 @@ class ClassifySummary:
 
 
 class CountingReader(io.RawIOBase):
-    """Counts bytes pulled from the file, for a progress bar in bytes."""
+    """A readable raw stream over any binary file object (Python 3.10's SpooledTemporaryFile
+    lacks the io methods TextIOWrapper needs), counting bytes pulled for a progress bar."""
 
-    def __init__(self, raw: BinaryIO, bar: tqdm[Any]) -> None:
+    def __init__(self, raw: IO[bytes], bar: tqdm[Any] | None = None) -> None:
         self._raw = raw
         self._bar = bar
 
@@ -125,7 +126,8 @@ class CountingReader(io.RawIOBase):
         data = self._raw.read(len(buffer))
         n = len(data)
         buffer[:n] = data
-        self._bar.update(n)
+        if self._bar is not None:
+            self._bar.update(n)
         return n
 
 

@@ -31,6 +31,7 @@ from logclass.config import live
 from logclass.config.settings import Settings
 from logclass.core.bundle import MANIFEST, ModelBundle
 from logclass.core.decision import Decision, LogRecord
+from logclass.core.learnt import LearntStore
 from logclass.engine.engine import Engine
 from logclass.engine.metrics import Classify, Metrics
 from logclass.engine.pipeline import bundle_path, freeze_heap, load_engine, needs_bundle, rules_file
@@ -77,10 +78,12 @@ def model_info_of(engine: Engine, settings: Settings, bundle: ModelBundle | None
     return build_model_info(engine, settings, files, device)
 
 
-async def build_swap_engine(settings: Settings, metrics: Metrics) -> tuple[Engine, ModelBundle | None]:
+async def build_swap_engine(
+    settings: Settings, metrics: Metrics, learnt: LearntStore | None
+) -> tuple[Engine, ModelBundle | None]:
     """The one place a reload builds its new engine (loaded, verified, warmed; heap not frozen
-    while the old engine still serves)."""
-    return await load_engine(settings, metrics, freeze=False)
+    while the old engine still serves), on the process's learnt memory, which outlives it."""
+    return await load_engine(settings, metrics, learnt, freeze=False)
 
 
 def bundle_mark(settings: Settings) -> str:
@@ -116,6 +119,7 @@ class Reloader:
         relay: Relay | None = None,
         relay_classify: SwitchClassify | None = None,
         load_settings: Callable[[], Settings] | None = None,
+        learnt: LearntStore | None = None,
     ) -> None:
         """``load_settings``: the settings as the process was started (file + env + flags), read
         again; None: the config part never changes (a process started without a loader).
@@ -123,7 +127,7 @@ class Reloader:
         classifies through."""
         self.settings, self.engine, self.bundle, self.metrics = settings, engine, bundle, metrics
         self.service, self.relay, self.relay_classify = service, relay, relay_classify
-        self.load_settings = load_settings
+        self.load_settings, self.learnt = load_settings, learnt
         self.rules_path = rules_file(settings, bundle)
         self.rules_sha256 = _rules_sha256(self.rules_path)
         self.bundle_mark = bundle_mark(settings)
@@ -221,7 +225,7 @@ class Reloader:
     async def _swap_engine(self, settings: Settings, changed: list[str], tagging: RelaySettings | None) -> None:
         part = "bundle" if "bundle" in changed else "config"
         try:
-            engine, bundle = await build_swap_engine(settings, self.metrics)
+            engine, bundle = await build_swap_engine(settings, self.metrics, self.learnt)
         except Exception as exc:
             # Whatever stops the new set from building (a hash mismatch, a rule, a label set, a
             # file gone) must leave the running set serving; the message is the builder's own.

@@ -9,16 +9,21 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from logclass.address import split_host_port
+from logclass.api.logclass.v1 import admin_pb2 as admin_pb
+from logclass.api.logclass.v1 import admin_pb2_grpc as admin_grpc
 from logclass.api.logclass.v1 import classifier_pb2 as pb
 from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
 from logclass.config.settings import ServerSettings, Settings
 from logclass.secrets import load_token
 from logclass.server import ServeError
+from logclass.server.admin import AdminServicer
 from logclass.server.security import BearerTokenInterceptor, server_credentials
 from logclass.server.service import LogClassifierServicer
+from logclass.service.admin import AdminService
 from logclass.service.classifier import ClassifierService
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LogClassifier"].full_name
+ADMIN_SERVICE_NAME = admin_pb.DESCRIPTOR.services_by_name["Admin"].full_name
 
 
 def addresses(server: ServerSettings) -> list[str]:
@@ -37,7 +42,8 @@ class GrpcFrontEnd:
     """Listens before the models load, so probes see NOT_SERVING (not a refused connection);
     ``serving`` turns it SERVING once the service has the loaded engine."""
 
-    def __init__(self, settings: Settings, service: ClassifierService) -> None:
+    def __init__(self, settings: Settings, service: ClassifierService, admin: AdminService | None = None) -> None:
+        """``admin``: served when ``server.admin_auth`` gives a token (never without one)."""
         server = settings.server
         self.settings = settings
         options = [
@@ -45,15 +51,21 @@ class GrpcFrontEnd:
             ("grpc.max_send_message_length", server.max_request_bytes * 2),
         ]
         self.token = load_token(server.auth)
+        admin_token = load_token(server.admin_auth, "server.admin_auth") if admin is not None else None
+        self.admin = admin_token is not None
         self.credentials = server_credentials(server.tls)
-        interceptors = [BearerTokenInterceptor(self.token)] if self.token else []
+        interceptors = [BearerTokenInterceptor(self.token, admin_token)] if self.token or admin_token else []
         self.server = grpc.aio.server(options=options, interceptors=interceptors)
         servicer = LogClassifierServicer(service)
         pb_grpc.add_LogClassifierServicer_to_server(servicer, self.server)  # type: ignore[no-untyped-call]
+        services = [SERVICE_NAME]
+        if admin is not None and self.admin:
+            admin_grpc.add_AdminServicer_to_server(AdminServicer(admin), self.server)  # type: ignore[no-untyped-call]
+            services.append(ADMIN_SERVICE_NAME)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            [*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
             self.server,
         )
         self.addresses = addresses(server)
@@ -63,7 +75,7 @@ class GrpcFrontEnd:
         return (
             f"gRPC on {', '.join(self.addresses)} (tls "
             f"{'mutual' if tls.client_ca_file else 'on' if self.credentials else 'off'}, "
-            f"token {'required' if self.token else 'off'})"
+            f"token {'required' if self.token else 'off'}; admin service {'on' if self.admin else 'off'})"
         )
 
     async def start(self) -> None:

@@ -14,6 +14,7 @@ from logclass.secrets import SecurityConfigError, tls_files
 
 # Kubelet probes and load balancers check health without credentials.
 _OPEN_METHODS = ("/grpc.health.v1.Health/",)
+ADMIN_METHODS = "/logclass.v1.Admin/"
 
 
 def _read(path: str, what: str) -> bytes:
@@ -36,9 +37,9 @@ def server_credentials(tls: ServerTlsSettings) -> grpc.ServerCredentials | None:
     )
 
 
-def _denied(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def _denied(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
     async def abort(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token (metadata authorization)")
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
     kwargs = {
         "request_deserializer": handler.request_deserializer,
@@ -53,11 +54,18 @@ def _denied(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     return grpc.stream_stream_rpc_method_handler(abort, **kwargs)
 
 
-class BearerTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Requires ``authorization: Bearer <token>`` on every call except health checks."""
+def _bearer(token: str | None) -> bytes | None:
+    return f"Bearer {token}".encode() if token else None
 
-    def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+
+class BearerTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Requires ``authorization: Bearer <token>`` on every call except health checks: the admin
+    token on the Admin service, the callers' token (if any) on the rest. Two tokens, because
+    every shipper holds the callers' one and must not be able to reload or teach the server."""
+
+    def __init__(self, token: str | None, admin_token: str | None = None) -> None:
+        self._expected = _bearer(token)
+        self._admin = _bearer(admin_token)
 
     async def intercept_service(
         self,
@@ -67,9 +75,14 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(details)
         if handler is None or details.method.startswith(_OPEN_METHODS):
             return handler
+        admin = details.method.startswith(ADMIN_METHODS)
+        expected = self._admin if admin else self._expected
+        if expected is None:
+            return handler
         metadata = dict(details.invocation_metadata or ())
         given = metadata.get("authorization", "")
         given_bytes = given.encode() if isinstance(given, str) else bytes(given)
-        if hmac.compare_digest(given_bytes, self._expected):
+        if hmac.compare_digest(given_bytes, expected):
             return handler
-        return _denied(handler)
+        setting = "server.admin_auth" if admin else "server.auth"
+        return _denied(handler, f"missing or wrong bearer token (metadata authorization; {setting})")

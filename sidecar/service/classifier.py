@@ -179,6 +179,12 @@ class ClassifierService:
             raise self.refuse(Code.UNAVAILABLE, "models are still loading; retry shortly")
         return self._classify
 
+    def active_engine(self) -> Engine:
+        """The engine serving now (a reload may swap it), for calls other than Classify."""
+        self.classifier()
+        assert self.engine is not None  # attached together with the classifier
+        return self.engine
+
     def refuse(self, code: Code, message: str) -> ApiError:
         self.metrics.errors.labels(code.name.lower()).inc()
         return ApiError(code, message)

@@ -36,6 +36,8 @@ class Scheduling:
 
 class Tier(ABC):
     name: ClassVar[str]
+    # A teacher's verdicts are lessons: the engine puts them in the learnt memory at once (the LLM).
+    teaches: ClassVar[bool] = False
 
     @abstractmethod
     def labels(self) -> list[str]:
@@ -71,6 +73,11 @@ class FastTier(Tier):
     @abstractmethod
     def decide_now(self, record: LogRecord, template: str) -> Outcome:
         """The outcome for one record (``template``: its masked form), computed at once."""
+
+    def decide_routed(self, record: LogRecord, template: str) -> Outcome:
+        """The outcome for a record of a source that ``router.source_routes`` sends past this
+        tier: none, unless the tier knows an answer meant for that source too."""
+        return None
 
     async def decide(self, items: Sequence[Item]) -> list[Outcome]:
         return [self.decide_now(item.record, item.template) for item in items]

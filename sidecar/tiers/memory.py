@@ -4,15 +4,29 @@ A template whose training rows agree (at least ``min_rows`` rows, the top label'
 ``min_purity``) is answered from the counts, before any model: a label seen once on a template is
 learnt from that one row, which no trained head guarantees. Lookup is one dict probe on the
 template the router already computed, so it runs on the request path.
+
+With a learnt store (``core.learnt``: the LLM's answers and human corrections of this
+deployment), its lessons are asked first: a correction must beat what the training data said.
+They are keyed by the router's template (the one the LLM saw), not the bundle's own masks. A
+lesson whose label this engine cannot give (a bundle without it) is ignored and counted.
+
+A source that ``router.source_routes`` sends past this tier still gets the lessons learnt from
+that same source, and every human correction: routing a source to the LLM means "ask the LLM
+about it", and the LLM's answer, once learnt, is that answer. Trained templates and lessons
+from other sources are not used for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Iterable, Mapping
 
 from logclass.core.decision import LogRecord, Verdict
+from logclass.core.learnt import ORIGIN_FEEDBACK, LearntStore
 from logclass.core.masking import TemplateMasker
 from logclass.tiers.base import FastTier
+
+log = logging.getLogger("logclass.memory")
 
 
 class MemoryTier(FastTier):
@@ -25,10 +39,18 @@ class MemoryTier(FastTier):
         min_rows: int,
         min_purity: float,
         masker: TemplateMasker | None = None,
+        learnt: LearntStore | None = None,
+        label_set: Iterable[str] = (),
     ) -> None:
         """``masker``: the bundle's masks, when they differ from the runtime's (its templates
-        were made with them, so they are the only way to find them)."""
+        were made with them, so they are the only way to find them). ``learnt``: lessons asked
+        before the training data; none are used until ``accept_labels`` says which labels.
+        ``label_set``: the bundle's labels, which a lesson may teach even where no training
+        template is confident about them (corrections are validated against ``labels()``)."""
         self.masker = masker
+        self.learnt = learnt
+        self._accepted: frozenset[str] = frozenset()
+        self.ignored = 0
         self._verdicts: dict[str, Verdict] = {}
         labels: set[str] = set()
         for template, by_label in counts.items():
@@ -39,15 +61,42 @@ class MemoryTier(FastTier):
                 confidence = round((top + 1) / (total + 2), 4)
                 self._verdicts[template] = Verdict(label, confidence, f"{top}/{total} training rows")
                 labels.add(label)
-        self._labels = sorted(labels)
+        self._labels = sorted(labels | set(label_set))
 
     def __len__(self) -> int:
         return len(self._verdicts)
 
+    def accept_labels(self, labels: Iterable[str]) -> None:
+        """The labels the engine can give: lessons with others are ignored (counted, logged)."""
+        self._accepted = frozenset(labels)
+        if self.learnt is not None:
+            self.ignored = sum(1 for lesson in self.learnt if lesson.label not in self._accepted)
+            if self.ignored:
+                log.warning("%d learnt templates have labels this model does not give: ignored", self.ignored)
+
+    @property
+    def accepted_labels(self) -> frozenset[str]:
+        return self._accepted
+
+    def _learnt(self, template: str) -> Verdict | None:
+        if self.learnt is None:
+            return None
+        verdict = self.learnt.verdict(template)
+        return verdict if verdict is not None and verdict.label in self._accepted else None
+
     def decide_now(self, record: LogRecord, template: str) -> Verdict | None:
+        learnt = self._learnt(template)
+        if learnt is not None:
+            return learnt
         if self.masker is not None:
             template = self.masker.template(record.message)
         return self._verdicts.get(template)
+
+    def decide_routed(self, record: LogRecord, template: str) -> Verdict | None:
+        lesson = self.learnt.get(template) if self.learnt is not None else None
+        if lesson is None or lesson.label not in self._accepted:
+            return None
+        return self._learnt(template) if lesson.origin == ORIGIN_FEEDBACK or lesson.source == record.source else None
 
     def labels(self) -> list[str]:
         return list(self._labels)

@@ -33,14 +33,15 @@ def serve(*flags: str, env: dict[str, str]) -> Iterator[pb_grpc.LogClassifierStu
 
 
 def _until_llm_decides(stub: pb_grpc.LogClassifierStub, timeout: float = 120.0) -> Any:
-    """A LegacyCRM line (routed straight to the LLM) until the answer is the LLM's own."""
+    """A LegacyCRM line (routed straight to the LLM) until the answer is the LLM's own: given by
+    the LLM tier to the request that waited for it, or by the memory that learnt it since."""
     deadline = time.monotonic() + timeout
     n = 0
     while True:
         n += 1
         request = pb.ClassifyRequest(records=[pb.LogRecord(source="LegacyCRM", message=LEAD.format(n))])
         result = stub.Classify(request, timeout=60).results[0]
-        if result.tier == "llm":
+        if result.tier == "llm" or (result.tier == "memory" and result.detail.startswith("learnt from llm ")):
             return result
         assert result.tier == "pending", result
         assert time.monotonic() < deadline, "the LLM answer never reached the cache"
@@ -54,7 +55,7 @@ def test_serve_with_vllm_from_flags(vllm_server: Any) -> None:
         assert info.llm_backend == "vllm" and "llm" in info.tiers
         result = _until_llm_decides(stub)
         assert result.label in info.labels and 0 < result.confidence <= 1
-        assert result.detail == "smollm2-135m-instruct"
+        assert result.detail.removeprefix("learnt from llm ") == "smollm2-135m-instruct"
 
 
 def test_serve_embedded_default_is_llamacpp() -> None:
@@ -69,4 +70,4 @@ def test_serve_embedded_default_is_llamacpp() -> None:
         info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
         assert (info.llm_backend, info.llm_model) == ("llamacpp", "SmolLM2-135M-Instruct.Q4_1.gguf")
         result = _until_llm_decides(stub)
-        assert result.detail == "SmolLM2-135M-Instruct.Q4_1.gguf"
+        assert result.detail.removeprefix("learnt from llm ") == "SmolLM2-135M-Instruct.Q4_1.gguf"

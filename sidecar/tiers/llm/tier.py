@@ -89,6 +89,7 @@ _REGISTERED: weakref.WeakKeyDictionary[CollectorRegistry, _LlmMetrics] = weakref
 
 class LlmTier(Tier):
     name = "llm"
+    teaches = True
 
     def __init__(
         self,

@@ -52,6 +52,16 @@ app.kubernetes.io/component: vllm
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
 {{- end }}
 
+{{/*
+The ConfigMap's folder in the logclass container. A directory mount, never subPath: kubelet
+refreshes a directory mount when the ConfigMap changes (atomically, through its ..data symlink)
+and never a subPath one, and the sidecar's file watch rereads what kubelet wrote.
+*/}}
+{{- define "logclass.confDir" -}}/etc/logclass/conf{{- end }}
+
+{{/* Where learnt templates are kept (learning.enabled): a writable volume, not the image. */}}
+{{- define "logclass.learntDir" -}}/var/lib/logclass/learnt{{- end }}
+
 {{- define "logclass.authSecret" -}}
 {{- .Values.auth.existingSecret | default (printf "%s-auth" (include "logclass.fullname" .)) }}
 {{- end }}
@@ -81,6 +91,8 @@ rest is here.
 {{- define "logclass.config" -}}
 {{- $cfg := deepCopy (.Values.config | default dict) }}
 {{- $server := dict }}
+{{- $interval := ternary .Values.reload.intervalSeconds 0 (eq .Values.reload.mode "watch") }}
+{{- $_ := set $server "reload" (dict "watch_interval_s" $interval) }}
 {{- if .Values.auth.enabled }}
 {{- $_ := set $server "auth" (dict "token_file" "/etc/logclass/auth/token") }}
 {{- end }}
@@ -90,9 +102,12 @@ rest is here.
 {{- $_ := set $server "tls" $tls }}
 {{- end }}
 {{- $managed := dict }}
-{{- if $server }}{{ $_ := set $managed "server" $server }}{{ end }}
+{{- $_ := set $managed "server" $server }}
 {{- if .Values.rules }}
-{{- $_ := set $managed "regex" (dict "rules_file" "/etc/logclass/rules.yaml") }}
+{{- $_ := set $managed "regex" (dict "rules_file" (printf "%s/rules.yaml" (include "logclass.confDir" .))) }}
+{{- end }}
+{{- if .Values.learning.enabled }}
+{{- $_ := set $managed "memory" (dict "learnt_file" (printf "%s/learnt.jsonl" (include "logclass.learntDir" .))) }}
 {{- end }}
 {{- $url := include "logclass.llmUrl" . }}
 {{- if $url }}
@@ -111,6 +126,33 @@ rest is here.
 {{- end }}
 {{- $merged := mustMergeOverwrite $cfg $managed }}
 {{- toYaml $merged }}
+{{- end }}
+
+{{/*
+What of the pod's configuration a live reload cannot apply: the rendered config less what the
+sidecar swaps live (regex rules, routes, thresholds, the LLM prompt, labels and examples, relay
+outputs), plus Fluent Bit's config (Fluent Bit does not watch its file). In watch mode its
+checksum is the pod annotation, so exactly these changes roll the pods. Kept on the cautious side:
+a key listed here that the sidecar could swap live costs a rolling restart, one missing from here
+would leave the change unapplied (the sidecar refuses it, restart_required) until one.
+*/}}
+{{- define "logclass.restartOnly" -}}
+{{- $cfg := include "logclass.config" . | fromYaml }}
+{{- $_ := unset $cfg "regex" }}
+{{- $_ := unset $cfg "router" }}
+{{- $live := dict "memory" (list "min_rows" "min_purity") "embedding" (list "min_confidence" "label_min_confidence" "out_of_distribution") "llm" (list "instructions" "labels" "examples" "min_confidence") "relay" (list "output" "upstreams") }}
+{{- range $section, $keys := $live }}
+{{- if hasKey $cfg $section }}
+{{- $keep := get $cfg $section }}
+{{- range $keys }}{{ $_ := unset $keep . }}{{ end }}
+{{- /* A section left empty hashes as if it had never been given. */}}
+{{- if not $keep }}{{ $_ := unset $cfg $section }}{{ end }}
+{{- end }}
+{{- end }}
+{{- toYaml $cfg }}
+{{- if eq .Values.mode "daemonset" }}
+{{ include "logclass.fluentBitConf" . }}
+{{- end }}
 {{- end }}
 
 {{/* probes.kind with auto resolved (values.yaml says why each). */}}
@@ -147,7 +189,7 @@ rest is here.
   imagePullPolicy: {{ .Values.image.pullPolicy }}
   env:
     - name: LOGCLASS_CONFIG
-      value: /etc/logclass/config.yaml
+      value: {{ include "logclass.confDir" . }}/config.yaml
     # Kubelet probes connect to the pod IP, so gRPC listens on all interfaces.
     - name: LOGCLASS_SERVER__LISTEN
       value: "0.0.0.0:{{ .Values.ports.grpc }}"
@@ -189,10 +231,7 @@ rest is here.
   securityContext:
     {{- toYaml .Values.securityContext | nindent 4 }}
   volumeMounts:
-    - {name: config, mountPath: /etc/logclass/config.yaml, subPath: config.yaml, readOnly: true}
-    {{- if .Values.rules }}
-    - {name: config, mountPath: /etc/logclass/rules.yaml, subPath: rules.yaml, readOnly: true}
-    {{- end }}
+    - {name: config, mountPath: {{ include "logclass.confDir" . }}, readOnly: true}
     - {name: tmp, mountPath: /tmp}
     {{- if eq .Values.model.source "volume" }}
     - {name: model, mountPath: {{ .Values.model.mountPath }}, readOnly: true}
@@ -209,6 +248,9 @@ rest is here.
     {{- if eq .Values.mode "daemonset" }}
     - {name: relay-buffer, mountPath: /var/lib/logclass/relay}
     {{- end }}
+    {{- if .Values.learning.enabled }}
+    - {name: learnt, mountPath: {{ include "logclass.learntDir" . }}}
+    {{- end }}
 {{- end }}
 
 {{/* Volumes of the logclass container. */}}
@@ -218,6 +260,16 @@ rest is here.
     name: {{ include "logclass.fullname" . }}
 - name: tmp
   emptyDir: {}
+{{- if .Values.learning.enabled }}
+- name: learnt
+  {{- if .Values.learning.volume }}
+  {{- toYaml .Values.learning.volume | nindent 2 }}
+  {{- else if eq .Values.mode "daemonset" }}
+  hostPath: {path: {{ printf "%s/%s" .Values.learning.hostPath .Release.Name }}, type: DirectoryOrCreate}
+  {{- else }}
+  emptyDir: {sizeLimit: {{ .Values.learning.sizeLimit }}}
+  {{- end }}
+{{- end }}
 {{- if eq .Values.model.source "volume" }}
 - name: model
   {{- toYaml .Values.model.volume | nindent 2 }}
@@ -242,7 +294,11 @@ rest is here.
 {{- end }}
 
 {{- define "logclass.podAnnotations" -}}
+{{- if eq .Values.reload.mode "watch" }}
+checksum/restart-only: {{ include "logclass.restartOnly" . | sha256sum }}
+{{- else }}
 checksum/config: {{ include (print $.Template.BasePath "/configmap.yaml") . | sha256sum }}
+{{- end }}
 {{- if .Values.metrics.annotations }}
 prometheus.io/scrape: "true"
 prometheus.io/port: {{ .Values.ports.metrics | quote }}

@@ -1,0 +1,78 @@
+"""Reload and Feedback, the Admin service's calls, transport-free: what an operator does to a
+running sidecar. The front end checks the admin token; this checks the arguments."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from logclass.core.decision import Decision, LogRecord
+from logclass.errors import LogclassError
+from logclass.service.classifier import ClassifierService, Code
+
+RELOAD_PARTS = ("rules", "config", "bundle")
+
+
+class ReloadOutcome(Protocol):
+    """What a reload swapped in: the parts that changed, and the versions serving now."""
+
+    @property
+    def changed(self) -> tuple[str, ...]: ...
+    @property
+    def model_version(self) -> str: ...
+    @property
+    def rules_sha256(self) -> str: ...
+
+
+# The process's reloader (serve owns it: it swaps the engine under every front end). Any
+# LogclassError it raises is a refused reload, with the running set still serving.
+Reload = Callable[[Collection[str]], Awaitable[ReloadOutcome]]
+
+
+@dataclass(frozen=True, slots=True)
+class Correction:
+    record: LogRecord
+    label: str
+
+
+class AdminService:
+    def __init__(self, service: ClassifierService) -> None:
+        self.service = service
+        # Set once the engine is loaded and the reloader exists; until then a Reload is UNAVAILABLE.
+        self.reloader: Reload | None = None
+
+    async def reload(self, parts: Sequence[str]) -> ReloadOutcome:
+        unknown = sorted(set(parts) - set(RELOAD_PARTS))
+        if unknown:
+            raise self.service.refuse(
+                Code.INVALID_ARGUMENT,
+                f"unknown reload parts {unknown}; give some of {list(RELOAD_PARTS)}, or none for all",
+            )
+        self.service.classifier()  # UNAVAILABLE while loading or draining
+        if self.reloader is None:
+            raise self.service.refuse(Code.UNAVAILABLE, "models are still loading; retry shortly")
+        try:
+            return await self.reloader(tuple(parts))
+        except LogclassError as exc:
+            raise self.service.refuse(
+                Code.FAILED_PRECONDITION, f"reload refused, the running set keeps serving: {exc}"
+            ) from exc
+
+    def feedback(self, corrections: Sequence[Correction]) -> list[Decision]:
+        """Learns every correction, or none of them when one is invalid; returns each record's
+        decision as the engine now gives it."""
+        engine = self.service.active_engine()
+        labels = set(engine.labels())
+        for i, correction in enumerate(corrections):
+            if not correction.record.message:
+                raise self.service.refuse(Code.INVALID_ARGUMENT, f"correction {i}: the record has no message")
+            if correction.label not in labels:
+                raise self.service.refuse(
+                    Code.INVALID_ARGUMENT,
+                    f"correction {i}: label {correction.label!r} is not one of the model's labels {sorted(labels)}",
+                )
+        try:
+            return [engine.teach(c.record, c.label) for c in corrections]
+        except LogclassError as exc:
+            raise self.service.refuse(Code.INVALID_ARGUMENT, str(exc)) from exc

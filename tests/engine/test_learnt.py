@@ -1,0 +1,328 @@
+"""The learnt template memory with a controllable fake LLM: LLM verdicts and corrections become
+lessons the memory tier answers, persisted across store reopenings. Gated by events, never time."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+
+from logclass import config
+from logclass.core.bundle import ModelBundle
+from logclass.core.decision import Deferred, Item, LogRecord, Outcome, Verdict
+from logclass.core.learnt import ORIGIN_FEEDBACK, ORIGIN_LLM, LearntFileError, LearntStore
+from logclass.engine.engine import Engine, TeachError, UnknownLabelError
+from logclass.engine.metrics import Metrics
+from logclass.engine.pipeline import build_engine, open_learnt
+from logclass.tiers.base import Tier
+from logclass.training.dataset import load_teacher_jsonl
+from tests.conftest import NO_LLM
+
+MODEL = "fake-llm-1"
+# No rule, no trained template: only the LLM can decide these.
+NEW = "Quantum flux capacitor {} drifted out of alignment"
+TRAINED = "API access request from user {} was rejected due to invalid credentials"  # memory: Security Alert
+
+
+class FakeLlm(Tier):
+    """Plays the LLM tier: answers ``outcome`` for every item once the test opens the gate."""
+
+    name = "llm"
+    teaches = True
+
+    def __init__(self, outcome: Outcome | None = None) -> None:
+        self.outcome: Outcome | None = outcome if outcome is not None else Verdict("Critical Error", 0.8, MODEL)
+        self.calls: list[str] = []
+        self.entered: asyncio.Queue[str] = asyncio.Queue()
+        self.gate = asyncio.Semaphore(0)
+
+    def labels(self) -> list[str]:
+        return ["Critical Error", "Workflow Error"]
+
+    async def decide(self, items: Sequence[Item]) -> list[Outcome]:
+        for item in items:
+            self.calls.append(item.record.message)
+            self.entered.put_nowait(item.record.message)
+        await self.gate.acquire()
+        return [self.outcome for _ in items]
+
+    def open(self, calls: int = 1000) -> None:
+        for _ in range(calls):
+            self.gate.release()
+
+
+def _engine(
+    llm: Tier, bundle: ModelBundle, learnt: LearntStore | None, routes: str = "{}", tiers: str = "[regex, memory, llm]"
+) -> Engine:
+    env = {**NO_LLM, "LOGCLASS_ROUTER__TIERS": tiers, "LOGCLASS_ROUTER__SOURCE_ROUTES": routes}
+    return build_engine(config.load(environ=env), bundle=bundle, tiers={"llm": llm}, learnt=learnt)
+
+
+def _run(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(test(), timeout=60))
+
+
+def _rec(message: str, source: str = "app") -> LogRecord:
+    return LogRecord(source, message)
+
+
+def test_an_llm_verdict_is_answered_by_memory_without_the_lane(bundle: ModelBundle) -> None:
+    async def scenario() -> None:
+        llm, store = FakeLlm(), LearntStore()
+        engine = _engine(llm, bundle, store)
+        llm.open(1)
+        (first,) = await engine.classify([_rec(NEW.format(1))])
+        assert (first.tier, first.label, first.detail) == ("llm", "Critical Error", MODEL)
+        assert len(store) == 1 and store.counts == {ORIGIN_LLM: 1}
+        # Another record of the template, from another source: no cache has it, the memory does.
+        (second,) = await engine.classify([_rec(NEW.format(2), source="other")])
+        assert (second.tier, second.label, second.detail) == ("memory", "Critical Error", f"learnt from llm {MODEL}")
+        assert second.template_id == first.template_id
+        assert llm.calls == [NEW.format(1)]
+
+    _run(scenario)
+
+
+def test_without_a_store_the_engine_learns_nothing(bundle: ModelBundle) -> None:
+    async def scenario() -> None:
+        llm = FakeLlm()
+        engine = _engine(llm, bundle, None)
+        llm.open(2)
+        await engine.classify([_rec(NEW.format(1))])
+        (second,) = await engine.classify([_rec(NEW.format(2), source="other")])
+        assert second.tier == "llm" and len(llm.calls) == 2
+        with pytest.raises(TeachError, match="learnt memory"):
+            engine.teach(_rec(NEW.format(3)), "Error")
+
+    _run(scenario)
+
+
+@pytest.mark.parametrize("outcome", [Deferred("LLM unavailable"), None], ids=["deferred", "undecided"])
+def test_deferred_and_undecided_outcomes_are_not_learnt(bundle: ModelBundle, outcome: Outcome) -> None:
+    async def scenario() -> None:
+        llm, store = FakeLlm(), LearntStore()
+        llm.outcome = outcome
+        engine = _engine(llm, bundle, store)
+        llm.open(2)
+        (first,) = await engine.classify([_rec(NEW.format(1))])
+        assert first.label == "Unclassified"
+        assert len(store) == 0 and not store.counts
+        (second,) = await engine.classify([_rec(NEW.format(2), source="other")])
+        assert second.tier != "memory" and len(llm.calls) == 2
+
+    _run(scenario)
+
+
+def test_a_correction_beats_the_trained_memory_and_the_exact_cache(bundle: ModelBundle) -> None:
+    async def scenario() -> None:
+        store = LearntStore()
+        engine = _engine(FakeLlm(), bundle, store)
+        record = _rec(TRAINED.format(5))
+        (before,) = await engine.classify([record])
+        assert (before.tier, before.label) == ("memory", "Security Alert")
+        (cached,) = await engine.classify([record])
+        assert cached.label == "Security Alert" and engine.stats.exact_hits == 1
+        taught = engine.teach(record, "User Action")
+        assert (taught.tier, taught.label, taught.detail) == ("memory", "User Action", "human correction")
+        (after,) = await engine.classify([record])  # the exact cache no longer answers the old label
+        (other,) = await engine.classify([_rec(TRAINED.format(6), source="elsewhere")])
+        assert (after.label, other.label) == ("User Action", "User Action")
+        assert store.get(engine.router.masker.template(record.message)).origin == ORIGIN_FEEDBACK  # type: ignore[union-attr]
+
+    _run(scenario)
+
+
+def test_a_correction_overrides_a_learnt_llm_answer_and_drops_its_cache_entries(bundle: ModelBundle) -> None:
+    async def scenario() -> None:
+        llm, store = FakeLlm(), LearntStore()
+        # Routed straight to the LLM: its answer also sits in the template cache, which the
+        # correction must drop for the routed source to see it.
+        engine = _engine(llm, bundle, store, routes="{LegacyCRM: llm}")
+        llm.open(1)
+        (first,) = await engine.classify([_rec(NEW.format(1), "LegacyCRM")])
+        assert first.tier == "llm"
+        key = ("LegacyCRM", engine.router.masker.template(NEW.format(1)))
+        assert engine.router.template_cache.peek(key) is not None
+        taught = engine.teach(_rec(NEW.format(1), "LegacyCRM"), "Workflow Error")
+        assert engine.router.template_cache.peek(key) is None
+        assert (taught.label, taught.detail) == ("Workflow Error", "human correction")
+        again = await engine.classify([_rec(NEW.format(1), "LegacyCRM"), _rec(NEW.format(9), "app")])
+        assert [(d.tier, d.label) for d in again] == [("memory", "Workflow Error")] * 2
+        assert store.counts == {ORIGIN_LLM: 1, ORIGIN_FEEDBACK: 1}
+
+    _run(scenario)
+
+
+def test_an_llm_answer_in_flight_does_not_undo_a_correction(bundle: ModelBundle) -> None:
+    async def scenario() -> None:
+        llm, store = FakeLlm(), LearntStore()
+        engine = _engine(llm, bundle, store)
+        record = _rec(NEW.format(1))
+        asking = asyncio.create_task(engine.classify([record]))
+        await llm.entered.get()  # the LLM is working on the template
+        assert engine.teach(record, "Workflow Error").label == "Workflow Error"
+        llm.open(1)
+        (answered,) = await asking
+        assert answered.tier == "llm"  # the request asked before the correction gets its answer
+        (after,) = await engine.classify([record])  # but neither the store nor a cache keeps it
+        assert (after.tier, after.label) == ("memory", "Workflow Error")
+        assert store.counts == {ORIGIN_FEEDBACK: 1}
+
+    _run(scenario)
+
+
+def test_teach_validates_the_label(bundle: ModelBundle) -> None:
+    engine = _engine(FakeLlm(), bundle, LearntStore())
+    with pytest.raises(UnknownLabelError, match=r"unknown label 'Nope': give one of .*Security Alert") as info:
+        engine.teach(_rec(NEW.format(1)), "Nope")
+    assert info.value.label == "Nope" and "Unclassified" in info.value.known
+    assert len(engine.learnt or ()) == 0
+    with pytest.raises(TeachError, match="empty"):
+        engine.teach(_rec("   "), "Error")
+
+
+def test_a_regex_rule_still_shadows_a_correction(bundle: ModelBundle) -> None:
+    engine = _engine(FakeLlm(), bundle, LearntStore())
+    decision = engine.teach(_rec("User 7 logged in."), "Critical Error")
+    assert decision.tier == "regex" and decision.label != "Critical Error"
+
+
+def test_a_routed_source_uses_lessons_of_its_own_source_only(bundle: ModelBundle) -> None:
+    async def scenario() -> None:
+        llm, store = FakeLlm(), LearntStore()
+        engine = _engine(llm, bundle, store, routes="{LegacyCRM: llm, Billing: llm}")
+        llm.open(3)
+        (first,) = await engine.classify([_rec(NEW.format(1), "LegacyCRM")])
+        assert first.tier == "llm"
+        (again,) = await engine.classify([_rec(NEW.format(2), "LegacyCRM")])
+        assert (again.tier, again.detail) == ("memory", f"learnt from llm {MODEL}")
+        # Another routed source is asked again: the LLM sees the source, its answer may differ.
+        (billing,) = await engine.classify([_rec(NEW.format(3), "Billing")])
+        assert billing.tier == "llm" and len(llm.calls) == 2
+        # Trained templates stay out of a routed source's way (as before).
+        (trained,) = await engine.classify([_rec(TRAINED.format(1), "LegacyCRM")])
+        assert trained.tier == "llm"
+
+    _run(scenario)
+
+
+def test_lessons_persist_and_the_last_one_wins(tmp_path: Path, bundle: ModelBundle) -> None:
+    path = tmp_path / "state" / "learnt.jsonl"
+    store = LearntStore(path)
+    record = _rec(NEW.format(1))
+    store.learn("t1", record, Verdict("Error", 0.7, MODEL), ORIGIN_LLM)
+    store.learn("t1", record, Verdict("Workflow Error", 1.0), ORIGIN_FEEDBACK)
+    assert not store.learn("t1", record, Verdict("Error", 0.9, MODEL), ORIGIN_LLM)  # refused
+    store.learn("t2", record, Verdict("Critical Error", 0.6, MODEL), ORIGIN_LLM)
+    assert store.flush(timeout=30)
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [(e["template"], e["origin"]) for e in lines] == [("t1", "llm"), ("t1", "feedback"), ("t2", "llm")]
+    assert set(lines[0]) >= {"source", "template", "example", "label", "confidence", "model", "time", "origin"}
+    store.close()
+    again = LearntStore(path)
+    try:
+        assert again.loaded == 3 and len(again) == 2
+        assert again.get("t1").label == "Workflow Error"  # type: ignore[union-attr]
+        assert again.verdict("t2") == Verdict("Critical Error", 0.6, f"learnt from llm {MODEL}")
+    finally:
+        again.close()
+
+
+def test_the_training_reader_takes_a_learnt_file_as_the_service_answers_it(tmp_path: Path) -> None:
+    path = tmp_path / "learnt.jsonl"
+    store = LearntStore(path)
+    store.learn("t1", _rec("first line 1"), Verdict("Error", 0.7, MODEL), ORIGIN_LLM)
+    store.learn("t2", _rec("second line 2"), Verdict("Critical Error", 0.6, MODEL), ORIGIN_LLM)
+    store.learn("t1", _rec("first line 3"), Verdict("User Action", 1.0), ORIGIN_FEEDBACK)
+    store.close()
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write('{"source": "app", "templ')  # a crash mid-append
+    rows = load_teacher_jsonl(path)
+    expected = [("first line 3", "User Action"), ("second line 2", "Critical Error")]
+    assert [(r.message, r.label) for r in rows] == expected
+
+
+def test_a_torn_last_line_is_skipped_and_cut_off(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "learnt.jsonl"
+    store = LearntStore(path)
+    store.learn("t1", _rec("a 1"), Verdict("Error", 0.7, MODEL), ORIGIN_LLM)
+    store.close()
+    good = path.read_bytes()
+    path.write_bytes(good + b'{"source": "app", "template": "t2", "exam')
+    with caplog.at_level(logging.WARNING, "logclass.learnt"):
+        store = LearntStore(path)
+    assert len(store) == 1 and "last line is incomplete" in caplog.text
+    assert path.read_bytes() == good  # cut, so the next append starts a line of its own
+    store.learn("t3", _rec("c 3"), Verdict("Error", 0.5, MODEL), ORIGIN_LLM)
+    store.close()
+    reopened = LearntStore(path)
+    assert sorted(lesson.template for lesson in reopened) == ["t1", "t3"]
+    reopened.close()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"source": "a"}\n', r"learnt.jsonl:1: not a learnt entry"),
+        (b"not json\n{}\n", r"learnt.jsonl:1: not a learnt entry"),
+        (b"\xff\xfe\n", r"not UTF-8"),
+        (
+            b'{"source":"a","template":"t","example":"e","label":"l","confidence":1,"model":"","origin":"x"}\n',
+            r"origin 'x'",
+        ),
+    ],
+    ids=["keys", "json", "utf8", "origin"],
+)
+def test_a_bad_file_is_a_clear_error_naming_the_setting(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "learnt.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(LearntFileError, match=rf"memory.learnt_file .*{message}"):
+        LearntStore(path)
+
+
+def test_an_unreadable_file_names_the_setting(tmp_path: Path) -> None:
+    settings = config.load(environ={**NO_LLM, "LOGCLASS_MEMORY__LEARNT_FILE": str(tmp_path)})  # a directory
+    with pytest.raises(LearntFileError, match=r"memory\.learnt_file"):
+        open_learnt(settings)
+
+
+def test_lessons_with_labels_the_bundle_lacks_are_ignored_and_counted(bundle: ModelBundle) -> None:
+    async def scenario() -> None:
+        store = LearntStore()
+        template = "Quantum flux capacitor <NUM> drifted out of alignment"
+        store.learn(template, _rec(NEW.format(1)), Verdict("Retired Label", 0.9, MODEL), ORIGIN_LLM)
+        llm = FakeLlm()
+        engine = _engine(llm, bundle, store)
+        assert engine.router.masker.template(NEW.format(1)) == template
+        assert engine.memory is not None and engine.memory.ignored == 1
+        llm.open(1)
+        (decision,) = await engine.classify([_rec(NEW.format(2))])
+        assert decision.tier == "llm"  # the lesson was not used; the LLM's answer now replaces it
+        assert store.get(template).label == "Critical Error"  # type: ignore[union-attr]
+
+    _run(scenario)
+
+
+def test_memory_size_and_lessons_are_metrics(bundle: ModelBundle) -> None:
+    async def scenario() -> None:
+        llm, store = FakeLlm(), LearntStore()
+        engine = _engine(llm, bundle, store)
+        metrics = Metrics()
+        metrics.watch_engine(engine)
+        llm.open(1)
+        await engine.classify([_rec(NEW.format(1))])
+        engine.teach(_rec(TRAINED.format(1)), "Error")
+        text = generate_latest(metrics.registry).decode()
+        trained = len(engine.memory or ())
+        assert trained > 100
+        assert f'logclass_memory_templates{{kind="trained"}} {float(trained)}' in text
+        assert 'logclass_memory_templates{kind="learnt"} 2.0' in text
+        assert 'logclass_learnt_total{origin="llm"} 1.0' in text
+        assert 'logclass_learnt_total{origin="feedback"} 1.0' in text
+
+    _run(scenario)
