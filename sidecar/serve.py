@@ -50,12 +50,11 @@ async def serve(
     ready: asyncio.Event | None = None,
     load_settings: Callable[[], Settings] | None = None,
     config_path: Path | None = None,
-    reloaders: list[Reloader] | None = None,
 ) -> None:
     """``grpc`` False: the relay alone (`logclass relay`), with or without classification.
     ``load_settings``: ``settings`` read again (file + env + flags), for a hot reload of the
-    config; ``config_path``: the file the watch polls. ``reloaders``: gets the process's
-    ``Reloader`` once it serves (for an admin call)."""
+    config; ``config_path``: the file the watch polls. The Admin service's Reload calls the
+    same ``Reloader`` as SIGHUP and the watch."""
     relay_on = settings.relay.enabled or not grpc
     # Checked before the models load, so a relay misconfiguration fails at once.
     relay_settings = relay_settings_mod.resolve(settings) if relay_on else None
@@ -126,8 +125,6 @@ async def serve(
         # engine (its models) alive after a reload retired it.
         engine = bundle = None
         admin.reloader = reloader.reload
-        if reloaders is not None:
-            reloaders.append(reloader)
         _on_sighup(loop, reloader, reloading)
         interval = settings.server.reload.watch_interval_s
         if interval > 0:
