@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -166,8 +167,17 @@ def port_of(address: str) -> int:
 
 @pytest.mark.parametrize(
     "values",
-    [{}, DAEMONSET, VLLM, GRAFANA, HTTP_OFF, TLS, _merge(DAEMONSET, MTLS)],
-    ids=["service", "daemonset", "vllm", "grafana", "http off", "tls", "daemonset, mtls"],
+    [
+        {},
+        DAEMONSET,
+        VLLM,
+        GRAFANA,
+        HTTP_OFF,
+        TLS,
+        _merge(DAEMONSET, MTLS),
+        {"adminAuth": {"enabled": True, "token": "adm1n-token-0123456789"}},
+    ],
+    ids=["service", "daemonset", "vllm", "grafana", "http off", "tls", "daemonset, mtls", "admin auth"],
 )
 def test_lint_is_clean(values: Obj) -> None:
     report = helm_python.lint(str(CHART), values, strict=True)
@@ -459,6 +469,8 @@ RESTART_CHANGES = {
     "limits": {"config": {"limits": {"max_message_bytes": 1024}}},
     "relay buffer": {"config": {"relay": {"buffer": {"max_bytes": 1048576}}}},
     "watch interval": {"reload": {"intervalSeconds": 30}},
+    # server.admin_auth: the sidecar reads its token once, at start.
+    "admin token": {"adminAuth": {"enabled": True, "token": "adm1n-token-0123456789"}},
 }
 
 
@@ -651,6 +663,109 @@ def test_tls_and_token_come_from_secrets(chart: Any, tmp_path: Path) -> None:
     existing = render(chart, {"auth": {"enabled": True, "existingSecret": "my-token"}})
     assert not existing.has("Secret", f"{FULLNAME}-auth")
     assert volumes_of(existing.sidecar_workload())["auth"]["secret"]["secretName"] == "my-token"
+
+
+ADMIN_TOKEN = "adm1n-token-0123456789"
+ADMIN_AUTH = {"adminAuth": {"enabled": True, "token": ADMIN_TOKEN}}
+AUTH = {"auth": {"enabled": True, "token": "callers-token-0123456789"}}
+ADMIN_SECRET = f"{FULLNAME}-admin-auth"
+
+
+def pod_containers(workload: Obj) -> list[Obj]:
+    pod = workload["spec"]["template"]["spec"]
+    containers: list[Obj] = pod.get("initContainers", []) + pod["containers"]
+    return containers
+
+
+@pytest.mark.parametrize(
+    "values",
+    [_merge(ADMIN_AUTH, AUTH), _merge(_merge(_merge(DAEMONSET, VLLM), ADMIN_AUTH), AUTH)],
+    ids=["service", "daemonset+vllm"],
+)
+def test_admin_token_comes_from_its_own_secret_into_the_sidecar_alone(chart: Any, tmp_path: Path, values: Obj) -> None:
+    release = render(chart, values)
+    cfg = effective_config(release, tmp_path)
+    token_file = Path(str(cfg.server.admin_auth.token_file))
+    assert token_file.parent != Path(str(cfg.server.auth.token_file)).parent, "a mount of its own"
+    mount = mounts_of(release.container())[str(token_file.parent)]
+    assert mount["readOnly"] is True
+    volume = volumes_of(release.sidecar_workload())[mount["name"]]["secret"]
+    secret = release.get("Secret", ADMIN_SECRET)
+    assert volume["secretName"] == secret["metadata"]["name"]
+    (item,) = volume["items"]
+    assert item["path"] == token_file.name
+    assert base64.b64decode(secret["data"][item["key"]]).decode() == ADMIN_TOKEN
+    assert cfg.server.admin_auth.token is None and ADMIN_TOKEN not in release.config_map()["config.yaml"]
+    # Fluent Bit, the init container, vLLM: none of them may reload the server or teach it labels.
+    holders = [
+        (workload["metadata"]["name"], c["name"])
+        for workload in release.workloads()
+        for c in pod_containers(workload)
+        if any(
+            m["name"] == mount["name"] or m["mountPath"].startswith(str(token_file.parent))
+            for m in c.get("volumeMounts", [])
+        )
+    ]
+    assert holders == [(FULLNAME, "logclass")]
+    others = {c["name"] for w in release.workloads() for c in pod_containers(w)} - {"logclass"}
+    assert others == ({"fluent-bit", "host-dirs-owner", "vllm"} if "vllm" in values else set())
+
+
+def test_admin_token_from_an_existing_secret_creates_no_secret(chart: Any, tmp_path: Path) -> None:
+    release = render(chart, {"adminAuth": {"enabled": True, "existingSecret": "ops-token", "key": "admin"}})
+    assert not release.has("Secret", ADMIN_SECRET)
+    token_file = Path(str(effective_config(release, tmp_path).server.admin_auth.token_file))
+    volume = volumes_of(release.sidecar_workload())[mounts_of(release.container())[str(token_file.parent)]["name"]]
+    assert volume["secret"] == {"secretName": "ops-token", "items": [{"key": "admin", "path": token_file.name}]}
+
+
+def test_no_admin_token_no_admin_service(chart: Any, tmp_path: Path) -> None:
+    release = render(chart, AUTH)
+    assert effective_config(release, tmp_path).server.admin_auth.token_file is None
+    assert not release.has("Secret", ADMIN_SECRET)
+    assert "admin-auth" not in volumes_of(release.sidecar_workload())
+    assert not any("admin" in path for path in mounts_of(release.container()))
+
+
+def schemaless_chart(tmp_path: Path) -> Any:
+    """The chart as `helm install --skip-schema-validation` sees it: the templates' own guards."""
+    copy = tmp_path / "logclass"
+    shutil.copytree(CHART, copy)  # symlinks followed: the dashboard link is relative to the repo
+    (copy / "values.schema.json").unlink()
+    return helm_python.Chart.load(str(copy))
+
+
+def test_admin_token_missing_fails_naming_the_fix(chart: Any, tmp_path: Path) -> None:
+    with pytest.raises(helm_python.HelmValuesError, match="/adminAuth/token"):
+        chart.render({"adminAuth": {"enabled": True}}, name=RELEASE, namespace=NAMESPACE)
+    with pytest.raises(
+        helm_python.HelmRenderError, match=r"adminAuth\.token \(or adminAuth\.existingSecret\) is required"
+    ):
+        schemaless_chart(tmp_path).render({"adminAuth": {"enabled": True}}, name=RELEASE, namespace=NAMESPACE)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        _merge(AUTH, {"adminAuth": {"enabled": True, "token": AUTH["auth"]["token"]}}),
+        {
+            "auth": {"enabled": True, "existingSecret": "tokens"},
+            "adminAuth": {"enabled": True, "existingSecret": "tokens"},
+        },
+    ],
+    ids=["same token", "same secret and key"],
+)
+def test_admin_token_must_not_be_the_callers_token(chart: Any, values: Obj) -> None:
+    with pytest.raises(helm_python.HelmRenderError, match="adminAuth must be a token of its own"):
+        render(chart, values)
+
+
+def test_admin_token_in_another_key_of_the_callers_secret_is_accepted(chart: Any) -> None:
+    values = {
+        "auth": {"enabled": True, "existingSecret": "tokens"},
+        "adminAuth": {"enabled": True, "existingSecret": "tokens", "key": "admin"},
+    }
+    assert volumes_of(render(chart, values).sidecar_workload())["admin-auth"]["secret"]["items"][0]["key"] == "admin"
 
 
 def test_model_bundle_from_a_volume(chart: Any, tmp_path: Path) -> None:
@@ -859,6 +974,11 @@ BAD_VALUES = {
     ),
     "tls without secret": ({"tls": {"enabled": True}}, "/tls/existingSecret"),
     "auth without token": ({"auth": {"enabled": True}}, "/auth/token"),
+    "admin auth without token": ({"adminAuth": {"enabled": True}}, "/adminAuth/token"),
+    "short admin token": ({"adminAuth": {"enabled": True, "token": "short"}}, "/adminAuth/token"),
+    "admin auth enabled as a string": ({"adminAuth": {"enabled": "yes"}}, "/adminAuth/enabled"),
+    "empty admin auth key": ({"adminAuth": {"key": ""}}, "/adminAuth/key"),
+    "misspelt admin auth key": ({"adminAuth": {"existingSecrets": "x"}}, "existingSecrets"),
     "vllm without claim": ({"vllm": {"enabled": True}}, "/vllm/model/pvc/claimName"),
     "volume bundle without volume": ({"model": {"source": "volume"}}, "/model"),
     "root container": ({"securityContext": {"runAsNonRoot": False}}, "/securityContext/runAsNonRoot"),
@@ -1122,6 +1242,8 @@ VALIDATED = {
     "daemonset, learning on a volume": _merge(DAEMONSET, LEARNING_PVC),
     "daemonset, learning off": _merge(DAEMONSET, {"learning": {"enabled": False}}),
     "service, learning on a volume, rules": _merge(LEARNING_PVC, {"rules": RULES}),
+    "daemonset, vllm, auth and admin auth": _merge(_merge(_merge(DAEMONSET, VLLM), AUTH), ADMIN_AUTH),
+    "service, admin auth from an existing secret": {"adminAuth": {"enabled": True, "existingSecret": "ops-token"}},
 }
 
 

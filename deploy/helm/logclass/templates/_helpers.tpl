@@ -66,6 +66,13 @@ and never a subPath one, and the sidecar's file watch rereads what kubelet wrote
 {{- .Values.auth.existingSecret | default (printf "%s-auth" (include "logclass.fullname" .)) }}
 {{- end }}
 
+{{- define "logclass.adminAuthSecret" -}}
+{{- .Values.adminAuth.existingSecret | default (printf "%s-admin-auth" (include "logclass.fullname" .)) }}
+{{- end }}
+
+{{/* The Admin service's token file: its own folder, so it is never in the callers' token's mount. */}}
+{{- define "logclass.adminAuthDir" -}}/etc/logclass/admin-auth{{- end }}
+
 {{/* The OpenAI-compatible URL the sidecar calls: the chart's vLLM Service, else llm.url. */}}
 {{- define "logclass.llmUrl" -}}
 {{- if .Values.vllm.enabled -}}
@@ -95,6 +102,9 @@ rest is here.
 {{- $_ := set $server "reload" (dict "watch_interval_s" $interval) }}
 {{- if .Values.auth.enabled }}
 {{- $_ := set $server "auth" (dict "token_file" "/etc/logclass/auth/token") }}
+{{- end }}
+{{- if .Values.adminAuth.enabled }}
+{{- $_ := set $server "admin_auth" (dict "token_file" (printf "%s/token" (include "logclass.adminAuthDir" .))) }}
 {{- end }}
 {{- if .Values.tls.enabled }}
 {{- $tls := dict "cert_file" "/etc/logclass/tls/tls.crt" "key_file" "/etc/logclass/tls/tls.key" }}
@@ -239,6 +249,9 @@ would leave the change unapplied (the sidecar refuses it, restart_required) unti
     {{- if .Values.auth.enabled }}
     - {name: auth, mountPath: /etc/logclass/auth, readOnly: true}
     {{- end }}
+    {{- if .Values.adminAuth.enabled }}
+    - {name: admin-auth, mountPath: {{ include "logclass.adminAuthDir" . }}, readOnly: true}
+    {{- end }}
     {{- if .Values.tls.enabled }}
     - {name: tls, mountPath: /etc/logclass/tls, readOnly: true}
     {{- end }}
@@ -279,6 +292,12 @@ would leave the change unapplied (the sidecar refuses it, restart_required) unti
   secret:
     secretName: {{ include "logclass.authSecret" . }}
     items: [{key: {{ .Values.auth.key }}, path: token}]
+{{- end }}
+{{- if .Values.adminAuth.enabled }}
+- name: admin-auth
+  secret:
+    secretName: {{ include "logclass.adminAuthSecret" . }}
+    items: [{key: {{ .Values.adminAuth.key }}, path: token}]
 {{- end }}
 {{- if .Values.tls.enabled }}
 - name: tls
