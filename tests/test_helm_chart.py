@@ -727,6 +727,13 @@ def test_no_admin_token_no_admin_service(chart: Any, tmp_path: Path) -> None:
     assert not any("admin" in path for path in mounts_of(release.container()))
 
 
+def test_notes_say_how_to_call_the_admin_service_only_when_it_is_served(chart: Any) -> None:
+    notes = render(chart, _merge(ADMIN_AUTH, {"adminAuth": {"key": "admin"}})).notes
+    assert f"get secret {ADMIN_SECRET} -o jsonpath='{{.data.admin}}'" in notes
+    assert "logclass.v1.Admin/Reload" in notes
+    assert "logclass.v1.Admin" not in render(chart, AUTH).notes
+
+
 def schemaless_chart(tmp_path: Path) -> Any:
     """The chart as `helm install --skip-schema-validation` sees it: the templates' own guards."""
     copy = tmp_path / "logclass"
