@@ -18,6 +18,8 @@ from logclass.config.settings import LlmBackendName, Settings
 from logclass.errors import LogclassError
 
 EXIT_USAGE = 2
+# `logclass distill` trained a bundle that scored lower than the current one and wrote nothing.
+EXIT_REFUSED = 1
 
 
 class CliError(LogclassError):
@@ -113,6 +115,40 @@ def cmd_train(args: argparse.Namespace) -> int:
         ood_quantile=args.ood_quantile,
     )
     train(args.data, args.out, settings, options, progress=not args.no_progress)
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from logclass.training.distill import DistillOptions, DistillRefused, distill
+    from logclass.training.train import TrainOptions
+
+    settings = _load_settings(args)
+    options = DistillOptions(
+        train=TrainOptions(
+            test_size=args.holdout_size,
+            random_state=args.random_state,
+            folds=args.folds,
+            split=args.split,
+            features=args.features,
+            name=args.name,
+            labels_file=args.labels,
+        ),
+        tolerance=args.tolerance,
+    )
+    try:
+        report = distill(
+            args.data, args.teacher, args.model, args.out, settings, options, progress=not args.no_progress
+        )
+    except DistillRefused as exc:
+        print(f"logclass distill: {exc}", file=sys.stderr)
+        if args.json:
+            Path(args.json).write_text(json.dumps(exc.report, indent=2) + "\n", encoding="utf-8")
+        return EXIT_REFUSED
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(
+        f"accepted: macro-F1 {report['current']['macro_f1']:.4f} -> {report['new']['macro_f1']:.4f}; wrote {args.out}"
+    )
     return 0
 
 
@@ -314,6 +350,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     _common(p, model=False)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "distill",
+        help="retrain with an LLM teacher file; write the new bundle only if hold-out macro-F1 did not drop",
+    )
+    p.add_argument("--data", type=Path, required=True, help="the original labelled CSV")
+    p.add_argument(
+        "--teacher", type=Path, action="append", required=True, metavar="JSONL", help="LLM teacher file; repeatable"
+    )
+    p.add_argument("--model", type=Path, required=True, help="the current bundle, scored on the same hold-out")
+    p.add_argument("--out", type=Path, required=True, help="new bundle directory (must not exist)")
+    p.add_argument("--name", help="bundle name (default: the directory name)")
+    p.add_argument("--labels", type=Path, metavar="YAML", help="labels.yaml, as for train")
+    p.add_argument(
+        "--holdout-size", type=float, default=0.2, help="share of the CSV held out for the comparison (default 0.2)"
+    )
+    p.add_argument("--random-state", type=int, default=42, help="seed of the hold-out split and the folds")
+    p.add_argument("--split", choices=["stratified", "random"], default="stratified")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--features", choices=["auto", "embedding", "lexical", "both"], default="auto")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.0,
+        help="macro-F1 the new bundle may lose and still be written (default 0: it must not drop)",
+    )
+    p.add_argument("--json", type=Path, help="also write the comparison as JSON (written when refused too)")
+    p.add_argument("--no-progress", action="store_true")
+    _common(p, model=False)
+    p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("evaluate", help="end-to-end and per-tier report on a labelled CSV")
     p.add_argument("data", type=Path, help="CSV with source, log_message, target_label")

@@ -1,0 +1,132 @@
+"""`logclass distill`: keeps a new bundle only if hold-out macro-F1 did not drop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from logclass import cli, config
+from logclass.core.bundle import load_bundle
+from logclass.training.dataset import DatasetError, LabelledRow, load_labelled_csv
+from logclass.training.distill import REPORT, DistillError, DistillOptions, DistillRefused, distill
+from logclass.training.splits import holdout_split
+from logclass.training.train import TrainOptions, train
+from tests.conftest import NO_LLM
+from tests.test_train import _subset, _write_csv
+
+# Lexical features: no encoder, so each training takes seconds.
+OPTIONS = TrainOptions(test_size=0.3, random_state=7, folds=3, features="lexical")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[LabelledRow], list[LabelledRow]]:
+    """The original CSV, the current bundle (trained with the same hold-out), its training and hold-out rows."""
+    root = tmp_path_factory.mktemp("distill")
+    data = _write_csv(root / "small.csv", _subset(15, {}))
+    cfg = config.load(environ=NO_LLM)
+    train(data, root / "current", cfg, OPTIONS, progress=False)
+    rows = load_labelled_csv(data)
+    train_idx, test_idx = holdout_split([r.label for r in rows], OPTIONS.test_size, OPTIONS.random_state)
+    return data, root / "current", [rows[i] for i in train_idx], [rows[i] for i in test_idx]
+
+
+def _teacher(path: Path, rows: list[tuple[str, str, str]]) -> Path:
+    lines = [json.dumps({"source": s, "example": m, "label": lab, "model": "test"}) for s, m, lab in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _options(tolerance: float = 0.0) -> DistillOptions:
+    return DistillOptions(train=TrainOptions(**{**OPTIONS.__dict__}), tolerance=tolerance)
+
+
+def test_distill_accepts_a_teacher_file_that_does_not_hurt(
+    tmp_path: Path, cfg: config.Settings, setup: tuple[Path, Path, list[LabelledRow], list[LabelledRow]]
+) -> None:
+    data, current, train_rows, held = setup
+    # The LLM agreeing with the human labels of the training side: the same rows again.
+    teacher = _teacher(tmp_path / "teacher.jsonl", [(r.source, r.message, r.label) for r in train_rows[:20]])
+    report = distill(data, [teacher], current, tmp_path / "new", cfg, _options(), progress=False)
+    assert report["accepted"] and report["new"]["macro_f1"] >= report["current"]["macro_f1"]
+    new = load_bundle(tmp_path / "new")
+    assert new.manifest["training"]["extra_files"] == {"teacher.jsonl": report["teacher_files"]["teacher.jsonl"]}
+    saved = json.loads((tmp_path / "new" / REPORT).read_text())
+    assert saved["holdout"] == {
+        "rows": report["holdout"]["rows"],
+        "split": "stratified",
+        "test_size": 0.3,
+        "random_state": 7,
+        # Exact duplicates of training rows (the seed has some) count as seen by the current bundle.
+        "rows_in_current_training": sum(1 for r in held if r in set(train_rows)),
+    }
+    assert not list(tmp_path.glob(".new.distill-tmp"))
+
+
+def _wrong_teacher(path: Path, held: list[LabelledRow]) -> Path:
+    """Many rows of each hold-out template with another label: the new memory learns them wrong."""
+    labels = sorted({r.label for r in held})
+    wrong = []
+    for row in held:
+        other = labels[(labels.index(row.label) + 1) % len(labels)]
+        wrong += [(row.source, row.message, other)] * 30
+    return _teacher(path, wrong)
+
+
+def test_distill_refuses_a_worse_bundle_and_writes_nothing(
+    tmp_path: Path, cfg: config.Settings, setup: tuple[Path, Path, list[LabelledRow], list[LabelledRow]]
+) -> None:
+    data, current, _, held = setup
+    teacher = _wrong_teacher(tmp_path / "wrong.jsonl", held)
+    with pytest.raises(DistillRefused, match=r"refused: the new bundle is worse; hold-out macro-F1: current") as info:
+        distill(data, [teacher], current, tmp_path / "new", cfg, _options(), progress=False)
+    report = info.value.report
+    assert not report["accepted"] and report["new"]["macro_f1"] < report["current"]["macro_f1"]
+    assert f"{report['current']['macro_f1']:.4f}" in str(info.value)
+    assert f"{report['new']['macro_f1']:.4f}" in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wrong.jsonl"]  # no bundle, no staging left
+
+    # The CLI: exit 1, both scores on stderr, the comparison as JSON, still no bundle.
+    out = tmp_path / "cli-new"
+    code = cli.main(
+        [
+            "distill",
+            *("--data", str(data), "--teacher", str(teacher), "--model", str(current), "--out", str(out)),
+            *("--holdout-size", "0.3", "--random-state", "7", "--folds", "3", "--features", "lexical"),
+            *("--json", str(tmp_path / "cmp.json"), "--no-progress"),
+        ]
+    )
+    assert code == cli.EXIT_REFUSED and not out.exists()
+    assert json.loads((tmp_path / "cmp.json").read_text())["accepted"] is False
+
+    # A tolerance wider than the drop lets the same bundle through.
+    drop = report["current"]["macro_f1"] - report["new"]["macro_f1"]
+    accepted = distill(data, [teacher], current, tmp_path / "tolerated", cfg, _options(drop + 0.01), progress=False)
+    assert accepted["accepted"] and (tmp_path / "tolerated" / REPORT).is_file()
+
+
+def test_distill_input_errors_are_clear(
+    tmp_path: Path, cfg: config.Settings, setup: tuple[Path, Path, list[LabelledRow], list[LabelledRow]]
+) -> None:
+    data, current, train_rows, _ = setup
+    good = _teacher(tmp_path / "t.jsonl", [(r.source, r.message, r.label) for r in train_rows[:3]])
+    out = tmp_path / "new"
+    with pytest.raises(DistillError, match="--teacher is required"):
+        distill(data, [], current, out, cfg, _options(), progress=False)
+    with pytest.raises(DistillError, match=r"--out .* exists"):
+        distill(data, [good], current, tmp_path, cfg, _options(), progress=False)
+    with pytest.raises(DistillError, match=r"--model .*: not a loadable model bundle"):
+        distill(data, [good], tmp_path, out, cfg, _options(), progress=False)
+    with pytest.raises(DistillError, match=r"--data .*: no such file"):
+        distill(tmp_path / "none.csv", [good], current, out, cfg, _options(), progress=False)
+    no_holdout = DistillOptions(train=TrainOptions(test_size=0.0))
+    with pytest.raises(DistillError, match=r"--holdout-size must be in \(0, 1\)"):
+        distill(data, [good], current, out, cfg, no_holdout, progress=False)
+    with pytest.raises(DistillError, match=r"--tolerance must be in \[0, 1\)"):
+        distill(data, [good], current, out, cfg, _options(-0.1), progress=False)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"source": "a", "example": "b", "label": "c"}\nnot json\n', encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"bad.jsonl:2: not a teacher entry"):
+        distill(data, [bad], current, out, cfg, _options(), progress=False)
+    assert not out.exists()

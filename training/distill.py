@@ -1,0 +1,199 @@
+"""`logclass distill`: retrain with the LLM teacher file, keep the new bundle only if it is no worse.
+
+1. The original CSV is split once (``holdout_split`` with the recorded test size, seed and split
+   kind); the same split `logclass train` makes, so the new bundle's training side leaves the
+   hold-out out.
+2. A new bundle is trained by ``train`` on the training side plus the teacher rows (``--extra``),
+   into a staging directory beside ``out``.
+3. The current and the new bundle classify the same hold-out rows end to end through the
+   pipeline's bundle tiers (regex, memory, embedding; the LLM tier is left out, so the comparison
+   is of the bundles and costs no model calls), scored by macro-F1 (``evaluate.metrics``).
+4. The staging directory becomes ``out`` only if new >= current - tolerance; else it is removed
+   and ``DistillRefused`` names both scores.
+
+Caveat: rows of the hold-out the current bundle was trained on (it may come from a plain
+`logclass train` with no hold-out) inflate its score; they are counted and reported, and make the
+comparison stricter, never looser.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from logclass.config.settings import Settings
+from logclass.core.bundle import BundleError, ModelBundle, load_bundle, sha256_file
+from logclass.encoders import Encoder
+from logclass.engine.blocking import BlockingEngine
+from logclass.engine.pipeline import build_engine, unbounded_lanes
+from logclass.errors import LogclassError
+from logclass.training.dataset import LabelledRow, load_labelled_csv, load_teacher_jsonl, row_hashes
+from logclass.training.evaluate import classify_rows, metrics
+from logclass.training.splits import holdout_split
+from logclass.training.train import TrainOptions, log, train
+
+REPORT = "distill.json"
+# Tiers the comparison runs: those a bundle drives. The LLM tier is left out on purpose.
+BUNDLE_TIERS = ("regex", "memory", "embedding")
+
+
+class DistillError(LogclassError):
+    pass
+
+
+class DistillRefused(LogclassError):
+    """The new bundle scored lower than the current one on the hold-out; nothing was written."""
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class DistillOptions:
+    # Training options; test_size is the share of the original CSV held out for the comparison.
+    train: TrainOptions = field(default_factory=lambda: TrainOptions(test_size=0.2))
+    # How far macro-F1 may drop and the new bundle still be kept (0: it must not drop at all).
+    tolerance: float = 0.0
+
+
+def _check(data: Path, teachers: Sequence[Path], model: Path, out: Path, options: DistillOptions) -> None:
+    if not teachers:
+        raise DistillError("--teacher is required: the LLM teacher file (llm.teacher_file) to distill from")
+    if not 0 < options.train.test_size < 1:
+        raise DistillError(
+            f"--holdout-size must be in (0, 1), not {options.train.test_size}: the comparison needs a hold-out"
+        )
+    if not 0 <= options.tolerance < 1:
+        raise DistillError(f"--tolerance must be in [0, 1), not {options.tolerance}")
+    if list(options.train.extra):
+        raise DistillError("pass teacher files as --teacher, not as training extras")
+    if out.exists():
+        raise DistillError(f"--out {out} exists: distill writes a new bundle directory and never overwrites one")
+    if out.resolve() == model.resolve():
+        raise DistillError("--out must differ from --model")
+    if not data.is_file():
+        raise DistillError(f"--data {data}: no such file")
+
+
+def _load_current(model: Path) -> ModelBundle:
+    try:
+        return load_bundle(model)
+    except BundleError as exc:
+        raise DistillError(f"--model {model}: not a loadable model bundle ({exc})") from exc
+    except OSError as exc:
+        raise DistillError(f"--model {model}: cannot read the bundle ({exc})") from exc
+
+
+def _bundle_settings(settings: Settings) -> Settings:
+    tiers = tuple(t for t in settings.router.tiers if t in BUNDLE_TIERS)
+    if not tiers:
+        raise DistillError(f"router.tiers {list(settings.router.tiers)} has no bundle tier to compare")
+    router = dataclasses.replace(settings.router, tiers=tiers)
+    return unbounded_lanes(dataclasses.replace(settings, router=router))
+
+
+def score(
+    bundle: ModelBundle, rows: Sequence[LabelledRow], settings: Settings, encoder: Encoder | None, progress: bool
+) -> dict[str, Any]:
+    """End-to-end metrics of ``bundle`` on ``rows`` through the bundle tiers of ``settings``."""
+    engine = BlockingEngine(build_engine(_bundle_settings(settings), bundle=bundle, encoder=encoder))
+    try:
+        decisions = classify_rows(engine, rows, progress=progress)
+    finally:
+        engine.close()
+    return metrics([r.label for r in rows], [d.label for d in decisions])
+
+
+def distill(
+    data: str | Path,
+    teachers: Sequence[str | Path],
+    model: str | Path,
+    out: str | Path,
+    settings: Settings,
+    options: DistillOptions | None = None,
+    encoder: Encoder | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The comparison report; the new bundle is at ``out`` when it returns. Raises DistillRefused
+    (nothing written) when the new bundle's hold-out macro-F1 is lower than tolerance allows."""
+    options = options or DistillOptions()
+    data, model, out = Path(data), Path(model), Path(out)
+    teacher_paths = [Path(t) for t in teachers]
+    _check(data, teacher_paths, model, out, options)
+    current = _load_current(model)
+    for path in teacher_paths:
+        load_teacher_jsonl(path)  # a bad teacher file fails here, before any training
+    topts = options.train
+    rows = load_labelled_csv(data)
+    _, test_idx = holdout_split(
+        [r.label for r in rows], topts.test_size, topts.random_state, topts.split == "stratified"
+    )
+    held = [rows[i] for i in test_idx]
+    if not held:
+        raise DistillError(f"{data}: the hold-out ({topts.test_size:g} of {len(rows)} rows) is empty; add rows")
+    seen = set(current.training_rows().tolist())
+    leaked = sum(1 for h in row_hashes(held).tolist() if h in seen)
+    log(
+        f"distill: hold-out {len(held)} of {len(rows)} rows of {data} "
+        f"({topts.split}, test size {topts.test_size:g}, seed {topts.random_state})"
+    )
+    if leaked:
+        log(f"warning: {leaked} hold-out rows are in {current.version}'s training rows: its score is inflated")
+
+    staging = out.parent / f".{out.name}.distill-tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    log(f"distill: training the new bundle on the training side + {', '.join(map(str, teacher_paths))}")
+    try:
+        new = train(
+            data,
+            staging,
+            settings,
+            dataclasses.replace(topts, extra=teacher_paths, name=topts.name or out.name),
+            encoder=encoder,
+            progress=progress,
+        )
+        log(f"distill: scoring the current bundle {current.version} on the hold-out")
+        old_metrics = score(current, held, settings, encoder, progress)
+        log(f"distill: scoring the new bundle {new.version} on the hold-out")
+        new_metrics = score(new, held, settings, encoder, progress)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old_f1, new_f1 = old_metrics["macro_f1"], new_metrics["macro_f1"]
+    accepted = new_f1 >= old_f1 - options.tolerance
+    report: dict[str, Any] = {
+        "data": data.name,
+        "data_sha256": sha256_file(data),
+        "teacher_files": {p.name: sha256_file(p) for p in teacher_paths},
+        "holdout": {
+            "rows": len(held),
+            "split": topts.split,
+            "test_size": topts.test_size,
+            "random_state": topts.random_state,
+            "rows_in_current_training": leaked,
+        },
+        "tiers": list(_bundle_settings(settings).router.tiers),
+        "tolerance": options.tolerance,
+        "current": {"version": current.version, "path": str(model), **old_metrics},
+        "new": {"version": new.version, **new_metrics},
+        "accepted": accepted,
+    }
+    comparison = (
+        f"hold-out macro-F1: current {current.version} {old_f1:.4f}, new {new_f1:.4f} "
+        f"(accuracy {old_metrics['accuracy']:.4f} -> {new_metrics['accuracy']:.4f}; tolerance {options.tolerance:g})"
+    )
+    log(f"distill: {comparison}")
+    if not accepted:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DistillRefused(f"refused: the new bundle is worse; {comparison}; nothing written to {out}", report)
+    # Beside the manifest, outside its file list: the bundle loads and verifies as train wrote it.
+    (staging / REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    staging.rename(out)
+    log(f"distill: accepted; wrote {out} ({new.version})")
+    return report
