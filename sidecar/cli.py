@@ -119,19 +119,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from logclass.training.distill import DistillOptions, DistillRefused, distill
+    from logclass.training.distill import DEFAULT_HOLDOUT, DistillOptions, DistillRefused, Holdout, distill
     from logclass.training.train import TrainOptions
 
     settings = _load_settings(args)
     options = DistillOptions(
-        train=TrainOptions(
-            test_size=args.holdout_size,
-            random_state=args.random_state,
-            folds=args.folds,
-            split=args.split,
-            features=args.features,
-            name=args.name,
-            labels_file=args.labels,
+        train=TrainOptions(folds=args.folds, features=args.features, name=args.name, labels_file=args.labels),
+        holdout=None
+        if args.holdout_size is None and args.random_state is None and args.split is None
+        else Holdout(
+            DEFAULT_HOLDOUT.test_size if args.holdout_size is None else args.holdout_size,
+            DEFAULT_HOLDOUT.random_state if args.random_state is None else args.random_state,
+            args.split or DEFAULT_HOLDOUT.split,
         ),
         tolerance=args.tolerance,
     )
@@ -363,11 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="new bundle directory (must not exist)")
     p.add_argument("--name", help="bundle name (default: the directory name)")
     p.add_argument("--labels", type=Path, metavar="YAML", help="labels.yaml, as for train")
-    p.add_argument(
-        "--holdout-size", type=float, default=0.2, help="share of the CSV held out for the comparison (default 0.2)"
+    g = p.add_argument_group(
+        "hold-out (default: the split the --model bundle's manifest records for the same CSV, else 0.2, seed 42)"
     )
-    p.add_argument("--random-state", type=int, default=42, help="seed of the hold-out split and the folds")
-    p.add_argument("--split", choices=["stratified", "random"], default="stratified")
+    g.add_argument("--holdout-size", type=float, help="share of the CSV held out for the comparison")
+    g.add_argument("--random-state", type=int, help="seed of the hold-out split and the folds")
+    g.add_argument("--split", choices=["stratified", "random"])
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--features", choices=["auto", "embedding", "lexical", "both"], default="auto")
     p.add_argument(

@@ -10,7 +10,7 @@ import pytest
 from logclass import cli, config
 from logclass.core.bundle import load_bundle
 from logclass.training.dataset import DatasetError, LabelledRow, load_labelled_csv
-from logclass.training.distill import REPORT, DistillError, DistillOptions, DistillRefused, distill
+from logclass.training.distill import REPORT, DistillError, DistillOptions, DistillRefused, Holdout, distill
 from logclass.training.splits import holdout_split
 from logclass.training.train import TrainOptions, train
 from tests.conftest import NO_LLM
@@ -18,6 +18,7 @@ from tests.test_train import _subset, _write_csv
 
 # Lexical features: no encoder, so each training takes seconds.
 OPTIONS = TrainOptions(test_size=0.3, random_state=7, folds=3, features="lexical")
+HOLDOUT = Holdout(OPTIONS.test_size, OPTIONS.random_state)
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +39,8 @@ def _teacher(path: Path, rows: list[tuple[str, str, str]]) -> Path:
     return path
 
 
-def _options(tolerance: float = 0.0) -> DistillOptions:
-    return DistillOptions(train=TrainOptions(**{**OPTIONS.__dict__}), tolerance=tolerance)
+def _options(tolerance: float = 0.0, holdout: Holdout | None = HOLDOUT) -> DistillOptions:
+    return DistillOptions(train=TrainOptions(folds=3, features="lexical"), holdout=holdout, tolerance=tolerance)
 
 
 def test_distill_accepts_a_teacher_file_that_does_not_hurt(
@@ -48,11 +49,13 @@ def test_distill_accepts_a_teacher_file_that_does_not_hurt(
     data, current, train_rows, held = setup
     # The LLM agreeing with the human labels of the training side: the same rows again.
     teacher = _teacher(tmp_path / "teacher.jsonl", [(r.source, r.message, r.label) for r in train_rows[:20]])
-    report = distill(data, [teacher], current, tmp_path / "new", cfg, _options(), progress=False)
+    # No hold-out given: the split the current bundle's manifest records for this CSV.
+    report = distill(data, [teacher], current, tmp_path / "new", cfg, _options(holdout=None), progress=False)
     assert report["accepted"] and report["new"]["macro_f1"] >= report["current"]["macro_f1"]
     new = load_bundle(tmp_path / "new")
     assert new.manifest["training"]["extra_files"] == {"teacher.jsonl": report["teacher_files"]["teacher.jsonl"]}
     saved = json.loads((tmp_path / "new" / REPORT).read_text())
+    messages = {(r.source, r.message) for r in held}
     assert saved["holdout"] == {
         "rows": report["holdout"]["rows"],
         "split": "stratified",
@@ -60,6 +63,9 @@ def test_distill_accepts_a_teacher_file_that_does_not_hurt(
         "random_state": 7,
         # Exact duplicates of training rows (the seed has some) count as seen by the current bundle.
         "rows_in_current_training": sum(1 for r in held if r in set(train_rows)),
+        "teacher_rows_in_holdout": sum(1 for r in train_rows[:20] if (r.source, r.message) in messages),
+        "rows_scored": len(held),
+        "sources_not_scored": [],
     }
     assert not list(tmp_path.glob(".new.distill-tmp"))
 
@@ -120,7 +126,7 @@ def test_distill_input_errors_are_clear(
         distill(data, [good], tmp_path, out, cfg, _options(), progress=False)
     with pytest.raises(DistillError, match=r"--data .*: no such file"):
         distill(tmp_path / "none.csv", [good], current, out, cfg, _options(), progress=False)
-    no_holdout = DistillOptions(train=TrainOptions(test_size=0.0))
+    no_holdout = _options(holdout=Holdout(0.0, 1))
     with pytest.raises(DistillError, match=r"--holdout-size must be in \(0, 1\)"):
         distill(data, [good], current, out, cfg, no_holdout, progress=False)
     with pytest.raises(DistillError, match=r"--tolerance must be in \[0, 1\)"):

@@ -1,13 +1,16 @@
 """`logclass distill`: retrain with the LLM teacher file, keep the new bundle only if it is no worse.
 
-1. The original CSV is split once (``holdout_split`` with the recorded test size, seed and split
-   kind); the same split `logclass train` makes, so the new bundle's training side leaves the
-   hold-out out.
+1. The original CSV is split once by ``holdout_split``: by default with the test size, seed and
+   split kind the current bundle's manifest records for the same CSV (so neither bundle was
+   fitted on the hold-out), else as given. It is the split `logclass train` makes with those
+   options, so the new bundle's training side leaves the hold-out out.
 2. A new bundle is trained by ``train`` on the training side plus the teacher rows (``--extra``),
    into a staging directory beside ``out``.
 3. The current and the new bundle classify the same hold-out rows end to end through the
    pipeline's bundle tiers (regex, memory, embedding; the LLM tier is left out, so the comparison
-   is of the bundles and costs no model calls), scored by macro-F1 (``evaluate.metrics``).
+   is of the bundles and costs no model calls), scored by macro-F1 (``evaluate.metrics``). Rows of
+   sources routed straight to the LLM (the seed's LegacyCRM) are not scored: no bundle answers
+   them, and as fallbacks they would only pull both macro-F1s down.
 4. The staging directory becomes ``out`` only if new >= current - tolerance; else it is removed
    and ``DistillRefused`` names both scores.
 
@@ -24,13 +27,13 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from logclass.config.settings import Settings
+from logclass.config.settings import Settings, TierName
 from logclass.core.bundle import BundleError, ModelBundle, load_bundle, sha256_file
 from logclass.encoders import Encoder
 from logclass.engine.blocking import BlockingEngine
-from logclass.engine.pipeline import build_engine, unbounded_lanes
+from logclass.engine.pipeline import build_engine, source_routes, unbounded_lanes
 from logclass.errors import LogclassError
 from logclass.training.dataset import LabelledRow, load_labelled_csv, load_teacher_jsonl, row_hashes
 from logclass.training.evaluate import classify_rows, metrics
@@ -39,7 +42,7 @@ from logclass.training.train import TrainOptions, log, train
 
 REPORT = "distill.json"
 # Tiers the comparison runs: those a bundle drives. The LLM tier is left out on purpose.
-BUNDLE_TIERS = ("regex", "memory", "embedding")
+BUNDLE_TIERS: tuple[TierName, ...] = ("regex", "memory", "embedding")
 
 
 class DistillError(LogclassError):
@@ -54,21 +57,55 @@ class DistillRefused(LogclassError):
         self.report = report
 
 
+@dataclass(frozen=True)
+class Holdout:
+    """The split of the original CSV whose test side both bundles are scored on."""
+
+    test_size: float
+    random_state: int
+    split: str = "stratified"
+
+
+# Used when the current bundle records no split of the same CSV.
+DEFAULT_HOLDOUT = Holdout(test_size=0.2, random_state=42)
+
+
 @dataclass
 class DistillOptions:
-    # Training options; test_size is the share of the original CSV held out for the comparison.
-    train: TrainOptions = field(default_factory=lambda: TrainOptions(test_size=0.2))
+    # Everything else `train` takes (features, folds, labels file, ...); its test_size,
+    # random_state and split are replaced by the hold-out's.
+    train: TrainOptions = field(default_factory=TrainOptions)
+    # None: the split the current bundle was trained with when it was trained on this CSV (so its
+    # hold-out is unseen by both bundles), else DEFAULT_HOLDOUT.
+    holdout: Holdout | None = None
     # How far macro-F1 may drop and the new bundle still be kept (0: it must not drop at all).
     tolerance: float = 0.0
+
+
+def resolve_holdout(current: ModelBundle, data: Path, options: DistillOptions) -> Holdout:
+    if options.holdout is not None:
+        return options.holdout
+    training = current.manifest.get("training") or {}
+    split = training.get("split") or {}
+    if training.get("data_sha256") == sha256_file(data) and split.get("test_size", 0) > 0:
+        log(f"distill: the hold-out {current.version} was trained without (its manifest's split of {data.name})")
+        return Holdout(float(split["test_size"]), int(split["random_state"]), str(split.get("kind", "stratified")))
+    log(
+        f"distill: {current.version} records no hold-out of {data.name}; using test size "
+        f"{DEFAULT_HOLDOUT.test_size:g}, seed {DEFAULT_HOLDOUT.random_state} (its score may be inflated)"
+    )
+    return DEFAULT_HOLDOUT
 
 
 def _check(data: Path, teachers: Sequence[Path], model: Path, out: Path, options: DistillOptions) -> None:
     if not teachers:
         raise DistillError("--teacher is required: the LLM teacher file (llm.teacher_file) to distill from")
-    if not 0 < options.train.test_size < 1:
+    if options.holdout is not None and not 0 < options.holdout.test_size < 1:
         raise DistillError(
-            f"--holdout-size must be in (0, 1), not {options.train.test_size}: the comparison needs a hold-out"
+            f"--holdout-size must be in (0, 1), not {options.holdout.test_size}: the comparison needs a hold-out"
         )
+    if options.holdout is not None and options.holdout.split not in ("stratified", "random"):
+        raise DistillError(f"--split must be 'stratified' or 'random', not {options.holdout.split!r}")
     if not 0 <= options.tolerance < 1:
         raise DistillError(f"--tolerance must be in [0, 1), not {options.tolerance}")
     if list(options.train.extra):
@@ -90,11 +127,27 @@ def _load_current(model: Path) -> ModelBundle:
         raise DistillError(f"--model {model}: cannot read the bundle ({exc})") from exc
 
 
-def _bundle_settings(settings: Settings) -> Settings:
+def _bundle_tiers(settings: Settings) -> tuple[TierName, ...]:
     tiers = tuple(t for t in settings.router.tiers if t in BUNDLE_TIERS)
     if not tiers:
         raise DistillError(f"router.tiers {list(settings.router.tiers)} has no bundle tier to compare")
-    router = dataclasses.replace(settings.router, tiers=tiers)
+    return tiers
+
+
+def routed_away(settings: Settings, bundle: ModelBundle) -> set[str]:
+    """Sources ``bundle`` (or the config) sends straight to a tier outside the bundle tiers: their
+    records are the LLM's, whatever the bundle, so they are not scored."""
+    tiers = _bundle_tiers(settings)
+    return {source for source, tier in source_routes(settings, bundle).items() if tier not in tiers}
+
+
+def _scoring_settings(settings: Settings, bundle: ModelBundle) -> Settings:
+    tiers = _bundle_tiers(settings)
+    # Every kept route's tier is one of ``tiers``, so a TierName.
+    kept = cast(
+        dict[str, TierName], {source: tier for source, tier in source_routes(settings, bundle).items() if tier in tiers}
+    )
+    router = dataclasses.replace(settings.router, tiers=tiers, source_routes=kept)
     return unbounded_lanes(dataclasses.replace(settings, router=router))
 
 
@@ -102,7 +155,7 @@ def score(
     bundle: ModelBundle, rows: Sequence[LabelledRow], settings: Settings, encoder: Encoder | None, progress: bool
 ) -> dict[str, Any]:
     """End-to-end metrics of ``bundle`` on ``rows`` through the bundle tiers of ``settings``."""
-    engine = BlockingEngine(build_engine(_bundle_settings(settings), bundle=bundle, encoder=encoder))
+    engine = BlockingEngine(build_engine(_scoring_settings(settings, bundle), bundle=bundle, encoder=encoder))
     try:
         decisions = classify_rows(engine, rows, progress=progress)
     finally:
@@ -127,9 +180,12 @@ def distill(
     teacher_paths = [Path(t) for t in teachers]
     _check(data, teacher_paths, model, out, options)
     current = _load_current(model)
-    for path in teacher_paths:
-        load_teacher_jsonl(path)  # a bad teacher file fails here, before any training
-    topts = options.train
+    # A bad teacher file fails here, before any training.
+    taught = [row for path in teacher_paths for row in load_teacher_jsonl(path)]
+    split = resolve_holdout(current, data, options)
+    topts = dataclasses.replace(
+        options.train, test_size=split.test_size, random_state=split.random_state, split=split.split
+    )
     rows = load_labelled_csv(data)
     _, test_idx = holdout_split(
         [r.label for r in rows], topts.test_size, topts.random_state, topts.split == "stratified"
@@ -145,6 +201,11 @@ def distill(
     )
     if leaked:
         log(f"warning: {leaked} hold-out rows are in {current.version}'s training rows: its score is inflated")
+    held_messages = {(r.source, r.message) for r in held}
+    overlap = sum(1 for r in taught if (r.source, r.message) in held_messages)
+    if overlap:
+        # Kept (train reads the teacher files whole): the new bundle's score is inflated by them.
+        log(f"warning: {overlap} teacher rows are hold-out messages: the new bundle's score is inflated")
 
     staging = out.parent / f".{out.name}.distill-tmp"
     shutil.rmtree(staging, ignore_errors=True)
@@ -158,10 +219,19 @@ def distill(
             encoder=encoder,
             progress=progress,
         )
-        log(f"distill: scoring the current bundle {current.version} on the hold-out")
-        old_metrics = score(current, held, settings, encoder, progress)
-        log(f"distill: scoring the new bundle {new.version} on the hold-out")
-        new_metrics = score(new, held, settings, encoder, progress)
+        away = routed_away(settings, current) | routed_away(settings, new)
+        scored = [r for r in held if r.source not in away]
+        if not scored:
+            raise DistillError(f"every hold-out row's source is routed past the bundle tiers ({sorted(away)})")
+        if away:
+            log(
+                f"distill: {len(held) - len(scored)} hold-out rows of sources routed to the LLM "
+                f"({', '.join(sorted(away))}) are not scored"
+            )
+        log(f"distill: scoring the current bundle {current.version} on {len(scored)} hold-out rows")
+        old_metrics = score(current, scored, settings, encoder, progress)
+        log(f"distill: scoring the new bundle {new.version} on the same rows")
+        new_metrics = score(new, scored, settings, encoder, progress)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -177,8 +247,11 @@ def distill(
             "test_size": topts.test_size,
             "random_state": topts.random_state,
             "rows_in_current_training": leaked,
+            "teacher_rows_in_holdout": overlap,
+            "rows_scored": len(scored),
+            "sources_not_scored": sorted(away),
         },
-        "tiers": list(_bundle_settings(settings).router.tiers),
+        "tiers": list(_bundle_tiers(settings)),
         "tolerance": options.tolerance,
         "current": {"version": current.version, "path": str(model), **old_metrics},
         "new": {"version": new.version, **new_metrics},
