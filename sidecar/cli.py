@@ -122,9 +122,13 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from logclass.training.distill import DEFAULT_HOLDOUT, DistillOptions, DistillRefused, Holdout, distill
     from logclass.training.train import TrainOptions
 
+    if not args.retune and (args.features is not None or args.folds is not None):
+        raise CliError("--features and --folds need --retune: without it distill retrains with the bundle's recipe")
     settings = _load_settings(args)
     options = DistillOptions(
-        train=TrainOptions(folds=args.folds, features=args.features, name=args.name, labels_file=args.labels),
+        train=TrainOptions(
+            folds=args.folds or 5, features=args.features or "auto", name=args.name, labels_file=args.labels
+        ),
         holdout=None
         if args.holdout_size is None and args.random_state is None and args.split is None
         else Holdout(
@@ -133,6 +137,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
             args.split or DEFAULT_HOLDOUT.split,
         ),
         tolerance=args.tolerance,
+        retune=args.retune,
+        link=args.link,
     )
     try:
         report = distill(
@@ -147,6 +153,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(
         f"accepted: macro-F1 {report['current']['macro_f1']:.4f} -> {report['new']['macro_f1']:.4f}; wrote {args.out}"
+        + (f"; {args.link} -> {args.out}" if args.link else "")
     )
     return 0
 
@@ -368,8 +375,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--holdout-size", type=float, help="share of the CSV held out for the comparison")
     g.add_argument("--random-state", type=int, help="seed of the hold-out split and the folds")
     g.add_argument("--split", choices=["stratified", "random"])
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--features", choices=["auto", "embedding", "lexical", "both"], default="auto")
+    p.add_argument(
+        "--retune",
+        action="store_true",
+        help="choose features and C by CV as train does (default: the --model bundle's recorded recipe)",
+    )
+    p.add_argument("--folds", type=int, help="with --retune (default 5)")
+    p.add_argument("--features", choices=["auto", "embedding", "lexical", "both"], help="with --retune (default auto)")
+    p.add_argument(
+        "--link",
+        type=Path,
+        metavar="SYMLINK",
+        help="on acceptance, atomically point this symlink at --out (a sidecar's model.bundle; reload picks it up)",
+    )
     p.add_argument(
         "--tolerance",
         type=float,

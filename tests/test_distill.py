@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -40,7 +41,8 @@ def _teacher(path: Path, rows: list[tuple[str, str, str]]) -> Path:
 
 
 def _options(tolerance: float = 0.0, holdout: Holdout | None = HOLDOUT) -> DistillOptions:
-    return DistillOptions(train=TrainOptions(folds=3, features="lexical"), holdout=holdout, tolerance=tolerance)
+    # No features or folds: distill takes the current bundle's (lexical, 3 folds, its C).
+    return DistillOptions(holdout=holdout, tolerance=tolerance)
 
 
 def test_distill_accepts_a_teacher_file_that_does_not_hurt(
@@ -85,8 +87,13 @@ def test_distill_refuses_a_worse_bundle_and_writes_nothing(
 ) -> None:
     data, current, _, held = setup
     teacher = _wrong_teacher(tmp_path / "wrong.jsonl", held)
+    link = tmp_path / "live"
+    link.symlink_to(current.resolve())
+    options = dataclasses.replace(_options(), link=link)
     with pytest.raises(DistillRefused, match=r"refused: the new bundle is worse; hold-out macro-F1: current") as info:
-        distill(data, [teacher], current, tmp_path / "new", cfg, _options(), progress=False)
+        distill(data, [teacher], current, tmp_path / "new", cfg, options, progress=False)
+    assert link.resolve() == current.resolve()  # a refused bundle is never installed
+    link.unlink()
     report = info.value.report
     assert not report["accepted"] and report["new"]["macro_f1"] < report["current"]["macro_f1"]
     assert f"{report['current']['macro_f1']:.4f}" in str(info.value)
@@ -99,7 +106,7 @@ def test_distill_refuses_a_worse_bundle_and_writes_nothing(
         [
             "distill",
             *("--data", str(data), "--teacher", str(teacher), "--model", str(current), "--out", str(out)),
-            *("--holdout-size", "0.3", "--random-state", "7", "--folds", "3", "--features", "lexical"),
+            *("--holdout-size", "0.3", "--random-state", "7"),
             *("--json", str(tmp_path / "cmp.json"), "--no-progress"),
         ]
     )
@@ -136,3 +143,56 @@ def test_distill_input_errors_are_clear(
     with pytest.raises(DatasetError, match=r"bad.jsonl:2: not a teacher entry"):
         distill(data, [bad], current, out, cfg, _options(), progress=False)
     assert not out.exists()
+
+
+def test_distill_retrains_with_the_current_bundles_recipe(
+    tmp_path: Path, cfg: config.Settings, setup: tuple[Path, Path, list[LabelledRow], list[LabelledRow]]
+) -> None:
+    """Teacher rows that repeat training rows add nothing to learn: with the current bundle's
+    features and C (here a C that CV would not choose) the new bundle scores exactly the same, so
+    the gate at tolerance 0 lets a harmless teacher file through."""
+    data, _, train_rows, _ = setup
+    current = tmp_path / "current"
+    train(data, current, cfg, dataclasses.replace(OPTIONS, cs=(0.01,)), progress=False)
+    teacher = _teacher(tmp_path / "same.jsonl", [(r.source, r.message, r.label) for r in train_rows])
+    report = distill(data, [teacher], current, tmp_path / "new", cfg, _options(), progress=False)
+    training = load_bundle(tmp_path / "new").manifest["training"]
+    assert (training["features"], training["classifier"]["C"], training["folds"]) == ("lexical", 0.01, 3)
+    assert report["recipe"] == {"retuned": False, "features": "lexical", "C": 0.01, "folds": 3}
+    assert report["accepted"] and report["new"]["macro_f1"] == report["current"]["macro_f1"]
+
+    retuned = distill(
+        data,
+        [teacher],
+        current,
+        tmp_path / "retuned",
+        cfg,
+        dataclasses.replace(_options(), retune=True, train=TrainOptions(folds=3, features="lexical")),
+        progress=False,
+    )
+    assert retuned["recipe"]["C"] != 0.01  # CV picks another C: what the recipe keeps from moving
+
+
+def test_distill_link_points_at_the_accepted_bundle(
+    tmp_path: Path, cfg: config.Settings, setup: tuple[Path, Path, list[LabelledRow], list[LabelledRow]]
+) -> None:
+    data, current, train_rows, _ = setup
+    teacher = _teacher(tmp_path / "t.jsonl", [(r.source, r.message, r.label) for r in train_rows[:20]])
+    link = tmp_path / "live"
+    link.symlink_to(current.resolve())
+    code = cli.main(
+        [
+            "distill",
+            *("--data", str(data), "--teacher", str(teacher), "--model", str(link), "--out", str(tmp_path / "v2")),
+            *("--holdout-size", "0.3", "--random-state", "7", "--link", str(link), "--no-progress"),
+        ]
+    )
+    assert code == 0 and link.is_symlink() and link.resolve() == (tmp_path / "v2").resolve()
+    assert load_bundle(link).version == load_bundle(tmp_path / "v2").version
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp link left
+
+    not_a_link = tmp_path / "dir"
+    not_a_link.mkdir()
+    with pytest.raises(DistillError, match=r"--link .* is not a symlink"):
+        distill(data, [teacher], current, tmp_path / "v3", cfg, dataclasses.replace(_options(), link=not_a_link))
+    assert not (tmp_path / "v3").exists()

@@ -341,6 +341,9 @@ def train(
             "memory_templates": len(selection.memory),
             "head_templates": len(selection.items),
             "split": {"kind": options.split, "test_size": options.test_size, "random_state": options.random_state},
+            # With features and C below, the recipe `logclass distill` retrains with.
+            "folds": options.folds,
+            "rule_min_precision": options.rule_min_precision,
             "classifier": {"type": "logistic_regression", "C": chosen.c, "class_weight": "balanced"},
             "features": chosen.kind,
             "cv_macro_f1": {
