@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run test lint model bench bench-server bench-lanes bench-fastlane bench-relay bench-accuracy bench-encoder bench-http bench-reload proto schema browser-deps clean
+.PHONY: install run test lint model bench bench-server bench-lanes bench-fastlane bench-relay bench-accuracy bench-distill bench-encoder bench-http bench-reload proto schema browser-deps clean
 
 # llama-cpp-python has no wheels on PyPI: it is compiled once and the wheel kept in a cache
 # outside the checkout. -march=native makes the wheel specific to this CPU, so the cache is keyed
@@ -107,6 +107,10 @@ bench-relay: $(STAMP)
 ## make bench-accuracy: macro-F1 of logclass against a TF-IDF + logistic-regression baseline on the Loghub samples and the seed split, in the same run
 bench-accuracy: $(STAMP)
 	$(BIN)/python benchmarks/bench_accuracy.py
+
+## make bench-distill: one distill cycle on the Loghub mix (first halves through the embedded LLM with llm.teacher_file, logclass distill with the seed, second halves by the old and the new bundle): the LLM share before and after, in the same run (~20 min on 2 cores)
+bench-distill: $(STAMP)
+	$(BIN)/python benchmarks/bench_distill.py --workdir build/bench-distill --json build/bench-distill.json
 
 ## make bench-encoder: msgs/s of every encoder backend against raw torch fp32, their cosine to it, macro-F1 per backend, and whole-process cold `logclass classify` of 4,000 new templates, in the same run
 bench-encoder: $(STAMP)
