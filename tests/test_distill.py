@@ -196,3 +196,24 @@ def test_distill_link_points_at_the_accepted_bundle(
     with pytest.raises(DistillError, match=r"--link .* is not a symlink"):
         distill(data, [teacher], current, tmp_path / "v3", cfg, dataclasses.replace(_options(), link=not_a_link))
     assert not (tmp_path / "v3").exists()
+
+
+def test_distill_keeps_the_current_out_of_distribution_thresholds(
+    tmp_path: Path, cfg: config.Settings, setup: tuple[Path, Path, list[LabelledRow], list[LabelledRow]]
+) -> None:
+    """Teacher rows unlike anything in the CSV (foreign logs the LLM labelled) must not move the
+    head's out-of-distribution thresholds: at quantile 0 a threshold is the least similar template
+    the head got right, so one far-off row recomputed into it (seed + Loghub teacher rows: 0.545 ->
+    0.165) lets the head answer what it used to leave to the LLM."""
+    data, current, train_rows, _ = setup
+    # Each a training row drowned in words of its own: still nearest its label, but far from it.
+    foreign = [
+        ("Zookeeper", r.message + "".join(f" w{i}q{j}z{'kx' * j}" for j in range(40)), r.label)
+        for i, r in enumerate(train_rows[:12])
+    ]
+    teacher = _teacher(tmp_path / "foreign.jsonl", foreign)
+    distill(data, [teacher], current, tmp_path / "new", cfg, _options(tolerance=0.999), progress=False)
+    old, new = load_bundle(current), load_bundle(tmp_path / "new")
+    kept = dict(zip(new.head.labels, new.prototypes.thresholds.tolist(), strict=True))
+    assert kept == dict(zip(old.head.labels, old.prototypes.thresholds.tolist(), strict=True))
+    assert new.manifest["training"]["ood"]["fixed"] is True

@@ -6,7 +6,8 @@
    options, so the new bundle's training side leaves the hold-out out.
 2. A new bundle is trained by ``train`` on the training side plus the teacher rows (``--extra``),
    into a staging directory beside ``out``, with the current bundle's recorded recipe (features,
-   C, folds, memory and confidence settings from its manifest), so the added rows are the only
+   C, folds, out-of-distribution thresholds, memory and confidence settings from its manifest),
+   so the added rows are the only
    difference: re-choosing features and C by CV moved the seed's hold-out macro-F1 by itself
    (0.9944 -> 0.9938 with a teacher file of correct labels). ``retune`` re-chooses them as
    ``train`` does.
@@ -104,13 +105,21 @@ def recipe(current: ModelBundle, base: TrainOptions) -> TrainOptions:
             f"{current.version}'s manifest records no features or C to retrain with; pass --retune to choose them by CV"
         )
     memory = profile.get("memory") or {}
+    ood = training.get("ood") or {}
     return dataclasses.replace(
         base,
         features=str(kind),
         cs=(float(c),),
         folds=int(training.get("folds", base.folds)),
         rule_min_precision=float(training.get("rule_min_precision", base.rule_min_precision)),
-        ood_quantile=float((training.get("ood") or {}).get("quantile", base.ood_quantile)),
+        ood_quantile=float(ood.get("quantile", base.ood_quantile)),
+        # The current head's out-of-distribution thresholds, not new ones: at quantile 0 the
+        # threshold is the least similar template the head got right, so one far-off teacher row
+        # (a Loghub line among the seed) dropped it from 0.545 to 0.165 and let the head answer
+        # 78 % of the Loghub mix and two seed hold-out rows it had left to the LLM, wrongly.
+        ood_thresholds=dict(
+            zip(current.head.labels, current.prototypes.thresholds.astype(float).tolist(), strict=True)
+        ),
         memory_min_rows=int(memory.get("min_rows", base.memory_min_rows)),
         memory_min_purity=float(memory.get("min_purity", base.memory_min_purity)),
         min_confidence=float(profile.get("min_confidence", base.min_confidence)),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,9 @@ class TrainOptions:
     memory_min_rows: int = 1
     memory_min_purity: float = 0.9
     ood_quantile: float = 0.0
+    # Fixed out-of-distribution thresholds by label instead of the quantile over the folds
+    # (distill keeps the current bundle's: see fixed_thresholds). None: computed.
+    ood_thresholds: Mapping[str, float] | None = None
     rule_min_precision: float = 0.9
     examples_per_label: int = 1
     min_confidence: float = 0.5
@@ -222,6 +225,13 @@ def candidate_features(
     return {kind: combine(kind, embedded, lexical) for kind in kinds}
 
 
+def fixed_thresholds(recorded: Mapping[str, float], labels: Sequence[str]) -> np.ndarray:
+    """``recorded`` per label; a label it lacks gets the strictest recorded one, since no
+    measurement on its own templates says it may be looser."""
+    strictest = max(recorded.values(), default=0.0)
+    return np.array([recorded.get(label, strictest) for label in labels], dtype=np.float32)
+
+
 def fit_head(
     items: dict[tuple[str, str], list[LabelledRow]],
     settings: Settings,
@@ -249,7 +259,11 @@ def fit_head(
     chosen, candidates, oof = head_mod.choose(features, y, folds, options.cs)
     x = features[chosen.kind]
     calibration = head_mod.calibrate(oof, y, head_labels)
-    thresholds = head_mod.ood_thresholds(x, y, folds, oof, head_labels, options.ood_quantile)
+    thresholds = (
+        head_mod.ood_thresholds(x, y, folds, oof, head_labels, options.ood_quantile)
+        if options.ood_thresholds is None
+        else fixed_thresholds(options.ood_thresholds, head_labels)
+    )
     head = head_mod.build_head(head_mod.fit(x, y.tolist(), chosen.c), calibration.temperature)
     log(
         f"      chose {chosen.kind} features, C={chosen.c:g} (CV macro-F1 {chosen.score.mean:.4f}); "
@@ -356,6 +370,7 @@ def train(
             },
             "ood": {
                 "quantile": options.ood_quantile,
+                "fixed": options.ood_thresholds is not None,
                 "thresholds": dict(zip(head.labels, fitted.prototypes.thresholds.round(4).tolist(), strict=True)),
             },
         },
