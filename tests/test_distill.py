@@ -138,6 +138,8 @@ def test_distill_input_errors_are_clear(
         distill(data, [good], current, out, cfg, no_holdout, progress=False)
     with pytest.raises(DistillError, match=r"--tolerance must be in \[0, 1\)"):
         distill(data, [good], current, out, cfg, _options(-0.1), progress=False)
+    args = ["distill", "--data", str(data), "--teacher", str(good), "--model", str(current), "--out", str(out)]
+    assert cli.main([*args, "--features", "lexical"]) == cli.EXIT_USAGE  # the recipe's features, or --retune
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"source": "a", "example": "b", "label": "c"}\nnot json\n', encoding="utf-8")
     with pytest.raises(DatasetError, match=r"bad.jsonl:2: not a teacher entry"):
