@@ -232,6 +232,12 @@ def format_report(result: dict[str, Any]) -> str:
         f"distill: {verdict}; seed hold-out macro-F1 current {d['current']['macro_f1']:.4f}, new "
         f"{d['new']['macro_f1']:.4f} (accuracy {d['current']['accuracy']:.4f} -> {d['new']['accuracy']:.4f}, "
         f"{d['holdout']['rows_scored']} rows, tolerance {d['tolerance']:g}); teacher rows {result['teacher_rows']}",
+        f"hold-out rows changed: {d['changed']['now_wrong']} now wrong, {d['changed']['now_right']} now right, "
+        f"{d['changed']['other']} wrong either way"
+        + "".join(
+            f"\n  {r['source']}: {r['message'][:70]!r} ({r['label']}): {r['current']} -> {r['new']}"
+            for r in d["changed"]["rows"]
+        ),
         f"times: samples {result['seconds']['samples']}s, LLM {result['teach']['seconds']}s, distill "
         f"{d['seconds']}s, measuring {result['seconds']['measure']}s, total {result['seconds']['total']}s",
     ]

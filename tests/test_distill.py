@@ -98,6 +98,11 @@ def test_distill_refuses_a_worse_bundle_and_writes_nothing(
     assert not report["accepted"] and report["new"]["macro_f1"] < report["current"]["macro_f1"]
     assert f"{report['current']['macro_f1']:.4f}" in str(info.value)
     assert f"{report['new']['macro_f1']:.4f}" in str(info.value)
+    changed = report["changed"]
+    assert changed["now_wrong"] > changed["now_right"] and f"{changed['now_wrong']} hold-out rows now wrong" in str(
+        info.value
+    )
+    assert any(row["current"] == row["label"] != row["new"] for row in changed["rows"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["wrong.jsonl"]  # no bundle, no staging left
 
     # The CLI: exit 1, both scores on stderr, the comparison as JSON, still no bundle.
@@ -162,6 +167,7 @@ def test_distill_retrains_with_the_current_bundles_recipe(
     assert (training["features"], training["classifier"]["C"], training["folds"]) == ("lexical", 0.01, 3)
     assert report["recipe"] == {"retuned": False, "features": "lexical", "C": 0.01, "folds": 3}
     assert report["accepted"] and report["new"]["macro_f1"] == report["current"]["macro_f1"]
+    assert report["changed"] == {"now_wrong": 0, "now_right": 0, "other": 0, "rows": []}
 
     retuned = distill(
         data,

@@ -217,16 +217,34 @@ def _scoring_settings(settings: Settings, bundle: ModelBundle) -> Settings:
     return unbounded_lanes(dataclasses.replace(settings, router=router))
 
 
-def score(
+def predict(
     bundle: ModelBundle, rows: Sequence[LabelledRow], settings: Settings, encoder: Encoder | None, progress: bool
-) -> dict[str, Any]:
-    """End-to-end metrics of ``bundle`` on ``rows`` through the bundle tiers of ``settings``."""
+) -> list[str]:
+    """``bundle``'s labels for ``rows``, end to end through the bundle tiers of ``settings``."""
     engine = BlockingEngine(build_engine(_scoring_settings(settings, bundle), bundle=bundle, encoder=encoder))
     try:
-        decisions = classify_rows(engine, rows, progress=progress)
+        return [d.label for d in classify_rows(engine, rows, progress=progress)]
     finally:
         engine.close()
-    return metrics([r.label for r in rows], [d.label for d in decisions])
+
+
+# Hold-out rows the two bundles disagree on, listed in the report (the first ones).
+CHANGED_SHOWN = 10
+
+
+def changed_rows(rows: Sequence[LabelledRow], old: Sequence[str], new: Sequence[str]) -> dict[str, Any]:
+    """The rows behind a macro-F1 difference: one borderline row moving is a different story from
+    many, and the refusal message says which it was."""
+    moved = [(r, a, b) for r, a, b in zip(rows, old, new, strict=True) if a != b]
+    return {
+        "now_wrong": sum(1 for r, a, b in moved if a == r.label),
+        "now_right": sum(1 for r, a, b in moved if b == r.label),
+        "other": sum(1 for r, a, b in moved if r.label not in (a, b)),
+        "rows": [
+            {"source": r.source, "message": r.message, "label": r.label, "current": a, "new": b}
+            for r, a, b in moved[:CHANGED_SHOWN]
+        ],
+    }
 
 
 def distill(
@@ -296,12 +314,15 @@ def distill(
                 f"({', '.join(sorted(away))}) are not scored"
             )
         log(f"distill: scoring the current bundle {current.version} on {len(scored)} hold-out rows")
-        old_metrics = score(current, scored, settings, encoder, progress)
+        old_labels = predict(current, scored, settings, encoder, progress)
         log(f"distill: scoring the new bundle {new.version} on the same rows")
-        new_metrics = score(new, scored, settings, encoder, progress)
+        new_labels = predict(new, scored, settings, encoder, progress)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    gold = [r.label for r in scored]
+    old_metrics, new_metrics = metrics(gold, old_labels), metrics(gold, new_labels)
+    changed = changed_rows(scored, old_labels, new_labels)
     old_f1, new_f1 = old_metrics["macro_f1"], new_metrics["macro_f1"]
     accepted = new_f1 >= old_f1 - options.tolerance
     report: dict[str, Any] = {
@@ -328,11 +349,14 @@ def distill(
         },
         "current": {"version": current.version, "path": str(model), **old_metrics},
         "new": {"version": new.version, **new_metrics},
+        "changed": changed,
         "accepted": accepted,
     }
     comparison = (
         f"hold-out macro-F1: current {current.version} {old_f1:.4f}, new {new_f1:.4f} "
-        f"(accuracy {old_metrics['accuracy']:.4f} -> {new_metrics['accuracy']:.4f}; tolerance {options.tolerance:g})"
+        f"(accuracy {old_metrics['accuracy']:.4f} -> {new_metrics['accuracy']:.4f}; tolerance {options.tolerance:g}); "
+        f"{changed['now_wrong']} hold-out rows now wrong, {changed['now_right']} now right, "
+        f"{changed['other']} wrong either way"
     )
     log(f"distill: {comparison}")
     if not accepted:
