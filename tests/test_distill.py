@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 from pathlib import Path
 
+import grpc
 import pytest
 
 from logclass import cli, config
+from logclass.api.logclass.v1 import classifier_pb2 as pb
+from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
 from logclass.core.bundle import load_bundle
 from logclass.training.dataset import DatasetError, LabelledRow, load_labelled_csv
 from logclass.training.distill import REPORT, DistillError, DistillOptions, DistillRefused, Holdout, distill
 from logclass.training.splits import holdout_split
 from logclass.training.train import TrainOptions, train
-from tests.conftest import NO_LLM
+from tests.conftest import NO_LLM, free_port, start_server, wait_until
 from tests.test_train import _subset, _write_csv
 
 # Lexical features: no encoder, so each training takes seconds.
@@ -225,3 +229,38 @@ def test_distill_keeps_the_current_out_of_distribution_thresholds(
     kept = dict(zip(new.head.labels, new.prototypes.thresholds.tolist(), strict=True))
     assert kept == dict(zip(old.head.labels, old.prototypes.thresholds.tolist(), strict=True))
     assert new.manifest["training"]["ood"]["fixed"] is True
+
+
+def _serving_version(address: str) -> str:
+    with grpc.insecure_channel(address) as channel:
+        info = pb_grpc.LogClassifierStub(channel).GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
+    return str(info.model_version)
+
+
+def test_a_sidecar_on_the_link_serves_the_accepted_bundle_after_a_refused_one(
+    tmp_path: Path, setup: tuple[Path, Path, list[LabelledRow], list[LabelledRow]]
+) -> None:
+    """The install path end to end: `logclass serve` with `model.bundle` the link and the file
+    watch on; a refused distill leaves it serving the current bundle, an accepted one is picked up."""
+    data, current, train_rows, held = setup
+    link = tmp_path / "live"
+    link.symlink_to(current.resolve())
+    address = f"127.0.0.1:{free_port()}"
+    env = {"LOGCLASS_MODEL__BUNDLE": str(link), "LOGCLASS_SERVER__RELOAD__WATCH_INTERVAL_S": "0.2"}
+    proc = start_server(address, env)
+    args = ["distill", "--data", str(data), "--model", str(link), "--link", str(link), "--no-progress"]
+    try:
+        old = _serving_version(address)
+        assert old == load_bundle(current).version
+        wrong = _wrong_teacher(tmp_path / "wrong.jsonl", held)
+        assert cli.main([*args, "--teacher", str(wrong), "--out", str(tmp_path / "bad")]) == cli.EXIT_REFUSED
+        assert link.resolve() == current.resolve()
+        good = _teacher(tmp_path / "good.jsonl", [(r.source, r.message, r.label) for r in train_rows[:20]])
+        assert cli.main([*args, "--teacher", str(good), "--out", str(tmp_path / "v2")]) == 0
+        new = load_bundle(tmp_path / "v2").version
+        assert new != old
+        wait_until(lambda: _serving_version(address) == new, 60, "the sidecar never picked the new bundle up")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
