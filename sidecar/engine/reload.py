@@ -13,6 +13,9 @@ from pathlib import Path
 
 from logclass.tiers.regex import RegexTier, load_rules
 
+# What a reload can re-read, in the order a report lists them (SIGHUP, the watch, Admin.Reload).
+RELOAD_PARTS = ("rules", "config", "bundle")
+
 
 @dataclass(frozen=True, slots=True)
 class BuiltRules:

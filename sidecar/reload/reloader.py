@@ -35,7 +35,7 @@ from logclass.core.learnt import LearntStore
 from logclass.engine.engine import Engine
 from logclass.engine.metrics import Classify, Metrics
 from logclass.engine.pipeline import bundle_path, freeze_heap, load_engine, needs_bundle, rules_file
-from logclass.engine.reload import build_rules, file_sha256
+from logclass.engine.reload import RELOAD_PARTS, build_rules, file_sha256
 from logclass.errors import LogclassError
 from logclass.relay import settings as relay_settings_mod
 from logclass.relay.app import Relay
@@ -44,7 +44,6 @@ from logclass.service.classifier import ClassifierService, build_model_info
 from logclass.tiers.embedding import EmbeddingTier
 
 log = logging.getLogger("logclass.reload")
-PARTS = ("rules", "config", "bundle")
 
 
 class ReloadRefused(LogclassError):
@@ -139,15 +138,17 @@ class Reloader:
 
     async def reload(self, parts: Collection[str] = ()) -> ReloadReport:
         """() = all parts; one reload at a time (a second call waits its turn)."""
-        unknown = sorted(set(parts) - set(PARTS))
+        unknown = sorted(set(parts) - set(RELOAD_PARTS))
         if unknown:
-            raise ReloadRefused(f"unknown reload parts {unknown}: give some of {list(PARTS)}, or none for all")
-        wanted = set(parts) or set(PARTS)
+            raise ReloadRefused(f"unknown reload parts {unknown}: give some of {list(RELOAD_PARTS)}, or none for all")
+        wanted = set(parts) or set(RELOAD_PARTS)
         async with self._lock:
             return await self._reload(wanted)
 
     def _report(self, changed: Sequence[str]) -> ReloadReport:
-        return ReloadReport(tuple(p for p in PARTS if p in changed), self.engine.model_version, self.rules_sha256)
+        return ReloadReport(
+            tuple(p for p in RELOAD_PARTS if p in changed), self.engine.model_version, self.rules_sha256
+        )
 
     async def _reload(self, wanted: set[str]) -> ReloadReport:
         settings = await self._settings() if "config" in wanted else self.settings

@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from logclass.core.decision import Decision, LogRecord
+from logclass.engine.reload import RELOAD_PARTS
 from logclass.errors import LogclassError
 from logclass.service.classifier import ClassifierService, Code
-
-RELOAD_PARTS = ("rules", "config", "bundle")
 
 
 class ReloadOutcome(Protocol):
