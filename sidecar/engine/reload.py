@@ -7,10 +7,10 @@ this is the part the engine layer owns: a new ``RegexTier`` from a file, ready f
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from logclass.core.bundle import MANIFEST, sha256_file
 from logclass.tiers.regex import RegexTier, load_rules
 
 # What a reload can re-read, in the order a report lists them (SIGHUP, the watch, Admin.Reload).
@@ -24,13 +24,22 @@ class BuiltRules:
     count: int
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def content_mark(path: Path) -> tuple[Path, str]:
+    """What a reload compares a file by: its resolved path and the SHA-256 of its content (a
+    bundle directory: of its manifest, which holds every other file's hash), or why it is
+    unreadable. Mtimes are not trusted: kubelet's ``..data`` swap and a flipped bundle symlink
+    keep or reset them unpredictably."""
+    resolved = path.resolve()
+    target = resolved / MANIFEST if resolved.is_dir() else resolved
+    try:
+        return resolved, sha256_file(target)
+    except OSError as exc:
+        return resolved, f"unreadable ({exc.strerror})"
 
 
 def build_rules(path: Path) -> BuiltRules:
     """Raises ``RuleError`` (a rule that does not compile, names it) or ``OSError``. Slow for a
     large file: run it in a worker thread, not on the event loop."""
-    digest = file_sha256(path)
+    digest = sha256_file(path)
     rules = load_rules(path)
     return BuiltRules(RegexTier(rules), digest, len(rules))

@@ -29,13 +29,13 @@ from typing import Any
 
 from logclass.config import live
 from logclass.config.settings import Settings
-from logclass.core.bundle import MANIFEST, ModelBundle
+from logclass.core.bundle import ModelBundle
 from logclass.core.decision import Decision, LogRecord
 from logclass.core.learnt import LearntStore
 from logclass.engine.engine import Engine
 from logclass.engine.metrics import Classify, Metrics
 from logclass.engine.pipeline import bundle_path, freeze_heap, load_engine, needs_bundle, rules_file
-from logclass.engine.reload import RELOAD_PARTS, build_rules, file_sha256
+from logclass.engine.reload import RELOAD_PARTS, build_rules, content_mark
 from logclass.errors import LogclassError
 from logclass.relay import settings as relay_settings_mod
 from logclass.relay.app import Relay
@@ -90,18 +90,12 @@ def bundle_mark(settings: Settings) -> str:
     configured tiers need no bundle)."""
     if not needs_bundle(settings):
         return ""
-    path = bundle_path(settings).resolve()
-    try:
-        return f"{path}@{file_sha256(path / MANIFEST)}"
-    except OSError as exc:
-        return f"{path}@unreadable ({exc.strerror})"
+    resolved, digest = content_mark(bundle_path(settings))
+    return f"{resolved}@{digest}"
 
 
 def _rules_sha256(path: Path) -> str:
-    try:
-        return file_sha256(path)
-    except OSError as exc:
-        return f"unreadable ({exc.strerror})"
+    return content_mark(path)[1]
 
 
 class Reloader:

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from logclass.core.bundle import MANIFEST
+from logclass.engine.reload import content_mark
 from logclass.errors import LogclassError
 
 log = logging.getLogger("logclass.reload")
@@ -26,12 +25,7 @@ Fingerprint = dict[str, tuple[str, str]]  # watched path -> (resolved path, cont
 def fingerprint(paths: Sequence[Path]) -> Fingerprint:
     out = {}
     for path in paths:
-        resolved = path.resolve()
-        target = resolved / MANIFEST if resolved.is_dir() else resolved
-        try:
-            digest = hashlib.sha256(target.read_bytes()).hexdigest()
-        except OSError as exc:
-            digest = f"unreadable ({exc.strerror})"
+        resolved, digest = content_mark(path)
         out[str(path)] = (str(resolved), digest)
     return out
 
