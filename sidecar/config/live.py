@@ -45,7 +45,7 @@ RELAY_TAGGING = (
     "relay.classify_timeout_ms",
 )
 # Below a live prefix but held by the process: the learnt memory is opened once and outlives engines.
-PINNED = ("memory.learnt_file",)
+PINNED = ("memory.learnt_file", "memory.learnt_max_lessons", "memory.learnt_file_max_bytes")
 # Changes here only affect the rules: the narrow swap (a new regex tier) takes them.
 RULES = ("regex",)
 

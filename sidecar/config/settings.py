@@ -92,6 +92,14 @@ class MemorySettings:
         FilePath | None,
         doc("append-only JSONL of learnt templates (LLM answers, corrections); null: in memory only"),
     ]
+    learnt_max_lessons: Annotated[
+        PositiveInt,
+        doc("most learnt templates kept; past it the least recently taught LLM lesson goes (corrections stay)"),
+    ]
+    learnt_file_max_bytes: Annotated[
+        Annotated[int, Json(minimum=65536)],
+        doc("the learnt file is compacted (one line per live lesson) when it grows past this and twice its lessons"),
+    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,17 @@ costs milliseconds and the event loop answers known records in microseconds.
 Rules, applied alike at load and at runtime (so the file replayed gives the same memory):
 the last lesson of a template wins, except that an LLM answer never replaces a human
 correction (an LLM question in flight when the correction arrives must not undo it).
+
+Bounds, because every lesson started as a log line an attacker may have chosen:
+- at most ``memory.learnt_max_lessons`` lessons; past it the least recently taught LLM lesson
+  goes (corrections are an operator's: when only they are left, a new lesson is refused);
+- a line over ``MAX_LINE_BYTES`` is neither written nor read;
+- the file is rewritten with one line per live lesson (compacted) at start when it holds dead
+  lines, and while running whenever it passes ``memory.learnt_file_max_bytes`` and twice the
+  live lines' size;
+- it is read line by line; a bad line anywhere is skipped and counted, and one lesson that cannot
+  be written costs that lesson, not the writer.
+Each is counted in ``dropped`` by reason (``logclass_learnt_dropped_total``).
 """
 
 from __future__ import annotations
@@ -37,6 +48,15 @@ ORIGIN_LLM, ORIGIN_FEEDBACK = "llm", "feedback"
 ORIGINS = (ORIGIN_LLM, ORIGIN_FEEDBACK)
 SETTING = "memory.learnt_file"
 _KEYS = ("source", "template", "example", "label", "confidence", "model", "origin")
+# Every line starts so (``_KEYS`` order): a line glued onto a torn one is found again by it.
+_LINE_START = b'{"source": '
+# A lesson holds a message (limits.max_message_bytes, 64 KiB by default), its source and template:
+# far below this. A longer line is hostile or corrupt; reading it whole would cost its size.
+MAX_LINE_BYTES = 1 << 20
+# Why lessons were lost (logclass_learnt_dropped_total{reason}).
+EVICTED, REFUSED, BAD_LINE, UNWRITABLE = "evicted", "refused", "bad_line", "unwritable"
+DROP_REASONS = (EVICTED, REFUSED, BAD_LINE, UNWRITABLE)
+_LOGGED_BAD_LINES = 5
 
 
 class LearntFileError(LogclassError):
@@ -65,6 +85,16 @@ class Lesson:
         entry["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
         return json.dumps(entry, ensure_ascii=False)
 
+    def to_line(self, when: float) -> bytes:
+        """The file's line. A lone surrogate (bytes the relay kept with surrogateescape) has no
+        UTF-8 form: such a lesson is written with JSON escapes, which read back the same."""
+        try:
+            return (self.to_json(when) + "\n").encode("utf-8")
+        except UnicodeEncodeError:
+            entry: dict[str, object] = {key: getattr(self, key) for key in _KEYS}
+            entry["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+            return (json.dumps(entry, ensure_ascii=True) + "\n").encode("ascii")
+
 
 def _lesson(entry: object) -> Lesson:
     if not isinstance(entry, dict):
@@ -85,25 +115,37 @@ def _lesson(entry: object) -> Lesson:
 
 class LearntStore:
     """``path`` None: in memory only (lost on restart). Mutated and read on the event loop's
-    thread only; the writer thread touches nothing but the file."""
+    thread only; the writer thread touches nothing but the file and its own copy of the live lines."""
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(
+        self, path: str | Path | None = None, *, max_lessons: int = 100_000, max_file_bytes: int = 64 << 20
+    ) -> None:
         self.path = Path(path) if path is not None else None
+        self.max_lessons = max_lessons
+        self.max_file_bytes = max_file_bytes
+        # Insertion order is teaching order: a lesson taught again moves to the end.
         self._lessons: dict[str, Lesson] = {}
         self._verdicts: dict[str, Verdict] = {}
+        self._llm_order: dict[str, None] = {}  # the LLM's lessons, least recently taught first
         # Lessons taken since this process started, by origin (logclass_learnt_total).
         self.counts: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()  # lessons lost, by reason (DROP_REASONS)
         self.loaded = 0
-        # (lesson, when taught): serialised on the writer thread, off the event loop.
-        self._queue: queue.SimpleQueue[tuple[Lesson, float] | None] = queue.SimpleQueue()
-        self._written = 0  # lines the writer has fsynced
+        # ("put", lesson, when) or ("drop", template): done on the writer thread, off the event loop.
+        self._queue: queue.SimpleQueue[tuple[str, Lesson | str, float] | None] = queue.SimpleQueue()
+        self._written = 0  # queue items the writer has finished
         self._enqueued = 0
         self._synced = threading.Condition()
         self._error: OSError | None = None
         self._thread: threading.Thread | None = None
         self._fh: BinaryIO | None = None
+        # The writer's view: template -> its live line, in teaching order, and the file's size.
+        self._lines: dict[str, bytes] = {}
+        self._file_bytes = 0
         if self.path is not None:
-            self._load(self.path)
+            dead = self._load(self.path)
+            if dead:
+                self._compact(self.path)
             self._fh = self._open(self.path)
             self._thread = threading.Thread(target=self._write_loop, name="logclass-learnt", daemon=True)
             self._thread.start()
@@ -123,25 +165,53 @@ class LearntStore:
 
     def learn(self, template: str, record: LogRecord, verdict: Verdict, origin: str) -> bool:
         """Takes a lesson (and appends it to the file); False when the rules refuse it (an LLM
-        answer for a template a human corrected)."""
+        answer for a template a human corrected, or a store full of corrections)."""
         # An LLM verdict's detail is its model; a correction has none.
         model = verdict.detail if origin == ORIGIN_LLM else ""
         lesson = Lesson(template, record.source, record.message, verdict.label, verdict.confidence, origin, model)
-        if not self._take(lesson):
+        evicted = self._take(lesson)
+        if evicted is None:
             return False
         self.counts[origin] += 1
         if self._thread is not None:
-            self._enqueued += 1
-            self._queue.put((lesson, time.time()))
+            for gone in evicted:
+                self._send(("drop", gone, 0.0))
+            self._send(("put", lesson, time.time()))
         return True
 
-    def _take(self, lesson: Lesson) -> bool:
-        known = self._lessons.get(lesson.template)
+    def _send(self, item: tuple[str, Lesson | str, float]) -> None:
+        self._enqueued += 1
+        self._queue.put(item)
+
+    def _take(self, lesson: Lesson) -> list[str] | None:
+        """Applies the rules; the templates evicted to make room, or None when refused."""
+        template = lesson.template
+        known = self._lessons.get(template)
         if known is not None and known.origin == ORIGIN_FEEDBACK and lesson.origin == ORIGIN_LLM:
-            return False
-        self._lessons[lesson.template] = lesson
-        self._verdicts[lesson.template] = lesson.verdict()
-        return True
+            return None
+        evicted: list[str] = []
+        if known is None and len(self._lessons) >= self.max_lessons:
+            oldest = next(iter(self._llm_order), None)
+            if oldest is None:
+                self.dropped[REFUSED] += 1
+                log.warning(
+                    "learnt memory full of corrections (memory.learnt_max_lessons %d): refused", self.max_lessons
+                )
+                return None
+            self._forget(oldest)
+            self.dropped[EVICTED] += 1
+            evicted.append(oldest)
+        self._forget(template)
+        self._lessons[template] = lesson
+        self._verdicts[template] = lesson.verdict()
+        if lesson.origin == ORIGIN_LLM:
+            self._llm_order[template] = None
+        return evicted
+
+    def _forget(self, template: str) -> None:
+        self._lessons.pop(template, None)
+        self._verdicts.pop(template, None)
+        self._llm_order.pop(template, None)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Blocks until every lesson taken so far is on disk (fsynced); False on timeout. Not for
@@ -163,66 +233,156 @@ class LearntStore:
             self._fh.close()
 
     def _write_loop(self) -> None:
-        assert self._fh is not None
-        fh = self._fh
         stop = False
         while not stop:
-            entries = [self._queue.get()]
+            items = [self._queue.get()]
             # Whatever else arrived meanwhile goes in the same write and the same fsync.
             while True:
                 try:
-                    entries.append(self._queue.get_nowait())
+                    items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            stop = None in entries
-            batch = [entry for entry in entries if entry is not None]
+            stop = None in items
+            batch = [item for item in items if item is not None]
             try:
-                if batch:
-                    fh.write("".join(lesson.to_json(when) + "\n" for lesson, when in batch).encode("utf-8"))
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                self._write(batch)
             except OSError as exc:
                 log.error("%s %s: cannot write (%s): lessons since are kept in memory only", SETTING, self.path, exc)
                 self._error = exc
+            except Exception:  # a bug must cost this batch, not every lesson after it
+                log.exception("%s %s: a batch of %d lessons was not written", SETTING, self.path, len(batch))
             with self._synced:
                 self._written += len(batch)
                 self._synced.notify_all()
 
+    def _write(self, batch: list[tuple[str, Lesson | str, float]]) -> None:
+        assert self._fh is not None and self.path is not None
+        out: list[bytes] = []
+        for kind, value, when in batch:
+            if kind == "drop":
+                assert isinstance(value, str)
+                self._lines.pop(value, None)
+                continue
+            assert isinstance(value, Lesson)
+            line = self._line(value, when)
+            if line is not None:
+                self._lines.pop(value.template, None)
+                self._lines[value.template] = line
+                out.append(line)
+        if out:
+            data = b"".join(out)
+            self._fh.write(data)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._file_bytes += len(data)
+        live = sum(map(len, self._lines.values()))
+        if self._file_bytes > self.max_file_bytes and self._file_bytes > 2 * live:
+            self._fh.close()
+            self._compact(self.path)
+            self._fh = self._open(self.path)
+
+    def _line(self, lesson: Lesson, when: float) -> bytes | None:
+        line = lesson.to_line(when)
+        if len(line) > MAX_LINE_BYTES:
+            self.dropped[UNWRITABLE] += 1
+            log.warning(
+                "%s: a lesson of %d bytes (source %r...) is over %d: kept in memory only",
+                SETTING,
+                len(line),
+                lesson.source[:40],
+                MAX_LINE_BYTES,
+            )
+            return None
+        return line
+
+    def _compact(self, path: Path) -> None:
+        """Rewrites the file with the live lines alone, atomically: a crash leaves the old file."""
+        temporary = path.with_name(path.name + ".compact")
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(b"".join(self._lines.values()))
+                fh.flush()
+                os.fsync(fh.fileno())
+            before = self._file_bytes
+            os.replace(temporary, path)
+            _fsync_folder(path.parent)
+        except OSError as exc:
+            raise LearntFileError(f"{SETTING} {path}: cannot compact: {exc}; give a writable folder") from exc
+        self._file_bytes = sum(map(len, self._lines.values()))
+        log.info(
+            "%s %s: compacted, %d -> %d bytes, %d lessons", SETTING, path, before, self._file_bytes, len(self._lines)
+        )
+
     def _open(self, path: Path) -> BinaryIO:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return path.open("ab")
+            # Lessons are log lines: readable by this process's user only.
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            return os.fdopen(fd, "ab")
         except OSError as exc:
             raise LearntFileError(f"{SETTING} {path}: {exc.strerror}; give a writable file path or null") from exc
 
-    def _load(self, path: Path) -> None:
+    def _load(self, path: Path) -> int:
+        """Replays the file line by line; the number of dead lines (superseded, evicted, bad)."""
         try:
-            data = path.read_bytes()
+            fh = path.open("rb")
         except FileNotFoundError:
-            return
+            return 0
         except OSError as exc:
             raise LearntFileError(f"{SETTING} {path}: {exc.strerror}; give a readable file or null") from exc
-        complete, _, torn = data.rpartition(b"\n")
-        if torn:
-            # A crash in the middle of an append: the lessons before it are whole. Cut it off, or
-            # the next append would glue a good line onto it.
-            log.warning("%s %s: last line is incomplete (%d bytes), skipped", SETTING, path, len(torn))
-            self._truncate(path, len(complete) + 1 if b"\n" in data else 0)
+        lines = bad = 0
+        first_bad = ""
+        with fh:
+            for number, raw, end in _lines(fh):
+                if raw is None:
+                    # A crash in the middle of an append: the lessons before it are whole. Cut it
+                    # off, or the next append would glue a good line onto it.
+                    log.warning("%s %s: last line is incomplete (%d bytes), skipped", SETTING, path, end)
+                    self._truncate(path, end)
+                    break
+                if not raw.strip():
+                    continue
+                lines += 1
+                reason = self._replay(raw)
+                if reason is not None:
+                    bad += 1
+                    first_bad = first_bad or f"{number}: not a learnt entry ({reason})"
+                    if bad <= _LOGGED_BAD_LINES:
+                        log.warning("%s %s:%d: skipped, not a learnt entry (%s)", SETTING, path, number, reason)
+        self._file_bytes = path.stat().st_size
+        if bad and bad == lines:
+            raise LearntFileError(
+                f"{SETTING} {path}:{first_bad}, and no line is (JSON with {', '.join(_KEYS)}). "
+                "Give another file, or null to keep lessons in memory only"
+            )
+        if bad:
+            self.dropped[BAD_LINE] += bad
+            log.warning("%s %s: %d bad lines skipped of %d", SETTING, path, bad, lines)
+        return lines - len(self._lessons)
+
+    def _replay(self, raw: bytes) -> str | None:
+        """Takes one line's lesson; why not, when it is no lesson."""
+        if len(raw) > MAX_LINE_BYTES:
+            return f"{len(raw)} bytes, over {MAX_LINE_BYTES}"
         try:
-            text = complete.decode("utf-8")
+            lesson = _lesson(json.loads(raw))
         except UnicodeDecodeError as exc:
-            raise LearntFileError(f"{SETTING} {path} is not UTF-8 text (byte {exc.start}): not a learnt file") from exc
-        for number, line in enumerate(text.split("\n"), 1):
-            if not line.strip():
-                continue
-            try:
-                self._take(_lesson(json.loads(line)))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise LearntFileError(
-                    f"{SETTING} {path}:{number}: not a learnt entry ({exc}); each line needs JSON with "
-                    f"{', '.join(_KEYS)}. Give another file, or null to keep lessons in memory only"
-                ) from exc
+            return f"not UTF-8 text (byte {exc.start})"
+        except (ValueError, KeyError, TypeError) as exc:
+            # A line appended after a torn one (a full disk, then room again) is glued onto it.
+            glued = raw.rfind(_LINE_START)
+            if glued > 0 and self._replay(raw[glued:]) is None:
+                return None
+            return str(exc) if not isinstance(exc, KeyError) else f"no key {exc}"
+        evicted = self._take(lesson)
+        for gone in evicted or ():
+            self._lines.pop(gone, None)
+        if evicted is not None:
+            self._lines.pop(lesson.template, None)
+            self._lines[lesson.template] = raw if raw.endswith(b"\n") else raw + b"\n"
             self.loaded += 1
+        return None
 
     @staticmethod
     def _truncate(path: Path, size: int) -> None:
@@ -231,3 +391,28 @@ class LearntStore:
                 fh.truncate(size)
         except OSError as exc:
             raise LearntFileError(f"{SETTING} {path}: {exc.strerror}; give a writable file path or null") from exc
+
+
+def _lines(fh: BinaryIO) -> Iterator[tuple[int, bytes | None, int]]:
+    """(line number, line, offset after it); the line is None for a torn last line, whose offset
+    is where it starts. A line over MAX_LINE_BYTES comes as its first MAX_LINE_BYTES + 1 bytes: the
+    rest is read in pieces and dropped, never held whole."""
+    offset = number = 0
+    while raw := fh.readline(MAX_LINE_BYTES + 1):
+        number += 1
+        size, complete = len(raw), raw.endswith(b"\n")
+        while not complete and (piece := fh.readline(MAX_LINE_BYTES + 1)):
+            size, complete = size + len(piece), piece.endswith(b"\n")
+        if not complete:
+            yield number, None, offset
+            return
+        offset += size
+        yield number, raw, offset
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

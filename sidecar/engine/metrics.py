@@ -15,7 +15,7 @@ from prometheus_client.registry import Collector
 
 from logclass.address import split_host_port
 from logclass.core.decision import Decision, LogRecord
-from logclass.core.learnt import ORIGINS
+from logclass.core.learnt import DROP_REASONS, ORIGINS
 from logclass.engine.lanes import Lane
 from logclass.engine.router import RouterStats
 
@@ -205,10 +205,21 @@ class _LearntCounter(Collector):
             "logclass_learnt", "Templates learnt since start, by origin (llm answer, human feedback)", labels=["origin"]
         )
         engine = self._metrics._engine
-        counts = engine.learnt.counts if engine is not None and engine.learnt is not None else {}
+        learnt = engine.learnt if engine is not None else None
+        counts = learnt.counts if learnt is not None else {}
         for origin in ORIGINS:
             family.add_metric([origin], counts.get(origin, 0))
         yield family
+        dropped = CounterMetricFamily(
+            "logclass_learnt_dropped",
+            "Lessons lost, by reason: evicted (over memory.learnt_max_lessons), refused (the store is full of "
+            "corrections), bad_line (unreadable in the learnt file at start), unwritable (a line too long to write)",
+            labels=["reason"],
+        )
+        lost = learnt.dropped if learnt is not None else {}
+        for reason in DROP_REASONS:
+            dropped.add_metric([reason], lost.get(reason, 0))
+        yield dropped
 
 
 def _memory_templates(engine: Engine, kind: str) -> float:

@@ -97,7 +97,10 @@ def build_embedding_tier(
 def open_learnt(settings: Settings) -> LearntStore:
     """The learnt memory (``memory.learnt_file``; null: in memory only). One per process: it
     outlives an engine swap, so its owner (serve) closes it, not the engine."""
-    store = LearntStore(settings.memory.learnt_file)
+    memory = settings.memory
+    store = LearntStore(
+        memory.learnt_file, max_lessons=memory.learnt_max_lessons, max_file_bytes=memory.learnt_file_max_bytes
+    )
     if store.path is not None:
         log.info("learnt memory %s: %d templates", store.path, len(store))
     return store

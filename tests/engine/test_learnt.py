@@ -326,3 +326,147 @@ def test_memory_size_and_lessons_are_metrics(bundle: ModelBundle) -> None:
         assert 'logclass_learnt_total{origin="feedback"} 1.0' in text
 
     _run(scenario)
+
+
+def _lines_of(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _teach(store: LearntStore, template: str, label: str = "Error", origin: str = ORIGIN_LLM, **record: str) -> bool:
+    source, message = record.get("source", "app"), record.get("message", f"{template} line")
+    return store.learn(template, LogRecord(source, message), Verdict(label, 0.7, MODEL), origin)
+
+
+def test_a_bad_line_anywhere_is_skipped_counted_and_compacted_away(tmp_path: Path) -> None:
+    path = tmp_path / "learnt.jsonl"
+    store = LearntStore(path)
+    for template in ("t1", "t2"):
+        _teach(store, template)
+    store.close()
+    first, second = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(first + b"not json at all\n" + b"\xff\xfe\n" + b'{"source": "a"}\n' + second)
+    store = LearntStore(path)
+    try:
+        assert sorted(lesson.template for lesson in store) == ["t1", "t2"]
+        assert store.dropped["bad_line"] == 3
+        assert path.read_bytes() == first + second, "compacted at start: the live lines alone"
+    finally:
+        store.close()
+
+
+def test_a_line_appended_after_a_torn_one_is_recovered(tmp_path: Path) -> None:
+    """A full disk mid-append, then room again: the next lesson's line is glued onto the torn one."""
+    path = tmp_path / "learnt.jsonl"
+    store = LearntStore(path)
+    _teach(store, "t1")
+    _teach(store, "t2", label="Critical Error")
+    store.close()
+    first, second = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(first + b'{"source": "app", "template": "t9", "exa' + second)
+    store = LearntStore(path)
+    try:
+        assert store.get("t2") is not None and store.get("t2").label == "Critical Error"  # type: ignore[union-attr]
+        assert store.get("t9") is None and store.dropped["bad_line"] == 0
+    finally:
+        store.close()
+
+
+def test_a_lone_surrogate_does_not_stop_the_writer(tmp_path: Path) -> None:
+    """The relay keeps undecodable bytes as lone surrogates; such a source has no UTF-8 form."""
+    path = tmp_path / "learnt.jsonl"
+    store = LearntStore(path)
+    _teach(store, "t1", source="app\udcff")
+    _teach(store, "t2")
+    assert store.flush(timeout=30)
+    store.close()
+    assert [entry["template"] for entry in _lines_of(path)] == ["t1", "t2"]
+    again = LearntStore(path)
+    try:
+        assert again.get("t1").source == "app\udcff"  # type: ignore[union-attr]
+    finally:
+        again.close()
+
+
+def test_an_overlong_lesson_stays_in_memory_and_an_overlong_line_is_never_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("logclass.core.learnt.MAX_LINE_BYTES", 1000)
+    path = tmp_path / "learnt.jsonl"
+    store = LearntStore(path)
+    _teach(store, "t1", source="s" * 2000)
+    _teach(store, "t2")
+    assert store.flush(timeout=30)
+    store.close()
+    assert store.dropped["unwritable"] == 1 and store.get("t1") is not None
+    assert [entry["template"] for entry in _lines_of(path)] == ["t2"]
+    with path.open("ab") as fh:
+        fh.write(b'{"source": "' + b"x" * 5000 + b'"}\n')
+    again = LearntStore(path)
+    try:
+        assert [lesson.template for lesson in again] == ["t2"] and again.dropped["bad_line"] == 1
+    finally:
+        again.close()
+
+
+def test_past_the_cap_the_oldest_llm_lesson_goes_and_corrections_stay(tmp_path: Path) -> None:
+    path = tmp_path / "learnt.jsonl"
+    store = LearntStore(path, max_lessons=3)
+    _teach(store, "c1", label="User Action", origin=ORIGIN_FEEDBACK)
+    _teach(store, "t1")
+    _teach(store, "t2")
+    _teach(store, "t1")  # taught again: now the most recent
+    _teach(store, "t3")
+    assert sorted(lesson.template for lesson in store) == ["c1", "t1", "t3"]
+    assert store.dropped["evicted"] == 1
+    _teach(store, "c2", label="User Action", origin=ORIGIN_FEEDBACK)
+    _teach(store, "c3", label="User Action", origin=ORIGIN_FEEDBACK)
+    assert sorted(lesson.template for lesson in store) == ["c1", "c2", "c3"]
+    assert not _teach(store, "t4"), "a store of corrections alone refuses"
+    assert store.dropped == {"evicted": 3, "refused": 1}
+    store.close()
+    again = LearntStore(path, max_lessons=3)  # the file replayed gives the same memory
+    try:
+        assert sorted(lesson.template for lesson in again) == ["c1", "c2", "c3"]
+        assert {entry["template"] for entry in _lines_of(path)} == {"c1", "c2", "c3"}
+    finally:
+        again.close()
+
+
+def test_the_file_is_compacted_when_it_outgrows_its_bound(tmp_path: Path) -> None:
+    path = tmp_path / "learnt.jsonl"
+    store = LearntStore(path, max_file_bytes=2000)
+    line = 0
+    for i in range(100):
+        _teach(store, f"t{i % 2}", label="Error" if i % 3 else "Critical Error")
+        assert store.flush(timeout=30)
+        line = max(line, path.stat().st_size)
+    store.close()
+    assert line <= 2000 + 300, f"the file reached {line} bytes"
+    assert len(_lines_of(path)) <= 12, "compacted to its two live lessons, then appended to"
+    again = LearntStore(path)
+    try:
+        assert again.get("t1").label == "Critical Error"  # type: ignore[union-attr]  # i = 99
+        assert again.get("t0").label == "Error"  # type: ignore[union-attr]  # i = 98
+    finally:
+        again.close()
+
+
+def test_the_file_and_its_folder_are_private(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "learnt.jsonl"
+    store = LearntStore(path)
+    _teach(store, "t1")
+    store.close()
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_lost_lessons_are_a_metric(bundle: ModelBundle) -> None:
+    store = LearntStore(max_lessons=1)
+    engine = _engine(FakeLlm(), bundle, store)
+    metrics = Metrics()
+    metrics.watch_engine(engine)
+    _teach(store, "t1")
+    _teach(store, "t2")
+    text = generate_latest(metrics.registry).decode()
+    assert 'logclass_learnt_dropped_total{reason="evicted"} 1.0' in text
+    assert 'logclass_learnt_dropped_total{reason="refused"} 0.0' in text
