@@ -80,20 +80,19 @@ class Lesson:
     def verdict(self) -> Verdict:
         return Verdict(self.label, self.confidence, self.detail)
 
-    def to_json(self, when: float) -> str:
+    def to_line(self, when: float) -> bytes:
         entry: dict[str, object] = {key: getattr(self, key) for key in _KEYS}
         entry["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
-        return json.dumps(entry, ensure_ascii=False)
+        return json_line(entry)
 
-    def to_line(self, when: float) -> bytes:
-        """The file's line. A lone surrogate (bytes the relay kept with surrogateescape) has no
-        UTF-8 form: such a lesson is written with JSON escapes, which read back the same."""
-        try:
-            return (self.to_json(when) + "\n").encode("utf-8")
-        except UnicodeEncodeError:
-            entry: dict[str, object] = {key: getattr(self, key) for key in _KEYS}
-            entry["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
-            return (json.dumps(entry, ensure_ascii=True) + "\n").encode("ascii")
+
+def json_line(entry: dict[str, object]) -> bytes:
+    """One JSONL line, UTF-8. A lone surrogate (bytes the relay kept with surrogateescape) has no
+    UTF-8 form: such an entry is written with JSON escapes, which read back the same."""
+    try:
+        return (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(entry, ensure_ascii=True) + "\n").encode("ascii")
 
 
 def _lesson(entry: object) -> Lesson:

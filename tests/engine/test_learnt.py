@@ -20,6 +20,8 @@ from logclass.engine.engine import Engine, TeachError, UnknownLabelError
 from logclass.engine.metrics import Metrics
 from logclass.engine.pipeline import build_engine, open_learnt
 from logclass.tiers.base import Tier
+from logclass.tiers.llm.backend import LlmAnswer
+from logclass.tiers.llm.tier import TeacherLog
 from logclass.training.dataset import load_teacher_jsonl
 from tests.conftest import NO_LLM
 
@@ -470,3 +472,14 @@ def test_lost_lessons_are_a_metric(bundle: ModelBundle) -> None:
     text = generate_latest(metrics.registry).decode()
     assert 'logclass_learnt_dropped_total{reason="evicted"} 1.0' in text
     assert 'logclass_learnt_dropped_total{reason="refused"} 0.0' in text
+
+
+def test_the_teacher_file_takes_a_lone_surrogate_and_is_private(tmp_path: Path) -> None:
+    path = tmp_path / "teach" / "teacher.jsonl"
+    teacher = TeacherLog(path)
+    answer = LlmAnswer("Error", 0.9)
+    teacher.write("t <NUM>", LogRecord("app\udcff", "t 1"), answer, MODEL)
+    teacher.write("u <NUM>", LogRecord("app", "u 1"), answer, MODEL)
+    teacher.close()
+    assert [row.source for row in load_teacher_jsonl(path)] == ["app\udcff", "app"]
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700

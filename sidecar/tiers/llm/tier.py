@@ -14,19 +14,20 @@ answer means:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import os
 import threading
 import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from logclass.core.decision import Deferred, Item, LogRecord, Outcome, Verdict
+from logclass.core.learnt import json_line
 from logclass.tiers.base import Scheduling, Tier
 from logclass.tiers.llm.backend import LlmAnswer, LlmBackend, LlmOutputError, LlmUnavailable
 from logclass.tiers.llm.circuit import State
@@ -53,8 +54,9 @@ class TeacherLog:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh: TextIO = self.path.open("a", encoding="utf-8")
+        # Log lines: readable by this process's user only.
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._fh: BinaryIO = os.fdopen(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         self._lock = threading.Lock()
 
     def write(self, template: str, record: LogRecord, answer: LlmAnswer, model: str) -> None:
@@ -68,7 +70,7 @@ class TeacherLog:
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         with self._lock:
-            self._fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            self._fh.write(json_line(entry))
             # Flushed per line: the file must survive a crash of the sidecar with what it learnt.
             self._fh.flush()
 
