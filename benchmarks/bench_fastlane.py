@@ -144,7 +144,7 @@ class Profile:
             "request decode": self.time(lambda: [pb.ClassifyRequest.FromString(w) for w in mix.wire]),
             "to_record": self.time(lambda: [to_record(r) for q in requests for r in q.records]),
             "exact cache": self.time(lambda: [exact.get(k) for k in keys], fill_caches),
-            "validate": self.time(lambda: [router._validate(r.message) for r in misses]),
+            "validate": self.time(lambda: [router._validate(r) for r in misses]),
             "masking": self.time(lambda: [masker.template(r.message) for r in misses]),
             "regex tier": self.time(lambda: [regex.decide_now(r) for r in misses]),
         }

@@ -21,7 +21,12 @@ from logclass.core.decision import Decision, LogRecord
 
 # Worth retrying: the server is not there (yet) or asked us to back off.
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
-_ERRORS = {pb.EMPTY_MESSAGE: "empty_message", pb.MESSAGE_TOO_LONG: "message_too_long", pb.INVALID_UTF8: "invalid_utf8"}
+_ERRORS = {
+    pb.EMPTY_MESSAGE: "empty_message",
+    pb.MESSAGE_TOO_LONG: "message_too_long",
+    pb.INVALID_UTF8: "invalid_utf8",
+    pb.SOURCE_TOO_LONG: "source_too_long",
+}
 # gRPC's default channel settings keep one HTTP/2 connection; these keep it alive across idle gaps.
 _CHANNEL_OPTIONS = [("grpc.keepalive_time_ms", 30_000), ("grpc.max_receive_message_length", 64 << 20)]
 

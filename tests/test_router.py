@@ -100,6 +100,39 @@ def test_bad_records_get_an_error_and_do_not_fail_the_batch(router: Router, mess
     assert router.stats.errors[error] == 1
 
 
+MAX_SOURCE = 1024  # limits.max_source_bytes's default
+
+
+@pytest.mark.parametrize(
+    ("source", "error"),
+    [
+        ("s" * MAX_SOURCE, ""),
+        ("s" * (MAX_SOURCE + 1), "source_too_long"),
+        ("é" * (MAX_SOURCE // 2), ""),  # 1024 bytes in 512 characters
+        ("é" * (MAX_SOURCE // 2 + 1), "source_too_long"),  # 1026 bytes in 513 characters
+        ("\udcff" * 400, "source_too_long"),  # undecodable bytes the relay kept: 3 bytes each
+        ("s" * (4 << 20), "source_too_long"),
+    ],
+    ids=["at-limit", "one-over", "multibyte-at-limit", "multibyte-over", "surrogates", "4MiB"],
+)
+def test_a_source_over_its_limit_gets_an_error_and_stays_out_of_the_caches(
+    router: Router, source: str, error: str
+) -> None:
+    """The source is a key of both caches and of learnt lessons: unbounded, a few records with a
+    rule-matched message and a huge source would pin megabytes each in the caches for ever."""
+    engine = router.engine.router
+    message = "User User123 logged in."  # a regex rule: decided and cached on the fast lane
+    before = len(engine.exact_cache), len(engine.template_cache)
+    (decision,) = router.classify(_records((source, message)))
+    assert decision.error == error
+    if error:
+        assert decision.label == "Unclassified" and decision.tier == "none"
+        assert (len(engine.exact_cache), len(engine.template_cache)) == before
+        assert engine.template_of(LogRecord(source, message)) is None, "nothing to learn from it either"
+    else:
+        assert decision.tier == "regex" and len(engine.exact_cache) == before[0] + 1
+
+
 def test_low_confidence_escalates_to_fallback(cfg: config.Settings, bundle: ModelBundle, encoder: MemoEncoder) -> None:
     strict = config.load(
         environ={

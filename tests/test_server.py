@@ -72,6 +72,7 @@ def test_bad_records_do_not_fail_the_batch(server: tuple[str, subprocess.Popen[s
             pb.LogRecord(source="a", message_bytes=b"caf\xe9 not utf-8"),
             pb.LogRecord(source="a", message="x" * 70_000),
             pb.LogRecord(source="a", message_bytes=b"Backup completed successfully."),
+            pb.LogRecord(source="a" * 1025, message="Backup completed successfully."),
         ]
     )
     with grpc.insecure_channel(server[0]) as channel:
@@ -81,6 +82,7 @@ def test_bad_records_do_not_fail_the_batch(server: tuple[str, subprocess.Popen[s
         pb.INVALID_UTF8,
         pb.MESSAGE_TOO_LONG,
         pb.ERROR_CODE_UNSPECIFIED,
+        pb.SOURCE_TOO_LONG,
     ]
     assert results[0].label == "Unclassified" and results[0].tier == "none"
     assert results[3].label == "System Notification"

@@ -285,6 +285,7 @@ class ServerSettings:
 @dataclass(frozen=True, slots=True)
 class LimitsSettings:
     max_message_bytes: Annotated[PositiveInt, doc("longer messages (UTF-8 bytes) get error message_too_long")]
+    max_source_bytes: Annotated[PositiveInt, doc("longer sources (UTF-8 bytes) get error source_too_long")]
 
 
 NullableKey = Annotated[NonEmptyStr | None, doc("record key to write; null: not written")]

@@ -59,6 +59,7 @@ TIER_PENDING = "pending"
 ERROR_EMPTY = "empty_message"
 ERROR_TOO_LONG = "message_too_long"
 ERROR_UTF8 = "invalid_utf8"
+ERROR_SOURCE_TOO_LONG = "source_too_long"
 ERROR_INTERNAL = "internal"
 
 
@@ -76,5 +77,6 @@ class Decision:
     template_id: str
     model_version: str
     detail: str = ""
-    # Why the record could not be classified (empty_message, message_too_long, invalid_utf8, internal).
+    # Why the record could not be classified (empty_message, message_too_long, invalid_utf8,
+    # source_too_long, internal).
     error: str = ""

@@ -188,9 +188,11 @@ class Engine:
         if self.learnt is None or memory is None or memory.learnt is not self.learnt:
             raise TeachError("corrections need the memory tier with a learnt memory: add memory to router.tiers")
         router = self.router
-        template = router.template_of(record.message)
+        template = router.template_of(record)
         if template is None:
-            raise TeachError("the record has an empty, invalid or too long message: nothing to learn from")
+            raise TeachError(
+                "the record has an empty, invalid or too long message, or too long a source: nothing to learn from"
+            )
         self.learnt.learn(template, record, Verdict(label, 1.0), ORIGIN_FEEDBACK)
         self._corrections += 1
         self._corrected[template] = self._corrections

@@ -216,6 +216,7 @@ def build_engine(
         cache_size=settings.templates.cache_size,
         exact_cache_size=settings.templates.exact_cache_size,
         max_message_bytes=settings.limits.max_message_bytes,
+        max_source_bytes=settings.limits.max_source_bytes,
     )
     lanes: list[PositionedLane] = []
     all_tiers: list[Tier] = list(fast)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from logclass.core.cache import LruCache
 from logclass.core.decision import (
     ERROR_EMPTY,
+    ERROR_SOURCE_TOO_LONG,
     ERROR_TOO_LONG,
     ERROR_UTF8,
     TIER_NONE,
@@ -91,6 +92,7 @@ class Router:
         cache_size: int,
         exact_cache_size: int,
         max_message_bytes: int,
+        max_source_bytes: int,
     ) -> None:
         self.masker = masker
         self.tier_order = list(tiers)
@@ -100,6 +102,7 @@ class Router:
         self.fallback_label = fallback_label
         self.model_version = model_version
         self.max_message_bytes = max_message_bytes
+        self.max_source_bytes = max_source_bytes
         self.template_cache: LruCache[Decision] = LruCache(cache_size)
         self.exact_cache: LruCache[Decision] = LruCache(exact_cache_size)
         self.stats = RouterStats()
@@ -130,14 +133,23 @@ class Router:
         tid = template_id(template) if template else ""
         return Decision(self.fallback_label, 0.0, tier, tid, self.model_version, detail, error)
 
-    def _validate(self, message: str) -> str:
+    def _validate(self, record: LogRecord) -> str:
+        message = record.message
         if not message or message.isspace():
             return ERROR_EMPTY
         try:
             size = len(message.encode("utf-8"))
         except UnicodeEncodeError:
             return ERROR_UTF8
-        return ERROR_TOO_LONG if size > self.max_message_bytes else ""
+        if size > self.max_message_bytes:
+            return ERROR_TOO_LONG
+        # Counted in characters first: UTF-8 takes 1 to 4 bytes a character, so most sources are
+        # decided without encoding them, and one far over the bound without encoding all of it.
+        source, limit = record.source, self.max_source_bytes
+        chars = len(source)
+        if chars > limit or (chars * 4 > limit and len(source.encode("utf-8", "surrogatepass")) > limit):
+            return ERROR_SOURCE_TOO_LONG
+        return ""
 
     def fast(
         self,
@@ -165,7 +177,7 @@ class Router:
                 stats.exact_hits += 1
                 out[i] = decision
                 continue
-            error = self._validate(record.message)
+            error = self._validate(record)
             if error:
                 stats.errors[error] += 1
                 out[i] = self.fallback("", error=error)
@@ -206,14 +218,14 @@ class Router:
                 return self.decision(verdict, tier.name, template)
         return None
 
-    def template_of(self, message: str) -> str | None:
-        """``message``'s template; None for a message answered with an error (empty, too long)."""
-        return None if self._validate(message) else self.masker.template(message)
+    def template_of(self, record: LogRecord) -> str | None:
+        """``record``'s template; None for a record answered with an error (empty, too long)."""
+        return None if self._validate(record) else self.masker.template(record.message)
 
     def peek(self, record: LogRecord) -> Decision | None:
         """The decision the fast lane gives ``record`` now, touching no cache or statistic; None
         when it would go to the model lanes."""
-        template = self.template_of(record.message)
+        template = self.template_of(record)
         if template is None:
             return None
         decision = self._decide_fast(record, template, self.source_routes.get(record.source, 0))

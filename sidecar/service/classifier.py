@@ -12,7 +12,7 @@ from typing import Any
 from logclass import __version__
 from logclass.api.logclass.v1 import classifier_pb2 as pb
 from logclass.config.settings import ServerSettings, Settings
-from logclass.core.decision import ERROR_EMPTY, ERROR_TOO_LONG, ERROR_UTF8, Decision, LogRecord
+from logclass.core.decision import ERROR_EMPTY, ERROR_SOURCE_TOO_LONG, ERROR_TOO_LONG, ERROR_UTF8, Decision, LogRecord
 from logclass.engine.engine import Engine
 from logclass.engine.lanes import LaneFullError
 from logclass.engine.metrics import Classify, Metrics
@@ -25,6 +25,7 @@ _ERROR_CODES = {
     ERROR_EMPTY: pb.EMPTY_MESSAGE,
     ERROR_TOO_LONG: pb.MESSAGE_TOO_LONG,
     ERROR_UTF8: pb.INVALID_UTF8,
+    ERROR_SOURCE_TOO_LONG: pb.SOURCE_TOO_LONG,
 }
 
 
@@ -230,5 +231,6 @@ def build_model_info(engine: Engine, settings: Settings, bundle_files: dict[str,
         fallback_label=engine.fallback_label,
         max_records_per_request=settings.server.max_records_per_request,
         max_message_bytes=settings.limits.max_message_bytes,
+        max_source_bytes=settings.limits.max_source_bytes,
         server_version=__version__,
     )

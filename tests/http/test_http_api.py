@@ -140,6 +140,7 @@ def test_json_classify_is_the_grpc_call_in_proto3_json(sidecar: Sidecar) -> None
             {"id": "b", "source": "crm", "message": ""},
             {"id": "c", "source": "crm", "messageBytes": base64.b64encode(b"\xff\xfe bad").decode()},
             {"id": "d", "source": "crm", "message": "x" * (MAX_MESSAGE + 1)},
+            {"id": "f", "source": "c" * 1025, "message": "User 12345 logged in."},
             {"id": "e", "source": "ModernHR", "message": "GET /v2/servers/detail HTTP/1.1 RCODE 200 len: 1583"},
         ],
     }
@@ -152,6 +153,7 @@ def test_json_classify_is_the_grpc_call_in_proto3_json(sidecar: Sidecar) -> None
     assert results["b"]["error"] == "EMPTY_MESSAGE"
     assert results["c"]["error"] == "INVALID_UTF8"
     assert results["d"]["error"] == "MESSAGE_TOO_LONG"
+    assert results["f"]["error"] == "SOURCE_TOO_LONG"
     assert results["e"]["label"] == "HTTP Status" and results["e"]["tier"] == "embedding"
     # Every field, defaults included, in .proto order.
     assert list(results["b"]) == [f.json_name for f in pb.ClassifyResult.DESCRIPTOR.fields]

@@ -4,7 +4,8 @@ module Logclass
   # What the plugin writes into one record: the sidecar's decision, or the fallback and why.
   #
   # error: set when the sidecar answered but could not classify this record (`empty_message`,
-  #   `message_too_long`, `invalid_utf8`, `internal`); the label is then the sidecar's own fallback.
+  #   `message_too_long`, `invalid_utf8`, `source_too_long`, `internal`); the label is then the
+  #   sidecar's own fallback.
   # fallback_reason: set when the sidecar did not answer for this record (the call failed, the
   #   circuit is open, or the record has no message); the label is the plugin's fallback label.
   # Positional (not keyword_init): one is made per record, and keyword structs cost twice as much.

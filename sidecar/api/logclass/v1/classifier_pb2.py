@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clogclass/v1/classifier.proto\x12\x0blogclass.v1\"\xbe\x01\n\tLogRecord\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\x12:\n\nattributes\x18\x04 \x03(\x0b\x32&.logclass.v1.LogRecord.AttributesEntry\x12\x15\n\rmessage_bytes\x18\x05 \x01(\x0c\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8a\x01\n\x0f\x43lassifyRequest\x12\'\n\x07records\x18\x01 \x03(\x0b\x32\x16.logclass.v1.LogRecord\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x16\n\tbudget_ms\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x14\n\x0cwait_for_all\x18\x04 \x01(\x08\x42\x0c\n\n_budget_ms\"\xb0\x01\n\x0e\x43lassifyResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x12\n\nconfidence\x18\x03 \x01(\x02\x12\x0c\n\x04tier\x18\x04 \x01(\t\x12\x13\n\x0btemplate_id\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12%\n\x05\x65rror\x18\x07 \x01(\x0e\x32\x16.logclass.v1.ErrorCode\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t\"T\n\x10\x43lassifyResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.logclass.v1.ClassifyResult\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x15\n\x13GetModelInfoRequest\"\x8e\x03\n\tModelInfo\x12\x0e\n\x06labels\x18\x01 \x03(\t\x12\r\n\x05tiers\x18\x02 \x03(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12J\n\x13\x62undle_files_sha256\x18\x04 \x03(\x0b\x32-.logclass.v1.ModelInfo.BundleFilesSha256Entry\x12\x17\n\x0f\x65mbedding_model\x18\x05 \x01(\t\x12\x18\n\x10\x65mbedding_device\x18\x06 \x01(\t\x12\x13\n\x0bllm_backend\x18\x07 \x01(\t\x12\x11\n\tllm_model\x18\x08 \x01(\t\x12\x16\n\x0e\x66\x61llback_label\x18\t \x01(\t\x12\x1f\n\x17max_records_per_request\x18\n \x01(\r\x12\x19\n\x11max_message_bytes\x18\x0b \x01(\r\x12\x16\n\x0eserver_version\x18\x0c \x01(\t\x1a\x38\n\x16\x42undleFilesSha256Entry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*p\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x11\n\rEMPTY_MESSAGE\x10\x01\x12\x14\n\x10MESSAGE_TOO_LONG\x10\x02\x12\x10\n\x0cINVALID_UTF8\x10\x03\x12\x0c\n\x08INTERNAL\x10\x04\x32\xf5\x01\n\rLogClassifier\x12G\n\x08\x43lassify\x12\x1c.logclass.v1.ClassifyRequest\x1a\x1d.logclass.v1.ClassifyResponse\x12Q\n\x0e\x43lassifyStream\x12\x1c.logclass.v1.ClassifyRequest\x1a\x1d.logclass.v1.ClassifyResponse(\x01\x30\x01\x12H\n\x0cGetModelInfo\x12 .logclass.v1.GetModelInfoRequest\x1a\x16.logclass.v1.ModelInfoBN\n\x0eio.logclass.v1P\x01Z:github.com/logclass/logclass/gen/go/logclass/v1;logclassv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clogclass/v1/classifier.proto\x12\x0blogclass.v1\"\xbe\x01\n\tLogRecord\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\x12:\n\nattributes\x18\x04 \x03(\x0b\x32&.logclass.v1.LogRecord.AttributesEntry\x12\x15\n\rmessage_bytes\x18\x05 \x01(\x0c\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8a\x01\n\x0f\x43lassifyRequest\x12\'\n\x07records\x18\x01 \x03(\x0b\x32\x16.logclass.v1.LogRecord\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x16\n\tbudget_ms\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x14\n\x0cwait_for_all\x18\x04 \x01(\x08\x42\x0c\n\n_budget_ms\"\xb0\x01\n\x0e\x43lassifyResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x12\n\nconfidence\x18\x03 \x01(\x02\x12\x0c\n\x04tier\x18\x04 \x01(\t\x12\x13\n\x0btemplate_id\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12%\n\x05\x65rror\x18\x07 \x01(\x0e\x32\x16.logclass.v1.ErrorCode\x12\x0e\n\x06\x64\x65tail\x18\x08 \x01(\t\"T\n\x10\x43lassifyResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.logclass.v1.ClassifyResult\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x15\n\x13GetModelInfoRequest\"\xa8\x03\n\tModelInfo\x12\x0e\n\x06labels\x18\x01 \x03(\t\x12\r\n\x05tiers\x18\x02 \x03(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12J\n\x13\x62undle_files_sha256\x18\x04 \x03(\x0b\x32-.logclass.v1.ModelInfo.BundleFilesSha256Entry\x12\x17\n\x0f\x65mbedding_model\x18\x05 \x01(\t\x12\x18\n\x10\x65mbedding_device\x18\x06 \x01(\t\x12\x13\n\x0bllm_backend\x18\x07 \x01(\t\x12\x11\n\tllm_model\x18\x08 \x01(\t\x12\x16\n\x0e\x66\x61llback_label\x18\t \x01(\t\x12\x1f\n\x17max_records_per_request\x18\n \x01(\r\x12\x19\n\x11max_message_bytes\x18\x0b \x01(\r\x12\x16\n\x0eserver_version\x18\x0c \x01(\t\x12\x18\n\x10max_source_bytes\x18\r \x01(\r\x1a\x38\n\x16\x42undleFilesSha256Entry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x85\x01\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x11\n\rEMPTY_MESSAGE\x10\x01\x12\x14\n\x10MESSAGE_TOO_LONG\x10\x02\x12\x10\n\x0cINVALID_UTF8\x10\x03\x12\x0c\n\x08INTERNAL\x10\x04\x12\x13\n\x0fSOURCE_TOO_LONG\x10\x05\x32\xf5\x01\n\rLogClassifier\x12G\n\x08\x43lassify\x12\x1c.logclass.v1.ClassifyRequest\x1a\x1d.logclass.v1.ClassifyResponse\x12Q\n\x0e\x43lassifyStream\x12\x1c.logclass.v1.ClassifyRequest\x1a\x1d.logclass.v1.ClassifyResponse(\x01\x30\x01\x12H\n\x0cGetModelInfo\x12 .logclass.v1.GetModelInfoRequest\x1a\x16.logclass.v1.ModelInfoBN\n\x0eio.logclass.v1P\x01Z:github.com/logclass/logclass/gen/go/logclass/v1;logclassv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,8 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOGRECORD_ATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_MODELINFO_BUNDLEFILESSHA256ENTRY']._loaded_options = None
   _globals['_MODELINFO_BUNDLEFILESSHA256ENTRY']._serialized_options = b'8\001'
-  _globals['_ERRORCODE']._serialized_start=1068
-  _globals['_ERRORCODE']._serialized_end=1180
+  _globals['_ERRORCODE']._serialized_start=1095
+  _globals['_ERRORCODE']._serialized_end=1228
   _globals['_LOGRECORD']._serialized_start=46
   _globals['_LOGRECORD']._serialized_end=236
   _globals['_LOGRECORD_ATTRIBUTESENTRY']._serialized_start=187
@@ -51,9 +51,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETMODELINFOREQUEST']._serialized_start=644
   _globals['_GETMODELINFOREQUEST']._serialized_end=665
   _globals['_MODELINFO']._serialized_start=668
-  _globals['_MODELINFO']._serialized_end=1066
-  _globals['_MODELINFO_BUNDLEFILESSHA256ENTRY']._serialized_start=1010
-  _globals['_MODELINFO_BUNDLEFILESSHA256ENTRY']._serialized_end=1066
-  _globals['_LOGCLASSIFIER']._serialized_start=1183
-  _globals['_LOGCLASSIFIER']._serialized_end=1428
+  _globals['_MODELINFO']._serialized_end=1092
+  _globals['_MODELINFO_BUNDLEFILESSHA256ENTRY']._serialized_start=1036
+  _globals['_MODELINFO_BUNDLEFILESSHA256ENTRY']._serialized_end=1092
+  _globals['_LOGCLASSIFIER']._serialized_start=1231
+  _globals['_LOGCLASSIFIER']._serialized_end=1476
 # @@protoc_insertion_point(module_scope)

@@ -14,11 +14,13 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MESSAGE_TOO_LONG: _ClassVar[ErrorCode]
     INVALID_UTF8: _ClassVar[ErrorCode]
     INTERNAL: _ClassVar[ErrorCode]
+    SOURCE_TOO_LONG: _ClassVar[ErrorCode]
 ERROR_CODE_UNSPECIFIED: ErrorCode
 EMPTY_MESSAGE: ErrorCode
 MESSAGE_TOO_LONG: ErrorCode
 INVALID_UTF8: ErrorCode
 INTERNAL: ErrorCode
+SOURCE_TOO_LONG: ErrorCode
 
 class LogRecord(_message.Message):
     __slots__ = ("source", "message", "id", "attributes", "message_bytes")
@@ -86,7 +88,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("labels", "tiers", "model_version", "bundle_files_sha256", "embedding_model", "embedding_device", "llm_backend", "llm_model", "fallback_label", "max_records_per_request", "max_message_bytes", "server_version")
+    __slots__ = ("labels", "tiers", "model_version", "bundle_files_sha256", "embedding_model", "embedding_device", "llm_backend", "llm_model", "fallback_label", "max_records_per_request", "max_message_bytes", "server_version", "max_source_bytes")
     class BundleFilesSha256Entry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +108,7 @@ class ModelInfo(_message.Message):
     MAX_RECORDS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MAX_SOURCE_BYTES_FIELD_NUMBER: _ClassVar[int]
     labels: _containers.RepeatedScalarFieldContainer[str]
     tiers: _containers.RepeatedScalarFieldContainer[str]
     model_version: str
@@ -118,4 +121,5 @@ class ModelInfo(_message.Message):
     max_records_per_request: int
     max_message_bytes: int
     server_version: str
-    def __init__(self, labels: _Optional[_Iterable[str]] = ..., tiers: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., bundle_files_sha256: _Optional[_Mapping[str, str]] = ..., embedding_model: _Optional[str] = ..., embedding_device: _Optional[str] = ..., llm_backend: _Optional[str] = ..., llm_model: _Optional[str] = ..., fallback_label: _Optional[str] = ..., max_records_per_request: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., server_version: _Optional[str] = ...) -> None: ...
+    max_source_bytes: int
+    def __init__(self, labels: _Optional[_Iterable[str]] = ..., tiers: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., bundle_files_sha256: _Optional[_Mapping[str, str]] = ..., embedding_model: _Optional[str] = ..., embedding_device: _Optional[str] = ..., llm_backend: _Optional[str] = ..., llm_model: _Optional[str] = ..., fallback_label: _Optional[str] = ..., max_records_per_request: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., server_version: _Optional[str] = ..., max_source_bytes: _Optional[int] = ...) -> None: ...

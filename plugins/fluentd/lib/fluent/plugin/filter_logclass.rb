@@ -35,7 +35,7 @@ module Fluent
       config_param :confidence_key, :string, default: 'log_label_confidence'
       desc 'Written only on records the sidecar did not classify: why (unavailable, deadline_exceeded, circuit_open, missing_message, ...).'
       config_param :fallback_reason_key, :string, default: 'log_label_fallback'
-      desc "Written only when the sidecar answered but could not classify the record (empty_message, message_too_long, invalid_utf8, internal). Unset: not written."
+      desc "Written only when the sidecar answered but could not classify the record (empty_message, message_too_long, invalid_utf8, source_too_long, internal). Unset: not written."
       config_param :error_key, :string, default: nil
 
       desc "The label given to records the sidecar was not asked about (tier fallback, with the reason). " \

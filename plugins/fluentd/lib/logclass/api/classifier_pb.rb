@@ -49,6 +49,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       optional :max_records_per_request, :uint32, 10
       optional :max_message_bytes, :uint32, 11
       optional :server_version, :string, 12
+      optional :max_source_bytes, :uint32, 13
     end
     add_enum "logclass.v1.ErrorCode" do
       value :ERROR_CODE_UNSPECIFIED, 0
@@ -56,6 +57,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       value :MESSAGE_TOO_LONG, 2
       value :INVALID_UTF8, 3
       value :INTERNAL, 4
+      value :SOURCE_TOO_LONG, 5
     end
   end
 end
