@@ -45,6 +45,23 @@ def test_other_columns_kept_and_collisions_renamed(router: Router, tmp_path: Pat
     assert summary.renamed_columns == {"target_label": "input_target_label"}
 
 
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_a_cell_a_spreadsheet_would_run_is_written_after_a_quote(router: Router, tmp_path: Path, start: str) -> None:
+    """OWASP's CSV injection: =cmd|' /C calc'!A0 in a log line must not reach a spreadsheet as a
+    formula through the output file (the console's download)."""
+    formula = f"{start}cmd|' /C calc'!A0"
+    src = tmp_path / "in.csv"
+    with src.open("w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh).writerows([["source", "log_message", formula], [formula, formula, formula]])
+    out = tmp_path / "out.csv"
+    classify_csv(src, out, router, progress=False)
+    header, row = list(csv.reader(out.open(encoding="utf-8", newline="")))
+    assert row[0] == row[1] == row[2] == "'" + formula
+    # Column names are read stripped: a tab or CR before one is gone, and nothing is left to run.
+    assert header[2] == ("'" + formula if start.strip() else formula.strip())
+    assert row[3] and not row[3].startswith(("'", *"=+-@")), "the label is the classifier's own"
+
+
 def test_bad_rows_are_flagged_and_nothing_is_lost(router: Router, tmp_path: Path) -> None:
     src = tmp_path / "messy.csv"
     huge = "A" * 200_000  # past csv's default field limit and the router's message limit

@@ -42,9 +42,14 @@ def _reader(file: IO[bytes], encoding: str) -> csv.Reader:  # type: ignore[name-
 
 def check_encoding(encoding: str) -> str:
     try:
-        return codecs.lookup(encoding).name
+        codec = codecs.lookup(encoding)
     except LookupError as exc:
         raise CsvInputError(f"unknown encoding {encoding!r}: give a Python codec name, e.g. utf-8 or latin-1") from exc
+    # zlib_codec, base64_codec, rot13...: codecs of bytes to bytes or str to str, which the text
+    # reader refuses once the upload is streaming (a 500 then). Python marks them so.
+    if not getattr(codec, "_is_text_encoding", True):
+        raise CsvInputError(f"encoding {encoding!r} is not a text encoding: give one such as utf-8 or latin-1")
+    return codec.name
 
 
 def inspect_upload(file: IO[bytes], name: str, encoding: str, template_id: bool) -> tuple[CsvLayout, int]:

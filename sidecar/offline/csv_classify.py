@@ -148,6 +148,14 @@ def _fit_row(row: list[str], width: int) -> tuple[list[str], bool]:
 
 
 TEMPLATE_ID_COLUMN = "template_id"
+# A cell starting so is a formula to a spreadsheet (=cmd|' /C calc'!A0): written after a quote,
+# as OWASP's CSV-injection advice has it. Log lines are attacker-chosen, and the output CSV is
+# what the console offers for download.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: str) -> str:
+    return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
 
 
 @dataclass(frozen=True)
@@ -175,6 +183,7 @@ class CsvLayout:
         for i, name in enumerate(header):
             if name in added:
                 out_header[i] = renamed[name] = f"input_{name}"
+        out_header = [spreadsheet_safe(name) for name in out_header]
         return cls(
             len(header), header.index("source"), header.index("log_message"), out_header + added, renamed, template_id
         )
@@ -189,7 +198,8 @@ class CsvLayout:
         return fitted, malformed, [LogRecord(r[self.source].strip(), r[self.message].strip()) for r in fitted]
 
     def output(self, row: list[str], malformed: bool, decision: Decision) -> list[str]:
-        out = [*row, decision.label, decision.tier, f"{decision.confidence:.4f}", row_error(decision, malformed)]
+        cells = [spreadsheet_safe(cell) for cell in row]
+        out = [*cells, decision.label, decision.tier, f"{decision.confidence:.4f}", row_error(decision, malformed)]
         if self.template_id:
             out.append(decision.template_id)
         return out

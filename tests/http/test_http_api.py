@@ -126,6 +126,8 @@ def test_unusable_uploads_get_400_saying_why(sidecar: Sidecar) -> None:
     _status(sidecar.upload(b"source,msg\na,b\n"), 400, 3, "missing column(s) ['log_message']")
     _status(sidecar.upload(b""), 400, 3, "is empty")
     _status(sidecar.upload(b"source,log_message\na,b\n", encoding="no-such-codec"), 400, 3, "unknown encoding")
+    for codec in ("zlib_codec", "base64_codec", "rot13"):  # codecs, but not of text: once a 500
+        _status(sidecar.upload(b"source,log_message\na,b\n", encoding=codec), 400, 3, "not a text encoding")
     _status(sidecar.http.post("/classify", data={"x": "y"}), 400, 3, "file")
     # The server is unharmed.
     assert sidecar.upload(SEED_TEST_CSV.read_bytes()).status_code == 200
