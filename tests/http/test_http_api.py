@@ -122,6 +122,14 @@ def test_bad_rows_are_flagged_and_kept(sidecar: Sidecar) -> None:
     assert last["template_id"] == ok["template_id"], "same template, same id"
 
 
+def test_the_csv_answer_writes_a_formula_after_a_quote(sidecar: Sidecar) -> None:
+    """What the console offers for download: a log line a spreadsheet would run stays text."""
+    response = sidecar.upload(b"source,log_message\nModernCRM,=cmd|' /C calc'!A0\n")
+    assert response.status_code == 200, response.text
+    (row,) = list(csv.DictReader(io.StringIO(response.text)))
+    assert row["log_message"] == "'=cmd|' /C calc'!A0"
+
+
 def test_unusable_uploads_get_400_saying_why(sidecar: Sidecar) -> None:
     _status(sidecar.upload(b"source,msg\na,b\n"), 400, 3, "missing column(s) ['log_message']")
     _status(sidecar.upload(b""), 400, 3, "is empty")
