@@ -36,6 +36,9 @@ class Verdict:
     confidence: float
     # Which rule or model produced it, for explanations (regex rule name, LLM model name).
     detail: str = ""
+    # False: an answer for this record alone (the LLM's for a line the guard found an order in),
+    # neither learnt nor cached for its template.
+    shareable: bool = True
 
 
 @dataclass(frozen=True, slots=True)

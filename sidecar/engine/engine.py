@@ -321,6 +321,8 @@ class Engine:
             except Exception:  # the tier failed (logged by the lane): this record only
                 return router.fallback(key[1], detail=f"{lane.name} tier failed", error=ERROR_INTERNAL), False
             if isinstance(outcome, Verdict):
+                if not outcome.shareable:
+                    return router.decision(outcome, lane.name, key[1]), False
                 if lane.tier.teaches and self.learnt is not None:
                     self.learnt.learn(key[1], record, outcome, ORIGIN_LLM)
                 return self._final_decision(key, router.decision(outcome, lane.name, key[1]), corrections)

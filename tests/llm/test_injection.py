@@ -3,8 +3,10 @@ tests/data/llm_injection.csv (a real-looking log line carrying an order for anot
 through the real LLM tier (prompt, guard, llama.cpp grammar) with Qwen2.5-Coder-1.5B, and none
 may get the label it orders.
 
-Measured here (2 shared cores): 0 of 18 obeyed, 14 to 16 of 18 right, 1.6 to 2.7 s a line; the
-prompt without the guard obeys 13 or 14 of them.
+Measured here (2 shared cores): 0 of 23 obeyed, 19 of 23 right, 1.85 s a line (the last five
+lines are the guard bypasses issue 28 reported: an ending order word, a zero-width space,
+fullwidth letters, another language). Before them: 0 of 18, 14 to 16 right; the prompt without
+the guard obeys 13 or 14 of the 18.
 """
 
 from __future__ import annotations

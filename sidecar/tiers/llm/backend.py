@@ -25,6 +25,9 @@ class Prompt:
 
     messages: tuple[dict[str, str], ...]
     labels: tuple[str, ...]
+    # The line ordered a label, which the guard took out and redacted: the answer is for a hostile
+    # line, so it is neither learnt nor cached for the template it shares with honest lines.
+    guarded: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ import re
 
 from logclass.core.labelset import LabelExample, LabelSet
 from logclass.tiers.llm.backend import Prompt
-from logclass.tiers.llm.guard import Order, find_orders, guarded_answer_set, redact
+from logclass.tiers.llm.guard import Order, find_orders, guarded_answer_set, normalise, redact
 
 SOURCE_CHARS = 200
 _DELIMITER = re.compile(r"<\s*/?\s*log\s*>", re.IGNORECASE)
@@ -118,7 +118,7 @@ class PromptBuilder:
     def _guarded(self, text: str, limit: int) -> tuple[str, list[Order]]:
         # The guard reads the text unquoted (an order is in what it says), as far as the model
         # sees it.
-        seen = text[:limit]
+        seen = normalise(text[:limit])
         orders = find_orders(seen, self.labels)
         return quote(redact(seen, orders), truncated=len(text) > limit), orders
 
@@ -128,4 +128,5 @@ class PromptBuilder:
         quoted_message, orders = self._guarded(message, self.max_message_chars)
         answer_set = guarded_answer_set((o.label for o in (*source_orders, *orders)), self.labels)
         question = {"role": "user", "content": self._render(quoted_source, quoted_message)}
-        return Prompt(({"role": "system", "content": self._system}, *self._shots, question), answer_set)
+        messages = ({"role": "system", "content": self._system}, *self._shots, question)
+        return Prompt(messages, answer_set, guarded=bool(source_orders or orders))

@@ -153,8 +153,9 @@ class LlmTier(Tier):
         started = time.perf_counter()
         outcome, answer = ANSWERED, None
         self.stats.asked += 1
+        prompt = self.prompts.build(item.record.source, item.record.message)
         try:
-            answer = await self.backend.choose(self.prompts.build(item.record.source, item.record.message))
+            answer = await self.backend.choose(prompt)
         except LlmUnavailable as exc:
             outcome = UNAVAILABLE
             log.warning("LLM unavailable: %s", exc)
@@ -171,11 +172,12 @@ class LlmTier(Tier):
             self.stats.failed += 1
             return Deferred("LLM unavailable" if outcome == UNAVAILABLE else "LLM answer invalid")
         self.stats.answered += 1
-        if self.teacher is not None:
+        # A guarded line's answer is no teacher's label for its template (see Prompt.guarded).
+        if self.teacher is not None and not prompt.guarded:
             self.teacher.write(item.template, item.record, answer, self.backend.model)
         if answer.confidence < self.min_confidence:
             return None
-        return Verdict(answer.label, answer.confidence, self.backend.model)
+        return Verdict(answer.label, answer.confidence, self.backend.model, shareable=not prompt.guarded)
 
     async def warm_up(self, timeout: float = 300.0) -> None:
         """One question outside caches, statistics and the teacher file: llama.cpp evaluates the
