@@ -109,7 +109,8 @@ class DiskBuffer:
     def open(self) -> list[ChunkFile]:
         """Locks the directory and queues the chunks a previous run left. Blocking: call once at start."""
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
+            # Chunks hold raw log lines: the folder and its files are this process's user's alone.
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
             lock = (self.path / LOCK_NAME).open("ab")
         except OSError as exc:
             raise RelayError(f"cannot use relay.buffer.path {self.path}: {exc.strerror}") from exc
@@ -266,7 +267,7 @@ class DiskBuffer:
                 data = packed_forward(tag, stream, records, chunk_id, compress=self.compress)
                 final = self.path / f"{self._next_seq:016d}-{base64.b64decode(chunk_id).hex()}{SUFFIX}"
                 tmp = final.with_name(final.name + TMP_SUFFIX)
-                with tmp.open("wb") as fh:
+                with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
                     fh.write(data)
                     fh.flush()
                     os.fsync(fh.fileno())

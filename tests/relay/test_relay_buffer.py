@@ -143,3 +143,20 @@ def test_one_relay_per_directory_and_unreadable_files_are_set_aside(tmp_path: Pa
     assert again.open() == []
     assert (tmp_path / "0000000000000000-00ff.chunk.corrupt").exists()
     run(again.close())
+
+
+def test_chunks_and_their_folder_are_private(tmp_path: Path) -> None:
+    """Chunks are raw log lines: neither the folder nor a chunk is readable by other users."""
+    folder = tmp_path / "buffer"
+
+    async def scenario() -> None:
+        buffer = DiskBuffer(folder, max_bytes=1 << 20, max_chunk_bytes=1 << 20)
+        buffer.open()
+        buffer.start()
+        await (await put(buffer, "tag", stream(1), 1))
+        await buffer.close()
+
+    run(scenario())
+    (chunk,) = folder.glob("*.chunk")
+    assert chunk.stat().st_mode & 0o777 == 0o600
+    assert folder.stat().st_mode & 0o777 == 0o700
