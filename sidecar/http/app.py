@@ -19,7 +19,7 @@ from logclass.config.settings import Settings
 from logclass.engine.metrics import Metrics
 from logclass.http import csv_upload, errors, proto_json
 from logclass.http.console import console_router
-from logclass.http.guards import BodyLimit, ResponseCounter, token_guard
+from logclass.http.guards import BodyLimit, ResponseCounter, SameOrigin, token_guard
 from logclass.http.schemas import (
     CacheCounts,
     ClassifyRequestJson,
@@ -40,6 +40,7 @@ _ERRORS = errors.documented(
     {
         400: "INVALID_ARGUMENT: the request or file is malformed; the message says where",
         401: "UNAUTHENTICATED: server.auth is on and the bearer token is missing or wrong",
+        403: "PERMISSION_DENIED: without server.auth, a cross-site request, or a Host that is not loopback",
         413: "the body is larger than server.max_request_bytes (JSON) or server.max_upload_bytes (CSV)",
         429: "RESOURCE_EXHAUSTED: a model lane is full; retry later, the message names the lane",
         503: "UNAVAILABLE: models are still loading, or the sidecar is draining",
@@ -228,6 +229,9 @@ def build_app(settings: Settings, service: ClassifierService, metrics: Metrics, 
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, limit_for=limit_for)
+    if not token:
+        listen_host = (server.http_listen or "").rpartition(":")[0]
+        app.add_middleware(SameOrigin, listen_host=listen_host)
     app.add_middleware(
         ResponseCounter, registry=metrics.registry, routes=lambda: {getattr(r, "path", "") for r in app.routes}
     )

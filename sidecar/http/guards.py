@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -80,6 +82,63 @@ class BodyLimit:
             f"or raise {setting} in the sidecar's config"
         )
         await status_response(Code.RESOURCE_EXHAUSTED, message, 413)(scope, receive, send)
+
+
+# Names a browser on this machine uses for a loopback listener.
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_of(value: str) -> str:
+    """The host of a Host header or an origin's netloc, without port or IPv6 brackets."""
+    return urlsplit("//" + value).hostname or ""
+
+
+class SameOrigin:
+    """Without a token, a web page on any site could POST a CSV to the loopback listener (a
+    multipart form is a simple cross-origin request) or reach it under its own name by DNS
+    rebinding. So, when the listener is on loopback, a request must name a loopback host; and any
+    unsafe request a browser marks cross-site, or whose Origin is not the host it was sent to, is
+    refused (403). Clients that are not browsers send neither header and pass."""
+
+    def __init__(self, app: ASGIApp, listen_host: str) -> None:
+        self.app = app
+        self.loopback = is_loopback(listen_host.strip("[]"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        reason = self.refusal(scope)
+        if reason:
+            message = f"{reason}: without server.auth, only pages served by this sidecar may call it"
+            await status_response(Code.PERMISSION_DENIED, message, 403)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def refusal(self, scope: Scope) -> str:
+        headers = {name: value.decode("latin-1") for name, value in scope["headers"]}
+        host = headers.get(b"host", "")
+        if self.loopback and not is_loopback(_host_of(host)):
+            return f"Host {host!r} is not a loopback name"
+        if scope["method"] not in _UNSAFE:
+            return ""
+        site = headers.get(b"sec-fetch-site", "")
+        if site in ("cross-site", "same-site"):
+            return f"a {site} request"
+        origin = headers.get(b"origin")
+        if origin is not None and urlsplit(origin).netloc.lower() != host.lower():
+            return f"Origin {origin!r} is not this sidecar ({host})"
+        return ""
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -130,6 +130,26 @@ def test_the_csv_answer_writes_a_formula_after_a_quote(sidecar: Sidecar) -> None
     assert row["log_message"] == "'=cmd|' /C calc'!A0"
 
 
+def test_without_a_token_a_page_of_another_site_cannot_call_it(sidecar: Sidecar) -> None:
+    """A multipart POST is a simple cross-origin request any web page may send to 127.0.0.1, and
+    DNS rebinding reaches the loopback listener under the attacker's own name."""
+    csv_file = {"file": ("a.csv", b"source,log_message\na,User 1 logged in\n", "text/csv")}
+    here = sidecar.http.base_url.netloc.decode()
+    refused = [
+        sidecar.http.post("/classify", files=csv_file, headers={"Origin": "https://evil.example"}),
+        sidecar.http.post("/classify", files=csv_file, headers={"Sec-Fetch-Site": "cross-site"}),
+        sidecar.http.post("/v1/classify", json={"records": []}, headers={"Origin": "http://localhost:1"}),
+        sidecar.http.get("/v1/model", headers={"Host": "rebound.evil.example"}),
+    ]
+    for response in refused:
+        _status(response, 403, 7, "without server.auth")
+    # The console's own calls (same origin), and clients that are not browsers, go through.
+    same = {"Origin": f"http://{here}", "Sec-Fetch-Site": "same-origin"}
+    assert sidecar.http.post("/classify", files=csv_file, headers=same).status_code == 200
+    assert sidecar.http.get("/v1/model", headers={"Host": f"localhost:{here.rpartition(':')[2]}"}).status_code == 200
+    assert sidecar.upload(b"source,log_message\na,b\n").status_code == 200
+
+
 def test_unusable_uploads_get_400_saying_why(sidecar: Sidecar) -> None:
     _status(sidecar.upload(b"source,msg\na,b\n"), 400, 3, "missing column(s) ['log_message']")
     _status(sidecar.upload(b""), 400, 3, "is empty")

@@ -24,7 +24,8 @@ from tests.conftest import free_port
 def _client(token: str | None = None) -> tuple[TestClient, ClassifierService]:
     settings = config.load(environ={})
     service = ClassifierService(settings.server, Metrics())
-    return TestClient(build_app(settings, service, service.metrics, token)), service
+    # The listener is on loopback (server.http_listen's default): a request names a loopback host.
+    return TestClient(build_app(settings, service, service.metrics, token), base_url="http://127.0.0.1"), service
 
 
 def test_not_ready_until_attached_and_again_once_draining() -> None:
@@ -53,6 +54,9 @@ def test_not_ready_until_attached_and_again_once_draining() -> None:
 
 def test_a_token_guards_the_api_but_not_health_or_docs() -> None:
     client, _ = _client(token="t0k")
+    # With a token the caller is known: no origin or host check (a script elsewhere may hold it).
+    elsewhere = {"authorization": "Bearer t0k", "Host": "sidecar.example", "Origin": "https://ci.example"}
+    assert client.get("/v1/stats", headers=elsewhere).status_code == 200
     assert client.get("/v1/stats").status_code == 401
     assert client.get("/v1/stats", headers={"authorization": "Bearer t0k"}).status_code == 200
     for path in ("/healthz", "/docs", "/openapi.json"):
