@@ -374,6 +374,14 @@ class RelaySectionSettings:
     listen: Annotated[Address, doc("host:port of the Forward server")]
     udp_heartbeat: Annotated[bool, doc("answer UDP heartbeats on the same port")]
     max_request_bytes: Annotated[int, Json(minimum=1024), doc("largest request after gzip inflation")]
+    max_request_objects: Annotated[
+        Annotated[int, Json(minimum=64)], doc("arrays and maps (elements included) one request decodes into")
+    ]
+    max_container_len: Annotated[
+        Annotated[int, Json(minimum=16)], doc("longest array or map in a request (Forward mode: events)")
+    ]
+    max_connections: Annotated[PositiveInt, doc("sender connections open at once; more wait")]
+    idle_timeout_s: Annotated[NonNegativeFloat, doc("close a connection silent this long; 0: never")]
     classify: Annotated[bool, doc("false: forward records untouched")]
     message_key: Annotated[NonEmptyStr, doc("record key of the log line; nested: $.a.b or $['a']['b']")]
     source_key: Annotated[

@@ -24,7 +24,7 @@ from logclass.errors import LogclassError
 from logclass.relay import auth
 from logclass.relay.buffer import ChunkFile, DiskBuffer
 from logclass.relay.metrics import RelayMetrics
-from logclass.relay.protocol import ProtocolError, parse_ack, unpacker
+from logclass.relay.protocol import DecodeLimits, ObjectBudget, ProtocolError, parse_ack, unpacker
 from logclass.relay.settings import RelaySettings, Upstream
 from logclass.relay.tls import client_context
 
@@ -33,6 +33,7 @@ log = logging.getLogger("logclass.relay.forwarder")
 _READ_BYTES = 64 * 1024
 # Acks and handshake messages are tiny; anything bigger is not a Forward server talking.
 _MAX_RESPONSE_BYTES = 1024 * 1024
+_RESPONSE_LIMITS = DecodeLimits(_MAX_RESPONSE_BYTES, max_objects=1024, max_container_len=64)
 
 
 class UpstreamError(LogclassError):
@@ -49,7 +50,11 @@ class _Connection:
     writer: asyncio.StreamWriter
     keepalive: bool = True
     opened: float = field(default_factory=time.monotonic)
-    decoder: Any = field(default_factory=lambda: unpacker(_MAX_RESPONSE_BYTES))
+    budget: ObjectBudget = field(default_factory=lambda: ObjectBudget(_RESPONSE_LIMITS.max_objects))
+    decoder: Any = None
+
+    def __post_init__(self) -> None:
+        self.decoder = unpacker(_RESPONSE_LIMITS, self.budget)
 
 
 class Forwarder:
@@ -242,9 +247,13 @@ async def _next_message(conn: _Connection) -> object:
     """The next msgpack object from the upstream."""
     while True:
         try:
-            return next(conn.decoder)
+            message = next(conn.decoder)
+            conn.budget.release(conn.budget.used)
+            return message
         except StopIteration:
             pass
+        except ProtocolError as exc:
+            raise ProtocolError(f"sent a response too large to be an ack: {exc}") from exc
         except (msgpack.UnpackException, ValueError) as exc:
             raise ProtocolError(f"sent malformed msgpack: {exc}") from exc
         data = await conn.reader.read(_READ_BYTES)

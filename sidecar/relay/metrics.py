@@ -30,7 +30,8 @@ class RelayMetrics:
         self.connections = Gauge("logclass_relay_connections", "Open sender connections", registry=r)
         self.protocol_errors = Counter(
             "logclass_relay_protocol_errors",
-            "Sender connections closed for a protocol error, by kind (malformed, invalid, too_large, auth)",
+            "Sender connections closed for a protocol error, by kind (malformed, invalid, too_large, auth; "
+            "connections: refused over relay.max_connections)",
             ["kind"],
             registry=r,
         )

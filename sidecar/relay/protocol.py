@@ -14,6 +14,12 @@ and nanoseconds, big-endian). Handshake messages live in ``auth.py``.
 
 Strings are decoded with ``surrogateescape``, so bytes that are not UTF-8 travel through the relay
 unchanged instead of failing the whole chunk.
+
+Decoding is bounded (``DecodeLimits``), because a sender chooses every byte: a string or binary
+is at most ``max_bytes``, an array or map at most ``max_container_len`` long (msgpack reserves
+8 bytes a slot as soon as it reads a header, and nests at most 1,023 deep), and the arrays and
+maps decoded, with their elements, count against ``max_objects`` (``ObjectBudget``): 4 MiB of
+empty arrays (0x90) would otherwise become four million Python lists, 300 MB.
 """
 
 from __future__ import annotations
@@ -54,6 +60,54 @@ class ProtocolError(LogclassError):
     """A request that breaks the Forward protocol; the relay closes the connection it came on."""
 
 
+class RequestTooLarge(ProtocolError):
+    """A request past one of the decoding limits; the message names the setting."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """What one request may decode into (relay.max_request_bytes, relay.max_request_objects,
+    relay.max_container_len)."""
+
+    max_bytes: int
+    max_objects: int
+    max_container_len: int
+
+
+class ObjectBudget:
+    """Counts the arrays and maps decoded, elements included, as msgpack completes each one
+    (its ``list_hook`` and ``object_hook``), and stops the decoding past ``limit``. The count
+    runs until ``reset``: objects decoded and not yet handed on all stay in memory."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def release(self, objects: int) -> None:
+        """Uncounts ``objects`` handed on (queued); what a request still arriving holds stays."""
+        self.used -= objects
+
+    def array(self, value: list[Any]) -> list[Any]:
+        self.used += 1 + len(value)
+        if self.used > self.limit:
+            self._refuse()
+        return value
+
+    def map(self, value: dict[Any, Any]) -> dict[Any, Any]:
+        self.used += 1 + 2 * len(value)
+        if self.used > self.limit:
+            self._refuse()
+        return value
+
+    def _refuse(self) -> None:
+        raise RequestTooLarge(
+            f"a request decodes into more than relay.max_request_objects ({self.limit:,}) arrays, maps and "
+            "their elements; raise it or lower the sender's chunk size"
+        )
+
+
 @dataclass(slots=True)
 class EventBatch:
     """One request's events."""
@@ -65,9 +119,21 @@ class EventBatch:
     chunk: str | None
 
 
-def unpacker(max_buffer_bytes: int) -> msgpack.Unpacker:
-    """A streaming decoder for one connection; feed() raises BufferFull past ``max_buffer_bytes``."""
-    return msgpack.Unpacker(max_buffer_size=max_buffer_bytes, **UNPACK_OPTIONS)
+def unpacker(limits: DecodeLimits, budget: ObjectBudget, max_buffer_bytes: int | None = None) -> msgpack.Unpacker:
+    """A bounded streaming decoder for one connection; feed() raises BufferFull past
+    ``max_buffer_bytes`` (default: ``limits.max_bytes``), and decoding past ``limits`` or
+    ``budget`` raises ValueError or RequestTooLarge."""
+    return msgpack.Unpacker(
+        max_buffer_size=max_buffer_bytes or limits.max_bytes,
+        max_str_len=limits.max_bytes,
+        max_bin_len=limits.max_bytes,
+        max_array_len=limits.max_container_len,
+        max_map_len=limits.max_container_len,
+        max_ext_len=limits.max_container_len,
+        list_hook=budget.array,
+        object_hook=budget.map,
+        **UNPACK_OPTIONS,
+    )
 
 
 def packer() -> msgpack.Packer:
@@ -84,8 +150,9 @@ def event_time_parts(value: msgpack.ExtType) -> tuple[int, int]:
     return int(seconds), int(nanoseconds)
 
 
-def parse_request(request: list[Any], max_bytes: int) -> EventBatch:
-    """The events of one request (a msgpack array). Raises ProtocolError naming what is wrong."""
+def parse_request(request: list[Any], limits: DecodeLimits, budget: ObjectBudget) -> EventBatch:
+    """The events of one request (a msgpack array). Raises ProtocolError naming what is wrong.
+    The entries of a packed stream are decoded within ``limits``, counted in ``budget``."""
     if len(request) < 2 or len(request) > 4:
         raise ProtocolError(f"a request is [tag, time|entries, ...] with 2 to 4 elements, got {len(request)}")
     tag, second = request[0], request[1]
@@ -109,14 +176,14 @@ def parse_request(request: list[Any], max_bytes: int) -> EventBatch:
         mode = MODE_PACKED
         if option.get("compressed") == "gzip":
             # Other values of `compressed` are to be ignored (the spec), i.e. the stream is plain.
-            stream, mode = gunzip(stream, max_bytes), MODE_COMPRESSED
-        return EventBatch(tag, mode, decode_entries(stream), _chunk(option))
+            stream, mode = gunzip(stream, limits.max_bytes), MODE_COMPRESSED
+        return EventBatch(tag, mode, decode_entries(stream, limits, budget), _chunk(option))
     raise ProtocolError(f"second element must be a time, an array or a binary stream of entries, got {_type(second)}")
 
 
-def decode_entries(stream: bytes) -> list[Entry]:
+def decode_entries(stream: bytes, limits: DecodeLimits, budget: ObjectBudget) -> list[Entry]:
     """The entries of a MessagePackEventStream; a stream cut mid-entry is an error, not a short chunk."""
-    reader = msgpack.Unpacker(max_buffer_size=max(len(stream), 1), **UNPACK_OPTIONS)
+    reader = unpacker(limits, budget, max_buffer_bytes=max(len(stream), 1))
     reader.feed(stream)
     entries: list[Entry] = []
     end = 0

@@ -26,7 +26,7 @@ import msgpack
 from logclass.relay import RelayError, auth, protocol
 from logclass.relay.buffer import BufferWriteError, DiskBuffer
 from logclass.relay.metrics import RelayMetrics
-from logclass.relay.protocol import EventBatch, ProtocolError
+from logclass.relay.protocol import EventBatch, ProtocolError, RequestTooLarge
 from logclass.relay.settings import RelaySettings
 from logclass.relay.tagger import Tagger
 from logclass.relay.throttle import ThrottledLog
@@ -104,14 +104,26 @@ class ForwardServer:
 
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = _peer(writer)
+        if len(self._connections) >= self.settings.section.max_connections:
+            # Refused at once, not held: a held socket and task per connection is what a flood costs.
+            self.metrics.protocol_errors.labels("connections").inc()
+            self._warn.warning(
+                "connections",
+                "refusing a connection from %s: relay.max_connections (%d) are open",
+                peer,
+                self.settings.section.max_connections,
+            )
+            writer.close()
+            return
         conn = _Connection(peer, asyncio.current_task())
         self._connections.add(conn)
         self.metrics.connections.inc()
-        decoder = protocol.unpacker(self.settings.section.max_request_bytes)
+        budget = protocol.ObjectBudget(self.settings.section.max_request_objects)
+        decoder = protocol.unpacker(self.settings.limits, budget)
         try:
             if self.settings.shared_key:
-                await asyncio.wait_for(self._handshake(reader, writer, decoder, peer), HANDSHAKE_TIMEOUT_S)
-            await self._serve(reader, writer, decoder, conn)
+                await asyncio.wait_for(self._handshake(reader, writer, decoder, budget, peer), HANDSHAKE_TIMEOUT_S)
+            await self._serve(reader, writer, decoder, budget, conn)
         except _Close as exc:
             if exc.kind is not None:
                 self.metrics.protocol_errors.labels(exc.kind).inc()
@@ -135,13 +147,19 @@ class ForwardServer:
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
 
     async def _handshake(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, decoder: Any, peer: str
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        decoder: Any,
+        budget: protocol.ObjectBudget,
+        peer: str,
     ) -> None:
         assert self.settings.shared_key is not None
         nonce, auth_salt = auth.salt(), auth.salt() if self.settings.users else b""
         writer.write(auth.helo(nonce, auth_salt))
         await writer.drain()
         message = await _read_one(reader, decoder)
+        budget.release(budget.used)
         try:
             ping = auth.parse_ping(message)
         except ProtocolError as exc:
@@ -153,10 +171,19 @@ class ForwardServer:
             raise _Close(f"handshake refused: {reason} (client hostname {ping.hostname!r})", "auth")
 
     async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, decoder: Any, conn: _Connection
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        decoder: Any,
+        budget: protocol.ObjectBudget,
+        conn: _Connection,
     ) -> None:
+        idle = self.settings.section.idle_timeout_s or None
         while not self._stopping:
-            data = await reader.read(_READ_BYTES)
+            try:
+                data = await asyncio.wait_for(reader.read(_READ_BYTES), idle)
+            except asyncio.TimeoutError:
+                raise _Close(f"nothing received for relay.idle_timeout_s ({idle:g} s)", None) from None
             if not data:
                 return
             started = time.monotonic()
@@ -169,21 +196,31 @@ class ForwardServer:
                     "raise it or lower the sender's chunk size",
                     "too_large",
                 ) from None
-            batches, error = self._decode(decoder, conn)
-            if batches:
-                conn.busy = True
-                try:
-                    await self._accept(batches, writer, conn, started)
-                finally:
-                    conn.busy = False
-            if error is not None:
-                raise error
+            more = True
+            while more:
+                batches, settled, error, more = self._decode(decoder, budget, conn)
+                if batches:
+                    conn.busy = True
+                    try:
+                        await self._accept(batches, writer, conn, started)
+                    finally:
+                        conn.busy = False
+                budget.release(settled)
+                if error is not None:
+                    raise error
 
-    def _decode(self, decoder: Any, conn: _Connection) -> tuple[list[EventBatch], _Close | None]:
-        """The complete requests buffered so far, and the error that ends the connection, if any."""
+    def _decode(
+        self, decoder: Any, budget: protocol.ObjectBudget, conn: _Connection
+    ) -> tuple[list[EventBatch], int, _Close | None, bool]:
+        """The complete requests buffered so far (up to half the object budget: the rest waits
+        until these are queued), the objects they hold, the error that ends the connection if any,
+        and whether complete requests may be left in the decoder."""
         batches: list[EventBatch] = []
+        settled = 0
+        limits = self.settings.limits
         try:
             for request in decoder:
+                settled = budget.used
                 if request is None:
                     continue  # a heartbeat
                 if not isinstance(request, list):
@@ -191,23 +228,28 @@ class ForwardServer:
                         conn.warned_non_array = True
                         log.warning("ignoring %s from %s: requests are arrays", type(request).__name__, conn.peer)
                     continue
-                batches.append(protocol.parse_request(request, self.settings.section.max_request_bytes))
+                batches.append(protocol.parse_request(request, limits, budget))
+                settled = budget.used
+                if settled * 2 > budget.limit:
+                    return batches, settled, None, True
+        except RequestTooLarge as exc:
+            return batches, settled, _Close(str(exc), "too_large"), False
         except ProtocolError as exc:
-            return batches, _Close(f"invalid request: {exc}", "invalid")
+            return batches, settled, _Close(f"invalid request: {exc}", "invalid"), False
         except (msgpack.UnpackException, ValueError) as exc:
-            return batches, _Close(f"malformed msgpack ({type(exc).__name__}: {exc})", "malformed")
-        return batches, None
+            return batches, settled, _Close(f"malformed msgpack ({type(exc).__name__}: {exc})", "malformed"), False
+        return batches, settled, None, False
 
     async def _accept(
         self, batches: list[EventBatch], writer: asyncio.StreamWriter, conn: _Connection, started: float
     ) -> None:
         await self.tagger.tag(batches)
+        streams = [protocol.pack_entries(b.entries, self._packer) if b.entries else b"" for b in batches]
         acks: list[tuple[str, asyncio.Future[None] | None]] = []
-        for batch in batches:
+        for batch, stream in zip(batches, streams, strict=True):
             self.metrics.records_in.labels(batch.mode).inc(len(batch.entries))
             done = None
             if batch.entries:
-                stream = protocol.pack_entries(batch.entries, self._packer)
                 cost = self.buffer.cost(batch.tag, len(stream))
                 await self._reserve(cost, batch, conn)
                 done = self.buffer.append(batch.tag, stream, len(batch.entries), cost)
@@ -273,7 +315,7 @@ async def _read_one(reader: asyncio.StreamReader, decoder: Any) -> object:
             return next(decoder)
         except StopIteration:
             pass
-        except (msgpack.UnpackException, ValueError) as exc:
+        except (ProtocolError, msgpack.UnpackException, ValueError) as exc:
             raise _Close(f"malformed msgpack in the handshake ({exc})", "auth") from exc
         data = await reader.read(_READ_BYTES)
         if not data:

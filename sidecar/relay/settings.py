@@ -24,6 +24,7 @@ from logclass.config.settings import (
 )
 from logclass.relay import RelayError
 from logclass.relay.keypath import KeyPath
+from logclass.relay.protocol import DecodeLimits
 from logclass.secrets import SecretError, SecurityConfigError, read_secret, tls_files
 
 
@@ -103,6 +104,11 @@ class RelaySettings:
     @property
     def listen(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def limits(self) -> DecodeLimits:
+        section = self.section
+        return DecodeLimits(section.max_request_bytes, section.max_request_objects, section.max_container_len)
 
 
 def resolve(settings: Settings) -> RelaySettings:

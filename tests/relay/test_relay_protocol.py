@@ -15,12 +15,17 @@ from logclass.relay.protocol import ProtocolError
 from tests.relay.forward_peer import event_time, packed_request, sha512_hex
 
 MAX = 1 << 20
+LIMITS = protocol.DecodeLimits(MAX, max_objects=1 << 16, max_container_len=1024)
 
 
 def _decode(data: bytes) -> Any:
-    unpacker = protocol.unpacker(MAX)
+    unpacker = protocol.unpacker(LIMITS, protocol.ObjectBudget(LIMITS.max_objects))
     unpacker.feed(data)
     return next(unpacker)
+
+
+def _parse(request: Any) -> protocol.EventBatch:
+    return protocol.parse_request(request, LIMITS, protocol.ObjectBudget(LIMITS.max_objects))
 
 
 def test_event_time_fixext_and_ext8_both_read_and_fixext_is_written() -> None:
@@ -44,27 +49,27 @@ def test_every_mode_decodes_to_the_same_events() -> None:
         protocol.MODE_COMPRESSED: packed_request("tag.name", records, compressed=True, when=when)[0],
     }
     for mode, data in requests.items():
-        batch = protocol.parse_request(_decode(data), MAX)
+        batch = _parse(_decode(data))
         assert batch.mode == mode and batch.tag == "tag.name" and batch.chunk is not None
         expected = records[:1] if mode == protocol.MODE_MESSAGE else records
         assert batch.entries == [[when, r] for r in expected]
     # out_forward sends the stream as msgpack str for compatibility; it must still decode.
-    legacy = protocol.parse_request(_decode(packed_request("t", records, as_str=True, when=1)[0]), MAX)
+    legacy = _parse(_decode(packed_request("t", records, as_str=True, when=1)[0]))
     assert legacy.mode == protocol.MODE_PACKED and [e[1] for e in legacy.entries] == records
     # No option, integer time, and `compressed` values other than gzip are ignored (plain stream).
-    plain = protocol.parse_request(_decode(msgpack.packb(["t", 1441588984, {"a": 1}])), MAX)
+    plain = _parse(_decode(msgpack.packb(["t", 1441588984, {"a": 1}])))
     assert plain.chunk is None and plain.entries == [[1441588984, {"a": 1}]]
     stream = msgpack.packb([1, {"a": 1}])
-    text = protocol.parse_request(_decode(msgpack.packb(["t", stream, {"compressed": "text"}])), MAX)
+    text = _parse(_decode(msgpack.packb(["t", stream, {"compressed": "text"}])))
     assert text.mode == protocol.MODE_PACKED and text.entries == [[1, {"a": 1}]]
 
 
 def test_fluent_bit_metadata_entries_and_non_utf8_strings_pass_through() -> None:
     entry = [[event_time(1, 2), {"otel": {}}], {"log": "x"}]
-    batch = protocol.parse_request(_decode(msgpack.packb(["t", [entry]])), MAX)
+    batch = _parse(_decode(msgpack.packb(["t", [entry]])))
     assert batch.entries == [entry]
     raw = b"\x92\xa3tag" + b"\x91" + msgpack.packb([1, {"log": b"\xff\xfe"}], use_bin_type=False)
-    batch = protocol.parse_request(_decode(raw), MAX)
+    batch = _parse(_decode(raw))
     packed = protocol.pack_entries(batch.entries, protocol.packer())
     assert packed == msgpack.packb([1, {"log": b"\xff\xfe"}], use_bin_type=False)  # byte for byte
 
@@ -89,7 +94,7 @@ def test_fluent_bit_metadata_entries_and_non_utf8_strings_pass_through() -> None
 )
 def test_protocol_errors_say_what_is_wrong(request_: list[Any], message: str) -> None:
     with pytest.raises(ProtocolError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        protocol.parse_request(request_, MAX)
+        _parse(request_)
 
 
 def test_gzip_inflation_is_bounded() -> None:
@@ -103,7 +108,7 @@ def test_packed_forward_request_and_ack_round_trip() -> None:
     stream = protocol.pack_entries([[1, {"a": 1}], [2, {"b": 2}]], protocol.packer())
     for compress in (False, True):
         data = protocol.packed_forward("tag", stream, 2, "Y2h1bms=", compress=compress)
-        batch = protocol.parse_request(_decode(data), MAX)
+        batch = _parse(_decode(data))
         assert batch.chunk == "Y2h1bms=" and [e[1] for e in batch.entries] == [{"a": 1}, {"b": 2}]
         assert _decode(data)[2]["size"] == 2
     assert protocol.parse_ack(_decode(protocol.ack("abc"))) == "abc"
