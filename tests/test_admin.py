@@ -180,3 +180,51 @@ def test_feedback_decides_the_next_record_of_the_template_and_survives_a_restart
         assert (again.label, again.tier) == ("System Notification", "memory")
     finally:
         restarted.close()
+
+
+def test_lessons_are_listed_and_a_dropped_one_is_gone_here_and_after_a_restart(tmp_path: Path) -> None:
+    learnt = tmp_path / "learnt.jsonl"
+    server = Server(tmp_path, learnt=learnt)
+    try:
+        server.feedback(NOVEL.format(n=1), "System Notification")
+        per_source = admin_pb.Correction(
+            record=pb.LogRecord(source="billing", message="Quota of tenant 7 exceeded by 12%"),
+            label="Error",
+            this_source_only=True,
+        )
+        server.admin.Feedback(admin_pb.FeedbackRequest(corrections=[per_source]), timeout=10, metadata=_auth(ADMIN))
+        listing = server.admin.ListLessons(admin_pb.ListLessonsRequest(), timeout=10, metadata=_auth(ADMIN))
+        assert listing.total == 2 and [x.key.scope for x in listing.lessons] == ["billing", ""]  # newest first
+        assert {(x.origin, x.label) for x in listing.lessons} == {
+            ("feedback", "Error"),
+            ("feedback", "System Notification"),
+        }
+        only = admin_pb.ListLessonsRequest(scope="billing", limit=5)
+        assert [x.label for x in server.admin.ListLessons(only, timeout=10, metadata=_auth(ADMIN)).lessons] == ["Error"]
+        assert (
+            _code(
+                lambda: server.admin.ListLessons(
+                    admin_pb.ListLessonsRequest(origin="x"), timeout=10, metadata=_auth(ADMIN)
+                )
+            )
+            == grpc.StatusCode.INVALID_ARGUMENT
+        )
+        assert _code(
+            lambda: server.admin.ListLessons(admin_pb.ListLessonsRequest(), timeout=10, metadata=_auth(SHIPPER))
+        ) == (grpc.StatusCode.UNAUTHENTICATED)
+        # The per-source correction answers billing alone.
+        assert [r.label for r in server.classify("Quota of tenant 9 exceeded by 3%", source="billing")] == ["Error"]
+        assert server.classify("Quota of tenant 9 exceeded by 3%", source="crm")[0].tier != "memory"
+
+        drop = admin_pb.DropLessonsRequest(keys=[listing.lessons[1].key])
+        dropped = server.admin.DropLessons(drop, timeout=10, metadata=_auth(ADMIN)).dropped
+        assert [x.label for x in dropped] == ["System Notification"]
+        assert server.classify(NOVEL.format(n=2))[0].tier != "memory", "dropped: decided by the tiers again"
+    finally:
+        server.close()
+    restarted = Server(tmp_path, learnt=learnt)
+    try:
+        assert restarted.classify(NOVEL.format(n=3))[0].tier != "memory"
+        assert [r.label for r in restarted.classify("Quota of tenant 1 exceeded by 1%", source="billing")] == ["Error"]
+    finally:
+        restarted.close()

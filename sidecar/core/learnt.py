@@ -1,9 +1,15 @@
 """Learnt template memory: templates the running service was taught, kept across restarts.
 
 Two teachers: the LLM (its verdict for a template no cheaper tier knew) and a human (a
-correction sent for one record). Each lesson is ``template -> label`` and is answered by the
-memory tier from then on, so a template costs one LLM call in the life of a deployment, not one
-per process.
+correction sent for one record). Each lesson is ``(scope, template) -> label`` and is answered by
+the memory tier from then on, so a template costs one LLM call in the life of a deployment, not
+one per process.
+
+Provenance decides what a lesson may answer, because any caller can make the LLM decide a line:
+- an LLM lesson's scope is the source of the record it was asked about: it answers that source
+  alone, and only after the operator's corrections and the trained memory (``MemoryTier``);
+- a correction answers every source (scope ``""``) or, when the operator says so, its record's
+  source alone; it outranks everything but the regex rules.
 
 The file (``memory.learnt_file``) is append-only JSONL with the teacher file's keys plus
 ``origin``, so ``logclass train --extra`` reads it as it is. Lookups are one dict probe on the
@@ -11,8 +17,9 @@ event loop; appends go to a writer thread that writes and fsyncs in batches, bec
 costs milliseconds and the event loop answers known records in microseconds.
 
 Rules, applied alike at load and at runtime (so the file replayed gives the same memory):
-the last lesson of a template wins, except that an LLM answer never replaces a human
-correction (an LLM question in flight when the correction arrives must not undo it).
+the last lesson of a key wins, except that an LLM answer is refused where a correction covers it
+(an LLM question in flight when the correction arrives must not undo it). An operator can list
+lessons and drop them (the Admin service); a drop rewrites the file at once.
 
 Bounds, because every lesson started as a log line an attacker may have chosen:
 - at most ``memory.learnt_max_lessons`` lessons; past it the least recently taught LLM lesson
@@ -35,7 +42,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -47,7 +54,9 @@ log = logging.getLogger("logclass.learnt")
 ORIGIN_LLM, ORIGIN_FEEDBACK = "llm", "feedback"
 ORIGINS = (ORIGIN_LLM, ORIGIN_FEEDBACK)
 SETTING = "memory.learnt_file"
-_KEYS = ("source", "template", "example", "label", "confidence", "model", "origin")
+_KEYS = ("source", "template", "example", "label", "confidence", "model", "origin", "scope")
+ALL_SOURCES = ""  # the scope of a correction that answers every source
+Key = tuple[str, str]  # (scope, template)
 # Every line starts so (``_KEYS`` order): a line glued onto a torn one is found again by it.
 _LINE_START = b'{"source": '
 # A lesson holds a message (limits.max_message_bytes, 64 KiB by default), its source and template:
@@ -72,6 +81,11 @@ class Lesson:
     confidence: float
     origin: str  # ORIGIN_LLM or ORIGIN_FEEDBACK
     model: str  # the LLM's model; empty for a human correction
+    scope: str  # the source it answers; ALL_SOURCES: every source (corrections only)
+
+    @property
+    def key(self) -> Key:
+        return (self.scope, self.template)
 
     @property
     def detail(self) -> str:
@@ -101,14 +115,22 @@ def _lesson(entry: object) -> Lesson:
     origin = str(entry["origin"])
     if origin not in ORIGINS:
         raise ValueError(f"origin {origin!r} is not one of {', '.join(ORIGINS)}")
+    source = str(entry["source"])
+    # Files written before scopes: an LLM answer was for its source, a correction for all.
+    scope = entry.get("scope")
+    if scope is None:
+        scope = source if origin == ORIGIN_LLM else ALL_SOURCES
+    if origin == ORIGIN_LLM and scope != source:
+        raise ValueError(f"an llm lesson answers its own source ({source!r}), not scope {scope!r}")
     return Lesson(
         template=str(entry["template"]),
-        source=str(entry["source"]),
+        source=source,
         example=str(entry["example"]),
         label=str(entry["label"]),
         confidence=float(entry["confidence"]),
         origin=origin,
         model=str(entry.get("model") or ""),
+        scope=str(scope),
     )
 
 
@@ -123,23 +145,26 @@ class LearntStore:
         self.max_lessons = max_lessons
         self.max_file_bytes = max_file_bytes
         # Insertion order is teaching order: a lesson taught again moves to the end.
-        self._lessons: dict[str, Lesson] = {}
-        self._verdicts: dict[str, Verdict] = {}
-        self._llm_order: dict[str, None] = {}  # the LLM's lessons, least recently taught first
+        self._lessons: dict[Key, Lesson] = {}
+        # Prebuilt verdicts for the hot path, apart by origin: they rank differently.
+        self._corrected: dict[Key, Verdict] = {}
+        self._answered: dict[Key, Verdict] = {}
+        self._llm_order: dict[Key, None] = {}  # the LLM's lessons, least recently taught first
         # Lessons taken since this process started, by origin (logclass_learnt_total).
         self.counts: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()  # lessons lost, by reason (DROP_REASONS)
         self.loaded = 0
-        # ("put", lesson, when) or ("drop", template): done on the writer thread, off the event loop.
-        self._queue: queue.SimpleQueue[tuple[str, Lesson | str, float] | None] = queue.SimpleQueue()
+        # ("put", lesson, when), ("drop", key) or ("forget", key): done on the writer thread, off
+        # the event loop. A forgotten lesson is rewritten out of the file at once.
+        self._queue: queue.SimpleQueue[tuple[str, Lesson | Key, float] | None] = queue.SimpleQueue()
         self._written = 0  # queue items the writer has finished
         self._enqueued = 0
         self._synced = threading.Condition()
         self._error: OSError | None = None
         self._thread: threading.Thread | None = None
         self._fh: BinaryIO | None = None
-        # The writer's view: template -> its live line, in teaching order, and the file's size.
-        self._lines: dict[str, bytes] = {}
+        # The writer's view: key -> its live line, in teaching order, and the file's size.
+        self._lines: dict[Key, bytes] = {}
         self._file_bytes = 0
         if self.path is not None:
             dead = self._load(self.path)
@@ -155,19 +180,49 @@ class LearntStore:
     def __iter__(self) -> Iterator[Lesson]:
         return iter(self._lessons.values())
 
-    def get(self, template: str) -> Lesson | None:
-        return self._lessons.get(template)
+    def get(self, template: str, scope: str) -> Lesson | None:
+        return self._lessons.get((scope, template))
 
-    def verdict(self, template: str) -> Verdict | None:
-        """The hot path's probe: a prebuilt verdict, no allocation."""
-        return self._verdicts.get(template)
+    def correction(self, source: str, template: str) -> Verdict | None:
+        """The hot path's first probe: a correction for this source, else one for every source."""
+        corrected = self._corrected
+        if not corrected:
+            return None
+        return corrected.get((source, template)) or corrected.get((ALL_SOURCES, template))
 
-    def learn(self, template: str, record: LogRecord, verdict: Verdict, origin: str) -> bool:
+    def answer(self, source: str, template: str) -> Verdict | None:
+        """The hot path's last probe: the LLM's answer for this source's template."""
+        return self._answered.get((source, template)) if self._answered else None
+
+    def lessons(self, origin: str = "", scope: str | None = None) -> list[Lesson]:
+        """Lessons, most recently taught first, of ``origin`` (empty: both) and ``scope`` (None: any)."""
+        return [
+            lesson
+            for lesson in reversed(self._lessons.values())
+            if (not origin or lesson.origin == origin) and (scope is None or lesson.scope == scope)
+        ]
+
+    def forget(self, keys: Iterable[Key]) -> list[Lesson]:
+        """Drops these lessons here and from the file (rewritten without them); the ones it had."""
+        gone = [lesson for key in keys if (lesson := self._lessons.get(key)) is not None]
+        for lesson in gone:
+            self._forget(lesson.key)
+            if self._thread is not None:
+                self._send(("forget", lesson.key, 0.0))
+        return gone
+
+    def learn(
+        self, template: str, record: LogRecord, verdict: Verdict, origin: str, *, this_source_only: bool = False
+    ) -> bool:
         """Takes a lesson (and appends it to the file); False when the rules refuse it (an LLM
-        answer for a template a human corrected, or a store full of corrections)."""
+        answer where a correction covers it, or a store full of corrections). An LLM lesson
+        answers its record's source alone; a correction every source unless ``this_source_only``."""
         # An LLM verdict's detail is its model; a correction has none.
         model = verdict.detail if origin == ORIGIN_LLM else ""
-        lesson = Lesson(template, record.source, record.message, verdict.label, verdict.confidence, origin, model)
+        scope = record.source if origin == ORIGIN_LLM or this_source_only else ALL_SOURCES
+        lesson = Lesson(
+            template, record.source, record.message, verdict.label, verdict.confidence, origin, model, scope
+        )
         evicted = self._take(lesson)
         if evicted is None:
             return False
@@ -178,17 +233,17 @@ class LearntStore:
             self._send(("put", lesson, time.time()))
         return True
 
-    def _send(self, item: tuple[str, Lesson | str, float]) -> None:
+    def _send(self, item: tuple[str, Lesson | Key, float]) -> None:
         self._enqueued += 1
         self._queue.put(item)
 
-    def _take(self, lesson: Lesson) -> list[str] | None:
-        """Applies the rules; the templates evicted to make room, or None when refused."""
-        template = lesson.template
-        known = self._lessons.get(template)
-        if known is not None and known.origin == ORIGIN_FEEDBACK and lesson.origin == ORIGIN_LLM:
+    def _take(self, lesson: Lesson) -> list[Key] | None:
+        """Applies the rules; the keys evicted to make room, or None when refused."""
+        key = lesson.key
+        if lesson.origin == ORIGIN_LLM and self.correction(lesson.scope, lesson.template) is not None:
             return None
-        evicted: list[str] = []
+        known = self._lessons.get(key)
+        evicted: list[Key] = []
         if known is None and len(self._lessons) >= self.max_lessons:
             oldest = next(iter(self._llm_order), None)
             if oldest is None:
@@ -200,17 +255,20 @@ class LearntStore:
             self._forget(oldest)
             self.dropped[EVICTED] += 1
             evicted.append(oldest)
-        self._forget(template)
-        self._lessons[template] = lesson
-        self._verdicts[template] = lesson.verdict()
+        self._forget(key)
+        self._lessons[key] = lesson
         if lesson.origin == ORIGIN_LLM:
-            self._llm_order[template] = None
+            self._answered[key] = lesson.verdict()
+            self._llm_order[key] = None
+        else:
+            self._corrected[key] = lesson.verdict()
         return evicted
 
-    def _forget(self, template: str) -> None:
-        self._lessons.pop(template, None)
-        self._verdicts.pop(template, None)
-        self._llm_order.pop(template, None)
+    def _forget(self, key: Key) -> None:
+        self._lessons.pop(key, None)
+        self._corrected.pop(key, None)
+        self._answered.pop(key, None)
+        self._llm_order.pop(key, None)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Blocks until every lesson taken so far is on disk (fsynced); False on timeout. Not for
@@ -254,19 +312,21 @@ class LearntStore:
                 self._written += len(batch)
                 self._synced.notify_all()
 
-    def _write(self, batch: list[tuple[str, Lesson | str, float]]) -> None:
+    def _write(self, batch: list[tuple[str, Lesson | Key, float]]) -> None:
         assert self._fh is not None and self.path is not None
         out: list[bytes] = []
+        rewrite = False
         for kind, value, when in batch:
-            if kind == "drop":
-                assert isinstance(value, str)
+            if kind in ("drop", "forget"):
+                assert isinstance(value, tuple)
                 self._lines.pop(value, None)
+                rewrite = rewrite or kind == "forget"
                 continue
             assert isinstance(value, Lesson)
             line = self._line(value, when)
             if line is not None:
-                self._lines.pop(value.template, None)
-                self._lines[value.template] = line
+                self._lines.pop(value.key, None)
+                self._lines[value.key] = line
                 out.append(line)
         if out:
             data = b"".join(out)
@@ -275,7 +335,7 @@ class LearntStore:
             os.fsync(self._fh.fileno())
             self._file_bytes += len(data)
         live = sum(map(len, self._lines.values()))
-        if self._file_bytes > self.max_file_bytes and self._file_bytes > 2 * live:
+        if rewrite or (self._file_bytes > self.max_file_bytes and self._file_bytes > 2 * live):
             self._fh.close()
             self._compact(self.path)
             self._fh = self._open(self.path)
@@ -378,8 +438,8 @@ class LearntStore:
         for gone in evicted or ():
             self._lines.pop(gone, None)
         if evicted is not None:
-            self._lines.pop(lesson.template, None)
-            self._lines[lesson.template] = raw if raw.endswith(b"\n") else raw + b"\n"
+            self._lines.pop(lesson.key, None)
+            self._lines[lesson.key] = raw if raw.endswith(b"\n") else raw + b"\n"
             self.loaded += 1
         return None
 

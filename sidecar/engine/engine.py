@@ -39,7 +39,7 @@ from logclass.core.decision import (
     TemplateKey,
     Verdict,
 )
-from logclass.core.learnt import ORIGIN_FEEDBACK, ORIGIN_LLM, LearntStore
+from logclass.core.learnt import ORIGIN_FEEDBACK, ORIGIN_LLM, Key, LearntStore, Lesson
 from logclass.engine.lanes import Lane, LaneFullError
 from logclass.engine.router import PendingTemplate, Router, RouterStats
 from logclass.errors import LogclassError
@@ -177,10 +177,11 @@ class Engine:
         for tier in self.tiers:
             await tier.close()
 
-    def teach(self, record: LogRecord, label: str) -> Decision:
-        """A human correction: from now on ``label`` for ``record``'s template (stored, and
-        persisted with the store). Returns the decision the engine now gives ``record``, which
-        shows when a regex rule, asked before the memory, still wins."""
+    def teach(self, record: LogRecord, label: str, *, this_source_only: bool = False) -> Decision:
+        """A human correction: from now on ``label`` for ``record``'s template, from every source
+        or ``this_source_only`` (stored, and persisted with the store). Returns the decision the
+        engine now gives ``record``, which shows when a regex rule, asked before the memory, still
+        wins."""
         known = self.labels()
         if label not in known:
             raise UnknownLabelError(label, known)
@@ -193,13 +194,25 @@ class Engine:
             raise TeachError(
                 "the record has an empty, invalid or too long message, or too long a source: nothing to learn from"
             )
-        self.learnt.learn(template, record, Verdict(label, 1.0), ORIGIN_FEEDBACK)
+        self.learnt.learn(template, record, Verdict(label, 1.0), ORIGIN_FEEDBACK, this_source_only=this_source_only)
         self._corrections += 1
         self._corrected[template] = self._corrections
         router.forget(template)
         decision = router.peek(record)
         assert decision is not None, "a correction in the memory answers its template"
         return decision
+
+    def forget_lessons(self, keys: Sequence[Key]) -> list[Lesson]:
+        """Drops learnt lessons ((scope, template) keys) and the cached decisions they made: the
+        next record of each template is decided by the tiers again. The lessons it had."""
+        if self.learnt is None:
+            return []
+        gone = self.learnt.forget(keys)
+        for lesson in gone:
+            self._corrections += 1
+            self._corrected[lesson.template] = self._corrections
+            self.router.forget(lesson.template)
+        return gone
 
     def _stale(self, template: str, since: int) -> bool:
         """Whether ``template`` was corrected after the correction count was ``since``."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from logclass.core.decision import Decision, LogRecord
+from logclass.core.learnt import ORIGINS, Key, Lesson
 from logclass.engine.reload import RELOAD_PARTS
 from logclass.errors import LogclassError
 from logclass.service.classifier import ClassifierService, Code
@@ -33,6 +34,10 @@ Reload = Callable[[Collection[str]], Awaitable[ReloadOutcome]]
 class Correction:
     record: LogRecord
     label: str
+    this_source_only: bool = False
+
+
+DEFAULT_LESSONS = 100
 
 
 class AdminService:
@@ -72,6 +77,18 @@ class AdminService:
                     f"correction {i}: label {correction.label!r} is not one of the model's labels {sorted(labels)}",
                 )
         try:
-            return [engine.teach(c.record, c.label) for c in corrections]
+            return [engine.teach(c.record, c.label, this_source_only=c.this_source_only) for c in corrections]
         except LogclassError as exc:
             raise self.service.refuse(Code.INVALID_ARGUMENT, str(exc)) from exc
+
+    def lessons(self, origin: str, scope: str | None, limit: int) -> tuple[list[Lesson], int]:
+        """The lessons of ``origin`` ("" for both) answering ``scope`` (None: any), most recently
+        taught first, at most ``limit`` (0: DEFAULT_LESSONS), and how many matched."""
+        if origin and origin not in ORIGINS:
+            raise self.service.refuse(Code.INVALID_ARGUMENT, f"origin {origin!r}: give one of {list(ORIGINS)} or none")
+        learnt = self.service.active_engine().learnt
+        found = learnt.lessons(origin, scope) if learnt is not None else []
+        return found[: limit or DEFAULT_LESSONS], len(found)
+
+    def drop(self, keys: Sequence[Key]) -> list[Lesson]:
+        return self.service.active_engine().forget_lessons(keys)

@@ -6,14 +6,15 @@ learnt from that one row, which no trained head guarantees. Lookup is one dict p
 template the router already computed, so it runs on the request path.
 
 With a learnt store (``core.learnt``: the LLM's answers and human corrections of this
-deployment), its lessons are asked first: a correction must beat what the training data said.
-They are keyed by the router's template (the one the LLM saw), not the bundle's own masks. A
-lesson whose label this engine cannot give (a bundle without it) is ignored and counted.
+deployment), the operator's corrections are asked first (a correction must beat what the training
+data said), and the LLM's answers last, for the source they were given for only: any caller can
+make the LLM decide a line, so its answer must not outrank the training data or reach another
+source. Lessons are keyed by the router's template (the one the LLM saw), not the bundle's own
+masks. A lesson whose label this engine cannot give (a bundle without it) is ignored and counted.
 
-A source that ``router.source_routes`` sends past this tier still gets the lessons learnt from
-that same source, and every human correction: routing a source to the LLM means "ask the LLM
-about it", and the LLM's answer, once learnt, is that answer. Trained templates and lessons
-from other sources are not used for it.
+A source that ``router.source_routes`` sends past this tier still gets the corrections and the
+LLM's answers for that same source: routing a source to the LLM means "ask the LLM about it", and
+its answer, once learnt, is that answer. Trained templates are not used for it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import logging
 from collections.abc import Iterable, Mapping
 
 from logclass.core.decision import LogRecord, Verdict
-from logclass.core.learnt import ORIGIN_FEEDBACK, LearntStore
+from logclass.core.learnt import LearntStore
 from logclass.core.masking import TemplateMasker
 from logclass.tiers.base import FastTier
 
@@ -78,25 +79,29 @@ class MemoryTier(FastTier):
     def accepted_labels(self) -> frozenset[str]:
         return self._accepted
 
-    def _learnt(self, template: str) -> Verdict | None:
-        if self.learnt is None:
-            return None
-        verdict = self.learnt.verdict(template)
+    def _accept(self, verdict: Verdict | None) -> Verdict | None:
         return verdict if verdict is not None and verdict.label in self._accepted else None
 
     def decide_now(self, record: LogRecord, template: str) -> Verdict | None:
-        learnt = self._learnt(template)
-        if learnt is not None:
-            return learnt
-        if self.masker is not None:
-            template = self.masker.template(record.message)
-        return self._verdicts.get(template)
+        """An operator's correction, then the training data, then the LLM's answer for this
+        source: what any caller can make the LLM say never outranks what the operator trusts."""
+        learnt = self.learnt
+        if learnt is not None and (corrected := self._accept(learnt.correction(record.source, template))):
+            return corrected
+        trained_template = self.masker.template(record.message) if self.masker is not None else template
+        trained = self._verdicts.get(trained_template)
+        if trained is not None or learnt is None:
+            return trained
+        return self._accept(learnt.answer(record.source, template))
 
     def decide_routed(self, record: LogRecord, template: str) -> Verdict | None:
-        lesson = self.learnt.get(template) if self.learnt is not None else None
-        if lesson is None or lesson.label not in self._accepted:
+        """A source routed past the memory (to the LLM, which sees the source): corrections, and
+        the LLM's answers for that same source."""
+        learnt = self.learnt
+        if learnt is None:
             return None
-        return self._learnt(template) if lesson.origin == ORIGIN_FEEDBACK or lesson.source == record.source else None
+        corrected = self._accept(learnt.correction(record.source, template))
+        return corrected if corrected is not None else self._accept(learnt.answer(record.source, template))
 
     def labels(self) -> list[str]:
         return list(self._labels)

@@ -16,7 +16,7 @@ from logclass import config
 from logclass.core.bundle import ModelBundle
 from logclass.core.decision import Deferred, Item, LogRecord, Outcome, Verdict
 from logclass.core.labelset import LabelSet
-from logclass.core.learnt import ORIGIN_FEEDBACK, ORIGIN_LLM, LearntFileError, LearntStore
+from logclass.core.learnt import ALL_SOURCES, ORIGIN_FEEDBACK, ORIGIN_LLM, LearntFileError, LearntStore
 from logclass.engine.engine import Engine, TeachError, UnknownLabelError
 from logclass.engine.metrics import Metrics
 from logclass.engine.pipeline import build_engine, open_learnt
@@ -79,15 +79,20 @@ def test_an_llm_verdict_is_answered_by_memory_without_the_lane(bundle: ModelBund
     async def scenario() -> None:
         llm, store = FakeLlm(), LearntStore()
         engine = _engine(llm, bundle, store)
-        llm.open(1)
+        llm.open(2)
         (first,) = await engine.classify([_rec(NEW.format(1))])
         assert (first.tier, first.label, first.detail) == ("llm", "Critical Error", MODEL)
         assert len(store) == 1 and store.counts == {ORIGIN_LLM: 1}
-        # Another record of the template, from another source: no cache has it, the memory does.
-        (second,) = await engine.classify([_rec(NEW.format(2), source="other")])
+        # Another record of the template from the same source after a restart of the caches:
+        # no cache has it, the memory does.
+        engine.router.template_cache.clear()
+        (second,) = await engine.classify([_rec(NEW.format(2))])
         assert (second.tier, second.label, second.detail) == ("memory", "Critical Error", f"learnt from llm {MODEL}")
         assert second.template_id == first.template_id
         assert llm.calls == [NEW.format(1)]
+        # Another source is asked itself: an answer given for one source's line is not another's.
+        (other,) = await engine.classify([_rec(NEW.format(3), source="other")])
+        assert other.tier == "llm" and len(llm.calls) == 2
 
     _run(scenario)
 
@@ -136,7 +141,8 @@ def test_a_correction_beats_the_trained_memory_and_the_exact_cache(bundle: Model
         (after,) = await engine.classify([record])  # the exact cache no longer answers the old label
         (other,) = await engine.classify([_rec(TRAINED.format(6), source="elsewhere")])
         assert (after.label, other.label) == ("User Action", "User Action")
-        assert store.get(engine.router.masker.template(record.message)).origin == ORIGIN_FEEDBACK  # type: ignore[union-attr]
+        template = engine.router.masker.template(record.message)
+        assert store.get(template, ALL_SOURCES).origin == ORIGIN_FEEDBACK  # type: ignore[union-attr]
 
     _run(scenario)
 
@@ -230,9 +236,11 @@ def test_lessons_persist_and_the_last_one_wins(tmp_path: Path, bundle: ModelBund
     store.close()
     again = LearntStore(path)
     try:
-        assert again.loaded == 3 and len(again) == 2
-        assert again.get("t1").label == "Workflow Error"  # type: ignore[union-attr]
-        assert again.verdict("t2") == Verdict("Critical Error", 0.6, f"learnt from llm {MODEL}")
+        # The LLM's answer for (app, t1) stays, under the correction for every source.
+        assert again.loaded == 3 and len(again) == 3
+        assert again.correction("app", "t1") == Verdict("Workflow Error", 1.0, "human correction")
+        assert again.answer("app", "t2") == Verdict("Critical Error", 0.6, f"learnt from llm {MODEL}")
+        assert again.answer("other", "t2") is None
     finally:
         again.close()
 
@@ -307,7 +315,7 @@ def test_lessons_with_labels_the_bundle_lacks_are_ignored_and_counted(bundle: Mo
         llm.open(1)
         (decision,) = await engine.classify([_rec(NEW.format(2))])
         assert decision.tier == "llm"  # the lesson was not used; the LLM's answer now replaces it
-        assert store.get(template).label == "Critical Error"  # type: ignore[union-attr]
+        assert store.get(template, "app").label == "Critical Error"  # type: ignore[union-attr]
 
     _run(scenario)
 
@@ -369,8 +377,8 @@ def test_a_line_appended_after_a_torn_one_is_recovered(tmp_path: Path) -> None:
     path.write_bytes(first + b'{"source": "app", "template": "t9", "exa' + second)
     store = LearntStore(path)
     try:
-        assert store.get("t2") is not None and store.get("t2").label == "Critical Error"  # type: ignore[union-attr]
-        assert store.get("t9") is None and store.dropped["bad_line"] == 0
+        assert store.get("t2", "app") is not None and store.get("t2", "app").label == "Critical Error"  # type: ignore[union-attr]
+        assert store.get("t9", "app") is None and store.dropped["bad_line"] == 0
     finally:
         store.close()
 
@@ -386,7 +394,7 @@ def test_a_lone_surrogate_does_not_stop_the_writer(tmp_path: Path) -> None:
     assert [entry["template"] for entry in _lines_of(path)] == ["t1", "t2"]
     again = LearntStore(path)
     try:
-        assert again.get("t1").source == "app\udcff"  # type: ignore[union-attr]
+        assert again.get("t1", "app\udcff").source == "app\udcff"  # type: ignore[union-attr]
     finally:
         again.close()
 
@@ -401,7 +409,7 @@ def test_an_overlong_lesson_stays_in_memory_and_an_overlong_line_is_never_read_w
     _teach(store, "t2")
     assert store.flush(timeout=30)
     store.close()
-    assert store.dropped["unwritable"] == 1 and store.get("t1") is not None
+    assert store.dropped["unwritable"] == 1 and store.get("t1", "s" * 2000) is not None
     assert [entry["template"] for entry in _lines_of(path)] == ["t2"]
     with path.open("ab") as fh:
         fh.write(b'{"source": "' + b"x" * 5000 + b'"}\n')
@@ -449,8 +457,8 @@ def test_the_file_is_compacted_when_it_outgrows_its_bound(tmp_path: Path) -> Non
     assert len(_lines_of(path)) <= 12, "compacted to its two live lessons, then appended to"
     again = LearntStore(path)
     try:
-        assert again.get("t1").label == "Critical Error"  # type: ignore[union-attr]  # i = 99
-        assert again.get("t0").label == "Error"  # type: ignore[union-attr]  # i = 98
+        assert again.get("t1", "app").label == "Critical Error"  # type: ignore[union-attr]  # i = 99
+        assert again.get("t0", "app").label == "Error"  # type: ignore[union-attr]  # i = 98
     finally:
         again.close()
 
@@ -530,3 +538,93 @@ def test_the_llm_tier_marks_a_guarded_line_and_keeps_it_out_of_the_teacher_file(
         ("Critical Error", True),
     ]
     assert [row.message for row in load_teacher_jsonl(tmp_path / "teacher.jsonl")] == [honest.message]
+
+
+def test_an_llm_lesson_never_outranks_the_training_data(bundle: ModelBundle) -> None:
+    """A caller who got the LLM to answer a trained template (a file from an old bundle, or a
+    template the training data was not sure enough of then) does not change what it answers."""
+
+    async def scenario() -> None:
+        store = LearntStore()
+        engine = _engine(FakeLlm(), bundle, store)
+        record = _rec(TRAINED.format(5))
+        template = engine.router.masker.template(record.message)
+        store.learn(template, record, Verdict("User Action", 0.99, MODEL), ORIGIN_LLM)
+        (decision,) = await engine.classify([record])
+        assert (decision.tier, decision.label) == ("memory", "Security Alert")
+
+    _run(scenario)
+
+
+def test_a_lesson_planted_from_one_source_does_not_answer_another(bundle: ModelBundle) -> None:
+    """The attack of issue 28: a hostile line from a source the attacker controls gets the LLM to
+    give a benign label to the template of a future attack on another service."""
+
+    async def scenario() -> None:
+        llm, store = FakeLlm(Verdict("User Action", 0.97, MODEL)), LearntStore()
+        engine = _engine(llm, bundle, store)
+        llm.open(1)
+        (planted,) = await engine.classify([_rec(NEW.format(1), source="attacker-app")])
+        assert planted.label == "User Action" and store.get(planted_template(engine), "attacker-app")
+        llm.outcome = Verdict("Critical Error", 0.9, MODEL)
+        llm.open(1)
+        (victim,) = await engine.classify([_rec(NEW.format(2), source="auth")])
+        assert (victim.tier, victim.label) == ("llm", "Critical Error"), "asked afresh for its own source"
+
+    _run(scenario)
+
+
+def planted_template(engine: Engine) -> str:
+    return engine.router.masker.template(NEW.format(1))
+
+
+def test_a_correction_for_one_source_leaves_the_others(bundle: ModelBundle) -> None:
+    async def scenario() -> None:
+        store = LearntStore()
+        engine = _engine(FakeLlm(), bundle, store)
+        record = _rec(TRAINED.format(5), source="billing")
+        taught = engine.teach(record, "User Action", this_source_only=True)
+        assert (taught.label, taught.detail) == ("User Action", "human correction")
+        decisions = await engine.classify([_rec(TRAINED.format(6), "billing"), _rec(TRAINED.format(7), "crm")])
+        assert [d.label for d in decisions] == ["User Action", "Security Alert"]
+
+    _run(scenario)
+
+
+def test_a_dropped_lesson_is_asked_again_and_gone_from_the_file(tmp_path: Path, bundle: ModelBundle) -> None:
+    async def scenario() -> None:
+        path = tmp_path / "learnt.jsonl"
+        llm, store = FakeLlm(), LearntStore(path)
+        engine = _engine(llm, bundle, store)
+        llm.open(2)
+        (first,) = await engine.classify([_rec(NEW.format(1))])
+        assert first.tier == "llm"
+        (lesson,) = store.lessons(ORIGIN_LLM)
+        assert [x.key for x in engine.forget_lessons([lesson.key, ("nowhere", "t")])] == [lesson.key]
+        (again,) = await engine.classify([_rec(NEW.format(1))])  # the caches forgot it too
+        assert again.tier == "llm" and len(llm.calls) == 2
+        engine.forget_lessons([lesson.key])
+        assert store.flush(timeout=30)
+        store.close()
+        assert path.read_text(encoding="utf-8") == "", "rewritten without the dropped lessons"
+
+    _run(scenario)
+
+
+def test_a_file_from_before_scopes_reads_as_it_answered(tmp_path: Path) -> None:
+    """Lines without "scope": an LLM answer was for its source, a correction for every source."""
+    path = tmp_path / "learnt.jsonl"
+    base = {"template": "t", "example": "e", "confidence": 0.8, "model": MODEL, "time": "2026-01-01T00:00:00Z"}
+    lines = [
+        {**base, "source": "a", "label": "Error", "origin": "llm"},
+        {**base, "source": "b", "label": "User Action", "origin": "feedback", "model": ""},
+        {**base, "source": "a", "label": "Error", "origin": "llm", "scope": "b"},  # never written: bad
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    store = LearntStore(path)
+    try:
+        assert store.answer("a", "t") is not None and store.answer("b", "t") is None
+        assert store.correction("z", "t") == Verdict("User Action", 0.8, "human correction")
+        assert store.dropped["bad_line"] == 1
+    finally:
+        store.close()

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from logclass.api.logclass.v1 import classifier_pb2 as logclass_dot_v1_dot_classifier__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17logclass/v1/admin.proto\x12\x0blogclass.v1\x1a\x1clogclass/v1/classifier.proto\"\x1e\n\rReloadRequest\x12\r\n\x05parts\x18\x01 \x03(\t\"N\n\x0eReloadResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x03(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x14\n\x0crules_sha256\x18\x03 \x01(\t\"C\n\nCorrection\x12&\n\x06record\x18\x01 \x01(\x0b\x32\x16.logclass.v1.LogRecord\x12\r\n\x05label\x18\x02 \x01(\t\"?\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12,\n\x0b\x63orrections\x18\x01 \x03(\x0b\x32\x17.logclass.v1.Correction\"@\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.logclass.v1.ClassifyResult2\x93\x01\n\x05\x41\x64min\x12\x41\n\x06Reload\x12\x1a.logclass.v1.ReloadRequest\x1a\x1b.logclass.v1.ReloadResponse\x12G\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1c.logclass.v1.FeedbackRequest\x1a\x1d.logclass.v1.FeedbackResponseBN\n\x0eio.logclass.v1P\x01Z:github.com/logclass/logclass/gen/go/logclass/v1;logclassv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17logclass/v1/admin.proto\x12\x0blogclass.v1\x1a\x1clogclass/v1/classifier.proto\"\x1e\n\rReloadRequest\x12\r\n\x05parts\x18\x01 \x03(\t\"N\n\x0eReloadResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x03(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x14\n\x0crules_sha256\x18\x03 \x01(\t\"]\n\nCorrection\x12&\n\x06record\x18\x01 \x01(\x0b\x32\x16.logclass.v1.LogRecord\x12\r\n\x05label\x18\x02 \x01(\t\x12\x18\n\x10this_source_only\x18\x03 \x01(\x08\"?\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12,\n\x0b\x63orrections\x18\x01 \x03(\x0b\x32\x17.logclass.v1.Correction\",\n\tLessonKey\x12\r\n\x05scope\x18\x01 \x01(\t\x12\x10\n\x08template\x18\x02 \x01(\t\"\x90\x01\n\x06Lesson\x12#\n\x03key\x18\x01 \x01(\x0b\x32\x16.logclass.v1.LessonKey\x12\r\n\x05label\x18\x02 \x01(\t\x12\x12\n\nconfidence\x18\x03 \x01(\x02\x12\x0e\n\x06origin\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t\x12\x0f\n\x07\x65xample\x18\x07 \x01(\t\"Q\n\x12ListLessonsRequest\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x12\n\x05scope\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\r\n\x05limit\x18\x03 \x01(\rB\x08\n\x06_scope\"J\n\x13ListLessonsResponse\x12$\n\x07lessons\x18\x01 \x03(\x0b\x32\x13.logclass.v1.Lesson\x12\r\n\x05total\x18\x02 \x01(\r\":\n\x12\x44ropLessonsRequest\x12$\n\x04keys\x18\x01 \x03(\x0b\x32\x16.logclass.v1.LessonKey\";\n\x13\x44ropLessonsResponse\x12$\n\x07\x64ropped\x18\x01 \x03(\x0b\x32\x13.logclass.v1.Lesson\"@\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.logclass.v1.ClassifyResult2\xb7\x02\n\x05\x41\x64min\x12\x41\n\x06Reload\x12\x1a.logclass.v1.ReloadRequest\x1a\x1b.logclass.v1.ReloadResponse\x12G\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1c.logclass.v1.FeedbackRequest\x1a\x1d.logclass.v1.FeedbackResponse\x12P\n\x0bListLessons\x12\x1f.logclass.v1.ListLessonsRequest\x1a .logclass.v1.ListLessonsResponse\x12P\n\x0b\x44ropLessons\x12\x1f.logclass.v1.DropLessonsRequest\x1a .logclass.v1.DropLessonsResponseBN\n\x0eio.logclass.v1P\x01Z:github.com/logclass/logclass/gen/go/logclass/v1;logclassv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,11 +38,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RELOADRESPONSE']._serialized_start=102
   _globals['_RELOADRESPONSE']._serialized_end=180
   _globals['_CORRECTION']._serialized_start=182
-  _globals['_CORRECTION']._serialized_end=249
-  _globals['_FEEDBACKREQUEST']._serialized_start=251
-  _globals['_FEEDBACKREQUEST']._serialized_end=314
-  _globals['_FEEDBACKRESPONSE']._serialized_start=316
-  _globals['_FEEDBACKRESPONSE']._serialized_end=380
-  _globals['_ADMIN']._serialized_start=383
-  _globals['_ADMIN']._serialized_end=530
+  _globals['_CORRECTION']._serialized_end=275
+  _globals['_FEEDBACKREQUEST']._serialized_start=277
+  _globals['_FEEDBACKREQUEST']._serialized_end=340
+  _globals['_LESSONKEY']._serialized_start=342
+  _globals['_LESSONKEY']._serialized_end=386
+  _globals['_LESSON']._serialized_start=389
+  _globals['_LESSON']._serialized_end=533
+  _globals['_LISTLESSONSREQUEST']._serialized_start=535
+  _globals['_LISTLESSONSREQUEST']._serialized_end=616
+  _globals['_LISTLESSONSRESPONSE']._serialized_start=618
+  _globals['_LISTLESSONSRESPONSE']._serialized_end=692
+  _globals['_DROPLESSONSREQUEST']._serialized_start=694
+  _globals['_DROPLESSONSREQUEST']._serialized_end=752
+  _globals['_DROPLESSONSRESPONSE']._serialized_start=754
+  _globals['_DROPLESSONSRESPONSE']._serialized_end=813
+  _globals['_FEEDBACKRESPONSE']._serialized_start=815
+  _globals['_FEEDBACKRESPONSE']._serialized_end=879
+  _globals['_ADMIN']._serialized_start=882
+  _globals['_ADMIN']._serialized_end=1193
 # @@protoc_insertion_point(module_scope)

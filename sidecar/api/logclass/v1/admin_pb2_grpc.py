@@ -44,6 +44,16 @@ class AdminStub:
                 request_serializer=logclass_dot_v1_dot_admin__pb2.FeedbackRequest.SerializeToString,
                 response_deserializer=logclass_dot_v1_dot_admin__pb2.FeedbackResponse.FromString,
                 _registered_method=True)
+        self.ListLessons = channel.unary_unary(
+                '/logclass.v1.Admin/ListLessons',
+                request_serializer=logclass_dot_v1_dot_admin__pb2.ListLessonsRequest.SerializeToString,
+                response_deserializer=logclass_dot_v1_dot_admin__pb2.ListLessonsResponse.FromString,
+                _registered_method=True)
+        self.DropLessons = channel.unary_unary(
+                '/logclass.v1.Admin/DropLessons',
+                request_serializer=logclass_dot_v1_dot_admin__pb2.DropLessonsRequest.SerializeToString,
+                response_deserializer=logclass_dot_v1_dot_admin__pb2.DropLessonsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -72,6 +82,24 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListLessons(self, request, context):
+        """The lessons learnt so far (LLM answers, each for its own source, and corrections), most
+        recently taught first: what to review when a label looks wrong.
+        Status codes: INVALID_ARGUMENT for an unknown origin; UNAVAILABLE while the models load.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DropLessons(self, request, context):
+        """Forgets lessons at once, here and in memory.learnt_file (rewritten without them), with the
+        decisions cached from them: the next record of each template is decided by the tiers again.
+        The undo of a poisoned lesson. Status codes: UNAVAILABLE while the models load.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -84,6 +112,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Feedback,
                     request_deserializer=logclass_dot_v1_dot_admin__pb2.FeedbackRequest.FromString,
                     response_serializer=logclass_dot_v1_dot_admin__pb2.FeedbackResponse.SerializeToString,
+            ),
+            'ListLessons': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLessons,
+                    request_deserializer=logclass_dot_v1_dot_admin__pb2.ListLessonsRequest.FromString,
+                    response_serializer=logclass_dot_v1_dot_admin__pb2.ListLessonsResponse.SerializeToString,
+            ),
+            'DropLessons': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropLessons,
+                    request_deserializer=logclass_dot_v1_dot_admin__pb2.DropLessonsRequest.FromString,
+                    response_serializer=logclass_dot_v1_dot_admin__pb2.DropLessonsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -140,6 +178,60 @@ class Admin:
             '/logclass.v1.Admin/Feedback',
             logclass_dot_v1_dot_admin__pb2.FeedbackRequest.SerializeToString,
             logclass_dot_v1_dot_admin__pb2.FeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLessons(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/logclass.v1.Admin/ListLessons',
+            logclass_dot_v1_dot_admin__pb2.ListLessonsRequest.SerializeToString,
+            logclass_dot_v1_dot_admin__pb2.ListLessonsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropLessons(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/logclass.v1.Admin/DropLessons',
+            logclass_dot_v1_dot_admin__pb2.DropLessonsRequest.SerializeToString,
+            logclass_dot_v1_dot_admin__pb2.DropLessonsResponse.FromString,
             options,
             channel_credentials,
             insecure,
