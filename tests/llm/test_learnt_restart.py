@@ -83,8 +83,10 @@ def test_a_restart_keeps_learnt_templates(tmp_path: Path) -> None:
     try:
         again = _classify(address, "LegacyCRM", LEAD.format(999))
         assert (again.tier, again.label, again.detail) == ("memory", result.label, result.detail), again
+        # The LLM's answer was for LegacyCRM's line: another source is not answered with it (here
+        # the training data knows the template for other sources: 1 row).
         other = _classify(address, "app", LEAD.format(1000))
-        assert (other.tier, other.label) == ("memory", result.label), other
+        assert not other.detail.startswith("learnt from llm"), other
         metrics = scrape(metrics_port)
         assert metrics['logclass_memory_templates{kind="learnt"}'] == 1
         assert metrics['logclass_learnt_total{origin="llm"}'] == 0  # counted where it was learnt
