@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from logclass.core.decision import LogRecord, Verdict
+from logclass.core.private_files import fsync_folder, make_folder, open_private
 from logclass.errors import LogclassError
 
 log = logging.getLogger("logclass.learnt")
@@ -358,14 +359,13 @@ class LearntStore:
         """Rewrites the file with the live lines alone, atomically: a crash leaves the old file."""
         temporary = path.with_name(path.name + ".compact")
         try:
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as fh:
+            with open_private(temporary, append=False) as fh:
                 fh.write(b"".join(self._lines.values()))
                 fh.flush()
                 os.fsync(fh.fileno())
             before = self._file_bytes
             os.replace(temporary, path)
-            _fsync_folder(path.parent)
+            fsync_folder(path.parent)
         except OSError as exc:
             raise LearntFileError(f"{SETTING} {path}: cannot compact: {exc}; give a writable folder") from exc
         self._file_bytes = sum(map(len, self._lines.values()))
@@ -376,9 +376,8 @@ class LearntStore:
     def _open(self, path: Path) -> BinaryIO:
         try:
             # Lessons are log lines: readable by this process's user only.
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            return os.fdopen(fd, "ab")
+            make_folder(path.parent)
+            return open_private(path, append=True)
         except OSError as exc:
             raise LearntFileError(f"{SETTING} {path}: {exc.strerror}; give a writable file path or null") from exc
 
@@ -467,11 +466,3 @@ def _lines(fh: BinaryIO) -> Iterator[tuple[int, bytes | None, int]]:
             return
         offset += size
         yield number, raw, offset
-
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

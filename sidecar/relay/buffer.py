@@ -32,6 +32,7 @@ from typing import IO, Any
 
 import msgpack
 
+from logclass.core.private_files import fsync_folder, make_folder, open_private
 from logclass.errors import LogclassError
 from logclass.relay import RelayError
 from logclass.relay.protocol import UNPACK_OPTIONS, new_chunk_id, packed_forward
@@ -110,7 +111,7 @@ class DiskBuffer:
         """Locks the directory and queues the chunks a previous run left. Blocking: call once at start."""
         try:
             # Chunks hold raw log lines: the folder and its files are this process's user's alone.
-            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_folder(self.path)
             lock = (self.path / LOCK_NAME).open("ab")
         except OSError as exc:
             raise RelayError(f"cannot use relay.buffer.path {self.path}: {exc.strerror}") from exc
@@ -267,7 +268,7 @@ class DiskBuffer:
                 data = packed_forward(tag, stream, records, chunk_id, compress=self.compress)
                 final = self.path / f"{self._next_seq:016d}-{base64.b64decode(chunk_id).hex()}{SUFFIX}"
                 tmp = final.with_name(final.name + TMP_SUFFIX)
-                with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+                with open_private(tmp, append=False) as fh:
                     fh.write(data)
                     fh.flush()
                     os.fsync(fh.fileno())
@@ -275,7 +276,7 @@ class DiskBuffer:
                 self._next_seq += 1
             for tmp, chunk in written:
                 os.replace(tmp, chunk.path)
-            _fsync_dir(self.path)
+            fsync_folder(self.path)
         except OSError:
             for tmp, chunk in written:
                 for p in (tmp, chunk.path):
@@ -353,14 +354,6 @@ def _read_chunk_file(path: Path, now: float) -> ChunkFile:
     if option.get("chunk") != chunk_id or not isinstance(option.get("size"), int):
         raise ValueError("its chunk option does not match its name")
     return ChunkFile(path, int(seq_text), chunk_id, len(data), option["size"], now)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unlink_all(paths: Iterable[Path]) -> None:

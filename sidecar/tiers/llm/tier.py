@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 import weakref
@@ -28,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from logclass.core.decision import Deferred, Item, LogRecord, Outcome, Verdict
 from logclass.core.learnt import json_line
+from logclass.core.private_files import make_folder, open_private
 from logclass.tiers.base import Scheduling, Tier
 from logclass.tiers.llm.backend import LlmAnswer, LlmBackend, LlmOutputError, LlmUnavailable
 from logclass.tiers.llm.circuit import State
@@ -55,8 +55,8 @@ class TeacherLog:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         # Log lines: readable by this process's user only.
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._fh: BinaryIO = os.fdopen(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+        make_folder(self.path.parent)
+        self._fh: BinaryIO = open_private(self.path, append=True)
         self._lock = threading.Lock()
 
     def write(self, template: str, record: LogRecord, answer: LlmAnswer, model: str) -> None:
