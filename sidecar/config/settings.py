@@ -360,6 +360,9 @@ class ForwardSettings:
     compress: Annotated[Literal["none", "gzip"], doc("gzip: send CompressedPackedForward")]
     retry: RetrySettings
     failback_s: Annotated[PositiveFloat, doc("on a fallback upstream, go back to the preferred ones after this long")]
+    dead_letter_after: Annotated[
+        PositiveInt, doc("refusals of a chunk sent alone, the next chunk getting through, before it is set aside")
+    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,18 @@ import msgpack
 from logclass.core.private_files import fsync_folder, make_folder, open_private
 from logclass.errors import LogclassError
 from logclass.relay import RelayError
-from logclass.relay.protocol import UNPACK_OPTIONS, new_chunk_id, packed_forward
+from logclass.relay.protocol import (
+    UNPACK_OPTIONS,
+    DecodeLimits,
+    Entry,
+    ObjectBudget,
+    decode_entries,
+    gunzip,
+    new_chunk_id,
+    pack_entries,
+    packed_forward,
+    packer,
+)
 
 log = logging.getLogger("logclass.relay.buffer")
 
@@ -43,6 +54,9 @@ SUFFIX = ".chunk"
 TMP_SUFFIX = ".tmp"
 CORRUPT_SUFFIX = ".corrupt"
 LOCK_NAME = ".lock"
+# Chunks the upstreams refuse while taking others: kept, still counted in relay.buffer.max_bytes,
+# for an operator to look at and resend (or delete).
+DEAD_LETTER = "dead-letter"
 # Bytes a request adds on disk beyond its entries and tag: option map, msgpack headers.
 _OVERHEAD = 128
 
@@ -59,6 +73,8 @@ class ChunkFile:
     size: int
     records: int
     written_at: float  # time.monotonic() of the write (or of the recovery)
+    # Times it was refused sent alone while the upstream took the chunk behind it (Forwarder).
+    blamed: int = 0
 
 
 @dataclass(slots=True)
@@ -80,6 +96,7 @@ class DiskBuffer:
         self._reserved = 0  # bytes promised to requests not yet written
         self._ready: deque[ChunkFile] = deque()
         self._in_flight = 0
+        self.dead_letter_bytes = 0
         self._pending: list[_Pending] = []
         self._next_seq = 0
         self._lock_file: IO[bytes] | None = None
@@ -95,6 +112,11 @@ class DiskBuffer:
     @property
     def used_bytes(self) -> int:
         return self._used
+
+    @property
+    def ready_chunks(self) -> int:
+        """Chunk files waiting, not in flight."""
+        return len(self._ready)
 
     @property
     def queued_chunks(self) -> int:
@@ -125,7 +147,7 @@ class DiskBuffer:
         self._lock_file = lock
         recovered = self._recover()
         self._ready.extend(recovered)
-        self._used = sum(f.size for f in recovered)
+        self._used += sum(f.size for f in recovered)
         self._next_seq = recovered[-1].seq + 1 if recovered else 0
         return recovered
 
@@ -191,20 +213,48 @@ class DiskBuffer:
 
     # -- forwarder's side ------------------------------------------------------------------------
 
-    async def take(self, max_files: int) -> list[ChunkFile]:
-        """The oldest queued chunks (at least one: waits for it), now in flight."""
+    def peek(self) -> ChunkFile | None:
+        """The chunk first in line, if any."""
+        return self._ready[0] if self._ready else None
+
+    async def take(self, max_files: int, skip: int = 0) -> list[ChunkFile]:
+        """The oldest queued chunks after the first ``skip`` (at least one: waits for it), now in
+        flight; the skipped ones stay first in line."""
         changed = self._signal()
-        while not self._ready:
+        while len(self._ready) <= skip:
             await changed.wait()
+        self._ready.rotate(-skip)
         files = [self._ready.popleft() for _ in range(min(max_files, len(self._ready)))]
+        self._ready.rotate(skip)
         self._in_flight += len(files)
         return files
 
-    def give_back(self, files: Sequence[ChunkFile]) -> None:
-        """In-flight chunks the upstream did not ack: first in line again, in their order."""
+    def give_back(self, files: Sequence[ChunkFile], skip: int = 0) -> None:
+        """In-flight chunks the upstream did not ack: back in line, in their order, after the
+        first ``skip`` (where ``take`` found them)."""
         self._in_flight -= len(files)
+        self._ready.rotate(-skip)
         self._ready.extendleft(reversed(files))
+        self._ready.rotate(skip)
         self._notify()
+
+    async def dead_letter(self, file: ChunkFile) -> Path:
+        """Moves an in-flight chunk into the dead-letter folder; it stays counted in used_bytes."""
+        target = self.path / DEAD_LETTER / file.path.name
+        await asyncio.get_running_loop().run_in_executor(self._io, _move, file.path, target)
+        self._in_flight -= 1
+        self.dead_letter_bytes += file.size
+        return target
+
+    async def split(self, file: ChunkFile) -> list[ChunkFile]:
+        """Replaces an in-flight chunk of two or more records by two chunks of half as many each,
+        first in line; the halves are durable before the original goes."""
+        halves = await asyncio.get_running_loop().run_in_executor(self._io, self._split, file)
+        self._in_flight -= 1
+        self._used += sum(h.size for h in halves) - file.size
+        self._ready.extendleft(reversed(halves))
+        self._notify()
+        return halves
 
     async def remove(self, files: Sequence[ChunkFile]) -> None:
         """Chunks the upstream acked: deleted (a delete lost in a crash only means a duplicate)."""
@@ -288,7 +338,35 @@ class DiskBuffer:
             chunk.written_at = now
         return [chunk for _, chunk in written]
 
+    def _split(self, file: ChunkFile) -> list[ChunkFile]:
+        """Runs in the I/O thread: two chunk files with the halves of ``file``'s entries, under its
+        sequence number (so a restart finds them where it was), then ``file`` deleted."""
+        tag, entries = _entries_of(file.path.read_bytes())
+        middle = len(entries) // 2
+        halves: list[tuple[Path, ChunkFile]] = []
+        pack = packer()
+        for part in (entries[:middle], entries[middle:]):
+            chunk_id = new_chunk_id()
+            data = packed_forward(tag, pack_entries(part, pack), len(part), chunk_id, compress=self.compress)
+            final = self.path / f"{file.seq:016d}-{base64.b64decode(chunk_id).hex()}{SUFFIX}"
+            tmp = final.with_name(final.name + TMP_SUFFIX)
+            with open_private(tmp, append=False) as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            halves.append((tmp, ChunkFile(final, file.seq, chunk_id, len(data), len(part), file.written_at)))
+        for tmp, chunk in halves:
+            os.replace(tmp, chunk.path)
+        fsync_folder(self.path)
+        file.path.unlink()
+        fsync_folder(self.path)
+        return [chunk for _, chunk in halves]
+
     def _recover(self) -> list[ChunkFile]:
+        dead = self.path / DEAD_LETTER
+        if dead.is_dir():
+            self.dead_letter_bytes = sum(p.stat().st_size for p in dead.iterdir() if p.is_file())
+            self._used += self.dead_letter_bytes
         for tmp in self.path.glob(f"*{TMP_SUFFIX}"):
             # A write that did not complete: nobody was acked for it.
             tmp.unlink()
@@ -365,3 +443,21 @@ def _unlink_all(paths: Iterable[Path]) -> None:
         except OSError as exc:
             # Delivered already: a file that cannot be deleted is only resent after a restart.
             log.error("cannot delete delivered chunk %s (%s); it will be sent again after a restart", path, exc)
+
+
+def _move(source: Path, target: Path) -> None:
+    make_folder(target.parent)
+    os.replace(source, target)
+    fsync_folder(target.parent)
+    fsync_folder(source.parent)
+
+
+def _entries_of(data: bytes) -> tuple[str, list[Entry]]:
+    """The tag and entries of a chunk file this buffer wrote (PackedForward, maybe gzip)."""
+    tag, stream, option = msgpack.unpackb(data, **UNPACK_OPTIONS)
+    # Its own file, which the request limits bounded when it was written; gzip inflates 1,032:1 at most.
+    size = max(len(data), 1) * 1100
+    limits = DecodeLimits(size, size, size)
+    if option.get("compressed") == "gzip":
+        stream = gunzip(stream, limits.max_bytes)
+    return tag, decode_entries(stream, limits, ObjectBudget(limits.max_objects))

@@ -33,6 +33,7 @@ log = logging.getLogger("logclass.relay.forwarder")
 _READ_BYTES = 64 * 1024
 # Acks and handshake messages are tiny; anything bigger is not a Forward server talking.
 _MAX_RESPONSE_BYTES = 1024 * 1024
+_NORMAL, _HEAD, _NEXT = "normal", "head", "next"
 _RESPONSE_LIMITS = DecodeLimits(_MAX_RESPONSE_BYTES, max_objects=1024, max_container_len=64)
 
 
@@ -66,6 +67,7 @@ class Forwarder:
         self._task: asyncio.Task[None] | None = None
         self._conn: _Connection | None = None
         self._sending = False
+        self._sent = False  # the batch being delivered reached an upstream (vs. none reachable)
         self._stopping = False
 
     def start(self) -> None:
@@ -86,21 +88,28 @@ class Forwarder:
 
     async def _run(self) -> None:
         failures = 0
+        # After a send fails, the first chunk goes alone (HEAD); if that fails too, the one behind
+        # it goes alone (NEXT): its ack proves the upstream works, and blames the first.
+        probe = _NORMAL
         while not self._stopping:
-            files = await self.buffer.take(self.settings.section.forward.max_inflight_chunks)
-            self._sending = True
+            if probe == _NEXT and self.buffer.ready_chunks < 2:
+                probe = _HEAD  # nothing behind it to compare with: retry it
+            skip = 1 if probe == _NEXT else 0
+            count = self.settings.section.forward.max_inflight_chunks if probe == _NORMAL else 1
+            files = await self.buffer.take(count, skip)
+            self._sending, self._sent = True, False
             try:
                 await self._deliver(files)
                 error = None
             except asyncio.CancelledError:
-                self.buffer.give_back(files)
+                self.buffer.give_back(files, skip)
                 raise
             except UpstreamError as exc:
-                self.buffer.give_back(files)
+                self.buffer.give_back(files, skip)
                 error = exc
             except Exception as exc:  # a bug must not stop delivery for good: log, back off, retry
                 log.exception("forwarding failed unexpectedly")
-                self.buffer.give_back(files)
+                self.buffer.give_back(files, skip)
                 error = UpstreamError("internal", f"forwarding failed: {exc!r}")
             finally:
                 self._sending = False
@@ -110,7 +119,12 @@ class Forwarder:
                 failures = 0
                 await self.buffer.remove(files)
                 self._observe_delivered(files)
+                if probe == _NEXT:
+                    await self._blame_first()
+                probe = _HEAD if probe == _NEXT else _NORMAL
                 continue
+            if self._sent:  # the upstream took the bytes and refused them: maybe the chunks' fault
+                probe = _NEXT if probe == _HEAD else _HEAD
             await self._close()
             retry = self.settings.section.forward.retry
             delay = min(retry.initial_ms / 1000.0 * 2**failures, retry.max_ms / 1000.0)
@@ -124,6 +138,36 @@ class Forwarder:
                 delay,
             )
             await asyncio.sleep(delay)
+
+    async def _blame_first(self) -> None:
+        """The first chunk failed alone and the one behind it got through: blamed once more. Past
+        relay.forward.dead_letter_after, split in two, or, a single record, set aside."""
+        first = self.buffer.peek()
+        if first is None:
+            return
+        first.blamed += 1
+        if first.blamed < self.settings.section.forward.dead_letter_after:
+            return
+        (taken,) = await self.buffer.take(1)
+        if taken.records > 1:
+            halves = await self.buffer.split(taken)
+            self.metrics.split_chunks.inc()
+            log.warning(
+                "upstream keeps refusing chunk %s (%d records, %d bytes) while it takes others: split in two (%s)",
+                taken.path.name,
+                taken.records,
+                taken.size,
+                ", ".join(f"{h.records} records" for h in halves),
+            )
+            return
+        target = await self.buffer.dead_letter(taken)
+        self.metrics.dead_letter_chunks.inc()
+        log.error(
+            "upstream keeps refusing a chunk of one record (%d bytes) while it takes others: moved to %s "
+            "(it stays counted in relay.buffer.max_bytes; resend it with any Forward client, or delete it)",
+            taken.size,
+            target,
+        )
 
     async def _deliver(self, files: list[ChunkFile]) -> None:
         conn = self._conn
@@ -147,6 +191,7 @@ class Forwarder:
                 files.remove(f)
                 await self.buffer.remove([f])
         started = time.monotonic()
+        self._sent = True
         try:
             await asyncio.wait_for(self._send(conn, files, payloads), self.settings.section.forward.ack_timeout_s)
         except asyncio.TimeoutError:

@@ -28,6 +28,16 @@ class RelayMetrics:
             registry=r,
         )
         self.connections = Gauge("logclass_relay_connections", "Open sender connections", registry=r)
+        self.split_chunks = Counter(
+            "logclass_relay_split_chunks",
+            "Chunks an upstream kept refusing while it took others, split in two (relay.forward.dead_letter_after)",
+            registry=r,
+        )
+        self.dead_letter_chunks = Counter(
+            "logclass_relay_dead_letter_chunks",
+            "Single-record chunks an upstream kept refusing, moved to the buffer's dead-letter folder",
+            registry=r,
+        )
         self.protocol_errors = Counter(
             "logclass_relay_protocol_errors",
             "Sender connections closed for a protocol error, by kind (malformed, invalid, too_large, auth; "

@@ -57,9 +57,14 @@ class Upstream:
         shared_key: str | None = None,
         tls: ssl.SSLContext | None = None,
         hostname: str = "upstream.test",
+        refuse: Callable[[dict[str, Any]], bool] | None = None,
     ) -> None:
         self.port = port or free_port()
         self.ack = ack
+        # A request holding a record this says yes to is refused: the connection is closed
+        # without an ack, as Fluent Bit does with a chunk over its Buffer_Max_Size.
+        self.refuse = refuse
+        self.refused = 0
         self.shared_key = shared_key
         self.tls = tls
         self.hostname = hostname
@@ -189,6 +194,10 @@ class Upstream:
             entries = [[second, request[2]]]
         option = option or {}
         chunk = option.get("chunk")
+        if self.refuse is not None and any(self.refuse(record) for _, record in entries):
+            with self._lock:
+                self.refused += 1
+            raise OSError("refused")
         with self._lock:
             self.requests += 1
             self.events.extend(Received(tag, t, record, chunk, option) for t, record in entries)

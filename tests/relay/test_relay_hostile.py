@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import socket
 import sys
 from collections.abc import Callable
@@ -162,3 +163,32 @@ def test_nesting_as_deep_as_msgpack_decodes_is_forwarded_and_deeper_is_refused(
     else:
         assert "not valid msgpack" in relay.log()
     _honest(relay, upstream, 4)
+
+
+def test_a_chunk_the_upstream_keeps_refusing_is_split_then_set_aside_and_the_queue_flows(
+    relays: Any, tmp_path: Path
+) -> None:
+    """A record the next hop refuses (too large for it, or one it chokes on) must not block every
+    record behind it: blamed when the chunk behind it gets through, split, then set aside."""
+    upstream = Upstream(refuse=lambda record: bool(record.get("poison"))).start()
+    try:
+        relay: RelayProcess = relays([upstream.port], {"forward": {"dead_letter_after": 2}})
+        with ForwardClient(relay.port) as sender:
+            first = [{"log": "User User1 logged in.", "seq": i, "poison": i == 1} for i in range(4)]
+            assert sender.wait_ack(sender.packed("app", first))
+            for seq in range(4, 10):
+                assert sender.wait_ack(sender.packed("app", [{"log": "User User1 logged in.", "seq": seq}]))
+        good = [0, 2, 3, *range(4, 10)]
+        assert upstream.wait_for_all(good, timeout=60), relay.log()
+        dead = relay.buffer / "dead-letter"
+        wait_until(lambda: len(list(dead.glob("*.chunk"))) == 1, 30, lambda: relay.log())
+        metrics = relay.metrics()
+        assert metrics["logclass_relay_dead_letter_chunks_total"] == 1
+        assert metrics["logclass_relay_split_chunks_total"] >= 1
+        assert 1 not in upstream.values() and not relay.buffered_files()
+        (aside,) = dead.glob("*.chunk")
+        _, stream, _ = msgpack.unpackb(aside.read_bytes(), raw=False)
+        assert [record["seq"] for _, record in msgpack.Unpacker(io.BytesIO(stream), raw=False)] == [1]
+        assert "moved to" in relay.log() and str(dead) in relay.log()
+    finally:
+        upstream.stop()
