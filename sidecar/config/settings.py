@@ -223,6 +223,10 @@ class LaneQueueSettings:
     max_queue: Annotated[
         PositiveInt, doc("templates waiting or running in the lane; past it RESOURCE_EXHAUSTED names the lane")
     ]
+    max_caller_share: Annotated[
+        Annotated[float, Json(exclusiveMinimum=0, maximum=1)],
+        doc("of max_queue one caller may hold while other callers have templates in the lane"),
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +268,9 @@ class ServerSettings:
         NonNegativeInt, doc("how long a request waits for model answers unless it asks otherwise; then tier pending")
     ]
     deadline_margin_ms: Annotated[NonNegativeInt, doc("answer this long before the caller's gRPC deadline")]
+    max_wait_ms: Annotated[
+        PositiveInt, doc("longest a request without a deadline (HTTP; gRPC without one) waits, waitForAll included")
+    ]
     batch: BatchSettings
     lanes: LanesSettings
     grace_seconds: Annotated[NonNegativeFloat, doc("on SIGTERM/SIGINT, how long in-flight requests get to finish")]

@@ -265,7 +265,7 @@ class Engine:
     ) -> None:
         corrections = self._corrections
         new = [key for key in pending if key not in self._inflight]
-        self._admit(pending, new)
+        self._admit(pending, new, owner)
         for key in new:
             entry = pending[key]
             task = asyncio.get_running_loop().create_task(self._resolve(key, entry.record, entry.start, owner))
@@ -297,7 +297,7 @@ class Engine:
         if self._inflight.get(key) is task:
             del self._inflight[key]
 
-    def _admit(self, pending: dict[TemplateKey, PendingTemplate], new: list[TemplateKey]) -> None:
+    def _admit(self, pending: dict[TemplateKey, PendingTemplate], new: list[TemplateKey], owner: Hashable) -> None:
         """Every new template enters the lane of its first tier; all or nothing."""
         wanted: dict[int, int] = {}
         for key in new:
@@ -305,9 +305,9 @@ class Engine:
             if first is not None:
                 wanted[first] = wanted.get(first, 0) + 1
         for index, n in wanted.items():
-            self.lanes[index].lane.check(n)
+            self.lanes[index].lane.check(n, owner)
         for index, n in wanted.items():
-            self.lanes[index].lane.admit(n)
+            self.lanes[index].lane.admit(n, owner)
 
     def _first_lane(self, start: int) -> int | None:
         return next((i for i, p in enumerate(self.lanes) if p.position >= start), None)

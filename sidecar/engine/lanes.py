@@ -3,9 +3,11 @@
 A lane never shares a thread with another lane or with the fast lane: its tier awaits its own
 thread (the encoder) or its own I/O (an LLM server), and the event loop only moves items.
 
-- **Fairness.** Items queue per owner (a request, or a stream) and batches take them
-  round-robin, one per owner in turn, so one caller's 10,000 new templates cannot starve the
-  others: a small request's templates ride in the next batch.
+- **Fairness.** Items queue per owner (a caller: the front ends pass the peer's address, so one
+  client's many requests and streams are one owner) and batches take them round-robin, one per
+  owner in turn, so one caller's 10,000 new templates cannot starve the others: a small
+  request's templates ride in the next batch. While other owners have items in the lane, one
+  owner holds at most ``caller_share`` of ``max_queue``; alone, it may use all of it.
 - **Batches by compute budget** (batched tiers): a batch holds as many items as fit in
   ``max_batch_ms`` at the cost per unit the lane has measured so far (units are the tier's
   ``cost``, tokens for an encoder), never more than ``max_batch_items``. Once an item waits, the
@@ -36,20 +38,49 @@ _UNMEASURED_BATCH_ITEMS = 16
 _COST_SMOOTHING = 0.3
 
 
+def caller(front: str, peer: str) -> str:
+    """The lanes' owner for a front end's peer (``ipv4:10.0.0.5:43210``, ``[::1]:8000``,
+    ``10.0.0.5``): its host without the port, so one client's connections, requests and streams
+    take one turn and hold one share. Not a header the caller chooses: a fresh value per request
+    would get a fresh turn and share each time."""
+    address = peer.split(":", 1)[1] if peer.startswith(("ipv4:", "ipv6:")) else peer
+    host, sep, port = address.rpartition(":")
+    if sep and port.isdigit():
+        address = host
+    return f"{front} {address.strip('[]') or 'unknown'}"
+
+
 class LaneFullError(LogclassError):
     """A lane's queue is full; the request should be retried with backoff."""
 
-    def __init__(self, lane: str, queued: int, limit: int) -> None:
+    def __init__(self, lane: str, queued: int, limit: int, message: str | None = None) -> None:
         super().__init__(
-            f"the {lane} lane is full ({queued} templates waiting or running, limit {limit} "
-            f"in server.lanes.{lane}.max_queue); retry with backoff"
+            message
+            or (
+                f"the {lane} lane is full ({queued} templates waiting or running, limit {limit} "
+                f"in server.lanes.{lane}.max_queue); retry with backoff"
+            )
         )
         self.lane = lane
+
+
+class CallerShareError(LaneFullError):
+    """This caller holds its share of a lane that others are waiting on."""
+
+    def __init__(self, lane: str, owner: Hashable, held: int, share: float, limit: int) -> None:
+        super().__init__(
+            lane,
+            held,
+            limit,
+            f"caller {owner} holds {held} templates of the {lane} lane, its share while others wait "
+            f"(server.lanes.{lane}.max_caller_share {share:g} of max_queue {limit}); retry with backoff",
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class LaneSettings:
     max_queue: int
+    caller_share: float = 1.0  # of max_queue one owner may hold while others have items in the lane
     max_batch_items: int = 1
     max_batch_ms: float = 0.0  # 0: batches bounded by max_batch_items only
     max_wait_ms: float = 0.0
@@ -69,6 +100,8 @@ class Lane:
         self.concurrency = max(1, scheduling.concurrency)
         self.on_batch = on_batch
         self._owners: OrderedDict[Hashable, deque[tuple[Item, asyncio.Future[Outcome]]]] = OrderedDict()
+        # Items each owner has reserved, waiting or running; an owner with none is not a key.
+        self._held: dict[Hashable, int] = {}
         self._waiting = 0
         self._running = 0
         # Admitted by a request but not queued yet: its templates' tasks have not started.
@@ -86,16 +119,35 @@ class Lane:
     def load(self) -> int:
         return self._waiting + self._running + self._reserved
 
-    def check(self, n: int) -> None:
-        """Raises ``LaneFullError`` unless ``n`` more items fit."""
-        if n and self.load + n > self.settings.max_queue:
-            raise LaneFullError(self.name, self.load, self.settings.max_queue)
+    def check(self, n: int, owner: Hashable | None = None) -> None:
+        """Raises ``LaneFullError`` unless ``n`` more items fit, and ``CallerShareError`` when
+        ``owner`` would hold past its share while others have items in the lane."""
+        limit = self.settings.max_queue
+        if n and self.load + n > limit:
+            raise LaneFullError(self.name, self.load, limit)
+        share = self.settings.caller_share
+        if not n or owner is None or share >= 1:
+            return
+        held = self._held.get(owner, 0)
+        others = len(self._held) - (1 if held else 0)
+        if others and held + n > share * limit:
+            raise CallerShareError(self.name, owner, held, share, limit)
 
-    def admit(self, n: int) -> None:
-        """Reserves room for ``n`` items, to be queued with ``submit(..., admitted=True)``;
-        raises ``LaneFullError`` unless they fit."""
-        self.check(n)
+    def admit(self, n: int, owner: Hashable | None = None) -> None:
+        """Reserves room for ``n`` items of ``owner``, to be queued with ``submit(owner, ...,
+        admitted=True)``; raises ``LaneFullError`` unless they fit."""
+        self.check(n, owner)
         self._reserved += n
+        self._hold(owner, n)
+
+    def _hold(self, owner: Hashable | None, n: int) -> None:
+        if owner is None:
+            return
+        held = self._held.get(owner, 0) + n
+        if held > 0:
+            self._held[owner] = held
+        else:
+            self._held.pop(owner, None)
 
     def submit(self, owner: Hashable, item: Item, admitted: bool = False) -> asyncio.Future[Outcome]:
         """Queues ``item`` for ``owner``; its future gets the tier's outcome. ``admitted``: room
@@ -103,13 +155,15 @@ class Lane:
         if admitted:
             self._reserved -= 1
         else:
-            self.check(1)
+            self.check(1, owner)
+            self._hold(owner, 1)
         self._start()
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         queue = self._owners.get(owner)
         if queue is None:
             queue = self._owners[owner] = deque()
         queue.append((item, future))
+        future.add_done_callback(lambda _: self._hold(owner, -1))
         self._waiting += 1
         assert self._wake is not None
         self._wake.set()
@@ -137,6 +191,7 @@ class Lane:
                 if not future.done():
                     future.set_result(Deferred("server shutting down"))
         self._owners.clear()
+        self._held.clear()
         self._waiting = 0
 
     def _budget_units(self) -> float:

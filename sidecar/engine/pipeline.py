@@ -155,7 +155,7 @@ def unbounded_lanes(settings: Settings) -> Settings:
     """``settings`` for an offline job: its lanes take every template it sends. A server's lane
     bounds protect other callers; an offline job's own lookahead bounds its queue, and a refusal
     would abort the job or, for templates escalated into a full LLM lane, write fallback labels."""
-    unbounded = LaneQueueSettings(max_queue=2**62)
+    unbounded = LaneQueueSettings(max_queue=2**62, max_caller_share=1.0)
     lanes = dataclasses.replace(settings.server.lanes, embedding=unbounded, llm=unbounded)
     return dataclasses.replace(settings, server=dataclasses.replace(settings.server, lanes=lanes))
 
@@ -164,9 +164,10 @@ def lane_settings(settings: Settings, tier: Tier) -> LaneSettings:
     server = settings.server
     lane: LaneQueueSettings = getattr(server.lanes, tier.name)
     if not tier.scheduling().batched:
-        return LaneSettings(max_queue=lane.max_queue)
+        return LaneSettings(max_queue=lane.max_queue, caller_share=lane.max_caller_share)
     return LaneSettings(
         max_queue=lane.max_queue,
+        caller_share=lane.max_caller_share,
         max_batch_items=server.batch.max_records,
         max_batch_ms=server.batch.max_batch_ms,
         max_wait_ms=server.batch.max_wait_ms,

@@ -79,11 +79,10 @@ async def _decided(classify: Classify, records: Sequence[LogRecord], owner: obje
 
 
 async def classified_csv(
-    file: IO[bytes], name: str, encoding: str, layout: CsvLayout, classify: Classify, metrics: Metrics
+    file: IO[bytes], name: str, encoding: str, layout: CsvLayout, classify: Classify, metrics: Metrics, owner: object
 ) -> AsyncIterator[bytes]:
     """The output CSV, header first, then each chunk of rows once decided."""
     started = time.perf_counter()
-    owner = object()  # the lanes take turns between uploads and other callers
     reader = _reader(file, encoding)
     await asyncio.to_thread(read_header, reader, name)
     chunks = read_chunks(reader, CHUNK_ROWS, name)

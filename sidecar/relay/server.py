@@ -23,6 +23,7 @@ from typing import Any, cast
 
 import msgpack
 
+from logclass.engine.lanes import caller
 from logclass.relay import RelayError, auth, protocol
 from logclass.relay.buffer import BufferWriteError, DiskBuffer
 from logclass.relay.metrics import RelayMetrics
@@ -52,6 +53,10 @@ class _Connection:
     task: asyncio.Task[Any] | None
     busy: bool = False
     warned_non_array: bool = False
+
+    @property
+    def caller(self) -> str:
+        return caller("relay", self.peer)
 
 
 class ForwardServer:
@@ -243,7 +248,7 @@ class ForwardServer:
     async def _accept(
         self, batches: list[EventBatch], writer: asyncio.StreamWriter, conn: _Connection, started: float
     ) -> None:
-        await self.tagger.tag(batches)
+        await self.tagger.tag(batches, owner=conn.caller)
         streams = [protocol.pack_entries(b.entries, self._packer) if b.entries else b"" for b in batches]
         acks: list[tuple[str, asyncio.Future[None] | None]] = []
         for batch, stream in zip(batches, streams, strict=True):

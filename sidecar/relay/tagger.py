@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,7 +76,9 @@ class Tagger:
         fallback label, budgets), from the next ``tag`` call on."""
         self._keys = _Keys.of(settings)
 
-    async def tag(self, batches: Sequence[EventBatch]) -> None:
+    async def tag(self, batches: Sequence[EventBatch], owner: Hashable = "relay") -> None:
+        """Classifies the records of ``batches`` in place; ``owner``: the sender, whose turn and
+        share in the model lanes they take."""
         if self._classify is None:
             return
         k = self._keys
@@ -103,13 +105,13 @@ class Tagger:
         if missing and k.settings.section.tag_missing_message:
             self._fall_back(k, missing, REASON_MISSING)
         if records:
-            await self._decide(k, records, targets)
+            await self._decide(k, records, targets, owner)
 
-    async def _decide(self, k: _Keys, records: list[LogRecord], targets: list[dict[Any, Any]]) -> None:
+    async def _decide(self, k: _Keys, records: list[LogRecord], targets: list[dict[Any, Any]], owner: Hashable) -> None:
         assert self._classify is not None
         timeout_ms = k.settings.section.classify_timeout_ms
         try:
-            decisions = await asyncio.wait_for(self._classify(records, k.settings.budget_s), timeout_ms / 1000.0)
+            decisions = await asyncio.wait_for(self._classify(records, k.settings.budget_s, owner), timeout_ms / 1000.0)
         except asyncio.TimeoutError:  # asyncio.TimeoutError is not TimeoutError before 3.11
             self._warn.warning(
                 REASON_TIMEOUT,

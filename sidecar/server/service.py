@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 
 from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
+from logclass.engine.lanes import caller
 from logclass.service.classifier import ApiError, ClassifierService, ClassifyCall, to_response
 
 
@@ -28,13 +29,13 @@ class LogClassifierServicer(pb_grpc.LogClassifierServicer):
             await context.abort(grpc.StatusCode[exc.code.name], exc.message)
 
     async def Classify(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        return await self._classify(request, context, "Classify", object())
+        return await self._classify(request, context, "Classify", caller("grpc", context.peer()))
 
     async def ClassifyStream(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
-        # One owner per stream: the lanes take turns between streams, not between their messages.
-        owner = object()
+        # One owner per caller: the lanes take turns between clients, not between their streams.
+        owner = caller("grpc", context.peer())
         async for request in request_iterator:
             yield await self._classify(request, context, "ClassifyStream", owner)
 

@@ -114,13 +114,16 @@ class ClassifyCall:
 
 @dataclass(frozen=True, slots=True)
 class Budgets:
-    """``server.inline_budget_ms`` and ``server.deadline_margin_ms``, in seconds."""
+    """``server.inline_budget_ms``, ``server.deadline_margin_ms`` and ``server.max_wait_ms``, in seconds."""
 
     inline_s: float
     margin_s: float
+    max_wait_s: float
 
     def for_request(self, call: ClassifyCall, time_remaining: float | None) -> float | None:
-        """How long this call may wait for model answers; None: for all of them."""
+        """How long this call may wait for model answers. A call without a deadline (HTTP, or
+        gRPC without one) waits ``max_wait_s`` at most, waitForAll included: otherwise a caller
+        could hold its request, and its share of the lanes, for as long as the models take."""
         budget: float | None
         if call.wait_for_all:
             budget = None
@@ -128,10 +131,8 @@ class Budgets:
             budget = call.budget_ms / 1000.0
         else:
             budget = self.inline_s
-        if time_remaining is not None:
-            cap = max(0.0, time_remaining - self.margin_s)
-            budget = cap if budget is None else min(budget, cap)
-        return budget
+        cap = self.max_wait_s if time_remaining is None else max(0.0, time_remaining - self.margin_s)
+        return cap if budget is None else min(budget, cap)
 
 
 class ClassifierService:
@@ -140,7 +141,9 @@ class ClassifierService:
 
     def __init__(self, server: ServerSettings, metrics: Metrics) -> None:
         self.max_records = server.max_records_per_request
-        self.budgets = Budgets(server.inline_budget_ms / 1000.0, server.deadline_margin_ms / 1000.0)
+        self.budgets = Budgets(
+            server.inline_budget_ms / 1000.0, server.deadline_margin_ms / 1000.0, server.max_wait_ms / 1000.0
+        )
         self.metrics = metrics
         self.engine: Engine | None = None
         self._classify: Classify | None = None

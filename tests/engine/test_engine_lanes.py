@@ -10,7 +10,7 @@ import pytest
 from logclass import config
 from logclass.core.decision import TIER_PENDING, Deferred, Item, LogRecord, Outcome, Verdict
 from logclass.engine.engine import Engine
-from logclass.engine.lanes import LaneFullError
+from logclass.engine.lanes import CallerShareError, LaneFullError, caller
 from logclass.engine.pipeline import build_engine
 from logclass.tiers.base import Tier
 from tests.conftest import NO_LLM
@@ -187,3 +187,58 @@ def test_deferred_answers_are_not_cached_and_failures_stay_per_record() -> None:
         await engine.close()
 
     _run(scenario)
+
+
+def test_a_caller_alone_may_fill_the_lane_but_holds_its_share_while_others_wait() -> None:
+    """One client opening many requests must not shut everyone else out of a model lane."""
+
+    async def scenario() -> None:
+        tier = GatedTier()
+        engine = _engine(
+            tier,
+            LOGCLASS_SERVER__LANES__EMBEDDING__MAX_QUEUE="8",
+            LOGCLASS_SERVER__LANES__EMBEDDING__MAX_CALLER_SHARE="0.5",
+            LOGCLASS_SERVER__BATCH__MAX_RECORDS="1",
+        )
+        lane = engine.lane("embedding")
+        assert lane is not None
+        flood = [
+            asyncio.create_task(engine.classify([_rec(f"bulk job {w} {i} done")], owner="grpc 10.0.0.9"))
+            for i, w in enumerate("abcdef")
+        ]
+        await tier.entered.get()
+        assert lane.load == 6, "alone, a caller may hold more than its share"
+        small = asyncio.create_task(
+            engine.classify([_rec("certificate for host omega expires")], owner="http 10.0.0.7")
+        )
+        await asyncio.sleep(0)
+        assert lane.load == 7
+        # Now others wait: the flooding caller holds 6 of 8, past its share of 4.
+        with pytest.raises(CallerShareError, match=r"caller grpc 10\.0\.0\.9 holds 6 .*max_caller_share 0\.5"):
+            await engine.classify([_rec("bulk job z done")], owner="grpc 10.0.0.9")
+        assert lane.load == 7, "nothing of the refused request was queued"
+        # The other caller still gets in, within the lane's bound.
+        also = asyncio.create_task(engine.classify([_rec("disk quota of tenant nine reached")], owner="http 10.0.0.7"))
+        await asyncio.sleep(0)
+        assert lane.load == 8
+        tier.open()
+        await asyncio.gather(*flood, small, also)
+        assert lane.load == 0
+        await engine.close()
+
+    _run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("front", "peer", "expected"),
+    [
+        ("grpc", "ipv4:10.0.0.5:43210", "grpc 10.0.0.5"),
+        ("grpc", "ipv6:[::1]:43210", "grpc ::1"),
+        ("grpc", "unix:/run/logclass.sock", "grpc unix:/run/logclass.sock"),
+        ("relay", "127.0.0.1:5170", "relay 127.0.0.1"),
+        ("http", "10.1.2.3", "http 10.1.2.3"),
+        ("http", "", "http unknown"),
+    ],
+)
+def test_a_caller_is_its_peer_host_without_the_port(front: str, peer: str, expected: str) -> None:
+    assert caller(front, peer) == expected

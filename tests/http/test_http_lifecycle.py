@@ -17,7 +17,7 @@ from logclass.http import HttpServeError
 from logclass.http.app import build_app
 from logclass.http.front import HttpFrontEnd, how_to_call
 from logclass.secrets import SecurityConfigError
-from logclass.service.classifier import ClassifierService, build_model_info
+from logclass.service.classifier import Budgets, ClassifierService, ClassifyCall, build_model_info
 from tests.conftest import free_port
 
 
@@ -109,3 +109,20 @@ def test_the_listener_turns_nagle_off() -> None:
     front = HttpFrontEnd(settings, ClassifierService(settings.server, Metrics()), Metrics())
     with front._bind() as sock:
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
+@pytest.mark.parametrize(
+    ("budget_ms", "wait_for_all", "time_remaining", "expected"),
+    [
+        (None, False, None, 0.25),  # the inline budget
+        (None, True, None, 300.0),  # waitForAll over HTTP: bounded by server.max_wait_ms
+        (5_000_000, False, None, 300.0),  # a caller's own budget cannot pass it either
+        (None, True, 10.0, 9.9),  # a gRPC deadline, less the margin
+        (None, False, 0.05, 0.0),
+    ],
+)
+def test_every_request_has_a_deadline(
+    budget_ms: int | None, wait_for_all: bool, time_remaining: float | None, expected: float
+) -> None:
+    call = ClassifyCall([], [], budget_ms=budget_ms, wait_for_all=wait_for_all)
+    assert Budgets(0.25, 0.1, 300.0).for_request(call, time_remaining) == pytest.approx(expected)
