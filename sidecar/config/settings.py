@@ -284,6 +284,10 @@ class ServerSettings:
     log_format: Annotated[Literal["text", "json"], doc("log lines as text or one JSON object per line")]
     metrics_listen: Annotated[MetricsAddress | None, doc("host:port of Prometheus /metrics; null: off")]
     http_listen: Annotated[Address | None, doc("host:port of the HTTP API and web console; null: off")]
+    http_max_connections: Annotated[PositiveInt, doc("HTTP connections open at once; past it new requests get 503")]
+    http_header_timeout_s: Annotated[
+        PositiveFloat, doc("a request's headers must arrive within this long (slow clients are closed)")
+    ]
     max_upload_bytes: Annotated[
         int, Json(minimum=1024), doc("largest CSV upload over HTTP (POST /classify, /v1/report); larger get 413")
     ]

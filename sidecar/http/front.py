@@ -18,6 +18,7 @@ from logclass.config.settings import Settings
 from logclass.engine.metrics import Metrics
 from logclass.http import HttpServeError
 from logclass.http.app import build_app
+from logclass.http.slow_clients import with_header_timeout
 from logclass.secrets import SecurityConfigError, load_token, tls_files
 from logclass.service.classifier import ClassifierService
 
@@ -55,6 +56,9 @@ class HttpFrontEnd:
             lifespan="off",
             server_header=False,
             timeout_graceful_shutdown=max(1, round(server.grace_seconds)),
+            http=with_header_timeout(server.http_header_timeout_s),
+            # Past it a new request is answered 503 (connections held idle count too).
+            limit_concurrency=server.http_max_connections,
             ssl_certfile=cert,
             ssl_keyfile=key,
             ssl_ca_certs=client_ca,
