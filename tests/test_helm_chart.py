@@ -540,6 +540,20 @@ def test_learnt_file_is_on_an_empty_dir_in_service_mode(chart: Any, tmp_path: Pa
 
 
 @pytest.mark.parametrize("base", [{}, DAEMONSET], ids=["service", "daemonset"])
+def test_tmp_where_uploads_spool_is_bounded_to_hold_the_uploads_allowed(chart: Any, tmp_path: Path, base: Obj) -> None:
+    release = render(chart, base)
+    tmp = mounts_of(release.container())["/tmp"]
+    volume = volumes_of(release.sidecar_workload())[tmp["name"]]
+    assert volume == {"name": tmp["name"], "emptyDir": {"sizeLimit": "1Gi"}}
+    server = effective_config(release, tmp_path).server
+    assert server.max_concurrent_uploads * server.max_upload_bytes <= 1 << 30
+    assert volumes_of(render(chart, _merge(base, {"tmpSizeLimit": "4Gi"})).sidecar_workload())[tmp["name"]] == {
+        "name": tmp["name"],
+        "emptyDir": {"sizeLimit": "4Gi"},
+    }
+
+
+@pytest.mark.parametrize("base", [{}, DAEMONSET], ids=["service", "daemonset"])
 def test_learnt_file_on_a_volume_of_ones_own(chart: Any, tmp_path: Path, base: Obj) -> None:
     release = render(chart, _merge(base, LEARNING_PVC))
     assert learnt_volume(release, tmp_path) == {"name": "learnt", "persistentVolumeClaim": {"claimName": "learnt"}}

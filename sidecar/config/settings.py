@@ -285,6 +285,9 @@ class ServerSettings:
     metrics_listen: Annotated[MetricsAddress | None, doc("host:port of Prometheus /metrics; null: off")]
     http_listen: Annotated[Address | None, doc("host:port of the HTTP API and web console; null: off")]
     http_max_connections: Annotated[PositiveInt, doc("HTTP connections open at once; past it new requests get 503")]
+    max_concurrent_uploads: Annotated[
+        PositiveInt, doc("CSV uploads at once (each spooled to disk up to max_upload_bytes); past it 429")
+    ]
     http_header_timeout_s: Annotated[
         PositiveFloat, doc("a request's headers must arrive within this long (slow clients are closed)")
     ]

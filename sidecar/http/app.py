@@ -20,7 +20,7 @@ from logclass.engine.lanes import caller
 from logclass.engine.metrics import Metrics
 from logclass.http import csv_upload, errors, proto_json
 from logclass.http.console import console_router
-from logclass.http.guards import BodyLimit, ResponseCounter, SameOrigin, token_guard
+from logclass.http.guards import BodyLimit, ResponseCounter, SameOrigin, UploadGate, token_guard
 from logclass.http.schemas import (
     CacheCounts,
     ClassifyRequestJson,
@@ -233,6 +233,7 @@ def build_app(settings: Settings, service: ClassifierService, metrics: Metrics, 
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, limit_for=limit_for)
+    app.add_middleware(UploadGate, paths=UPLOAD_PATHS, limit=server.max_concurrent_uploads)
     if not token:
         listen_host = (server.http_listen or "").rpartition(":")[0]
         app.add_middleware(SameOrigin, listen_host=listen_host)

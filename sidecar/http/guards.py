@@ -141,6 +141,32 @@ class SameOrigin:
         return ""
 
 
+class UploadGate:
+    """At most ``limit`` CSV uploads at once: each is spooled to disk as it arrives (up to
+    server.max_upload_bytes) and held until its answer is sent, so the bound on the spool folder
+    is ``limit`` x max_upload_bytes. One more is refused at once, before its body is read."""
+
+    def __init__(self, app: ASGIApp, paths: tuple[str, ...], limit: int) -> None:
+        self.app = app
+        self.paths = paths
+        self.limit = limit
+        self.active = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            message = f"server.max_concurrent_uploads ({self.limit}) uploads are in progress; retry when one is done"
+            await status_response(Code.RESOURCE_EXHAUSTED, message, 429)(scope, receive, send)
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+
 def _content_length(scope: Scope) -> int | None:
     for name, value in scope["headers"]:
         if name == b"content-length":

@@ -27,6 +27,7 @@ def http_port() -> Iterator[int]:
         "LOGCLASS_ROUTER__TIERS": "[regex]",
         "LOGCLASS_SERVER__HTTP_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
         "LOGCLASS_SERVER__HTTP_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
+        "LOGCLASS_SERVER__MAX_CONCURRENT_UPLOADS": "1",
     }
     proc: subprocess.Popen[str] = start_server(
         f"127.0.0.1:{free_port()}", env, flags=["--http-listen", f"127.0.0.1:{port}"]
@@ -81,3 +82,26 @@ def test_past_max_connections_a_new_request_gets_503(http_port: int) -> None:
             return
         time.sleep(0.1)
     raise AssertionError("requests were not served again after the held connections closed")
+
+
+def test_past_max_concurrent_uploads_one_more_is_refused_before_its_body(http_port: int) -> None:
+    """Each upload is spooled to disk until answered: their number bounds the spool folder."""
+    body = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.csv"\r\n\r\nsource,log_message\r\n'
+    head = (
+        f"POST /classify HTTP/1.1\r\nHost: 127.0.0.1:{http_port}\r\n"
+        f"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {len(body) + 1000}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", http_port)) as uploading:
+        uploading.sendall(head + body)  # the rest of its body never comes: it stays in progress
+        csv_file = {"file": ("b.csv", b"source,log_message\na,User 1 logged in\n", "text/csv")}
+        deadline = time.monotonic() + 10
+        while True:
+            refused = httpx.post(f"http://127.0.0.1:{http_port}/classify", files=csv_file)
+            if refused.status_code == 429 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)  # the first upload's headers not handled yet
+        assert refused.status_code == 429 and "server.max_concurrent_uploads (1)" in refused.text
+    deadline = time.monotonic() + 10
+    while httpx.post(f"http://127.0.0.1:{http_port}/classify", files=csv_file).status_code != 200:
+        assert time.monotonic() < deadline, "uploads were not taken again once the first went away"
+        time.sleep(0.05)

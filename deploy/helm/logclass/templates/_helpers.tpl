@@ -272,7 +272,7 @@ would leave the change unapplied (the sidecar refuses it, restart_required) unti
   configMap:
     name: {{ include "logclass.fullname" . }}
 - name: tmp
-  emptyDir: {}
+  emptyDir: {sizeLimit: {{ .Values.tmpSizeLimit }}}
 {{- if .Values.learning.enabled }}
 - name: learnt
   {{- if .Values.learning.volume }}
