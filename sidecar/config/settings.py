@@ -192,6 +192,9 @@ class LlmSettings:
         doc("auto: vllm when llm.server.url is set, else llamacpp when installed, else none"),
     ]
     min_confidence: Annotated[Probability, doc("answers below this confidence count as undecided")]
+    learn_min_confidence: Annotated[
+        Probability, doc("answers below this confidence answer their template here but are not learnt")
+    ]
     max_concurrency: Annotated[PositiveInt, doc("questions in flight at once in the LLM lane")]
     teacher_file: Annotated[
         FilePath | None, doc("JSONL file of the LLM's decisions, for logclass train --extra; null: off")
@@ -285,11 +288,11 @@ class ServerSettings:
     metrics_listen: Annotated[MetricsAddress | None, doc("host:port of Prometheus /metrics; null: off")]
     http_listen: Annotated[Address | None, doc("host:port of the HTTP API and web console; null: off")]
     http_max_connections: Annotated[PositiveInt, doc("HTTP connections open at once; past it new requests get 503")]
-    max_concurrent_uploads: Annotated[
-        PositiveInt, doc("CSV uploads at once (each spooled to disk up to max_upload_bytes); past it 429")
-    ]
     http_header_timeout_s: Annotated[
         PositiveFloat, doc("a request's headers must arrive within this long (slow clients are closed)")
+    ]
+    max_concurrent_uploads: Annotated[
+        PositiveInt, doc("CSV uploads at once (each spooled to disk up to max_upload_bytes); past it 429")
     ]
     max_upload_bytes: Annotated[
         int, Json(minimum=1024), doc("largest CSV upload over HTTP (POST /classify, /v1/report); larger get 413")

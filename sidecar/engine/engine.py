@@ -336,7 +336,7 @@ class Engine:
             if isinstance(outcome, Verdict):
                 if not outcome.shareable:
                     return router.decision(outcome, lane.name, key[1]), False
-                if lane.tier.teaches and self.learnt is not None:
+                if lane.tier.teaches and self.learnt is not None and lane.tier.worth_learning(outcome):
                     self.learnt.learn(key[1], record, outcome, ORIGIN_LLM)
                 return self._final_decision(key, router.decision(outcome, lane.name, key[1]), corrections)
             if isinstance(outcome, Deferred):

@@ -19,7 +19,7 @@ from typing import ClassVar
 
 from prometheus_client import CollectorRegistry
 
-from logclass.core.decision import Item, LogRecord, Outcome
+from logclass.core.decision import Item, LogRecord, Outcome, Verdict
 
 WARM_UP_ITEM = Item(LogRecord("logclass-warmup", "logclass warm-up message 1"), ("logclass-warmup", "warm-up"))
 
@@ -38,6 +38,11 @@ class Tier(ABC):
     name: ClassVar[str]
     # A teacher's verdicts are lessons: the engine puts them in the learnt memory at once (the LLM).
     teaches: ClassVar[bool] = False
+
+    def worth_learning(self, verdict: Verdict) -> bool:
+        """Whether a teacher's verdict becomes a lesson (kept, shared) or answers its template
+        in this process's caches only."""
+        return True
 
     @abstractmethod
     def labels(self) -> list[str]:

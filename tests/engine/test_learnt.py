@@ -628,3 +628,12 @@ def test_a_file_from_before_scopes_reads_as_it_answered(tmp_path: Path) -> None:
         assert store.dropped["bad_line"] == 1
     finally:
         store.close()
+
+
+def test_the_llm_tier_learns_only_answers_it_is_sure_of(tmp_path: Path) -> None:
+    prompts = PromptBuilder("Classify the log line.", LabelSet(("Critical Error", "User Action")), 2000)
+    tier = LlmTier(_Backend(), prompts, min_confidence=0.0, max_concurrency=1, learn_min_confidence=0.95)
+    assert not tier.worth_learning(Verdict("User Action", 0.9, MODEL))
+    assert tier.worth_learning(Verdict("User Action", 0.95, MODEL))
+    defaults = config.load(environ={}).llm
+    assert defaults.learn_min_confidence == 0.9 and defaults.min_confidence == 0.0

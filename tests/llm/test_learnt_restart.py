@@ -52,7 +52,12 @@ def test_a_restart_keeps_learnt_templates(tmp_path: Path) -> None:
         "LOGCLASS_SERVER__METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
         "LOGCLASS_SERVER__INLINE_BUDGET_MS": "100",
     }
-    llm = {"LOGCLASS_LLM__BACKEND": "llamacpp", "LOGCLASS_LLM__LLAMACPP__MODEL": "smollm2-135m"}
+    llm = {
+        "LOGCLASS_LLM__BACKEND": "llamacpp",
+        "LOGCLASS_LLM__LLAMACPP__MODEL": "smollm2-135m",
+        # SmolLM2 is rarely sure (the default learns answers of 0.9 and up): any answer is learnt here.
+        "LOGCLASS_LLM__LEARN_MIN_CONFIDENCE": "0",
+    }
     proc = start_server(address, {**env, **llm}, timeout=300)
     try:
         # LegacyCRM is routed straight to the LLM (the seed bundle's route): pending until the

@@ -112,6 +112,7 @@ def build_llm_tier(settings: Settings, label_set: LabelSet) -> LlmTier | None:
         backend,
         prompts,
         min_confidence=llm.min_confidence,
+        learn_min_confidence=llm.learn_min_confidence,
         max_concurrency=llm.max_concurrency,
         teacher=TeacherLog(llm.teacher_file) if llm.teacher_file else None,
     )

@@ -101,10 +101,12 @@ class LlmTier(Tier):
         min_confidence: float,
         max_concurrency: int,
         teacher: TeacherLog | None = None,
+        learn_min_confidence: float = 0.0,
     ) -> None:
         self.backend = backend
         self.prompts = prompts
         self.min_confidence = min_confidence
+        self.learn_min_confidence = learn_min_confidence
         self.max_concurrency = max_concurrency
         self.teacher = teacher
         self.stats = LlmStats()
@@ -113,6 +115,11 @@ class LlmTier(Tier):
 
     def labels(self) -> list[str]:
         return list(self.prompts.labels)
+
+    def worth_learning(self, verdict: Verdict) -> bool:
+        # A lesson outlives the process and answers every later record of its source's template:
+        # only answers the model is sure of (llm.learn_min_confidence).
+        return verdict.confidence >= self.learn_min_confidence
 
     def scheduling(self) -> Scheduling:
         return Scheduling(batched=False, concurrency=self.max_concurrency)
