@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install lock run test lint model bench bench-server bench-lanes bench-fastlane bench-relay bench-accuracy bench-distill bench-encoder bench-http bench-reload proto schema browser-deps clean
+.PHONY: install lock run test lint model bench bench-server bench-lanes bench-fastlane bench-relay bench-accuracy bench-distill bench-encoder bench-http bench-reload bench-hostile proto schema browser-deps clean
 
 # llama-cpp-python has no wheels on PyPI: it is compiled once and the wheel kept in a cache
 # outside the checkout. -march=native makes the wheel specific to this CPU, so the cache is keyed
@@ -144,6 +144,10 @@ schema: $(STAMP)
 ## make bench-reload: latency a rules reload and a bundle swap add to a warm request stream (p50/p99 per window against the window before any reload), and failed responses (target 0), in the same run
 bench-reload: $(STAMP)
 	$(BIN)/python benchmarks/bench_reload.py
+
+## make bench-hostile: hostile input against one real sidecar (relay decoding bombs, too many and slow connections, huge sources, CSV formulas, cross-site calls): each case's answer, peak RSS growth (target < 64 MiB) and a warm gRPC caller's p50/p99 against a baseline window, in the same run
+bench-hostile: $(STAMP)
+	$(BIN)/python benchmarks/bench_hostile.py
 
 ## make bench: throughput against the seed algorithm, measured in the same run
 bench: $(STAMP)
