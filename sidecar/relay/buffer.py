@@ -314,15 +314,7 @@ class DiskBuffer:
         written: list[tuple[Path, ChunkFile]] = []
         try:
             for tag, stream, records in _merge(batch, self.max_chunk_bytes):
-                chunk_id = new_chunk_id()
-                data = packed_forward(tag, stream, records, chunk_id, compress=self.compress)
-                final = self.path / f"{self._next_seq:016d}-{base64.b64decode(chunk_id).hex()}{SUFFIX}"
-                tmp = final.with_name(final.name + TMP_SUFFIX)
-                with open_private(tmp, append=False) as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                written.append((tmp, ChunkFile(final, self._next_seq, chunk_id, len(data), records, 0.0)))
+                written.append(self._write_tmp(tag, stream, records, self._next_seq, 0.0))
                 self._next_seq += 1
             for tmp, chunk in written:
                 os.replace(tmp, chunk.path)
@@ -338,23 +330,28 @@ class DiskBuffer:
             chunk.written_at = now
         return [chunk for _, chunk in written]
 
+    def _write_tmp(self, tag: str, stream: bytes, records: int, seq: int, when: float) -> tuple[Path, ChunkFile]:
+        """A chunk file written and fsync'd under its temporary name; renaming it is the caller's."""
+        chunk_id = new_chunk_id()
+        data = packed_forward(tag, stream, records, chunk_id, compress=self.compress)
+        final = self.path / f"{seq:016d}-{base64.b64decode(chunk_id).hex()}{SUFFIX}"
+        tmp = final.with_name(final.name + TMP_SUFFIX)
+        with open_private(tmp, append=False) as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return tmp, ChunkFile(final, seq, chunk_id, len(data), records, when)
+
     def _split(self, file: ChunkFile) -> list[ChunkFile]:
         """Runs in the I/O thread: two chunk files with the halves of ``file``'s entries, under its
         sequence number (so a restart finds them where it was), then ``file`` deleted."""
         tag, entries = _entries_of(file.path.read_bytes())
         middle = len(entries) // 2
-        halves: list[tuple[Path, ChunkFile]] = []
         pack = packer()
-        for part in (entries[:middle], entries[middle:]):
-            chunk_id = new_chunk_id()
-            data = packed_forward(tag, pack_entries(part, pack), len(part), chunk_id, compress=self.compress)
-            final = self.path / f"{file.seq:016d}-{base64.b64decode(chunk_id).hex()}{SUFFIX}"
-            tmp = final.with_name(final.name + TMP_SUFFIX)
-            with open_private(tmp, append=False) as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            halves.append((tmp, ChunkFile(final, file.seq, chunk_id, len(data), len(part), file.written_at)))
+        halves = [
+            self._write_tmp(tag, pack_entries(part, pack), len(part), file.seq, file.written_at)
+            for part in (entries[:middle], entries[middle:])
+        ]
         for tmp, chunk in halves:
             os.replace(tmp, chunk.path)
         fsync_folder(self.path)
