@@ -187,14 +187,23 @@ def cases(side: Sidecar) -> dict[str, Callable[[], str]]:
             s.close()
         return f"{closed} of 50 closed by server.http_header_timeout_s"
 
-    def long_sources() -> str:
-        errors: set[int] = set()
+    def big_request(records: int, size: int) -> set[int]:
         with grpc.insecure_channel(side.grpc, options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
             stub = pb_grpc.LogClassifierStub(channel)  # type: ignore[no-untyped-call]
-            for _ in range(67):
-                records = [pb.LogRecord(source="s" * (4 << 20), message="User User1 logged in.") for _ in range(3)]
-                errors |= {r.error for r in stub.Classify(pb.ClassifyRequest(records=records), timeout=30).results}
-        return f"200 records: error {', '.join(pb.ErrorCode.Name(e) for e in sorted(errors))}"
+            batch = [pb.LogRecord(source="s" * size, message="User User1 logged in.") for _ in range(records)]
+            return {r.error for r in stub.Classify(pb.ClassifyRequest(records=batch), timeout=30).results}
+
+    def one_big_request() -> str:
+        errors = big_request(3, (15 << 20) // 3)
+        return f"error {', '.join(pb.ErrorCode.Name(e) for e in sorted(errors))}"
+
+    def long_sources() -> str:
+        before = side.rss()
+        errors: set[int] = set()
+        for _ in range(67):
+            errors |= big_request(3, 4 << 20)
+        kept = side.rss() - before
+        return f"{', '.join(pb.ErrorCode.Name(e) for e in sorted(errors))}; RSS after {kept:+.0f} MiB"
 
     def at_the_limits() -> str:
         record = pb.LogRecord(source="s" * 1024, message="m" * 65536)
@@ -230,7 +239,8 @@ def cases(side: Sidecar) -> dict[str, Callable[[], str]]:
             side.relay, _packed(gzip.compress(b"\x90" * (64 << 20)), {"compressed": "gzip"})
         ),
         "relay: 80 connections at once": many_connections,
-        "grpc: 200 records with 4 MiB sources": long_sources,
+        "grpc: one 15 MiB request, 3 sources of 5 MiB": one_big_request,
+        "grpc: 200 records with 4 MiB sources, 67 requests": long_sources,
         "grpc: 100 records at the limits (64 KiB message, 1 KiB source)": at_the_limits,
         "http: 50 slowloris connections": slowloris,
         "http: CSV cell =cmd|' /C calc'!A0": formula_upload,

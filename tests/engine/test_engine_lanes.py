@@ -9,7 +9,7 @@ import pytest
 
 from logclass import config
 from logclass.core.decision import TIER_PENDING, Deferred, Item, LogRecord, Outcome, Verdict
-from logclass.engine.engine import Engine
+from logclass.engine.engine import Engine, fast_slices
 from logclass.engine.lanes import CallerShareError, LaneFullError, caller
 from logclass.engine.pipeline import build_engine
 from logclass.tiers.base import Tier
@@ -242,3 +242,13 @@ def test_a_caller_alone_may_fill_the_lane_but_holds_its_share_while_others_wait(
 )
 def test_a_caller_is_its_peer_host_without_the_port(front: str, peer: str, expected: str) -> None:
     assert caller(front, peer) == expected
+
+
+def test_the_fast_lane_yields_by_records_and_by_characters() -> None:
+    """Masking costs by the character: 100 lines of 64 KiB, which no cache keeps, must not hold
+    the event loop in one slice while known records of other callers wait."""
+    short = [_rec(f"job {i} done") for i in range(1200)]
+    assert list(fast_slices(short)) == [(0, 512), (512, 1024), (1024, 1200)]
+    long = [_rec("m" * 65536) for _ in range(10)]
+    assert list(fast_slices(long)) == [(0, 4), (4, 8), (8, 10)]
+    assert list(fast_slices([])) == []
