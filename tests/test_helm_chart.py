@@ -7,9 +7,15 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shutil
+import socket
+import subprocess
+import sys
 import tarfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +28,7 @@ import yaml
 from logclass import config as config_mod
 from logclass.config.settings import UpstreamSettings, parse
 from logclass.tiers.regex import load_rules
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "deploy" / "helm" / "logclass"
@@ -191,14 +198,16 @@ SA = {"ServiceAccount"}
 RBAC = {"ClusterRole", "ClusterRoleBinding"}
 RBAC_OFF = {"rbac": {"create": False}}
 EXISTING_SA = {"serviceAccount": {"create": False, "name": "logging-agent"}, "rbac": {"create": False}}
+NP = {"NetworkPolicy"}
 MODES: dict[str, tuple[Obj, set[str]]] = {
-    "service": ({}, {"ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"} | SA),
-    "daemonset": (DAEMONSET, {"ConfigMap", "DaemonSet"} | SA | RBAC),
+    # The NetworkPolicy is on by default (issue 28: safe defaults).
+    "service": ({}, {"ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"} | SA | NP),
+    "daemonset": (DAEMONSET, {"ConfigMap", "DaemonSet"} | SA | RBAC | NP),
     "service+vllm": (
         VLLM,
-        {"ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"} | SA,
+        {"ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"} | SA | NP,
     ),
-    "daemonset+vllm": (_merge(DAEMONSET, VLLM), {"ConfigMap", "DaemonSet"} | SA | RBAC),
+    "daemonset+vllm": (_merge(DAEMONSET, VLLM), {"ConfigMap", "DaemonSet"} | SA | RBAC | NP),
     "service, all options": (
         {
             "service": {"autoscaling": {"enabled": False}, "podDisruptionBudget": {"enabled": False}, "replicas": 3},
@@ -212,8 +221,8 @@ MODES: dict[str, tuple[Obj, set[str]]] = {
         _merge(DAEMONSET, {"networkPolicy": {"enabled": True}, "metrics": {"serviceMonitor": {"enabled": True}}}),
         {"ConfigMap", "DaemonSet", "NetworkPolicy", "PodMonitor"} | SA | RBAC,
     ),
-    "daemonset, rbac off": (_merge(DAEMONSET, RBAC_OFF), {"ConfigMap", "DaemonSet"} | SA),
-    "daemonset, existing service account": (_merge(DAEMONSET, EXISTING_SA), {"ConfigMap", "DaemonSet"}),
+    "daemonset, rbac off": (_merge(DAEMONSET, RBAC_OFF), {"ConfigMap", "DaemonSet"} | SA | NP),
+    "daemonset, existing service account": (_merge(DAEMONSET, EXISTING_SA), {"ConfigMap", "DaemonSet"} | NP),
 }
 
 
@@ -268,11 +277,17 @@ def test_configmap_is_a_valid_logclass_config_and_ports_match(chart: Any, tmp_pa
     cfg = effective_config(release, tmp_path)
     container = release.container()
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert port_of(cfg.server.listen) == ports["grpc"] == 50051
-    assert cfg.server.listen.startswith("0.0.0.0:"), "kubelet probes reach the pod IP, not loopback"
     assert port_of(cfg.server.metrics_listen) == ports["metrics"] == 9464
-    assert port_of(cfg.server.http_listen) == ports["http"] == 8000
-    assert cfg.server.http_listen.startswith("0.0.0.0:"), "kubelet probes reach the pod IP, not loopback"
+    assert cfg.server.metrics_listen.startswith("0.0.0.0:"), "Prometheus scrapes the pod IP"
+    if mode == "daemonset":
+        # Only the pod itself calls the API (Fluent Bit -> relay on loopback): probes run inside.
+        assert cfg.server.listen == "127.0.0.1:50051" and cfg.server.http_listen == "127.0.0.1:8000"
+        assert "grpc" not in ports and "http" not in ports, "no container port for a loopback listener"
+    else:
+        assert port_of(cfg.server.listen) == ports["grpc"] == 50051
+        assert cfg.server.listen.startswith("0.0.0.0:"), "kubelet probes reach the pod IP, not loopback"
+        assert port_of(cfg.server.http_listen) == ports["http"] == 8000
+        assert cfg.server.http_listen.startswith("0.0.0.0:"), "kubelet probes reach the pod IP, not loopback"
     annotations = release.sidecar_workload()["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert int(annotations["prometheus.io/port"]) == ports["metrics"]
@@ -345,7 +360,7 @@ def test_http_off_renders_nothing_http_and_turns_the_image_listener_off(chart: A
     expected = {9464} | ({50051} if release.has("Service") else set())
     assert {port["port"] for rule in rules for port in rule["ports"]} == expected
     assert "console" not in release.notes
-    on = render(chart, _merge(base, {"networkPolicy": {"enabled": True}}))
+    on = render(chart, _merge(base, {"networkPolicy": {"enabled": True}, "daemonset": {"apiListen": "all"}}))
     assert "http" in {p["name"] for p in on.container()["ports"]} and "console" in on.notes
 
 
@@ -612,7 +627,9 @@ PROBE_CASES: dict[str, tuple[Obj, dict[str, Obj]]] = {
 }
 
 
-@pytest.mark.parametrize("base", [{}, DAEMONSET], ids=["service", "daemonset"])
+@pytest.mark.parametrize(
+    "base", [{}, _merge(DAEMONSET, {"daemonset": {"apiListen": "all"}})], ids=["service", "daemonset"]
+)
 @pytest.mark.parametrize("case", list(PROBE_CASES))
 def test_probes_follow_the_http_port_and_tls(chart: Any, tmp_path: Path, base: Obj, case: str) -> None:
     values, expected = PROBE_CASES[case]
@@ -1039,6 +1056,16 @@ BAD_VALUES = {
     "relative learning hostPath": ({"learning": {"hostPath": "var/lib/logclass"}}, "/learning/hostPath"),
     "bad emptyDir size": ({"learning": {"sizeLimit": "lots"}}, "/learning/sizeLimit"),
     "misspelt learning key": ({"learning": {"enable": False}}, "enable"),
+    # Handshake secrets would sit in the ConfigMap: upstreamSecret mounts them.
+    "inline upstream shared_key": (
+        {"daemonset": {"relay": {"upstreams": [{"host": "a", "port": 1, "shared_key": "k"}]}}},
+        "/daemonset/relay/upstreams/0",
+    ),
+    "inline upstream password": (
+        {"daemonset": {"relay": {"upstreams": [{"host": "a", "port": 1, "password": "p"}]}}},
+        "/daemonset/relay/upstreams/0",
+    ),
+    "unknown apiListen": ({"daemonset": {"apiListen": "pod"}}, "/daemonset/apiListen"),
 }
 
 
@@ -1343,3 +1370,87 @@ def test_chart_dashboard_is_a_link_to_deploy_grafana_and_packages_as_a_file(tmp_
         assert member.isfile()
         packed = tar.extractfile(member)
         assert packed is not None and packed.read() == DASHBOARD.read_bytes()
+
+
+# --- safe defaults (issue 28) ---------------------------------------------------------------------
+
+
+class _Health(BaseHTTPRequestHandler):
+    ready = True
+
+    def do_GET(self) -> None:
+        ok = self.path == "/healthz" or (self.path == "/readyz" and self.ready)
+        self.send_response(200 if ok else 503)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _run_probe(command: list[str], env: dict[str, str]) -> int:
+    assert command[:2] == ["python", "-c"]
+    return subprocess.run([sys.executable, *command[1:]], env={**os.environ, **env}, timeout=30, check=False).returncode
+
+
+def test_in_daemonset_mode_the_api_is_on_loopback_and_the_probes_run_inside(chart: Any) -> None:
+    """Nothing but the pod itself calls the API in daemonset mode; exposing gRPC and HTTP on every
+    node's pod IP, unauthenticated by default, was issue 28's finding. The exec probes are run
+    here against real listeners."""
+    release = render(chart, DAEMONSET)
+    container = release.container()
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["LOGCLASS_SERVER__LISTEN"] == "127.0.0.1:50051"
+    assert env["LOGCLASS_SERVER__HTTP_LISTEN"] == "127.0.0.1:8000"
+    ready, live = container["readinessProbe"]["exec"]["command"], container["livenessProbe"]["exec"]["command"]
+    assert container["startupProbe"]["exec"]["command"] == ready and ready[-1] == "/readyz" and live[-1] == "/healthz"
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        listen = {"LOGCLASS_SERVER__HTTP_LISTEN": f"127.0.0.1:{server.server_address[1]}"}
+        assert _run_probe(ready, listen) == 0 and _run_probe(live, listen) == 0
+        _Health.ready = False  # loading, or draining: not ready, still alive
+        assert _run_probe(ready, listen) != 0 and _run_probe(live, listen) == 0
+    finally:
+        _Health.ready = True
+        server.shutdown()
+    # No HTTP (or client certificates required): the gRPC port must take a connection.
+    (tcp,) = {json.dumps(render(chart, _merge(DAEMONSET, v)).container()["livenessProbe"]) for v in (HTTP_OFF, MTLS)}
+    command = json.loads(tcp)["exec"]["command"]
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        assert _run_probe(command, {"LOGCLASS_SERVER__LISTEN": f"127.0.0.1:{listener.getsockname()[1]}"}) == 0
+    assert _run_probe(command, {"LOGCLASS_SERVER__LISTEN": f"127.0.0.1:{free_port()}"}) != 0
+    # apiListen all: on every interface again, with kubelet's own probes.
+    exposed = render(chart, _merge(DAEMONSET, {"daemonset": {"apiListen": "all"}})).container()
+    assert {e["name"]: e["value"] for e in exposed["env"]}["LOGCLASS_SERVER__LISTEN"] == "0.0.0.0:50051"
+    assert "httpGet" in exposed["readinessProbe"]
+
+
+@pytest.mark.parametrize("base", [{}, DAEMONSET], ids=["service", "daemonset"])
+def test_the_network_policy_is_on_by_default(chart: Any, base: Obj) -> None:
+    policy = render(chart, base).get("NetworkPolicy")
+    ports = {port["port"] for rule in policy["spec"]["ingress"] for port in rule["ports"]}
+    assert ports == ({9464} if base else {50051, 8000, 9464}), "daemonset mode: only the scrape comes in"
+
+
+def test_upstream_handshake_secrets_come_from_a_secret(chart: Any, tmp_path: Path) -> None:
+    upstreams = [{"host": "agg-a", "port": 24224}, {"host": "agg-b", "port": 24224, "username": "fluent"}]
+    secret = {"name": "relay-upstream", "sharedKeyKey": "key", "passwordKey": "pw"}
+    release = render(
+        chart, _merge(DAEMONSET, {"daemonset": {"relay": {"upstreams": upstreams, "upstreamSecret": secret}}})
+    )
+    cfg = effective_config(release, tmp_path)
+    folder = "/etc/logclass/relay-upstream"
+    assert [(u.host, u.shared_key_file, u.password_file) for u in cfg.relay.upstreams] == [
+        ("agg-a", f"{folder}/shared_key", None),
+        ("agg-b", f"{folder}/shared_key", f"{folder}/password"),
+    ]
+    assert not any(u.shared_key or u.password for u in cfg.relay.upstreams), "no secret in the ConfigMap"
+    mount = mounts_of(release.container())[folder]
+    assert mount["readOnly"] is True
+    volume = volumes_of(release.sidecar_workload())[mount["name"]]
+    assert volume["secret"] == {
+        "secretName": "relay-upstream",
+        "items": [{"key": "key", "path": "shared_key"}, {"key": "pw", "path": "password"}],
+    }
+    plain = effective_config(render(chart, DAEMONSET), tmp_path)
+    assert [u.shared_key_file for u in plain.relay.upstreams] == [None]

@@ -131,7 +131,16 @@ rest is here.
 {{- $_ := set $managed "llm" (dict "backend" "none") }}
 {{- end }}
 {{- if eq .Values.mode "daemonset" }}
-{{- $relay := dict "upstreams" .Values.daemonset.relay.upstreams "buffer" (dict "path" "/var/lib/logclass/relay") }}
+{{- $upstreams := list }}
+{{- range .Values.daemonset.relay.upstreams }}
+{{- $upstream := deepCopy . }}
+{{- if $.Values.daemonset.relay.upstreamSecret.name }}
+{{- $_ := set $upstream "shared_key_file" "/etc/logclass/relay-upstream/shared_key" }}
+{{- if .username }}{{ $_ := set $upstream "password_file" "/etc/logclass/relay-upstream/password" }}{{ end }}
+{{- end }}
+{{- $upstreams = append $upstreams $upstream }}
+{{- end }}
+{{- $relay := dict "upstreams" $upstreams "buffer" (dict "path" "/var/lib/logclass/relay") }}
 {{- $_ := set $managed "relay" $relay }}
 {{- end }}
 {{- $merged := mustMergeOverwrite $cfg $managed }}
@@ -175,10 +184,36 @@ would leave the change unapplied (the sidecar refuses it, restart_required) unti
 {{- end }}
 {{- end }}
 
+{{/* "true" when gRPC and HTTP listen on loopback (daemonset mode, daemonset.apiListen loopback). */}}
+{{- define "logclass.loopbackApi" -}}
+{{- if and (eq .Values.mode "daemonset") (eq (.Values.daemonset.apiListen | default "loopback") "loopback") }}true{{ end }}
+{{- end }}
+
+{{/*
+Probes that run inside the container, for listeners on loopback (kubelet's own probes connect to
+the pod IP). The HTTP ones ask /readyz and /healthz as kubelet would (any certificate accepted);
+without HTTP, or with client certificates required, the gRPC port must accept a connection.
+*/}}
+{{- define "logclass.execProbes" -}}
+{{- if and .Values.ports.http (not (and .Values.tls.enabled .Values.tls.clientAuth)) }}
+{{- $scheme := ternary "https" "http" .Values.tls.enabled }}
+{{- $get := "import os, ssl, sys, urllib.request; scheme, path = sys.argv[1:3]; port = os.environ['LOGCLASS_SERVER__HTTP_LISTEN'].rpartition(':')[2]; context = ssl._create_unverified_context() if scheme == 'https' else None; urllib.request.urlopen(f'{scheme}://127.0.0.1:{port}{path}', timeout=2, context=context)" }}
+{{- $ready := dict "exec" (dict "command" (list "python" "-c" $get $scheme "/readyz")) }}
+{{- $live := dict "exec" (dict "command" (list "python" "-c" $get $scheme "/healthz")) }}
+{{- toYaml (dict "startup" $ready "liveness" $live "readiness" $ready) }}
+{{- else }}
+{{- $connect := "import os, socket; port = int(os.environ['LOGCLASS_SERVER__LISTEN'].rpartition(':')[2]); socket.create_connection(('127.0.0.1', port), timeout=2).close()" }}
+{{- $probe := dict "exec" (dict "command" (list "python" "-c" $connect)) }}
+{{- toYaml (dict "startup" $probe "liveness" $probe "readiness" $probe) }}
+{{- end }}
+{{- end }}
+
 {{/* The logclass container's probes: {startup, liveness, readiness} -> handler. */}}
 {{- define "logclass.probes" -}}
 {{- $kind := include "logclass.probeKind" . }}
-{{- if eq $kind "http" }}
+{{- if include "logclass.loopbackApi" . }}
+{{- include "logclass.execProbes" . }}
+{{- else if eq $kind "http" }}
 {{- $scheme := ternary "HTTPS" "HTTP" .Values.tls.enabled }}
 {{- $ready := dict "httpGet" (dict "path" "/readyz" "port" "http" "scheme" $scheme) }}
 {{- $live := dict "httpGet" (dict "path" "/healthz" "port" "http" "scheme" $scheme) }}
@@ -200,14 +235,15 @@ would leave the change unapplied (the sidecar refuses it, restart_required) unti
   env:
     - name: LOGCLASS_CONFIG
       value: {{ include "logclass.confDir" . }}/config.yaml
-    # Kubelet probes connect to the pod IP, so gRPC listens on all interfaces.
+    {{- /* Kubelet probes connect to the pod IP: on all interfaces unless the API is loopback's (exec probes). */}}
+    {{- $host := ternary "127.0.0.1" "0.0.0.0" (eq (include "logclass.loopbackApi" .) "true") }}
     - name: LOGCLASS_SERVER__LISTEN
-      value: "0.0.0.0:{{ .Values.ports.grpc }}"
+      value: "{{ $host }}:{{ .Values.ports.grpc }}"
     - name: LOGCLASS_SERVER__METRICS_LISTEN
       value: "0.0.0.0:{{ .Values.ports.metrics }}"
     # Set either way: off has to override the image's listener.
     - name: LOGCLASS_SERVER__HTTP_LISTEN
-      value: {{ if .Values.ports.http }}"0.0.0.0:{{ .Values.ports.http }}"{{ else }}"null"{{ end }}
+      value: {{ if .Values.ports.http }}"{{ $host }}:{{ .Values.ports.http }}"{{ else }}"null"{{ end }}
     - name: LOGCLASS_MODEL__BUNDLE
       value: {{ ternary (printf "%s/%s" .Values.model.mountPath .Values.model.subPath) .Values.model.imagePath (eq .Values.model.source "volume") | quote }}
     {{- if eq .Values.mode "daemonset" }}
@@ -224,9 +260,11 @@ would leave the change unapplied (the sidecar refuses it, restart_required) unti
     {{- toYaml . | nindent 4 }}
     {{- end }}
   ports:
+    {{- if not (include "logclass.loopbackApi" .) }}
     - {name: grpc, containerPort: {{ .Values.ports.grpc }}, protocol: TCP}
+    {{- end }}
     - {name: metrics, containerPort: {{ .Values.ports.metrics }}, protocol: TCP}
-    {{- if .Values.ports.http }}
+    {{- if and .Values.ports.http (not (include "logclass.loopbackApi" .)) }}
     - {name: http, containerPort: {{ .Values.ports.http }}, protocol: TCP}
     {{- end }}
   {{- $probes := include "logclass.probes" . | fromYaml }}
@@ -260,6 +298,9 @@ would leave the change unapplied (the sidecar refuses it, restart_required) unti
     {{- end }}
     {{- if eq .Values.mode "daemonset" }}
     - {name: relay-buffer, mountPath: /var/lib/logclass/relay}
+    {{- if .Values.daemonset.relay.upstreamSecret.name }}
+    - {name: relay-upstream, mountPath: /etc/logclass/relay-upstream, readOnly: true}
+    {{- end }}
     {{- end }}
     {{- if .Values.learning.enabled }}
     - {name: learnt, mountPath: {{ include "logclass.learntDir" . }}}
@@ -310,6 +351,22 @@ would leave the change unapplied (the sidecar refuses it, restart_required) unti
     secretName: {{ include "logclass.llmKeySecret" . }}
     items: [{key: {{ include "logclass.llmKeyKey" . }}, path: api-key}]
 {{- end }}
+{{- if and (eq .Values.mode "daemonset") .Values.daemonset.relay.upstreamSecret.name }}
+{{- $secret := .Values.daemonset.relay.upstreamSecret }}
+- name: relay-upstream
+  secret:
+    secretName: {{ $secret.name }}
+    items:
+      - {key: {{ $secret.sharedKeyKey }}, path: shared_key}
+      {{- if include "logclass.upstreamPasswords" . }}
+      - {key: {{ $secret.passwordKey }}, path: password}
+      {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when an upstream logs in with a username (its password comes from upstreamSecret). */}}
+{{- define "logclass.upstreamPasswords" -}}
+{{- range .Values.daemonset.relay.upstreams }}{{ if .username }}true{{ end }}{{ end }}
 {{- end }}
 
 {{- define "logclass.podAnnotations" -}}
