@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from logclass.config.settings import ServerAuthSettings, ServerTlsSettings
+from logclass.config.settings import ServerAuthSettings, ServerSettings, ServerTlsSettings
 from logclass.errors import LogclassError
 
 
@@ -51,6 +51,18 @@ def tls_files(tls: ServerTlsSettings, section: str) -> tuple[str, str, str | Non
     if not (cert and key):
         raise SecurityConfigError(f"{section}.tls needs both cert_file and key_file")
     return cert, key, client_ca
+
+
+def metrics_tls(server: ServerSettings) -> tuple[str, str] | None:
+    """(cert_file, key_file) for /metrics when ``server.metrics_tls`` asks for TLS, else None."""
+    if not server.metrics_tls:
+        return None
+    files = tls_files(server.tls, "server")
+    if files is None:
+        raise SecurityConfigError(
+            "server.metrics_tls needs server.tls.cert_file and key_file (the certificate it serves)"
+        )
+    return files[0], files[1]
 
 
 def load_token(auth: ServerAuthSettings, setting: str = "server.auth") -> str | None:

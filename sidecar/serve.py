@@ -27,6 +27,7 @@ from logclass.relay import settings as relay_settings_mod
 from logclass.relay.app import Relay
 from logclass.reload.reloader import Reloader, ReloadRefused, SwitchClassify, model_info_of
 from logclass.reload.watch import FileWatch
+from logclass.secrets import load_token, metrics_tls
 from logclass.server.app import GrpcFrontEnd, how_to_call
 from logclass.service.admin import AdminService
 from logclass.service.classifier import ClassifierService
@@ -74,7 +75,13 @@ async def serve(
         await http.start()
     metrics_listen = settings.server.metrics_listen if grpc else settings.relay.metrics_listen
     if metrics_listen:
-        serve_metrics(metrics, metrics_listen, "server.metrics_listen" if grpc else "relay.metrics_listen")
+        serve_metrics(
+            metrics,
+            metrics_listen,
+            "server.metrics_listen" if grpc else "relay.metrics_listen",
+            token=load_token(settings.server.metrics_auth, "server.metrics_auth"),
+            tls=metrics_tls(settings.server),
+        )
     fronts = "; ".join(f.describe() for f in (front, http) if f is not None) or "relay only"
     log.info("%s; metrics %s; loading models", fronts, metrics_listen or "off")
 

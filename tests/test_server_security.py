@@ -152,3 +152,35 @@ def test_start_up_hint_matches_the_security_settings() -> None:
     assert "-plaintext" not in secured and "logclass classify" not in secured
     assert "-cacert CA.pem -cert CLIENT.pem -key CLIENT.key" in secured
     assert "Bearer TOKEN" in secured and TOKEN not in secured
+
+
+def test_metrics_behind_a_token_and_tls(tmp_path: Path) -> None:
+    """The metrics name sources, labels and tiers: server.metrics_auth and server.metrics_tls keep
+    them from whoever reaches the port."""
+    make_certs(tmp_path)
+    (tmp_path / "metrics-token").write_text("m3trics-t0ken\n")
+    metrics = f"127.0.0.1:{free_port()}"
+    env = {
+        "LOGCLASS_SERVER__TLS__CERT_FILE": str(tmp_path / "server.pem"),
+        "LOGCLASS_SERVER__TLS__KEY_FILE": str(tmp_path / "server.key"),
+        "LOGCLASS_SERVER__METRICS_LISTEN": metrics,
+        "LOGCLASS_SERVER__METRICS_AUTH__TOKEN_FILE": str(tmp_path / "metrics-token"),
+        "LOGCLASS_SERVER__METRICS_TLS": "true",
+        "LOGCLASS_SERVER__HTTP_LISTEN": "null",
+        "LOGCLASS_ROUTER__TIERS": "[regex]",
+    }
+    proc = start_server(f"127.0.0.1:{free_port()}", env, _creds(tmp_path, client_cert=False))
+    try:
+        verify = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+        with httpx.Client(verify=verify) as client:
+            url = f"https://localhost:{metrics.rpartition(':')[2]}/metrics"
+            assert client.get(url).status_code == 401
+            assert client.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 401
+            scraped = client.get(url, headers={"Authorization": "Bearer m3trics-t0ken"})
+            assert scraped.status_code == 200 and "logclass_records_total" in scraped.text
+        with pytest.raises(httpx.HTTPError):  # no plaintext
+            httpx.get(f"http://{metrics}/metrics", headers={"Authorization": "Bearer m3trics-t0ken"})
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert "m3trics-t0ken" not in err

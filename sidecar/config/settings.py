@@ -286,6 +286,8 @@ class ServerSettings:
     ]
     log_format: Annotated[Literal["text", "json"], doc("log lines as text or one JSON object per line")]
     metrics_listen: Annotated[MetricsAddress | None, doc("host:port of Prometheus /metrics; null: off")]
+    metrics_auth: Annotated[ServerAuthSettings, doc("bearer token Prometheus must send for /metrics; none: open")]
+    metrics_tls: Annotated[bool, doc("serve /metrics over TLS with server.tls's certificate")]
     http_listen: Annotated[Address | None, doc("host:port of the HTTP API and web console; null: off")]
     http_max_connections: Annotated[PositiveInt, doc("HTTP connections open at once; past it new requests get 503")]
     http_header_timeout_s: Annotated[

@@ -9,13 +9,13 @@ from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from logclass.address import split_host_port
 from logclass.core.decision import Decision, LogRecord
 from logclass.core.learnt import DROP_REASONS, ORIGINS
+from logclass.engine import metrics_server
 from logclass.engine.lanes import Lane
 from logclass.engine.router import RouterStats
 
@@ -234,6 +234,13 @@ def _running(lane: Lane) -> float:
     return lane.load - lane.waiting
 
 
-def serve_metrics(metrics: Metrics, listen: str, setting: str = "server.metrics_listen") -> None:
-    host, port = split_host_port(listen, setting)
-    start_http_server(port, addr=host, registry=metrics.registry)
+def serve_metrics(
+    metrics: Metrics,
+    listen: str,
+    setting: str = "server.metrics_listen",
+    *,
+    token: str | None = None,
+    tls: tuple[str, str] | None = None,
+) -> None:
+    """``metrics`` on ``listen``, behind ``token`` and ``tls`` (cert_file, key_file) when given."""
+    metrics_server.serve_metrics(metrics.registry, listen, setting, token=token, tls=tls)
