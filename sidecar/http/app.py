@@ -15,7 +15,7 @@ from google.protobuf import json_format
 from starlette.concurrency import run_in_threadpool
 
 from logclass import __version__
-from logclass.config.settings import Settings
+from logclass.config.settings import LimitsSettings, Settings
 from logclass.engine.lanes import caller
 from logclass.engine.metrics import Metrics
 from logclass.http import csv_upload, errors, proto_json
@@ -113,7 +113,7 @@ def _v1_routes(service: ClassifierService, metrics: Metrics, started: float) -> 
     return router
 
 
-def _csv_routes(service: ClassifierService, metrics: Metrics) -> APIRouter:
+def _csv_routes(service: ClassifierService, metrics: Metrics, limits: LimitsSettings) -> APIRouter:
     router = APIRouter(tags=["CSV"], responses=_ERRORS)
 
     @router.post(
@@ -135,9 +135,12 @@ def _csv_routes(service: ClassifierService, metrics: Metrics) -> APIRouter:
         name = file.filename or "upload"
         codec = csv_upload.check_encoding(encoding)
         classify = service.classifier()
-        layout, rows = await run_in_threadpool(csv_upload.inspect_upload, file.file, name, codec, template_id)
+        row_limit = csv_upload.ROW_LIMIT_FACTOR * limits.max_message_bytes
+        layout, rows = await run_in_threadpool(
+            csv_upload.inspect_upload, file.file, name, codec, template_id, row_limit
+        )
         owner = caller("http", request.client.host if request.client else "")
-        body = csv_upload.classified_csv(file.file, name, codec, layout, classify, metrics, owner)
+        body = csv_upload.classified_csv(file.file, name, codec, layout, classify, metrics, owner, row_limit)
         stem = Path(name).stem or "logs"
         headers = {
             "Content-Disposition": f'attachment; filename="{_safe(stem)}.classified.csv"',
@@ -214,7 +217,7 @@ def build_app(settings: Settings, service: ClassifierService, metrics: Metrics, 
     guarded = [token_guard(token)] if token else []
     started = time.monotonic()
     app.include_router(_v1_routes(service, metrics, started), dependencies=guarded)
-    app.include_router(_csv_routes(service, metrics), dependencies=guarded)
+    app.include_router(_csv_routes(service, metrics, settings.limits), dependencies=guarded)
     app.include_router(_health_routes(service))
     app.include_router(_docs_routes(app))
     app.include_router(console_router(settings, api_dependencies=guarded))

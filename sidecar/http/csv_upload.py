@@ -32,12 +32,49 @@ _FULL_LANE_RETRY_S = (0.05, 1.0)
 METHOD = "POST /classify"
 
 
-def _reader(file: IO[bytes], encoding: str) -> csv.Reader:  # type: ignore[name-defined]
+# A row (all its fields) may hold this many times limits.max_message_bytes characters: a message
+# within the limit and the other columns kept beside it. csv's own field limit is process-wide
+# (`logclass classify` lifts it), so uploads are bounded by the lines they hand the parser.
+ROW_LIMIT_FACTOR = 16
+
+
+class BoundedLines:
+    """The lines of ``text`` for csv.reader, refusing a line, or a row of quoted lines, past
+    ``limit`` characters before the parser holds it: a 50 MB field would otherwise cost the
+    parser and Python some 250 MiB. A row ends at a line end with an even count of quotes so far
+    (quotes inside a quoted field are doubled)."""
+
+    def __init__(self, text: io.TextIOBase, limit: int) -> None:
+        self.text = text
+        self.limit = limit
+        self._row = 0
+        self._quotes = 0
+
+    def __iter__(self) -> BoundedLines:
+        return self
+
+    def __next__(self) -> str:
+        line = self.text.readline(self.limit + 1)
+        if not line:
+            raise StopIteration
+        self._row += len(line)
+        self._quotes += line.count('"')
+        if self._row > self.limit:
+            raise CsvInputError(
+                f"a row is longer than {self.limit:,} characters ({ROW_LIMIT_FACTOR} x limits.max_message_bytes): "
+                "split the field, or raise limits.max_message_bytes"
+            )
+        if line.endswith(("\n", "\r")) and self._quotes % 2 == 0:
+            self._row = self._quotes = 0
+        return line
+
+
+def _reader(file: IO[bytes], encoding: str, row_limit: int) -> csv.Reader:  # type: ignore[name-defined]
     file.seek(0)
     text = io.TextIOWrapper(
         io.BufferedReader(CountingReader(file)), encoding=encoding, errors="surrogateescape", newline=""
     )
-    return csv.reader(text, skipinitialspace=True)
+    return csv.reader(BoundedLines(text, row_limit), skipinitialspace=True)
 
 
 def check_encoding(encoding: str) -> str:
@@ -52,9 +89,11 @@ def check_encoding(encoding: str) -> str:
     return codec.name
 
 
-def inspect_upload(file: IO[bytes], name: str, encoding: str, template_id: bool) -> tuple[CsvLayout, int]:
+def inspect_upload(
+    file: IO[bytes], name: str, encoding: str, template_id: bool, row_limit: int
+) -> tuple[CsvLayout, int]:
     """The upload's layout and row count; CsvInputError names the first unreadable line."""
-    reader = _reader(file, encoding)
+    reader = _reader(file, encoding, row_limit)
     layout = CsvLayout.of(read_header(reader, name), name, template_id=template_id)
     rows = sum(len(chunk) for chunk in read_chunks(reader, 4096, name))
     return layout, rows
@@ -79,11 +118,18 @@ async def _decided(classify: Classify, records: Sequence[LogRecord], owner: obje
 
 
 async def classified_csv(
-    file: IO[bytes], name: str, encoding: str, layout: CsvLayout, classify: Classify, metrics: Metrics, owner: object
+    file: IO[bytes],
+    name: str,
+    encoding: str,
+    layout: CsvLayout,
+    classify: Classify,
+    metrics: Metrics,
+    owner: object,
+    row_limit: int,
 ) -> AsyncIterator[bytes]:
     """The output CSV, header first, then each chunk of rows once decided."""
     started = time.perf_counter()
-    reader = _reader(file, encoding)
+    reader = _reader(file, encoding, row_limit)
     await asyncio.to_thread(read_header, reader, name)
     chunks = read_chunks(reader, CHUNK_ROWS, name)
     pending: deque[tuple[list[list[str]], list[bool], asyncio.Task[list[Decision]]]] = deque()

@@ -150,6 +150,22 @@ def test_without_a_token_a_page_of_another_site_cannot_call_it(sidecar: Sidecar)
     assert sidecar.upload(b"source,log_message\na,b\n").status_code == 200
 
 
+def test_an_upload_row_is_bounded_before_the_parser_holds_it(sidecar: Sidecar) -> None:
+    """A 50 MB field cost the CSV parser and Python some 250 MiB: a row longer than 16 x
+    limits.max_message_bytes characters (32,768 here) is refused, on one line or quoted over many."""
+    limit = 16 * MAX_MESSAGE
+    one_line = b"source,log_message\na," + b"x" * (limit + 10) + b"\n"
+    many_lines = b'source,log_message\na,"' + (b"y" * 100 + b"\n") * (limit // 100 + 10) + b'"\n'
+    for data in (one_line, many_lines):
+        _status(sidecar.upload(data), 400, 3, f"a row is longer than {limit:,} characters", "limits.max_message_bytes")
+    # Many rows, each within the bound, are fine however long the file is, CR-only ends included.
+    rows = b"".join(b"a,User %d logged in\n" % i for i in range(3000))
+    assert len(rows) > limit and sidecar.upload(b"source,log_message\n" + rows).status_code == 200
+    assert sidecar.upload(b"source,log_message\r" + rows.replace(b"\n", b"\r")).status_code == 200
+    quoted = b"source,log_message\n" + b'a,"two\nlines, ""quoted"" once"\n' * 2000
+    assert len(quoted) > limit and sidecar.upload(quoted).status_code == 200
+
+
 def test_unusable_uploads_get_400_saying_why(sidecar: Sidecar) -> None:
     _status(sidecar.upload(b"source,msg\na,b\n"), 400, 3, "missing column(s) ['log_message']")
     _status(sidecar.upload(b""), 400, 3, "is empty")
