@@ -1454,3 +1454,19 @@ def test_upstream_handshake_secrets_come_from_a_secret(chart: Any, tmp_path: Pat
     }
     plain = effective_config(render(chart, DAEMONSET), tmp_path)
     assert [u.shared_key_file for u in plain.relay.upstreams] == [None]
+
+
+@pytest.mark.parametrize("base", [{}, DAEMONSET], ids=["service", "daemonset"])
+def test_metrics_token_from_a_secret_for_the_sidecar_and_the_scrape(chart: Any, tmp_path: Path, base: Obj) -> None:
+    values = {"metrics": {"authSecret": {"name": "metrics-token", "key": "t"}, "serviceMonitor": {"enabled": True}}}
+    release = render(chart, _merge(base, values))
+    assert effective_config(release, tmp_path).server.metrics_auth.token_file == "/etc/logclass/metrics-auth/token"
+    mount = mounts_of(release.container())["/etc/logclass/metrics-auth"]
+    assert mount["readOnly"] is True
+    volume = volumes_of(release.sidecar_workload())[mount["name"]]
+    assert volume["secret"] == {"secretName": "metrics-token", "items": [{"key": "t", "path": "token"}]}
+    monitor = release.get("ServiceMonitor" if not base else "PodMonitor")
+    (endpoint,) = monitor["spec"]["endpoints" if not base else "podMetricsEndpoints"]
+    assert endpoint["authorization"] == {"type": "Bearer", "credentials": {"name": "metrics-token", "key": "t"}}
+    open_metrics = effective_config(render(chart, base), tmp_path).server.metrics_auth
+    assert open_metrics.token is None and open_metrics.token_file is None

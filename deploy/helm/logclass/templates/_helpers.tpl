@@ -106,6 +106,9 @@ rest is here.
 {{- if .Values.adminAuth.enabled }}
 {{- $_ := set $server "admin_auth" (dict "token_file" (printf "%s/token" (include "logclass.adminAuthDir" .))) }}
 {{- end }}
+{{- if .Values.metrics.authSecret.name }}
+{{- $_ := set $server "metrics_auth" (dict "token_file" "/etc/logclass/metrics-auth/token") }}
+{{- end }}
 {{- if .Values.tls.enabled }}
 {{- $tls := dict "cert_file" "/etc/logclass/tls/tls.crt" "key_file" "/etc/logclass/tls/tls.key" }}
 {{- if .Values.tls.clientAuth }}{{ $_ := set $tls "client_ca_file" "/etc/logclass/tls/ca.crt" }}{{ end }}
@@ -296,6 +299,9 @@ without HTTP, or with client certificates required, the gRPC port must accept a 
     {{- if include "logclass.llmKeySecret" . }}
     - {name: llm-key, mountPath: /etc/logclass/llm, readOnly: true}
     {{- end }}
+    {{- if .Values.metrics.authSecret.name }}
+    - {name: metrics-auth, mountPath: /etc/logclass/metrics-auth, readOnly: true}
+    {{- end }}
     {{- if eq .Values.mode "daemonset" }}
     - {name: relay-buffer, mountPath: /var/lib/logclass/relay}
     {{- if .Values.daemonset.relay.upstreamSecret.name }}
@@ -350,6 +356,12 @@ without HTTP, or with client certificates required, the gRPC port must accept a 
   secret:
     secretName: {{ include "logclass.llmKeySecret" . }}
     items: [{key: {{ include "logclass.llmKeyKey" . }}, path: api-key}]
+{{- end }}
+{{- if .Values.metrics.authSecret.name }}
+- name: metrics-auth
+  secret:
+    secretName: {{ .Values.metrics.authSecret.name }}
+    items: [{key: {{ .Values.metrics.authSecret.key }}, path: token}]
 {{- end }}
 {{- if and (eq .Values.mode "daemonset") .Values.daemonset.relay.upstreamSecret.name }}
 {{- $secret := .Values.daemonset.relay.upstreamSecret }}
