@@ -100,10 +100,7 @@ class Sidecar(LogclassProcess):
         raise RuntimeError(f"logclass serve not ready:\n{self.log_tail()}")
 
     def rss(self, key: str = "VmRSS") -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError(f"no {key}")
+        return self.status_mib(key)
 
 
 @dataclass

@@ -73,8 +73,12 @@ class LogclassProcess:
         return text
 
     def peak_rss_mb(self) -> float:
+        return self.status_mib("VmHWM")
+
+    def status_mib(self, key: str) -> float:
+        """A memory line of /proc/PID/status (VmRSS, VmHWM), in MiB; 0 when absent."""
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
         return 0.0
 

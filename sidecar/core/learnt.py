@@ -166,6 +166,7 @@ class LearntStore:
         self._fh: BinaryIO | None = None
         # The writer's view: key -> its live line, in teaching order, and the file's size.
         self._lines: dict[Key, bytes] = {}
+        self._live_bytes = 0  # sum of the live lines' sizes, kept as they change
         self._file_bytes = 0
         if self.path is not None:
             dead = self._load(self.path)
@@ -320,14 +321,13 @@ class LearntStore:
         for kind, value, when in batch:
             if kind in ("drop", "forget"):
                 assert isinstance(value, tuple)
-                self._lines.pop(value, None)
+                self._drop_line(value)
                 rewrite = rewrite or kind == "forget"
                 continue
             assert isinstance(value, Lesson)
             line = self._line(value, when)
             if line is not None:
-                self._lines.pop(value.key, None)
-                self._lines[value.key] = line
+                self._put_line(value.key, line)
                 out.append(line)
         if out:
             data = b"".join(out)
@@ -335,11 +335,21 @@ class LearntStore:
             self._fh.flush()
             os.fsync(self._fh.fileno())
             self._file_bytes += len(data)
-        live = sum(map(len, self._lines.values()))
-        if rewrite or (self._file_bytes > self.max_file_bytes and self._file_bytes > 2 * live):
+        if rewrite or (self._file_bytes > self.max_file_bytes and self._file_bytes > 2 * self._live_bytes):
             self._fh.close()
             self._compact(self.path)
             self._fh = self._open(self.path)
+
+    def _put_line(self, key: Key, line: bytes) -> None:
+        """The live line of ``key`` (last in teaching order); the writer's and the loader's only."""
+        self._drop_line(key)
+        self._lines[key] = line
+        self._live_bytes += len(line)
+
+    def _drop_line(self, key: Key) -> None:
+        gone = self._lines.pop(key, None)
+        if gone is not None:
+            self._live_bytes -= len(gone)
 
     def _line(self, lesson: Lesson, when: float) -> bytes | None:
         line = lesson.to_line(when)
@@ -368,7 +378,7 @@ class LearntStore:
             fsync_folder(path.parent)
         except OSError as exc:
             raise LearntFileError(f"{SETTING} {path}: cannot compact: {exc}; give a writable folder") from exc
-        self._file_bytes = sum(map(len, self._lines.values()))
+        self._file_bytes = self._live_bytes
         log.info(
             "%s %s: compacted, %d -> %d bytes, %d lessons", SETTING, path, before, self._file_bytes, len(self._lines)
         )
@@ -435,10 +445,9 @@ class LearntStore:
             return str(exc) if not isinstance(exc, KeyError) else f"no key {exc}"
         evicted = self._take(lesson)
         for gone in evicted or ():
-            self._lines.pop(gone, None)
+            self._drop_line(gone)
         if evicted is not None:
-            self._lines.pop(lesson.key, None)
-            self._lines[lesson.key] = raw if raw.endswith(b"\n") else raw + b"\n"
+            self._put_line(lesson.key, raw if raw.endswith(b"\n") else raw + b"\n")
             self.loaded += 1
         return None
 

@@ -53,10 +53,10 @@ class _Connection:
     task: asyncio.Task[Any] | None
     busy: bool = False
     warned_non_array: bool = False
+    caller: str = ""  # the lanes' owner: the sender's host
 
-    @property
-    def caller(self) -> str:
-        return caller("relay", self.peer)
+    def __post_init__(self) -> None:
+        self.caller = caller("relay", self.peer)
 
 
 class ForwardServer:
