@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gzip
+import multiprocessing
 import os
 import socket
 import statistics
@@ -21,7 +22,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -103,26 +103,45 @@ class Sidecar(LogclassProcess):
         return self.status_mib(key)
 
 
-@dataclass
+def _warm_calls(address: str, stop: Any, out: Any) -> None:
+    """The warm caller's process: known records over gRPC, back to back, until ``stop``; then
+    each call's (end time, seconds) and the failures go back through ``out``."""
+    request = pb.ClassifyRequest(records=[pb.LogRecord(source=s, message=m) for s, m in KNOWN])
+    calls: list[tuple[float, float]] = []
+    failed = 0
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.LogClassifierStub(channel)  # type: ignore[no-untyped-call]
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                stub.Classify(request, timeout=10)
+            except grpc.RpcError:
+                failed += 1
+            calls.append((time.perf_counter(), time.perf_counter() - started))
+    out.send((calls, failed))
+
+
 class WarmCaller:
-    """Known records over gRPC, back to back, each call's (end time, seconds) kept."""
+    """A caller of known records in its own process: the attacks, built and sent from this one,
+    must not hold its interpreter lock, or their client-side cost would count as the sidecar's.
+    ``perf_counter`` is CLOCK_MONOTONIC, shared by both processes."""
 
-    address: str
-    calls: list[tuple[float, float]] = field(default_factory=list)
-    failed: int = 0
-    stopping: bool = False
+    def __init__(self, address: str) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._stop = context.Event()
+        self._results, child = context.Pipe(duplex=False)
+        self._process = context.Process(target=_warm_calls, args=(address, self._stop, child), daemon=True)
+        self._process.start()
+        self.calls: list[tuple[float, float]] = []
+        self.failed = 0
 
-    def run(self) -> None:
-        request = pb.ClassifyRequest(records=[pb.LogRecord(source=s, message=m) for s, m in KNOWN])
-        with grpc.insecure_channel(self.address) as channel:
-            stub = pb_grpc.LogClassifierStub(channel)  # type: ignore[no-untyped-call]
-            while not self.stopping:
-                started = time.perf_counter()
-                try:
-                    stub.Classify(request, timeout=10)
-                except grpc.RpcError:
-                    self.failed += 1
-                self.calls.append((time.perf_counter(), time.perf_counter() - started))
+    def stop(self) -> None:
+        self._stop.set()
+        if self._results.poll(30):
+            self.calls, self.failed = self._results.recv()
+        else:
+            self.failed = -1  # the caller never answered: count it as failing
+        self._process.join(timeout=5)
 
     def window(self, start: float, end: float) -> tuple[float, float, int]:
         """p50 and p99 in ms of the calls that ended in [start, end], and their number."""
@@ -257,30 +276,32 @@ def main(argv: list[str] | None = None) -> int:
     try:
         side.wait_ready()
         warm = WarmCaller(side.grpc)
-        thread = threading.Thread(target=warm.run, daemon=True)
-        thread.start()
         time.sleep(3)  # caches warm
-        start = time.perf_counter()
+        base_start = time.perf_counter()
         time.sleep(5)
-        base_p50, base_p99, base_n = warm.window(start, time.perf_counter())
+        base_end = time.perf_counter()
         rows: list[dict[str, Any]] = []
-        print(f"{'case':<62} {'answer':<48} {'RSS +MiB':>8} {'warm p50':>8} {'p99 ms':>7}")
-        print(f"{'baseline (no attack, 5 s)':<62} {'':<48} {'':>8} {base_p50:>8.2f} {base_p99:>7.2f}")
+        spans: list[tuple[float, float]] = []
         for name, attack in cases(side).items():
             stage(f"case: {name}")
             Path(f"/proc/{side.proc.pid}/clear_refs").write_text("5")  # VmHWM back to the RSS now
             before = side.rss()
             start = time.perf_counter()
             answer = attack()
-            end = time.perf_counter()
+            spans.append((start, time.perf_counter()))
             grown = side.rss("VmHWM") - before
-            p50, p99, n = warm.window(start, end)
-            rows.append(
-                {"case": name, "answer": answer, "rss_mib": round(grown, 1), "p50_ms": p50, "p99_ms": p99, "calls": n}
+            rows.append({"case": name, "answer": answer, "rss_mib": round(grown, 1)})
+            stage(f"  {answer}; peak RSS {grown:+.1f} MiB")
+        warm.stop()
+        base_p50, base_p99, base_n = warm.window(base_start, base_end)
+        print(f"{'case':<62} {'answer':<48} {'RSS +MiB':>8} {'warm p50':>8} {'p99 ms':>7}")
+        print(f"{'baseline (no attack, 5 s)':<62} {'':<48} {'':>8} {base_p50:>8.2f} {base_p99:>7.2f}")
+        for row, (start, end) in zip(rows, spans, strict=True):
+            row["p50_ms"], row["p99_ms"], row["calls"] = warm.window(start, end)
+            print(
+                f"{row['case']:<62} {row['answer'][:48]:<48} {row['rss_mib']:>8.1f} "
+                f"{row['p50_ms']:>8.2f} {row['p99_ms']:>7.2f}"
             )
-            print(f"{name:<62} {answer[:48]:<48} {grown:>8.1f} {p50:>8.2f} {p99:>7.2f}", flush=True)
-        warm.stopping = True
-        thread.join(timeout=15)
         worst = max(r["rss_mib"] for r in rows)
         print(f"worst peak RSS growth {worst:.1f} MiB (target < {TARGET_MIB}); warm calls failed: {warm.failed}")
         ok = worst < TARGET_MIB and warm.failed == 0 and side.proc.poll() is None

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from logclass.config.settings import Settings
+from logclass.core.allocator import fix_mmap_threshold
 from logclass.engine.engine import Engine
 from logclass.engine.metrics import Metrics, serve_metrics
 from logclass.engine.pipeline import load_engine, open_learnt
@@ -182,5 +183,6 @@ def run(
     config_path: Path | None = None,
 ) -> int:
     setup_logging(settings.server.log_format)
+    fix_mmap_threshold()
     asyncio.run(serve(settings, grpc=grpc, load_settings=load_settings, config_path=config_path))
     return 0

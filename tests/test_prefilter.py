@@ -144,3 +144,22 @@ def test_filters_never_rule_out_a_match() -> None:
             for j, ignore_case in enumerate((False, True)):
                 if re.search(pattern, line, re.IGNORECASE if ignore_case else 0):
                     assert literals[2 * i + j].may_match(line), (pattern, ignore_case, line)
+
+
+def test_the_char_filter_answers_alike_below_and_above_the_long_message_length(
+    records: list[LogRecord], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Long messages test character classes with memchr, short ones with re: the same bits on
+    every real line, and on long lines built from them (each class present or absent)."""
+    from logclass.core import prefilter
+
+    chars = CharFilter(m.pattern for m in masker_of(config.load(environ={}).templates).masks)
+    rng = random.Random(7)
+    lines = [r.message for r in records[::7]]
+    lines += ["m" * 65536, "m" * 65535 + "7", "'" + "x" * 4096, "-" * 2048 + "\u212a"]
+    lines += [" ".join(rng.sample(lines, 40)) for _ in range(200)]
+    monkeypatch.setattr(prefilter, "LONG_MESSAGE_CHARS", 1 << 30)
+    by_re = [chars.may_match(line) for line in lines]
+    monkeypatch.setattr(prefilter, "LONG_MESSAGE_CHARS", 0)
+    assert [chars.may_match(line) for line in lines] == by_re
+    assert by_re[-204] != by_re[-203]  # the digit in the last character is seen

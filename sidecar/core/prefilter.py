@@ -156,6 +156,11 @@ class LiteralFilter:
         return False
 
 
+# From here on CharFilter tests classes of characters with memchr instead of re (measured: the
+# two cost alike near 1,000 characters).
+LONG_MESSAGE_CHARS = 1024
+
+
 def _class_regex(chars: frozenset[str]) -> re.Pattern[str]:
     return re.compile("[" + "".join(re.escape(c) for c in sorted(chars)) + "]")
 
@@ -172,6 +177,12 @@ class CharFilter:
         # which re scans in C without building the message's set of characters (3x slower).
         self._singles = [(next(iter(s)), 1 << j) for j, s in enumerate(sets) if len(s) == 1]
         self._classes = [(_class_regex(s), 1 << j) for j, s in enumerate(sets) if len(s) > 1]
+        # On a long message re's class scan costs ~5 ns a character and class (a 64 KiB line with
+        # no digit: ~1 ms in all, which held the event loop); a memchr per character of the class
+        # on its ASCII bytes costs 10x less. Only ASCII characters: the message is ASCII here.
+        self._class_bytes = [
+            (bytes(sorted(ord(c) for c in s if c.isascii())), 1 << j) for j, s in enumerate(sets) if len(s) > 1
+        ]
         self._needs = [(sum(1 << sets.index(s) for s in need), 1 << i) for i, need in enumerate(needs)]
 
     def may_match(self, message: str) -> int:
@@ -181,9 +192,15 @@ class CharFilter:
         for char, bit in self._singles:
             if char in message:
                 present |= bit
-        for regex, bit in self._classes:
-            if regex.search(message) is not None:
-                present |= bit
+        if len(message) < LONG_MESSAGE_CHARS:
+            for regex, bit in self._classes:
+                if regex.search(message) is not None:
+                    present |= bit
+        else:
+            data = message.encode("ascii")
+            for chars, bit in self._class_bytes:
+                if any(char in data for char in chars):
+                    present |= bit
         found = 0
         for need, bit in self._needs:
             if present & need == need:

@@ -50,9 +50,11 @@ log = logging.getLogger("logclass.engine")
 # Records the fast lane decides between two yields to the event loop: a 10,000-record request of
 # new lines is masked in slices, so known records of other requests are answered in between.
 FAST_SLICE = 512
-# ... and characters of their messages: masking costs by the character (a 64 KiB line about a
-# millisecond), so 100 long lines, which no cache keeps, held the loop 129 ms in one slice.
-FAST_SLICE_CHARS = 256 * 1024
+# ... and characters of their messages: masking costs by the character (a 64 KiB line 1.1-1.4
+# ms), so 100 long lines, which no cache keeps, held the loop 129 ms in one slice. A known call
+# over gRPC needs several turns of the loop, each of which can wait for a slice: at 256 KiB a
+# slice (~5 ms) still cost it 41-63 ms at p99 (bench-hostile); at 64 KiB, one longest line.
+FAST_SLICE_CHARS = 64 * 1024
 
 
 def fast_slices(records: Sequence[LogRecord]) -> Iterator[tuple[int, int]]:

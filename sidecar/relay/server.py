@@ -192,27 +192,81 @@ class ForwardServer:
             if not data:
                 return
             started = time.monotonic()
-            try:
-                decoder.feed(data)
-            except msgpack.BufferFull:
-                limit = self.settings.section.max_request_bytes
-                raise _Close(
-                    f"a request is larger than relay.max_request_bytes ({limit} bytes); "
-                    "raise it or lower the sender's chunk size",
-                    "too_large",
-                ) from None
-            more = True
-            while more:
-                batches, settled, error, more = self._decode(decoder, budget, conn)
-                if batches:
-                    conn.busy = True
-                    try:
-                        await self._accept(batches, writer, conn, started)
-                    finally:
-                        conn.busy = False
-                budget.release(settled)
-                if error is not None:
-                    raise error
+            view = memoryview(data)
+            # Fed a piece at a time, with a turn of the event loop between pieces: msgpack resumes
+            # where a piece ends, so no read decodes more than a piece's worth of objects at once.
+            for offset in range(0, len(data), protocol.DECODE_PIECE_BYTES):
+                if offset:
+                    await asyncio.sleep(0)
+                self._feed(decoder, view[offset : offset + protocol.DECODE_PIECE_BYTES])
+                await self._drain_decoder(decoder, budget, writer, conn, started)
+
+    def _feed(self, decoder: Any, piece: memoryview) -> None:
+        try:
+            decoder.feed(piece)
+        except msgpack.BufferFull:
+            limit = self.settings.section.max_request_bytes
+            raise _Close(
+                f"a request is larger than relay.max_request_bytes ({limit} bytes); "
+                "raise it or lower the sender's chunk size",
+                "too_large",
+            ) from None
+
+    async def _drain_decoder(
+        self,
+        decoder: Any,
+        budget: protocol.ObjectBudget,
+        writer: asyncio.StreamWriter,
+        conn: _Connection,
+        started: float,
+    ) -> None:
+        """Accepts the complete requests in ``decoder``, their packed streams decoded stepwise.
+        The requests before one that fails to decode are accepted, as they would be alone; past
+        half the object budget, what is decoded is queued before the next stream decodes."""
+        more = True
+        while more:
+            batches, settled, error, more = self._decode(decoder, budget, conn)
+            ready: list[EventBatch] = []
+            streamed = 0
+            for batch in batches:
+                if batch.stream is not None:
+                    before = budget.used
+                    failure = await self._decode_stream(batch, budget)
+                    streamed += budget.used - before
+                    if failure is not None:
+                        error = failure
+                        break
+                ready.append(batch)
+                if streamed and budget.used * 2 > budget.limit:
+                    await self._accept_ready(ready, writer, conn, started)
+                    budget.release(streamed)
+                    ready, streamed = [], 0
+            await self._accept_ready(ready, writer, conn, started)
+            budget.release(settled + streamed)
+            if error is not None:
+                raise error
+
+    async def _decode_stream(self, batch: EventBatch, budget: protocol.ObjectBudget) -> _Close | None:
+        """Decodes ``batch``'s packed stream into its entries; the error closing the connection if any."""
+        stream, batch.stream = batch.stream or b"", None
+        try:
+            batch.entries = await protocol.decode_entries_stepwise(stream, self.settings.limits, budget)
+        except RequestTooLarge as exc:
+            return _Close(str(exc), "too_large")
+        except ProtocolError as exc:
+            return _Close(f"invalid request: {exc}", "invalid")
+        return None
+
+    async def _accept_ready(
+        self, batches: list[EventBatch], writer: asyncio.StreamWriter, conn: _Connection, started: float
+    ) -> None:
+        if not batches:
+            return
+        conn.busy = True
+        try:
+            await self._accept(batches, writer, conn, started)
+        finally:
+            conn.busy = False
 
     def _decode(
         self, decoder: Any, budget: protocol.ObjectBudget, conn: _Connection
@@ -233,7 +287,7 @@ class ForwardServer:
                         conn.warned_non_array = True
                         log.warning("ignoring %s from %s: requests are arrays", type(request).__name__, conn.peer)
                     continue
-                batches.append(protocol.parse_request(request, limits, budget))
+                batches.append(protocol.parse_request(request, limits, budget, streams=False))
                 settled = budget.used
                 if settled * 2 > budget.limit:
                     return batches, settled, None, True

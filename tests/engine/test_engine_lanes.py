@@ -249,6 +249,8 @@ def test_the_fast_lane_yields_by_records_and_by_characters() -> None:
     the event loop in one slice while known records of other callers wait."""
     short = [_rec(f"job {i} done") for i in range(1200)]
     assert list(fast_slices(short)) == [(0, 512), (512, 1024), (1024, 1200)]
-    long = [_rec("m" * 65536) for _ in range(10)]
-    assert list(fast_slices(long)) == [(0, 4), (4, 8), (8, 10)]
+    long = [_rec("m" * 65536) for _ in range(3)]
+    assert list(fast_slices(long)) == [(0, 1), (1, 2), (2, 3)]
+    halves = [_rec("m" * 32768) for _ in range(5)]
+    assert list(fast_slices(halves)) == [(0, 2), (2, 4), (4, 5)]
     assert list(fast_slices([])) == []

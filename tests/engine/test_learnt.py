@@ -636,4 +636,32 @@ def test_the_llm_tier_learns_only_answers_it_is_sure_of(tmp_path: Path) -> None:
     assert not tier.worth_learning(Verdict("User Action", 0.9, MODEL))
     assert tier.worth_learning(Verdict("User Action", 0.95, MODEL))
     defaults = config.load(environ={}).llm
-    assert defaults.learn_min_confidence == 0.9 and defaults.min_confidence == 0.0
+    assert defaults.learn_min_confidence == 0.9 and defaults.min_confidence == 0.2
+
+
+def test_an_llm_guess_below_min_confidence_is_undecided_and_not_taught(tmp_path: Path) -> None:
+    """The default llm.min_confidence turns a near-uniform answer into no answer: the engine
+    gives the fallback label, and neither the teacher file nor the lessons get the guess."""
+
+    class Guessing(_Backend):
+        async def choose(self, prompt: Prompt) -> LlmAnswer:
+            return LlmAnswer(prompt.labels[0], 0.15 if "guess" in prompt.messages[-1]["content"] else 0.25)
+
+    teacher = TeacherLog(tmp_path / "teacher.jsonl")
+    prompts = PromptBuilder("Classify the log line.", LabelSet(("Critical Error", "User Action")), 2000)
+    llm = config.load(environ={}).llm
+    tier = LlmTier(
+        Guessing(),
+        prompts,
+        min_confidence=llm.min_confidence,
+        learn_min_confidence=llm.learn_min_confidence,
+        max_concurrency=1,
+        teacher=teacher,
+    )
+    guess, sure = LogRecord("app", "a guess 7"), LogRecord("app", "a line 7")
+    outcomes = asyncio.run(tier.decide([Item(guess, ("app", "g")), Item(sure, ("app", "s"))]))
+    teacher.close()
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], Verdict) and outcomes[1].confidence == 0.25
+    assert not tier.worth_learning(outcomes[1])
+    assert [row.message for row in load_teacher_jsonl(tmp_path / "teacher.jsonl")] == [sure.message]

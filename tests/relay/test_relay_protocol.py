@@ -3,6 +3,7 @@ examples and the independent test peer (tests/relay/forward_peer.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 from typing import Any
 
@@ -151,3 +152,42 @@ def test_key_paths() -> None:
     for bad in ("", "$", "$.a[b]", "$..a", "$['a'"):
         with pytest.raises(RelayError, match=r"relay\.message_key"):
             KeyPath(bad, "relay.message_key")
+
+
+def test_a_packed_stream_decodes_stepwise_with_the_loop_turning_between_pieces() -> None:
+    """A stream of tiny objects is decoded a piece at a time, each entry cut across pieces
+    resumed where it stopped, with other tasks running in between; the entries are the same."""
+    entry = [1, {"k": [{} for _ in range(1000)]}]
+    stream = b"".join(protocol.packer().pack(entry) for _ in range(60))
+    pieces = -(-len(stream) // protocol.DECODE_PIECE_BYTES)
+    assert pieces >= 3
+    budget = protocol.ObjectBudget(LIMITS.max_objects * 4)
+
+    async def scenario() -> tuple[list[protocol.Entry], int]:
+        turns = 0
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal turns
+            while not done.is_set():
+                turns += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        turns = 0
+        entries = await protocol.decode_entries_stepwise(stream, LIMITS, budget)
+        done.set()
+        await task
+        return entries, turns
+
+    entries, turns = asyncio.run(scenario())
+    assert entries == protocol.decode_entries(stream, LIMITS, protocol.ObjectBudget(LIMITS.max_objects * 4))
+    assert len(entries) == 60 and budget.used == 60 * (3 + 3 + 1001 + 1000)  # entry, record, list, the empty maps
+    assert turns >= pieces - 1
+
+
+def test_a_stepwise_stream_cut_inside_an_entry_is_refused() -> None:
+    stream = protocol.packer().pack([1, {"k": "v" * 40000}])
+    with pytest.raises(ProtocolError, match="ends inside entry 0"):
+        asyncio.run(protocol.decode_entries_stepwise(stream[:-1], LIMITS, protocol.ObjectBudget(LIMITS.max_objects)))

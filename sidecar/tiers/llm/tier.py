@@ -179,11 +179,11 @@ class LlmTier(Tier):
             self.stats.failed += 1
             return Deferred("LLM unavailable" if outcome == UNAVAILABLE else "LLM answer invalid")
         self.stats.answered += 1
+        if answer.confidence < self.min_confidence:
+            return None
         # A guarded line's answer is no teacher's label for its template (see Prompt.guarded).
         if self.teacher is not None and not prompt.guarded:
             self.teacher.write(item.template, item.record, answer, self.backend.model)
-        if answer.confidence < self.min_confidence:
-            return None
         return Verdict(answer.label, answer.confidence, self.backend.model, shareable=not prompt.guarded)
 
     async def warm_up(self, timeout: float = 300.0) -> None:
