@@ -8,31 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import random
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import grpc
 
+from logclass.api import error_codes
 from logclass.api.logclass.v1 import classifier_pb2 as pb
 from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
+from logclass.core.backoff import Backoff
 from logclass.core.decision import Decision, LogRecord
 
 # Worth retrying: the server is not there (yet) or asked us to back off.
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
-_ERRORS = {
-    pb.EMPTY_MESSAGE: "empty_message",
-    pb.MESSAGE_TOO_LONG: "message_too_long",
-    pb.INVALID_UTF8: "invalid_utf8",
-    pb.SOURCE_TOO_LONG: "source_too_long",
-}
 # gRPC's default channel settings keep one HTTP/2 connection; these keep it alive across idle gaps.
 _CHANNEL_OPTIONS = [("grpc.keepalive_time_ms", 30_000), ("grpc.max_receive_message_length", 64 << 20)]
 
 
 def to_decision(result: Any) -> Decision:
-    error = _ERRORS.get(result.error, "internal" if result.error else "")
+    error = error_codes.from_proto(result.error)
     return Decision(
         label=result.label,
         confidence=round(float(result.confidence), 4),
@@ -58,11 +53,6 @@ def to_request(records: Sequence[LogRecord], budget_ms: int | None = None, wait_
     if budget_ms is not None:
         request.budget_ms = budget_ms
     return request
-
-
-def backoff_delay(attempt: int, base: float) -> float:
-    """``base`` doubled per attempt, with full-range jitter so callers that failed together retry apart."""
-    return float(base * (2**attempt) * (0.5 + random.random()))
 
 
 def chunked(records: Sequence[LogRecord], size: int) -> Iterator[Sequence[LogRecord]]:
@@ -107,7 +97,7 @@ class ClassifierClient:
             except grpc.RpcError as exc:
                 if exc.code() not in RETRYABLE or attempt == self.retries:
                     raise
-                time.sleep(backoff_delay(attempt, self.backoff))
+                time.sleep(Backoff(self.backoff, jitter=True).delay(attempt))
         raise AssertionError("unreachable")
 
     def classify(self, records: Sequence[LogRecord]) -> list[Decision]:
@@ -158,7 +148,7 @@ class AsyncClassifierClient:
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in RETRYABLE or attempt == self.retries:
                     raise
-                await asyncio.sleep(backoff_delay(attempt, self.backoff))
+                await asyncio.sleep(Backoff(self.backoff, jitter=True).delay(attempt))
         raise AssertionError("unreachable")
 
     async def classify(self, records: Sequence[LogRecord]) -> list[Decision]:

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import IO
 
+from logclass.core.backoff import Backoff
 from logclass.core.decision import Decision, LogRecord
 from logclass.engine.lanes import LaneFullError
 from logclass.engine.metrics import Classify, Metrics
@@ -28,7 +29,7 @@ CHUNK_ROWS = 128
 # are written, as in `logclass classify` (16 x 128: the same 2,048 rows in flight as its 4 x 512).
 LOOKAHEAD = 16
 # A batch job waits for room in a full lane instead of failing the upload halfway.
-_FULL_LANE_RETRY_S = (0.05, 1.0)
+_FULL_LANE_RETRY = Backoff(0.05, 1.0)
 METHOD = "POST /classify"
 
 
@@ -107,14 +108,14 @@ def _csv_bytes(rows: Sequence[Sequence[str]]) -> bytes:
 
 
 async def _decided(classify: Classify, records: Sequence[LogRecord], owner: object, metrics: Metrics) -> list[Decision]:
-    pause, most = _FULL_LANE_RETRY_S
+    attempt = 0
     while True:
         try:
             return await classify(records, None, owner)
         except LaneFullError as exc:
             metrics.lane_rejected.labels(exc.lane).inc()
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, most)
+            await asyncio.sleep(_FULL_LANE_RETRY.delay(attempt))
+            attempt += 1
 
 
 async def classified_csv(

@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from logclass.api import error_codes
 from logclass.api.logclass.v1 import classifier_pb2 as pb
 from logclass.core.decision import Decision, LogRecord
 from logclass.service.classifier import ClassifyCall, result_fields
 
 _RESULT_NAMES = [(f.name, f.json_name) for f in pb.ClassifyResult.DESCRIPTOR.fields]
-_ERROR_NAMES = {v.number: v.name for v in pb.ErrorCode.DESCRIPTOR.values}
 _FLOAT32 = {f.name for f in pb.ClassifyResult.DESCRIPTOR.fields if f.type == f.TYPE_FLOAT}
 
 
@@ -51,7 +51,7 @@ def call_of(request: dict[str, Any]) -> ClassifyCall:
 
 def _result(record_id: str, decision: Decision) -> dict[str, Any]:
     fields = result_fields(record_id, decision)
-    fields["error"] = _ERROR_NAMES[fields["error"]]
+    fields["error"] = error_codes.NAMES[fields["error"]]
     for name in _FLOAT32:
         fields[name] = _float32(fields[name])
     return {json_name: fields[name] for name, json_name in _RESULT_NAMES}

@@ -20,6 +20,7 @@ from typing import Any
 
 import msgpack
 
+from logclass.core.backoff import Backoff
 from logclass.errors import LogclassError
 from logclass.relay import auth
 from logclass.relay.buffer import ChunkFile, DiskBuffer
@@ -127,7 +128,7 @@ class Forwarder:
                 probe = _NEXT if probe == _HEAD else _HEAD
             await self._close()
             retry = self.settings.section.forward.retry
-            delay = min(retry.initial_ms / 1000.0 * 2**failures, retry.max_ms / 1000.0)
+            delay = Backoff(retry.initial_ms / 1000.0, retry.max_ms / 1000.0).delay(failures)
             failures += 1
             log.warning(
                 "%s; %s chunks stay queued (%s bytes), retry %s in %.1fs",

@@ -10,23 +10,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from logclass import __version__
+from logclass.api import error_codes
 from logclass.api.logclass.v1 import classifier_pb2 as pb
 from logclass.config.settings import ServerSettings, Settings
-from logclass.core.decision import ERROR_EMPTY, ERROR_SOURCE_TOO_LONG, ERROR_TOO_LONG, ERROR_UTF8, Decision, LogRecord
+from logclass.core.decision import Decision, LogRecord
 from logclass.engine.engine import Engine
 from logclass.engine.lanes import LaneFullError
 from logclass.engine.metrics import Classify, Metrics
 from logclass.errors import LogclassError
 from logclass.tiers.embedding import EmbeddingTier
 from logclass.tiers.llm.tier import LlmTier
-
-_ERROR_CODES = {
-    "": pb.ERROR_CODE_UNSPECIFIED,
-    ERROR_EMPTY: pb.EMPTY_MESSAGE,
-    ERROR_TOO_LONG: pb.MESSAGE_TOO_LONG,
-    ERROR_UTF8: pb.INVALID_UTF8,
-    ERROR_SOURCE_TOO_LONG: pb.SOURCE_TOO_LONG,
-}
 
 
 class Code(enum.IntEnum):
@@ -63,7 +56,7 @@ def to_record(record: Any) -> LogRecord:
 
 def error_code(decision: Decision) -> Any:
     """The record's ErrorCode; an error the contract has no code for is INTERNAL."""
-    return _ERROR_CODES.get(decision.error, pb.INTERNAL)
+    return error_codes.to_proto(decision.error)
 
 
 def to_response(call: ClassifyCall, decisions: Sequence[Decision]) -> Any:

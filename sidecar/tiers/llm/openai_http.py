@@ -42,9 +42,9 @@ from typing import Any, Literal
 
 import httpx
 
-from logclass.client import backoff_delay
 from logclass.config import ConfigError
 from logclass.config.settings import LlmServerSettings, LlmSettings
+from logclass.core.backoff import Backoff
 from logclass.secrets import SecretError, read_secret
 from logclass.tiers.llm.backend import LlmAnswer, LlmOutputError, LlmUnavailable, Prompt, check_label
 from logclass.tiers.llm.circuit import CircuitBreaker, State
@@ -245,7 +245,7 @@ class OpenAiHttpBackend:
             except _Retryable as exc:
                 if attempt >= self.settings.retries:
                     raise _Retryable(f"{exc} (after {attempt + 1} attempts)") from None
-                await asyncio.sleep(backoff_delay(attempt, self.settings.backoff_s))
+                await asyncio.sleep(Backoff(self.settings.backoff_s, jitter=True).delay(attempt))
                 attempt += 1
 
     async def _attempt(self, method: str, path: str, payload: dict[str, Any] | None) -> dict[str, Any]:
