@@ -176,12 +176,13 @@ class CharFilter:
         # One-character sets are a substring test, the others a search for a one-class pattern,
         # which re scans in C without building the message's set of characters (3x slower).
         self._singles = [(next(iter(s)), 1 << j) for j, s in enumerate(sets) if len(s) == 1]
-        self._classes = [(_class_regex(s), 1 << j) for j, s in enumerate(sets) if len(s) > 1]
         # On a long message re's class scan costs ~5 ns a character and class (a 64 KiB line with
         # no digit: ~1 ms in all, which held the event loop); a memchr per character of the class
         # on its ASCII bytes costs 10x less. Only ASCII characters: the message is ASCII here.
-        self._class_bytes = [
-            (bytes(sorted(ord(c) for c in s if c.isascii())), 1 << j) for j, s in enumerate(sets) if len(s) > 1
+        self._classes = [
+            (_class_regex(s), bytes(sorted(ord(c) for c in s if c.isascii())), 1 << j)
+            for j, s in enumerate(sets)
+            if len(s) > 1
         ]
         self._needs = [(sum(1 << sets.index(s) for s in need), 1 << i) for i, need in enumerate(needs)]
 
@@ -193,12 +194,12 @@ class CharFilter:
             if char in message:
                 present |= bit
         if len(message) < LONG_MESSAGE_CHARS:
-            for regex, bit in self._classes:
+            for regex, _, bit in self._classes:
                 if regex.search(message) is not None:
                     present |= bit
         else:
             data = message.encode("ascii")
-            for chars, bit in self._class_bytes:
+            for _, chars, bit in self._classes:
                 if any(char in data for char in chars):
                     present |= bit
         found = 0

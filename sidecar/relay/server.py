@@ -59,6 +59,13 @@ class _Connection:
         self.caller = caller("relay", self.peer)
 
 
+def _refusal(exc: ProtocolError) -> _Close:
+    """How a request that breaks the protocol or a decoding limit closes its connection."""
+    if isinstance(exc, RequestTooLarge):
+        return _Close(str(exc), "too_large")
+    return _Close(f"invalid request: {exc}", "invalid")
+
+
 class ForwardServer:
     def __init__(self, settings: RelaySettings, tagger: Tagger, buffer: DiskBuffer, metrics: RelayMetrics) -> None:
         self.settings = settings
@@ -251,10 +258,8 @@ class ForwardServer:
         stream, batch.stream = batch.stream or b"", None
         try:
             batch.entries = await protocol.decode_entries_stepwise(stream, self.settings.limits, budget)
-        except RequestTooLarge as exc:
-            return _Close(str(exc), "too_large")
         except ProtocolError as exc:
-            return _Close(f"invalid request: {exc}", "invalid")
+            return _refusal(exc)
         return None
 
     async def _accept_ready(
@@ -291,10 +296,8 @@ class ForwardServer:
                 settled = budget.used
                 if settled * 2 > budget.limit:
                     return batches, settled, None, True
-        except RequestTooLarge as exc:
-            return batches, settled, _Close(str(exc), "too_large"), False
         except ProtocolError as exc:
-            return batches, settled, _Close(f"invalid request: {exc}", "invalid"), False
+            return batches, settled, _refusal(exc), False
         except (msgpack.UnpackException, ValueError) as exc:
             return batches, settled, _Close(f"malformed msgpack ({type(exc).__name__}: {exc})", "malformed"), False
         return batches, settled, None, False

@@ -191,3 +191,9 @@ def test_a_stepwise_stream_cut_inside_an_entry_is_refused() -> None:
     stream = protocol.packer().pack([1, {"k": "v" * 40000}])
     with pytest.raises(ProtocolError, match="ends inside entry 0"):
         asyncio.run(protocol.decode_entries_stepwise(stream[:-1], LIMITS, protocol.ObjectBudget(LIMITS.max_objects)))
+
+
+def test_a_stepwise_stream_past_the_object_budget_is_refused_as_too_large() -> None:
+    stream = protocol.packer().pack([1, {"k": [[] for _ in range(1000)]}]) * 3
+    with pytest.raises(protocol.RequestTooLarge, match="relay.max_request_objects"):
+        asyncio.run(protocol.decode_entries_stepwise(stream, LIMITS, protocol.ObjectBudget(2500)))
