@@ -195,5 +195,5 @@ def test_a_stepwise_stream_cut_inside_an_entry_is_refused() -> None:
 
 def test_a_stepwise_stream_past_the_object_budget_is_refused_as_too_large() -> None:
     stream = protocol.packer().pack([1, {"k": [[] for _ in range(1000)]}]) * 3
-    with pytest.raises(protocol.RequestTooLarge, match="relay.max_request_objects"):
+    with pytest.raises(protocol.RequestTooLarge, match=r"relay\.max_request_objects"):
         asyncio.run(protocol.decode_entries_stepwise(stream, LIMITS, protocol.ObjectBudget(2500)))
