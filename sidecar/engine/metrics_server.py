@@ -50,8 +50,8 @@ class _Server(ThreadingMixIn, WSGIServer):
 
 class _Quiet(WSGIRequestHandler):
     def setup(self) -> None:
-        self.timeout = TIMEOUT_S
         super().setup()
+        self.connection.settimeout(TIMEOUT_S)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
