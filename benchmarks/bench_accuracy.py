@@ -37,7 +37,7 @@ side, such as the fallback ``Unclassified``, counts as a miss of the true label,
 class at F1 0), and accuracy. Target: logclass macro-F1 >= baseline on every task.
 
 ``--mix``: every Loghub line (all samples, source = dataset name) classified by the shipped bundle
-(``models/default``, default config, LLM off): the share of records answered by each tier and the
+(``logclass/models/default``, default config, LLM off): the share of records answered by each tier and the
 most frequent labels per dataset. The shipped bundle knows the seed's labels only, so this measures
 how much of a foreign real-log mix it decides confidently, not whether it is right.
 """
@@ -284,8 +284,8 @@ def git_state() -> str:
         return done.stdout.strip()
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--", "sidecar", "training", "models")
-    return commit + (" + uncommitted changes in sidecar/training/models" if dirty else "")
+    dirty = git("status", "--porcelain", "--", "sidecar", "training")
+    return commit + (" + uncommitted changes in sidecar/training" if dirty else "")
 
 
 def format_tiers(tiers: dict[str, float]) -> str:
@@ -333,7 +333,7 @@ def run_mix() -> dict[str, Any]:
 
     settings = logclass_config()
     imported = str(Path(logclass.__file__).parent)
-    stage(f"mix: sidecar from {imported}, bundle {settings.model.bundle or 'models/default'}")
+    stage(f"mix: sidecar from {imported}, bundle {settings.model.bundle or 'logclass/models/default'}")
     engine = BlockingEngine(build_engine(unbounded_lanes(settings)), None)
     per_dataset: dict[str, dict[str, Any]] = {}
     all_tiers: Counter[str] = Counter()
@@ -368,7 +368,7 @@ def run_mix() -> dict[str, Any]:
 
 def report_mix(mix: dict[str, Any]) -> None:
     tier_names = mix["tier_names"]
-    print(f"Loghub mix through the shipped bundle (models/default), LLM off, commit {git_state()}")
+    print(f"Loghub mix through the shipped bundle (logclass/models/default), LLM off, commit {git_state()}")
     print(f"sidecar imported from {mix['sidecar']}; share of records per tier (tier of the decision)")
     print()
     header = f"{'dataset':<11} {'records':>7} " + " ".join(f"{t:>9}" for t in tier_names) + "  top labels"

@@ -1,4 +1,4 @@
-"""Regenerates the Python gRPC stubs in sidecar/api/ from proto/ with grpcio-tools: ``make proto``,
+"""Regenerates the Python gRPC stubs in sidecar/logclass/api/ from proto/ with grpcio-tools: ``make proto``,
 and ``*_docs.json``, the proto's comments by full name, which document the HTTP API.
 
 A build-time tool of the repository, not part of the installed package: the stubs it writes are.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTO_DIR = ROOT / "proto"
-OUT_DIR = ROOT / "sidecar" / "api"
+OUT_DIR = ROOT / "sidecar" / "logclass" / "api"
 PROTOS = ["logclass/v1/classifier.proto", "logclass/v1/admin.proto"]
 _IMPORT = re.compile(r"^from logclass\.v1 import ", re.MULTILINE)
 LOCK = ROOT / "requirements" / "project.txt"

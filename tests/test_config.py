@@ -18,7 +18,7 @@ from logclass.engine.pipeline import unbounded_lanes
 def test_defaults_validate_and_carry_the_seed_policy() -> None:
     cfg = config.load(environ={})
     assert cfg.router.tiers == ("regex", "memory", "embedding", "llm")
-    # The seed's routes and thresholds travel with its bundle (models/default), not the config.
+    # The seed's routes and thresholds travel with its bundle (logclass/models/default), not the config.
     assert cfg.router.source_routes is None and cfg.embedding.min_confidence is None
     assert cfg.router.fallback_label == "Unclassified"
 

@@ -46,12 +46,12 @@ def pyproject_value(key: str) -> str:
     return match.group(1)
 
 
-def package_dirs() -> dict[str, str]:
-    """[tool.setuptools.package-dir]: import package -> folder of the repository."""
-    section = re.search(r"^\[tool\.setuptools\.package-dir\]\n((?:.+\n)+)", PYPROJECT_TEXT, re.M)
-    assert section, "pyproject.toml maps the folders into the logclass package"
-    pairs = (line.split("=", 1) for line in section.group(1).splitlines())
-    return {name.strip().strip('"'): folder.strip().strip('"') for name, folder in pairs}
+def package_roots() -> list[str]:
+    """[tool.setuptools.packages.find] where: the folders package discovery searches."""
+    found = re.search(r"^\[tool\.setuptools\.packages\.find\]\nwhere = (\[.*\])$", PYPROJECT_TEXT, re.M)
+    assert found, "pyproject.toml finds the logclass package in its src folder"
+    roots: list[str] = json.loads(found.group(1))
+    return roots
 
 
 def instructions() -> list[tuple[str, str]]:
@@ -179,7 +179,7 @@ def test_every_copied_path_exists_and_is_in_the_build_context() -> None:
                 seen.append(source)
     # What `pip install /src` needs: the project metadata, its readme and every package it finds.
     needed = {"pyproject.toml", json.loads(pyproject_value("readme")), str(PROJECT.output.relative_to(ROOT))}
-    needed |= set(package_dirs().values())
+    needed |= set(package_roots())
     assert needed <= set(seen)
     assert ignored(".venv") and ignored(".git") and ignored("tests/test_dockerfile.py")
 

@@ -24,7 +24,7 @@ _GENERATED = "logclass.api.logclass"
 
 def _module_names() -> list[str]:
     names = []
-    for folder, package in ((ROOT / "sidecar", "logclass"), (ROOT / "training", "logclass.training")):
+    for folder, package in ((ROOT / "sidecar" / "logclass", "logclass"),):
         for path in sorted(folder.rglob("*.py")):
             parts = [p for p in path.relative_to(folder).with_suffix("").parts if p != "__init__"]
             name = ".".join([package, *parts])
@@ -57,7 +57,7 @@ def test_every_error_is_a_logclass_error(cls: type[BaseException]) -> None:
 
 def test_errors_module_imports_nothing_of_the_project() -> None:
     # Every layer imports it, so it must sit below all of them.
-    text = (ROOT / "sidecar" / "errors.py").read_text(encoding="utf-8")
+    text = (ROOT / "sidecar" / "logclass" / "errors.py").read_text(encoding="utf-8")
     assert "import logclass" not in text and "from logclass" not in text
 
 

@@ -172,7 +172,7 @@ def test_stubs_are_fresh(tmp_path: Path) -> None:
     produced_files = sorted([*tmp_path.rglob("*_pb2*.py*"), *tmp_path.rglob("*_docs.json")])
     assert any(p.name == "classifier_docs.json" for p in produced_files)
     for produced in produced_files:
-        committed = ROOT / "sidecar" / "api" / produced.relative_to(tmp_path)
+        committed = ROOT / "sidecar" / "logclass" / "api" / produced.relative_to(tmp_path)
         assert committed.read_text() == produced.read_text(), f"{committed} is stale: run `make proto`"
 
 

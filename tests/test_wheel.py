@@ -25,9 +25,9 @@ import yaml
 
 from tests.conftest import ROOT, SEED_CSV, free_port, wait_serving
 
-# What `pip wheel .` reads: the project metadata and the folders package-dir maps into `logclass`.
-SOURCES = ["pyproject.toml", "README.md", "sidecar", "training", "models"]
-PACKAGE_DIRS = {"sidecar": "logclass", "training": "logclass/training", "models": "logclass/models"}
+# What `pip wheel .` reads: the project metadata and the src folder (sidecar/logclass).
+SOURCES = ["pyproject.toml", "README.md", "sidecar"]
+PACKAGE = ROOT / "sidecar" / "logclass"
 
 
 @functools.cache
@@ -113,16 +113,15 @@ def test_the_only_top_level_package_is_logclass(installed: Installed) -> None:
 def test_every_package_folder_and_the_default_bundle_are_in_the_wheel(installed: Installed) -> None:
     with zipfile.ZipFile(installed.wheel) as zf:
         names = set(zf.namelist())
-    # pyproject.toml lists the packages one by one: a new folder left out would be missing here.
-    for folder, package in PACKAGE_DIRS.items():
-        for init in (ROOT / folder).rglob("__init__.py"):
-            relative = init.relative_to(ROOT / folder).as_posix()
-            assert f"{package}/{relative}" in names, f"{folder}/{relative}: add its package to pyproject.toml"
-    bundle = {p.name for p in (ROOT / "models" / "default").iterdir()}
+    # Package discovery finds every folder with an __init__.py; a folder without one would be missing.
+    for module in PACKAGE.rglob("*.py"):
+        relative = module.relative_to(PACKAGE).as_posix()
+        assert f"logclass/{relative}" in names, f"{relative}: give its folder an __init__.py"
+    bundle = {p.name for p in (PACKAGE / "models" / "default").iterdir()}
     assert {n.rsplit("/", 1)[1] for n in names if n.startswith("logclass/models/default/")} == bundle
     for data in ("logclass/config/defaults.yaml", "logclass/config/schema.json", "logclass/config/rules.yaml"):
         assert data in names
-    console = {p.name for p in (ROOT / "sidecar" / "http" / "console").iterdir()}
+    console = {p.name for p in (PACKAGE / "http" / "console").iterdir()}
     assert {n.rsplit("/", 1)[1] for n in names if n.startswith("logclass/http/console/")} == console
     assert "logclass/py.typed" in names
     assert not [n for n in names if n.endswith("generate.py")], "stub generation is a build-time tool"

@@ -31,7 +31,7 @@ from logclass.offline.report import ReportOptions, build_report, report_content
 from tests.conftest import ROOT, SEED_TEST_CSV, MemoEncoder, free_port, offline_engine, start_server, wait_until
 from tests.report.chromium import Chromium, Tab, artifacts_dir, require_chromium
 
-CONSOLE_DIR = ROOT / "sidecar" / "http" / "console"
+CONSOLE_DIR = ROOT / "sidecar" / "logclass" / "http" / "console"
 SAMPLE_CHARTS = {"labels", "labels_by_source", "tiers", "confidence"}
 CLASSIFIED_COLUMNS = ["source", "log_message", "target_label", "tier", "confidence", "error"]
 # Markup that would run, or fetch, if the console put a log line into the page as HTML.

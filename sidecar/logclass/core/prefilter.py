@@ -14,14 +14,20 @@ tree is exactly what ``re`` compiles. Any construct not understood adds no requi
 
 from __future__ import annotations
 
-import importlib
 import re
 import sys
 from collections.abc import Iterable
 from typing import Any
 
-_parser: Any = importlib.import_module("re._parser" if sys.version_info >= (3, 11) else "sre_parse")
-_compiler: Any = importlib.import_module("re._compiler" if sys.version_info >= (3, 11) else "sre_compile")
+# The regex parser moved into the re package in 3.11 (where the old module names warn), and
+# typeshed does not describe either.
+_parser: Any
+_compiler: Any
+if sys.version_info >= (3, 11):
+    _parser, _compiler = vars(re)["_parser"], vars(re)["_compiler"]
+else:  # pragma: no cover - Python 3.10
+    import sre_compile as _compiler
+    import sre_parse as _parser
 
 _ASCII = [chr(i) for i in range(128)]
 # A class matching most of ASCII (\S, .) rules out almost nothing and costs a set test.
