@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from logclass.engine.blocking import BlockingEngine as Router
-from logclass.offline.csv_classify import CsvInputError, classify_csv
+from logclass.jobs.csv_classify import CsvInputError, classify_csv
 from tests.conftest import SEED_TEST_CSV
 
 

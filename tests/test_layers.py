@@ -11,14 +11,14 @@ from tests.conftest import ROOT
 
 SIDECAR = ROOT / "sidecar" / "logclass"
 # Lower number = lower layer. A module may import its own layer or lower ones only.
-# offline (CSV jobs, the report) and service (the LogClassifier contract) are what front ends
-# are made of: the CLI runs the offline jobs, and HTTP offers the same CSV rules and report.
+# jobs (CSV jobs, the report) and service (the LogClassifier contract) are what front ends
+# are made of: the CLI runs the batch jobs, and HTTP offers the same CSV rules and report.
 LAYERS = {
     "core": 0,
     "encoders": 1,
     "tiers": 2,
     "engine": 3,
-    "offline": 4,
+    "jobs": 4,
     "service": 4,
     # Training runs the engine over labelled rows (evaluate, distill) and writes bundles.
     "training": 5,

@@ -58,7 +58,7 @@ def _offline_engine(settings: Settings, args: argparse.Namespace, bundle: Any = 
 def cmd_classify(args: argparse.Namespace) -> int:
     import grpc
 
-    from logclass.offline.csv_classify import BatchClassifier, classify_csv
+    from logclass.jobs.csv_classify import BatchClassifier, classify_csv
 
     settings = _load_settings(args)
     router: BatchClassifier
@@ -181,7 +181,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from logclass.offline.report import ReportOptions, build_report
+    from logclass.jobs.report import ReportOptions, build_report
 
     if args.templates < 1 or args.examples < 1:
         raise CliError("--templates and --examples must be at least 1")

@@ -26,8 +26,8 @@ from PIL import Image
 from logclass import config
 from logclass.core.bundle import ModelBundle
 from logclass.http.console import CONTENT_SECURITY_POLICY, console_router
-from logclass.offline.csv_classify import classify_csv
-from logclass.offline.report import ReportOptions, build_report, report_content
+from logclass.jobs.csv_classify import classify_csv
+from logclass.jobs.report import ReportOptions, build_report, report_content
 from tests.conftest import ROOT, SEED_TEST_CSV, MemoEncoder, free_port, offline_engine, start_server, wait_until
 from tests.report.chromium import Chromium, Tab, artifacts_dir, require_chromium
 

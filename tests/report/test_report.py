@@ -13,8 +13,8 @@ from PIL import Image
 
 from logclass import config
 from logclass.core.bundle import ModelBundle
-from logclass.offline.csv_classify import classify_csv
-from logclass.offline.report import ReportOptions, build_report
+from logclass.jobs.csv_classify import classify_csv
+from logclass.jobs.report import ReportOptions, build_report
 from tests.conftest import NO_LLM, SEED_CSV, SEED_TEST_CSV, MemoEncoder, offline_engine, run_cli
 from tests.report.chromium import artifacts_dir, require_chromium, visit
 

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from logclass import config
-from logclass.offline.report import ReportOptions, build_report
-from logclass.offline.report.scores import CalibrationCounts, calibration, calibration_bin
-from logclass.offline.report.stats import collect
+from logclass.jobs.report import ReportOptions, build_report
+from logclass.jobs.report.scores import CalibrationCounts, calibration, calibration_bin
+from logclass.jobs.report.stats import collect
 
 HEADER = "source,log_message,target_label,tier,confidence,error,truth\n"
 # Seven rows count: bin [0.9, 1.0] holds 0.95 ok, 0.95 ok, 1.0 ok, 0.9 wrong (mean 0.95, accuracy

@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 from sklearn.metrics import precision_recall_fscore_support
 
-from logclass.offline.report.scores import accuracy, class_scores
-from logclass.offline.report.stats import OTHER, CappedCounter, Example, LowestConfidence, TopK
+from logclass.jobs.report.scores import accuracy, class_scores
+from logclass.jobs.report.stats import OTHER, CappedCounter, Example, LowestConfidence, TopK
 
 
 def test_top_k_finds_heavy_hitters_with_honest_bounds() -> None:

@@ -23,7 +23,7 @@ from logclass.config.settings import Settings
 from logclass.errors import LogclassError
 from logclass.http import HttpServeError
 from logclass.http.errors import documented, status_response
-from logclass.offline.report import ReportContent, ReportDependencyError, ReportOptions, report_content
+from logclass.jobs.report import ReportContent, ReportDependencyError, ReportOptions, report_content
 from logclass.service.classifier import Code
 
 CONTENT_TYPES = {

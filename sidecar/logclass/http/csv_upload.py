@@ -19,7 +19,7 @@ from logclass.core.backoff import Backoff
 from logclass.core.decision import Decision, LogRecord
 from logclass.engine.lanes import LaneFullError
 from logclass.engine.metrics import Classify, Metrics
-from logclass.offline.csv_classify import CountingReader, CsvInputError, CsvLayout, read_chunks, read_header
+from logclass.jobs.csv_classify import CountingReader, CsvInputError, CsvLayout, read_chunks, read_header
 
 # Rows handed to the engine at once. The router masks and looks up a chunk's records in one go
 # on the event loop gRPC answers on (~18 us a new record): 128 rows keep that under ~3 ms, where

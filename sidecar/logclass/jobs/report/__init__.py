@@ -20,13 +20,13 @@ from logclass.core.bundle import BundleError, load_bundle
 from logclass.core.decision import TIER_NONE
 from logclass.engine.pipeline import bundle_path, masker_of
 from logclass.errors import LogclassError
-from logclass.offline.report.scores import Calibration, ClassScore, accuracy, calibration, class_scores
-from logclass.offline.report.stats import ReportStats
+from logclass.jobs.report.scores import Calibration, ClassScore, accuracy, calibration, class_scores
+from logclass.jobs.report.stats import ReportStats
 
 if TYPE_CHECKING:
     # Both import matplotlib, which is optional: imported once _import_matplotlib has checked.
-    from logclass.offline.report.charts import Chart
-    from logclass.offline.report.page import Card
+    from logclass.jobs.report.charts import Chart
+    from logclass.jobs.report.page import Card
 
 
 class ReportError(LogclassError):
@@ -102,8 +102,8 @@ class ReportContent:
 def report_content(csv_path: Path, settings: Settings, options: ReportOptions) -> ReportContent:
     """Reads a classified CSV once and draws its charts (matplotlib, in memory)."""
     _import_matplotlib()
-    from logclass.offline.report import charts as ch
-    from logclass.offline.report.stats import collect
+    from logclass.jobs.report import charts as ch
+    from logclass.jobs.report.stats import collect
 
     masker = masker_of(settings.templates)
     stats = collect(
@@ -142,7 +142,7 @@ def report_content(csv_path: Path, settings: Settings, options: ReportOptions) -
 
 
 def _cards(stats: ReportStats, settings: Settings, overall: Calibration | None) -> list[Card]:
-    from logclass.offline.report.page import Card
+    from logclass.jobs.report.page import Card
 
     fallback = settings.router.fallback_label
     cards = [Card(f"{stats.rows:,}", "records"), Card(f"{len(stats.labels)}", "labels")]
@@ -172,7 +172,7 @@ def build_report(
     if html_path is None and png_dir is None:
         raise ReportError("nothing to write: pass -o report.html and/or --png DIR")
     content = report_content(csv_path, settings, options)
-    from logclass.offline.report.page import render
+    from logclass.jobs.report.page import render
 
     pngs = [_write(png_dir / f"{chart.name}.png", chart.png) for chart in content.charts.values()] if png_dir else []
     if html_path is not None:

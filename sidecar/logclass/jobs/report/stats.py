@@ -20,8 +20,8 @@ import numpy as np
 from tqdm import tqdm
 
 from logclass.core.decision import TIER_NONE, TIER_PENDING
-from logclass.offline.csv_classify import CountingReader, CsvInputError, read_header
-from logclass.offline.report.scores import CalibrationCounts
+from logclass.jobs.csv_classify import CountingReader, CsvInputError, read_header
+from logclass.jobs.report.scores import CalibrationCounts
 
 K = TypeVar("K", bound=Hashable)
 
@@ -39,7 +39,7 @@ MAX_ERRORS = 100
 TOPK_HEADROOM = 20
 # Tiers whose confidence is no claim about the label: none and pending carry the fallback label
 # at 0.0, and the relay writes "fallback" for records it could not get classified (named here, not
-# imported: offline/ does not import relay/).
+# imported: jobs/ does not import relay/).
 NO_CLAIM_TIERS = (TIER_NONE, TIER_PENDING, "fallback")
 # message -> template memo: masking is the costliest step per row and log lines repeat a lot.
 TEMPLATE_MEMO = 100_000

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from html import escape
 
 from logclass import __version__
-from logclass.offline.report.charts import Chart
-from logclass.offline.report.scores import CALIBRATION_BINS, Calibration, ClassScore, calibration
-from logclass.offline.report.stats import NO_CLAIM_TIERS, Example, ReportStats, TopEntry
+from logclass.jobs.report.charts import Chart
+from logclass.jobs.report.scores import CALIBRATION_BINS, Calibration, ClassScore, calibration
+from logclass.jobs.report.stats import NO_CLAIM_TIERS, Example, ReportStats, TopEntry
 
 MAX_CELL_CHARS = 300
 # Shown where a ratio is undefined (no rows, a label never predicted).

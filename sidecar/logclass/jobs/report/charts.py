@@ -12,8 +12,8 @@ import numpy as np
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 
-from logclass.offline.report.scores import CALIBRATION_BINS, Calibration, ClassScore, calibration
-from logclass.offline.report.stats import CONFIDENCE_BINS, OTHER, ReportStats
+from logclass.jobs.report.scores import CALIBRATION_BINS, Calibration, ClassScore, calibration
+from logclass.jobs.report.stats import CONFIDENCE_BINS, OTHER, ReportStats
 
 DPI = 100
 WIDTH_IN = 10.0

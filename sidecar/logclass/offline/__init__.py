@@ -1,1 +1,0 @@
-"""Offline front ends on the engine: classifying a CSV and reporting on the result."""
