@@ -46,6 +46,29 @@ def test_errors_exit_2_with_one_clear_line(tmp_path: Path) -> None:
     assert result.returncode == 2 and "embedding.min_confidence" in result.stderr
 
 
+_HEAVY = ("torch", "transformers", "onnxruntime", "grpc", "numpy", "pandas", "sklearn", "matplotlib", "fastapi")
+
+
+def test_help_imports_no_heavy_module() -> None:
+    # `logclass --help` and every command's start: handlers import what they need when they run.
+    code = (
+        "import sys; from logclass.cli import build_parser; build_parser(); "
+        f"print(sorted(m for m in {_HEAVY!r} if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_every_command_module_is_registered() -> None:
+    from logclass import cli
+
+    folder = ROOT / "sidecar" / "logclass" / "cli"
+    modules = {p.stem for p in folder.glob("*.py")} - {"__init__", "__main__", "common"}
+    # A command module left out of the registry would be silently missing from `logclass`.
+    assert {c.__name__.rsplit(".", 1)[-1] for c in cli.COMMANDS} == modules
+
+
 def test_config_shows_the_effective_config() -> None:
     result = run_cli("config", env={"LOGCLASS_ROUTER__FALLBACK_LABEL": "unknown"})
     assert result.returncode == 0
