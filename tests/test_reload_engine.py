@@ -3,7 +3,7 @@ bundles trained here, gRPC and HTTP clients sending throughout, the file watch a
 
 Prints the latency the swap added (p50/p99 of the request stream inside the swap window and
 outside it); run with ``-s`` to see it. Measured on the 2-core dev machine, lexical bundles:
-see the README's "Hot reload".
+see docs/reload.md, "Latency of a swap".
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Swapping the regex rules under requests in flight (issue 19, part 1; see DESIGN-reload.md)."""
+"""Swapping the regex rules under requests in flight (issue 19, part 1; see docs/design-reload.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Hostile senders against a real `logclass relay`: inputs built to make the decoder allocate far
 more than they weigh, too many connections, silent ones, records nested past what msgpack packs.
 Each case checks what the relay answered, that its peak memory grew less than 64 MiB (the bound
-stated in the README for a request within the limits), and that an honest sender on another
+stated in docs/relay.md for a request within the limits), and that an honest sender on another
 connection is still acked afterwards."""
 
 from __future__ import annotations
