@@ -20,6 +20,7 @@ import yaml
 
 from logclass.config.settings import Settings as Settings
 from logclass.config.settings import subsection
+from logclass.core.files import read_yaml
 from logclass.errors import LogclassError
 
 ENV_PREFIX = "LOGCLASS_"
@@ -69,16 +70,7 @@ def _merge(base: Config, override: Mapping[str, Any], section: type[Any] | None 
 
 
 def _read_file(path: Path) -> Config:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    data = read_yaml(path, "config file", error=ConfigError)
     if data is None:
         return {}
     if not isinstance(data, dict):

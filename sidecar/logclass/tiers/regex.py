@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from logclass.core.decision import LogRecord, Verdict
+from logclass.core.files import read_yaml
 from logclass.core.prefilter import LiteralFilter
 from logclass.errors import LogclassError
 from logclass.tiers.base import FastTier
@@ -82,16 +81,7 @@ def _rule_from_mapping(index: int, raw: Any, origin: str) -> Rule:
 
 
 def load_rules(path: str | Path) -> list[Rule]:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise RuleError(f"cannot read rules file {path}: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise RuleError(f"rules file {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from exc
-    except yaml.YAMLError as exc:
-        raise RuleError(f"rules file {path} is not valid YAML: {exc}") from exc
-    return parse_rules(data, str(path))
+    return parse_rules(read_yaml(path, "rules file", error=RuleError), str(path))
 
 
 def parse_rules(data: Any, origin: str = "rules") -> list[Rule]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from logclass.core.files import read_text
 from logclass.errors import LogclassError
 
 REQUIRED = ("source", "log_message", "target_label")
@@ -67,12 +68,8 @@ def load_teacher_jsonl(path: str | Path) -> list[LabelledRow]:
     memory's) are lessons about their ``template``: only a template's last one is kept, as the
     service answers it."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DatasetError(f"cannot read {path}: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"{path} is not UTF-8 text (byte {exc.start}): save the teacher file as UTF-8") from exc
+    # Unbounded: a teacher file grows with every LLM answer, and training reads all of it.
+    text = read_text(path, "teacher file", max_bytes=None, error=DatasetError)
     lines = text.splitlines()
     torn = bool(lines) and not text.endswith("\n")
     rows: list[LabelledRow] = []

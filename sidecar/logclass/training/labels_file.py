@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from logclass.core.files import read_yaml
 from logclass.core.labelset import LabelExample
 from logclass.errors import LogclassError
 
@@ -30,14 +29,7 @@ class LabelsFile:
 def load_labels_file(path: Path | None) -> LabelsFile:
     if path is None:
         return LabelsFile()
-    try:
-        data: Any = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise LabelsFileError(f"cannot read labels file {path}: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise LabelsFileError(f"labels file {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from exc
-    except yaml.YAMLError as exc:
-        raise LabelsFileError(f"labels file {path} is not valid YAML: {exc}") from exc
+    data: Any = read_yaml(path, "labels file", error=LabelsFileError)
     if not isinstance(data, dict):
         raise LabelsFileError(f"labels file {path} must hold a mapping with 'labels: {{label: description}}'")
     unknown = sorted(set(data) - KEYS)

@@ -1,0 +1,112 @@
+"""Reading a file someone gave logclass: a config, rules or labels file, a bundle's manifest, a
+teacher file.
+
+One ladder of what can go wrong (cannot open, too large, not UTF-8, not valid YAML or JSON), so
+every such file fails the same way: one line naming the file, what it is for, what is wrong and
+the fix. Reads are bounded (``max_bytes``): a path that names a huge file by mistake, or a
+hostile one, fails fast instead of filling memory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from logclass.errors import LogclassError
+
+# Far above any config, rules, labels file or manifest written by hand or by `logclass train`.
+DEFAULT_MAX_BYTES = 16 << 20
+
+
+class FileReadError(LogclassError):
+    """A file that cannot be read as the text, YAML or JSON it should hold; the message names the
+    file, what it is for and the fix."""
+
+
+ErrorClass = type[LogclassError]
+
+
+def read_bytes(
+    path: str | Path,
+    what: str,
+    *,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
+    error: ErrorClass = FileReadError,
+) -> bytes:
+    """The file's bytes. ``what`` says what the file is for ("rules file"); ``error`` is the class
+    raised, for loaders whose callers catch their own (a bundle's ``BundleError``); None for
+    ``max_bytes`` reads files of any size (those checked against a hash first)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
+    except IsADirectoryError as exc:
+        raise error(f"cannot read {what} {path}: it is a directory; give the path of a file") from exc
+    except OSError as exc:
+        raise error(
+            f"cannot read {what} {path}: {exc.strerror or exc}; check the path and that logclass may read it"
+        ) from exc
+    if max_bytes is not None and len(data) > max_bytes:
+        raise error(
+            f"{what} {path} is larger than {max_bytes} bytes, far more than such a file holds; is it the right file?"
+        )
+    return data
+
+
+def read_text(
+    path: str | Path,
+    what: str,
+    *,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
+    error: ErrorClass = FileReadError,
+) -> str:
+    """The file as UTF-8 text."""
+    data = read_bytes(path, what, max_bytes=max_bytes, error=error)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from exc
+
+
+def read_yaml(
+    path: str | Path,
+    what: str,
+    *,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
+    error: ErrorClass = FileReadError,
+) -> object:
+    """The file's YAML document as plain data (safe loading: no Python objects); None when empty."""
+    text = read_text(path, what, max_bytes=max_bytes, error=error)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise error(f"{what} {path} is not valid YAML: {_yaml_problem(exc)}; correct it there") from exc
+    except RecursionError as exc:
+        raise error(f"{what} {path} is nested too deeply to read; flatten it") from exc
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's message is several lines quoting the text; the CLI prints errors as one line."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return " ".join(str(exc).split())
+    where = f"line {exc.problem_mark.line + 1}, column {exc.problem_mark.column + 1}"
+    return ": ".join(part for part in (exc.context, exc.problem) if part) + f" at {where}"
+
+
+def read_json(
+    path: str | Path,
+    what: str,
+    *,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
+    error: ErrorClass = FileReadError,
+) -> object:
+    """The file's JSON value as plain data."""
+    text = read_text(path, what, max_bytes=max_bytes, error=error)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{what} {path} is not valid JSON: {exc}; correct it there") from exc
+    except RecursionError as exc:
+        raise error(f"{what} {path} is nested too deeply to read; flatten it") from exc
