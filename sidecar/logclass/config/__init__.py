@@ -19,8 +19,8 @@ import jsonschema
 import yaml
 
 from logclass.config.settings import Settings as Settings
-from logclass.config.settings import subsection
 from logclass.core.files import read_yaml
+from logclass.core.typed import subsection
 from logclass.errors import LogclassError
 
 ENV_PREFIX = "LOGCLASS_"
@@ -130,22 +130,6 @@ def validate(config: Config) -> None:
             where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
             lines.append(f"  {where}: {err.message}")
         raise ConfigError("invalid configuration:\n" + "\n".join(lines))
-    _check_router(config["router"])
-
-
-def _check_router(router: Mapping[str, Any]) -> None:
-    tiers = list(router["tiers"])
-    if "regex" in tiers and tiers[0] != "regex":
-        raise ConfigError("router.tiers: 'regex' must come first: it runs on every record before the template cache")
-    models = [i for i, t in enumerate(tiers) if t in ("embedding", "llm")]
-    if "memory" in tiers and models and tiers.index("memory") > models[0]:
-        raise ConfigError("router.tiers: 'memory' must come before the model tiers: it is a lookup on the request path")
-    for source, tier in (router["source_routes"] or {}).items():
-        if tier not in tiers:
-            raise ConfigError(
-                f"router.source_routes.{source}: tier {tier!r} is not in router.tiers {tiers}; "
-                "add it there or remove the route"
-            )
 
 
 def load(

@@ -1,110 +1,80 @@
-"""Generates ``schema.json`` (JSON Schema, Draft 2020-12) from the types in ``settings``.
+"""Generates the committed JSON Schemas (Draft 2020-12) from the types that read each format.
 
-``python -m logclass.config.schema_gen`` (``make schema``) rewrites the file; a test fails when the
-file differs from what the types give, so the schema cannot drift from the code that reads it.
-Every field is required and no other key is allowed, except the ``MayOmit`` keys of list items.
+``python -m logclass.config.schema_gen`` (``make schema``) rewrites them; ``--check`` and a test
+fail when a file differs from what its types give, so no schema drifts from the code that reads
+it. The generator is ``core.schema``'s: every field is required and no other key is allowed,
+except the keys marked ``MayOmit``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import sys
-import typing
-from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from logclass.config.settings import Json, MayOmit, Settings, field_types, is_union, split_annotated
+from logclass.config.settings import Settings
+from logclass.core import schema
 
-DRAFT = "https://json-schema.org/draft/2020-12/schema"
 COMMAND = "make schema (python -m logclass.config.schema_gen)"
 SCHEMA_FILE = Path(__file__).resolve().with_name("schema.json")
-_PRIMITIVES: dict[Any, str] = {bool: "boolean", int: "integer", float: "number", str: "string"}
+
+
+@dataclass(frozen=True)
+class SchemaFile:
+    """One committed schema: where it is, the type it describes and its title."""
+
+    path: Path
+    cls: type[Any]
+    title: str
+
+    def render(self) -> str:
+        return schema.render(self.cls, self.title)
+
+    def check(self, path: Path | None = None) -> str | None:
+        """None when ``path`` (default: the committed file) holds the generated schema, else what
+        to do about it."""
+        target = self.path if path is None else path
+        current = target.read_text(encoding="utf-8") if target.exists() else ""
+        if current == self.render():
+            return None
+        return f"{target} is stale: it differs from the types in {self.cls.__module__}; run {COMMAND}"
+
+
+SETTINGS = SchemaFile(SCHEMA_FILE, Settings, "logclass configuration")
+FILES: tuple[SchemaFile, ...] = (SETTINGS,)
 
 
 def generate() -> dict[str, Any]:
-    return {"$schema": DRAFT, "title": "logclass configuration", **schema_of(Settings)}
+    """The configuration's schema."""
+    return schema.generate(Settings, SETTINGS.title)
 
 
 def render() -> str:
-    return json.dumps(generate(), indent=2, ensure_ascii=False) + "\n"
-
-
-def schema_of(tp: Any) -> dict[str, Any]:
-    inner, meta = split_annotated(tp)
-    out = _bare(inner)
-    for marker in meta:
-        if isinstance(marker, Json):
-            out.update(marker.keywords)
-    return out
-
-
-def _bare(tp: Any) -> dict[str, Any]:
-    if dataclasses.is_dataclass(tp):
-        return _object(typing.cast(type[Any], tp))
-    if is_union(tp):
-        return _union(typing.get_args(tp))
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        values = list(typing.get_args(tp))
-        return {"const": values[0]} if len(values) == 1 else {"enum": values}
-    if origin is tuple:
-        return {"type": "array", "items": schema_of(typing.get_args(tp)[0])}
-    if origin is Mapping or origin is dict:
-        return {"type": "object", "additionalProperties": schema_of(typing.get_args(tp)[1])}
-    if tp in _PRIMITIVES:
-        return {"type": _PRIMITIVES[tp]}
-    raise TypeError(f"no JSON Schema for {tp!r}: use bool, int, float, str, Literal, tuple, Mapping or a dataclass")
-
-
-def _object(cls: type[Any]) -> dict[str, Any]:
-    hints = field_types(cls)
-    required = [name for name, tp in hints.items() if not any(isinstance(m, MayOmit) for m in split_annotated(tp)[1])]
-    out: dict[str, Any] = {"type": "object", "additionalProperties": False}
-    if required:
-        out["required"] = required
-    out["properties"] = {name: schema_of(tp) for name, tp in hints.items()}
-    return out
-
-
-def _union(members: tuple[Any, ...]) -> dict[str, Any]:
-    nullable = type(None) in members
-    others = [m for m in members if m is not type(None)]
-    if len(others) > 1:
-        out: dict[str, Any] = {"oneOf": [schema_of(m) for m in others]}
-        return {"oneOf": [*out["oneOf"], {"type": "null"}]} if nullable else out
-    out = schema_of(others[0])
-    if not nullable:
-        return out
-    # X | None keeps X's keywords (they do not apply to null) and widens its type or enum.
-    if isinstance(out.get("type"), str):
-        out["type"] = [out["type"], "null"]
-    elif "enum" in out:
-        out["enum"] = [*out["enum"], None]
-    else:
-        out = {"anyOf": [out, {"type": "null"}]}
-    return out
+    return SETTINGS.render()
 
 
 def check(path: Path = SCHEMA_FILE) -> str | None:
-    """None when ``path`` holds the generated schema, else what to do about it."""
-    current = path.read_text(encoding="utf-8") if path.exists() else ""
-    if current == render():
-        return None
-    return f"{path} is stale: it differs from the types in logclass.config.settings; run {COMMAND}"
+    """The configuration's schema at ``path``: None when current, else what to do."""
+    return SETTINGS.check(path)
+
+
+def stale() -> list[str]:
+    """What to do about each committed schema that is stale; [] when all are current."""
+    return [problem for problem in (f.check() for f in FILES) if problem]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args == ["--check"]:
-        problem = check()
-        if problem:
+        problems = stale()
+        for problem in problems:
             print(problem, file=sys.stderr)
-            return 1
-        return 0
-    SCHEMA_FILE.write_text(render(), encoding="utf-8")
-    print(f"wrote {SCHEMA_FILE}")
+        return 1 if problems else 0
+    for target in FILES:
+        target.path.parent.mkdir(parents=True, exist_ok=True)
+        target.path.write_text(target.render(), encoding="utf-8")
+        print(f"wrote {target.path}")
     return 0
 
 

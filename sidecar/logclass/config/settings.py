@@ -4,42 +4,18 @@ These types are the one description of the configuration's shape: ``schema.json`
 from them (``make schema``), and ``config.load`` validates against it and then builds a
 ``Settings``. Values live in ``defaults.yaml`` only: no field has a default here, so a key missing
 from the defaults is a schema error, not a silent code default. Constraints ride on the types as
-``Annotated[..., Json(...)]`` (JSON Schema keywords); ``MayOmit(...)`` marks the only keys a user
-may leave out: those of list items (an upstream, a user), which defaults.yaml cannot hold.
+``Annotated[..., Json(...)]`` (JSON Schema keywords, ``core.typed``); ``MayOmit(...)`` marks the
+only keys a user may leave out: those of list items (an upstream, a user), which defaults.yaml
+cannot hold.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-
-class Json:
-    """JSON Schema keywords for the annotated type, e.g. ``Json(minimum=1, description="...")``."""
-
-    __slots__ = ("keywords",)
-
-    def __init__(self, **keywords: Any) -> None:
-        self.keywords = keywords
-
-
-class MayOmit:
-    """A key of a list item that may be left out; absent means ``value``. Only for list items:
-    sections take every value from defaults.yaml."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-
-def doc(text: str) -> Json:
-    return Json(description=text)
-
+from logclass.core.typed import Json, MayOmit, doc, parse, to_plain
 
 PositiveInt = Annotated[int, Json(minimum=1)]
 NonNegativeInt = Annotated[int, Json(minimum=0)]
@@ -459,96 +435,3 @@ class Settings:
         """Plain data (dicts, lists, scalars), as YAML would hold it."""
         out: dict[str, Any] = to_plain(self)
         return out
-
-
-T = TypeVar("T")
-
-
-def field_types(cls: type[Any]) -> dict[str, Any]:
-    """Each field's annotation, ``Annotated`` metadata kept."""
-    return typing.get_type_hints(cls, include_extras=True)
-
-
-def subsection(cls: type[Any] | None, name: str) -> type[Any] | None:
-    """The settings type of field ``name`` of ``cls`` when it is a section (a dataclass), else None."""
-    if cls is None:
-        return None
-    tp = field_types(cls).get(name)
-    inner, _ = split_annotated(tp)
-    return typing.cast(type[Any], inner) if dataclasses.is_dataclass(inner) else None
-
-
-def split_annotated(tp: Any) -> tuple[Any, list[Any]]:
-    """``Annotated[X, m1, m2]`` -> ``(X, [m1, m2])``; nested ones are flattened by Python."""
-    if typing.get_origin(tp) is Annotated:
-        inner, *meta = typing.get_args(tp)
-        return inner, meta
-    return tp, []
-
-
-def is_union(tp: Any) -> bool:
-    return typing.get_origin(tp) in (typing.Union, types.UnionType)
-
-
-def parse(cls: type[T], data: Mapping[str, Any]) -> T:
-    """Builds ``cls`` from validated plain data; list items' omitted keys get their ``MayOmit``."""
-    values: dict[str, Any] = {}
-    for name, tp in field_types(cls).items():
-        inner, meta = split_annotated(tp)
-        if name in data:
-            values[name] = _value(inner, data[name])
-        else:
-            # The schema let it be absent only where a MayOmit says what absence means.
-            values[name] = next(m.value for m in meta if isinstance(m, MayOmit))
-    return cls(**values)
-
-
-def _value(tp: Any, value: Any) -> Any:
-    tp, _ = split_annotated(tp)
-    if value is None:
-        return None
-    if is_union(tp):
-        return _value(_union_member(tp, value), value)
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return parse(typing.cast(type[Any], tp), value)
-    if origin is tuple:
-        item = typing.get_args(tp)[0]
-        return tuple(_value(item, v) for v in value)
-    if origin is Mapping or origin is dict:
-        item = typing.get_args(tp)[1]
-        return {str(k): _value(item, v) for k, v in value.items()}
-    return value
-
-
-def _union_member(tp: Any, value: Any) -> Any:
-    """The member of a union that validated ``value`` matches (the schema made it unambiguous)."""
-    for member in typing.get_args(tp):
-        inner, _ = split_annotated(member)
-        if inner is type(None):
-            continue
-        if typing.get_origin(inner) is Literal:
-            if value in typing.get_args(inner):
-                return member
-            continue
-        if dataclasses.is_dataclass(inner) or typing.get_origin(inner) in (Mapping, dict):
-            if isinstance(value, Mapping):
-                return member
-            continue
-        if typing.get_origin(inner) is tuple:
-            if isinstance(value, list | tuple):
-                return member
-            continue
-        if isinstance(value, inner) or (inner is float and isinstance(value, int)):
-            return member
-    raise TypeError(f"{value!r} matches no member of {tp}")  # the schema should have refused it
-
-
-def to_plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {k: to_plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_plain(v) for v in value]
-    return value
