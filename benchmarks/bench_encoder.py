@@ -51,7 +51,8 @@ from logclass.config.settings import Settings
 from logclass.core.decision import LogRecord
 from logclass.encoders import Encoder, EncoderError, open_encoder
 from logclass.encoders.model import cuda_available
-from logclass.engine.pipeline import build_regex_tier, masker_of
+from logclass.engine.pipeline import masker_of
+from logclass.tiers.registry import build_regex_tier
 
 REFERENCE = "torch fp32"
 INT8 = "onnx-int8"

@@ -56,7 +56,8 @@ from logclass import config
 from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
 from logclass.client import to_request
 from logclass.core.decision import TIER_NONE, TIER_PENDING, LogRecord
-from logclass.engine.pipeline import build_encoder, build_regex_tier, masker_of
+from logclass.engine.pipeline import masker_of
+from logclass.tiers.registry import build_encoder, build_regex_tier
 
 WARM_P99_TARGET_MS = 50.0  # warm caller's p99 under a cold burst and under an LLM trickle
 COLD_RATIO_TARGET = 0.9  # cold burst records/s against the raw batched encoder

@@ -35,8 +35,9 @@ from logclass.core.decision import LogRecord
 from logclass.encoders import Encoder
 from logclass.encoders.torch_backend import TorchEncoder
 from logclass.engine.blocking import BlockingEngine
-from logclass.engine.pipeline import DEFAULT_BUNDLE, build_encoder, build_engine
+from logclass.engine.pipeline import DEFAULT_BUNDLE, build_engine
 from logclass.engine.router import RouterStats
+from logclass.tiers.registry import build_encoder
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_CSV = ROOT / "training" / "data" / "synthetic_logs.csv"

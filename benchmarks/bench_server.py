@@ -42,7 +42,8 @@ from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
 from logclass.core.bundle import load_bundle
 from logclass.core.decision import LogRecord
 from logclass.engine.blocking import BlockingEngine
-from logclass.engine.pipeline import build_encoder, build_engine, bundle_path
+from logclass.engine.pipeline import build_engine, bundle_path
+from logclass.tiers.registry import build_encoder
 
 WARM_TARGET = 40_000.0  # records/s through gRPC, warm, 1,000-record requests
 RATIO_TARGET = 0.8  # gRPC throughput / in-process: the gRPC layer costs at most 20 %

@@ -23,7 +23,8 @@ from logclass import config
 from logclass.core.bundle import ModelBundle, load_bundle
 from logclass.encoders import Encoder
 from logclass.engine.blocking import BlockingEngine
-from logclass.engine.pipeline import DEFAULT_BUNDLE, build_encoder, build_engine
+from logclass.engine.pipeline import DEFAULT_BUNDLE, build_engine
+from logclass.tiers.registry import build_encoder
 
 # Outside tests/llm/ the pipeline is tested without an LLM tier (with llama.cpp installed the
 # default, auto, would load Qwen); tests/llm/ chooses its backends explicitly. Set in os.environ

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from logclass.engine.blocking import BlockingEngine as Router
-from logclass.jobs.csv_classify import CsvInputError, classify_csv
+from logclass.jobs.csv_classify import classify_csv
+from logclass.jobs.rows import CsvInputError
 from tests.conftest import SEED_TEST_CSV
 
 

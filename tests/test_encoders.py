@@ -43,8 +43,9 @@ from logclass.encoders.model import default_model_path
 from logclass.encoders.onnx_backend import OnnxEncoder, OnnxInt8Encoder
 from logclass.encoders.probe import MIN_MEAN_COSINE, EncoderMismatchError
 from logclass.engine.blocking import BlockingEngine
-from logclass.engine.pipeline import build_embedding_tier, build_engine
+from logclass.engine.pipeline import build_engine
 from logclass.errors import LogclassError
+from logclass.tiers.registry import build_embedding_tier
 from logclass.training.train import TrainOptions, train
 from tests.conftest import ROOT, SEED_CSV, run_cli
 

@@ -41,6 +41,7 @@ from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
 from logclass.core.decision import LogRecord
 from logclass.engine.metrics import Metrics
 from logclass.engine.pipeline import build_engine
+from logclass.engine.runtime import Runtime
 from logclass.relay.metrics import RelayMetrics
 from logclass.tiers.llm.circuit import State
 from logclass.tiers.llm.tier import CIRCUIT_STATE_VALUES
@@ -291,9 +292,11 @@ def _metrics_scrape() -> Scrape:
         "LOGCLASS_LLM__SERVER__MODEL": "down",
         "LOGCLASS_LLM__SERVER__RETRIES": "0",
     }
-    engine = build_engine(config.load(environ=env), on_batch=metrics.observe_lane)
-    metrics.watch_engine(engine)  # lane gauges, and the LLM tier's calls, latency and circuit
-    classify = metrics.counting(engine)
+    settings = config.load(environ=env)
+    engine = build_engine(settings, on_batch=metrics.observe_lane)
+    runtime = Runtime(settings, metrics)
+    runtime.attach(engine, None)  # lane gauges, and the LLM tier's calls, latency and circuit
+    classify = runtime.classify
     records = [
         LogRecord("BillingSystem", "User 12345 logged in."),
         LogRecord("BillingSystem", ""),

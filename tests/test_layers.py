@@ -10,31 +10,35 @@ import pytest
 from tests.conftest import ROOT
 
 SIDECAR = ROOT / "sidecar" / "logclass"
-# Lower number = lower layer. A module may import its own layer or lower ones only.
-# jobs (CSV jobs, the report) and service (the LogClassifier contract) are what front ends
-# are made of: the CLI runs the batch jobs, and HTTP offers the same CSV rules and report.
+# Lower number = lower layer. A module may import lower layers only (and its own package).
+# core < config < encoders/tiers < engine < batch jobs < front ends < serve < cli.
 LAYERS = {
     "core": 0,
-    "encoders": 1,
-    "tiers": 2,
-    "engine": 3,
-    "jobs": 4,
-    "service": 4,
+    "config": 1,
+    # Tokens and TLS files named by the settings: read by tiers (the LLM server) and front ends.
+    "secrets": 2,
+    "encoders": 2,
+    "tiers": 3,
+    "engine": 4,
+    # Below the front ends, made of the engine's runtime: batch jobs (CSV rules, the chunk
+    # pipeline, the report), the transport-free calls gRPC and HTTP share, and hot reload.
+    "jobs": 5,
+    "service": 5,
+    "reload": 5,
     # Training runs the engine over labelled rows (evaluate, distill) and writes bundles.
-    "training": 5,
-    "server": 5,
-    "http": 5,
-    "relay": 5,
+    "training": 6,
+    "server": 7,
+    "http": 7,
+    "relay": 7,
     # The gRPC client (`logclass classify --server`) calls a front end; only the CLI uses it.
-    "client": 5,
-    "reload": 6,
-    "serve": 7,
-    "cli": 8,
+    "client": 7,
+    "serve": 8,
+    "cli": 9,
 }
 FRONT_ENDS = {"server", "http", "relay"}
-# Below every layer and importable from any: the contract's stubs and tables, the settings,
-# the error base, and small helpers with no logic of the layers.
-SHARED = {"__init__", "address", "api", "config", "errors", "logs", "models", "secrets"}
+# Below every layer and importable from any: the contract's stubs and tables, the error base,
+# the default bundle, and small helpers with no logic of the layers.
+SHARED = {"__init__", "address", "api", "errors", "logs", "models"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -60,7 +64,7 @@ def _modules() -> list[tuple[str, Path]]:
 def test_imports_point_down(layer: str, path: Path) -> None:
     for target in _imports(path):
         if target not in LAYERS or target == layer:
-            continue  # shared utilities (errors, config, api, address, secrets, logs) and the layer itself
+            continue  # shared modules (errors, api, address, logs, models) and the package itself
         assert not (layer in FRONT_ENDS and target in FRONT_ENDS), f"{path}: front end {layer} imports {target}"
         assert LAYERS[target] < LAYERS[layer], f"{path}: {layer} imports {target}, a higher layer"
 

@@ -20,8 +20,9 @@ from logclass.config.settings import Settings
 from logclass.core.decision import LogRecord
 from logclass.engine.metrics import Metrics
 from logclass.engine.pipeline import build_engine
+from logclass.engine.runtime import Runtime
 from logclass.errors import LogclassError
-from logclass.reload.reloader import Reloader, ReloadRefused, model_info_of
+from logclass.reload.reloader import Reloader, ReloadRefused
 from logclass.reload.watch import FileWatch
 from logclass.service.classifier import ClassifierService, ClassifyCall
 from logclass.tiers.llm.tier import LlmTier
@@ -69,13 +70,10 @@ class Setup:
         self.next = _settings(self.rules)
         self.metrics = Metrics()
         engine = build_engine(self.next)
-        self.service = ClassifierService(self.next.server, self.metrics)
-        self.service.attach(engine, model_info_of(engine, self.next, None))
-        self.metrics.watch_engine(engine)
-        self.reloader = Reloader(
-            settings=self.next, engine=engine, bundle=None, metrics=self.metrics, service=self.service,
-            load_settings=self.load,
-        )  # fmt: skip
+        self.runtime = Runtime(self.next, self.metrics)
+        self.runtime.attach(engine, None)
+        self.service = ClassifierService(self.runtime)
+        self.reloader = Reloader(self.runtime, load_settings=self.load)
         self.fail: LogclassError | None = None
 
     def load(self) -> Settings:
@@ -99,32 +97,32 @@ _CALL = ClassifyCall(records=[], ids=["0"])
 def test_reloader_swaps_rules_narrowly_config_by_engine_and_refuses_restart_only(tmp_path: Path) -> None:
     async def scenario() -> None:
         s = Setup(tmp_path)
-        first = s.service.engine
+        first = s.runtime.engine
         assert (await s.reloader.reload()).changed == ()
         assert await s.label("Out of memory") == "Unclassified"
 
         s.rules.write_text(RULES_V2)
         report = await s.reloader.reload(["rules"])
         assert report.changed == ("rules",) and report.model_version == "rules-only"
-        assert s.service.engine is first  # the narrow swap: same engine, new regex tier
+        assert s.runtime.engine is first  # the narrow swap: same engine, new regex tier
         assert await s.label("Out of memory") == "oom" and "oom" in s.service.model_info().labels
         assert s.count("rules", "ok") == 1
 
         s.next = _settings(s.rules, router={"tiers": ["regex"], "fallback_label": "other"})
         report = await s.reloader.reload()
         assert report.changed == ("config",)
-        assert s.service.engine is not first and s.service.model_info().fallback_label == "other"
+        assert s.runtime.engine is not first and s.service.model_info().fallback_label == "other"
         assert await s.label("a line no rule knows") == "other"
         assert s.count("config", "ok") == 1
 
         # A restart-only field beside a live one: nothing of it applied.
-        engine = s.service.engine
+        engine = s.runtime.engine
         s.next = _settings(
             s.rules, router={"tiers": ["regex"], "fallback_label": "third"}, server={"max_records_per_request": 3}
         )
         with pytest.raises(ReloadRefused, match=r"server\.max_records_per_request.*restart"):
             await s.reloader.reload()
-        assert s.service.engine is engine and s.service.model_info().fallback_label == "other"
+        assert s.runtime.engine is engine and s.service.model_info().fallback_label == "other"
         assert s.count("config", "restart_required") == 1
 
         s.fail = config.ConfigError("router.tiers: bad")
@@ -272,24 +270,24 @@ def _relay_settings(tmp_path: Path, label_key: str) -> Settings:
 
 
 def test_relay_output_keys_reload_without_an_engine_and_not_within_a_request(tmp_path: Path) -> None:
-    from logclass.relay import settings as relay_settings_mod
-    from logclass.relay.app import Relay
+    from logclass.relay.app import RelayFrontEnd
     from logclass.relay.protocol import EventBatch
 
     async def scenario() -> None:
         s = Setup(tmp_path)
         s.next = _relay_settings(tmp_path, "label")
         gate, entered = asyncio.Event(), asyncio.Event()
-        counted = s.metrics.counting(s.reloader.engine)
+        counted = s.runtime.classify
 
         async def classify(records: object, budget_s: float | None, owner: object = None) -> object:
             entered.set()
             await gate.wait()
             return await counted(records, budget_s, owner)  # type: ignore[arg-type]
 
-        relay = Relay(relay_settings_mod.resolve(s.next), classify, CollectorRegistry())  # type: ignore[arg-type]
-        s.reloader.relay = relay
-        s.reloader.settings = s.next  # started with this relay section
+        front = RelayFrontEnd(s.next, classify, CollectorRegistry())  # type: ignore[arg-type]
+        relay = front.relay
+        s.runtime.add_front_end(front)
+        s.runtime.settings = s.next  # started with this relay section
         engine = s.reloader.engine
         record: dict[str, object] = {"log": "no space left on /", "source": "app"}
         tagging = asyncio.ensure_future(relay.tagger.tag([EventBatch("t", "Message", [[0, record]], None)]))

@@ -226,7 +226,8 @@ def test_out_of_distribution_lines_escalate_instead_of_a_confident_guess(
 
 
 def test_the_llm_answers_within_the_bundle_label_set_and_config_overrides_it(bundle: ModelBundle) -> None:
-    from logclass.engine.pipeline import label_set, source_routes
+    from logclass.engine.pipeline import source_routes
+    from logclass.tiers.registry import label_set
 
     cfg = config.load(environ=NO_LLM)
     labels = label_set(cfg, bundle)

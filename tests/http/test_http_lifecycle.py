@@ -13,19 +13,24 @@ from fastapi.testclient import TestClient
 from logclass import config
 from logclass.engine.metrics import Metrics
 from logclass.engine.pipeline import build_engine
+from logclass.engine.runtime import Runtime
 from logclass.http import HttpServeError
 from logclass.http.app import build_app
 from logclass.http.front import HttpFrontEnd, how_to_call
 from logclass.secrets import SecurityConfigError
-from logclass.service.classifier import Budgets, ClassifierService, ClassifyCall, build_model_info
+from logclass.service.classifier import Budgets, ClassifierService, ClassifyCall
 from tests.conftest import free_port
+
+
+def _service(settings: config.Settings) -> ClassifierService:
+    return ClassifierService(Runtime(settings, Metrics()))
 
 
 def _client(token: str | None = None) -> tuple[TestClient, ClassifierService]:
     settings = config.load(environ={})
-    service = ClassifierService(settings.server, Metrics())
+    service = _service(settings)
     # The listener is on loopback (server.http_listen's default): a request names a loopback host.
-    return TestClient(build_app(settings, service, service.metrics, token), base_url="http://127.0.0.1"), service
+    return TestClient(build_app(settings, service, token), base_url="http://127.0.0.1"), service
 
 
 def test_not_ready_until_attached_and_again_once_draining() -> None:
@@ -42,11 +47,11 @@ def test_not_ready_until_attached_and_again_once_draining() -> None:
         assert response.json() == {"code": 14, "message": "models are still loading; retry shortly", "details": []}
     settings = config.load(environ={}, overrides={"router": {"tiers": ["regex"]}})
     engine = build_engine(settings)
-    service.attach(engine, build_model_info(engine, settings, {}, "cpu"))
+    service.runtime.attach(engine, None)
     assert client.get("/readyz").status_code == 200
     answer = client.post("/v1/classify", json={"records": [{"source": "s", "message": "User 1 logged in."}]})
     assert answer.json()["results"][0]["label"] == "User Action"
-    service.drain()
+    service.runtime.drain()
     assert client.get("/readyz").status_code == 503 and client.get("/healthz").status_code == 200
     refused = client.get("/v1/model")
     assert refused.status_code == 503 and "shutting down" in refused.json()["message"]
@@ -70,7 +75,7 @@ def test_a_busy_port_names_the_setting() -> None:
         busy.listen()
         port = busy.getsockname()[1]
         settings = config.load(environ={}, overrides={"server": {"http_listen": f"127.0.0.1:{port}"}})
-        front = HttpFrontEnd(settings, ClassifierService(settings.server, Metrics()), Metrics())
+        front = HttpFrontEnd(settings, _service(settings))
         with pytest.raises(HttpServeError, match=rf"cannot listen on 127.0.0.1:{port} \(server.http_listen\)"):
             asyncio.run(front.start())
 
@@ -81,7 +86,7 @@ def test_unreadable_tls_files_name_the_setting(tmp_path: Path) -> None:
         overrides={"server": {"tls": {"cert_file": str(tmp_path / "no.pem"), "key_file": str(tmp_path / "no.key")}}},
     )
     with pytest.raises(SecurityConfigError, match=r"server\.tls: cannot load"):
-        HttpFrontEnd(settings, ClassifierService(settings.server, Metrics()), Metrics())
+        HttpFrontEnd(settings, _service(settings))
 
 
 def test_start_up_hint_follows_the_settings() -> None:
@@ -106,7 +111,7 @@ def test_start_up_hint_follows_the_settings() -> None:
 def test_the_listener_turns_nagle_off() -> None:
     # Without TCP_NODELAY each response body waited ~40 ms for the client's delayed ACK.
     settings = config.load(environ={}, overrides={"server": {"http_listen": f"127.0.0.1:{free_port()}"}})
-    front = HttpFrontEnd(settings, ClassifierService(settings.server, Metrics()), Metrics())
+    front = HttpFrontEnd(settings, _service(settings))
     with front._bind() as sock:
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
 

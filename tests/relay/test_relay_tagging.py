@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry
 from logclass import config
 from logclass.core.decision import Decision, LogRecord
 from logclass.engine.lanes import LaneFullError
-from logclass.engine.metrics import Classify
 from logclass.engine.pipeline import build_engine
+from logclass.engine.runtime import Classify
 from logclass.relay.app import Relay
 from logclass.relay.settings import resolve
 from tests.conftest import NO_LLM

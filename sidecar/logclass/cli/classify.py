@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from logclass.cli.common import CliError, Subparsers, add_common_options, encoding, load_settings, offline_engine
 
 if TYPE_CHECKING:
-    from logclass.jobs.csv_classify import BatchClassifier
+    from logclass.jobs.chunks import BatchClassifier
 
 
 def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:

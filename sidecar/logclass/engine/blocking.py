@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from logclass.core.decision import Decision, LogRecord
 from logclass.engine.engine import Engine
 from logclass.engine.router import RouterStats
+from logclass.engine.runtime import classify_all
 
 T = TypeVar("T")
 
@@ -41,6 +42,8 @@ class BlockingEngine:
     def submit(self, records: Sequence[LogRecord]) -> concurrent.futures.Future[list[Decision]]:
         """Starts classifying ``records``; several submissions run at once and share the lanes,
         so an offline job keeps the LLM's ``max_concurrency`` questions in flight."""
+        if self.budget_s is None:
+            return self._run(classify_all(self.engine.classify, list(records), None))
         return self._run(self.engine.classify(list(records), self.budget_s))
 
     def classify(self, records: Sequence[LogRecord]) -> list[Decision]:

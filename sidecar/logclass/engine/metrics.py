@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import functools
-import weakref
 from collections import Counter as Counter_
-from collections.abc import Hashable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from logclass.core.decision import Decision, LogRecord
 from logclass.core.learnt import DROP_REASONS, ORIGINS
 from logclass.engine import metrics_server
 from logclass.engine.lanes import Lane
@@ -21,14 +19,6 @@ from logclass.engine.router import RouterStats
 
 if TYPE_CHECKING:
     from logclass.engine.engine import Engine
-
-
-class Classify(Protocol):
-    """What a front end classifies through: the engine, counted."""
-
-    async def __call__(
-        self, records: Sequence[LogRecord], budget_s: float | None, owner: Hashable | None = None
-    ) -> list[Decision]: ...
 
 
 # Latency buckets from 0.5 ms (a warm cache hit) to 30 s (a cold LLM call).
@@ -60,8 +50,6 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.records = Counter("logclass_records", "Records classified", ["tier", "label"], registry=r)
-        self.errors = Counter("logclass_errors", "Records or requests that failed, by kind", ["kind"], registry=r)
         self.request_seconds = Histogram(
             "logclass_request_seconds",
             "Request latency (gRPC method, or HTTP verb and path)",
@@ -89,8 +77,6 @@ class Metrics:
         self.inflight = Gauge(
             "logclass_inflight_templates", "Templates on their way through the model lanes", registry=r
         )
-        self.cache_hits = Counter("logclass_cache_hits", "Records answered by a cache", ["cache"], registry=r)
-        self.cache_misses = Counter("logclass_cache_misses", "Templates decided by the model tiers", registry=r)
         self.cache_hit_ratio = Gauge("logclass_cache_hit_ratio", "Share of records answered by the caches", registry=r)
         self.reloads = Counter(
             "logclass_reloads", "Hot reloads (SIGHUP, the file watch, Admin.Reload), by part and outcome",
@@ -110,13 +96,24 @@ class Metrics:
             registry=r,
         )
         self._engine: Engine | None = None
-        self._router_seen: weakref.WeakKeyDictionary[Engine, dict[str, int]] = weakref.WeakKeyDictionary()
+        # Requests refused, by kind (the gRPC code's name): records' errors are the engines'.
+        self.request_errors: Counter_[str] = Counter_()
+        # The router counts decisions and cache hits once; these series read its counts, which
+        # start from zero in each new engine, so a retired engine's counts are kept: the last
+        # one's live (calls in progress finish on it), older ones folded into totals.
+        self._retired = _Totals()
+        self._retiring: RouterStats | None = None
+        r.register(_DecisionCounter(self))
         r.register(_LearntCounter(self))
 
     def watch_engine(self, engine: Engine) -> None:
         """Gauges read at scrape time, and each tier's own metrics: called again after a hot
         reload swapped engines, so the gauges read the active one (the tiers' ``register_metrics``
         must tolerate a second call on one registry)."""
+        if self._engine is not None and self._engine is not engine:
+            if self._retiring is not None:
+                self._retired.add(self._retiring)
+            self._retiring = self._engine.stats
         self._engine = engine
         self.model_info.clear()
         self.model_info.labels(engine.model_version).set(1)
@@ -134,63 +131,100 @@ class Metrics:
         for tier in engine.tiers:
             tier.register_metrics(self.registry)
 
-    def counting(self, engine: Engine) -> Classify:
-        """``engine.classify`` with its decisions and cache counters observed: every front end
-        classifies through one of these, so all their records are counted alike."""
-        # Per engine, shared by every front end counting it (gRPC and the relay share one): a
-        # swapped-in engine's router counts from zero again, and the Prometheus counters must go
-        # on from where the old one left them.
-        seen = self._router_seen.setdefault(engine, {})
+    def count_error(self, kind: str) -> None:
+        """A refused request (records' own errors are counted by the engine)."""
+        self.request_errors[kind] += 1
 
-        async def classify_and_count(
-            records: Sequence[LogRecord], budget_s: float | None, owner: Hashable | None = None
-        ) -> list[Decision]:
-            decisions = await engine.classify(records, budget_s, owner)
-            self.observe_decisions(decisions)
-            self.observe_router(engine.stats, seen)
-            return decisions
-
-        return classify_and_count
-
-    def observe_decisions(self, decisions: Sequence[Decision]) -> None:
-        # Counted first, then one increment per distinct key: labels().inc() takes a lock and
-        # costs microseconds, which per record would be a visible share of a warm request.
-        counts = Counter_((d.tier, d.label, d.error) for d in decisions)
-        for (tier, label, error), n in counts.items():
-            self.records.labels(tier, label).inc(n)
-            if error:
-                self.errors.labels(error).inc(n)
-
-    def observe_router(self, stats: RouterStats, seen: dict[str, int]) -> None:
-        """Moves the cache counters by what the router counted since the last call (its counts are
-        cumulative; Prometheus counters only go up by increments); ``seen``: the router's counts
-        at that call, updated here."""
-        now = {"exact": stats.exact_hits, "template": stats.template_hits, "miss": stats.template_misses}
-        for key, value in now.items():
-            delta = value - seen.get(key, 0)
-            if delta:
-                if key == "miss":
-                    self.cache_misses.inc(delta)
-                else:
-                    self.cache_hits.labels(key).inc(delta)
-        seen.update(now)
+    def totals(self) -> _Totals:
+        """Decisions and cache counts since start, over every engine this process has served."""
+        totals = _Totals()
+        totals.merge(self._retired)
+        for stats in (self._retiring, self._engine.stats if self._engine is not None else None):
+            if stats is not None:
+                totals.add(stats)
+        return totals
 
     def snapshot(self) -> Snapshot:
-        cache = {labels["cache"]: value for labels, value in _values(self.cache_hits, "_total")}
-        cache["miss"] = sum(value for _, value in _values(self.cache_misses, "_total"))
+        totals = self.totals()
         running = {labels["lane"]: value for labels, value in _values(self.lane_running)}
         return Snapshot(
-            records={(lb["tier"], lb["label"]): value for lb, value in _values(self.records, "_total")},
-            cache=cache,
+            records={key: float(n) for key, n in totals.records().items()},
+            cache={"exact": totals.exact, "template": totals.template, "miss": totals.miss},
             lanes={lb["lane"]: (value, running.get(lb["lane"], 0.0)) for lb, value in _values(self.lane_queue)},
             inflight=sum(value for _, value in _values(self.inflight)),
-            errors={labels["kind"]: value for labels, value in _values(self.errors, "_total")},
+            errors={kind: float(n) for kind, n in self.errors().items()},
         )
+
+    def errors(self) -> Counter_[str]:
+        """Records not classified by error, and requests refused by kind."""
+        out = self.totals().errors()
+        out.update(self.request_errors)
+        return out
 
     def observe_lane(self, lane: str, items: int, seconds: float) -> None:
         self.tier_seconds.labels(lane).observe(seconds)
         self.tier_records.labels(lane).inc(items)
         self.batch_records.labels(lane).observe(items)
+
+
+@dataclass(slots=True)
+class _Totals:
+    """RouterStats' counts summed over engines."""
+
+    decided: Counter_[tuple[str, str, str]] = field(default_factory=Counter_)
+    exact: int = 0
+    template: int = 0
+    miss: int = 0
+
+    def add(self, stats: RouterStats) -> None:
+        self.decided.update(stats.decided)
+        self.exact += stats.exact_hits
+        self.template += stats.template_hits
+        self.miss += stats.template_misses
+
+    def merge(self, other: _Totals) -> None:
+        self.decided.update(other.decided)
+        self.exact += other.exact
+        self.template += other.template
+        self.miss += other.miss
+
+    def records(self) -> Counter_[tuple[str, str]]:
+        out: Counter_[tuple[str, str]] = Counter_()
+        for (tier, label, _), n in self.decided.items():
+            out[tier, label] += n
+        return out
+
+    def errors(self) -> Counter_[str]:
+        out: Counter_[str] = Counter_()
+        for (_, _, error), n in self.decided.items():
+            if error:
+                out[error] += n
+        return out
+
+
+class _DecisionCounter(Collector):
+    """logclass_records, logclass_errors and the cache counters, read at scrape time from the
+    engines' own counts (``Metrics.totals``): each decision is counted once, by the router."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        metrics = self._metrics
+        totals = metrics.totals()
+        records = CounterMetricFamily("logclass_records", "Records classified", labels=["tier", "label"])
+        for (tier, label), n in sorted(totals.records().items()):
+            records.add_metric([tier, label], n)
+        yield records
+        errors = CounterMetricFamily("logclass_errors", "Records or requests that failed, by kind", labels=["kind"])
+        for kind, n in sorted(metrics.errors().items()):
+            errors.add_metric([kind], n)
+        yield errors
+        hits = CounterMetricFamily("logclass_cache_hits", "Records answered by a cache", labels=["cache"])
+        hits.add_metric(["exact"], totals.exact)
+        hits.add_metric(["template"], totals.template)
+        yield hits
+        yield CounterMetricFamily("logclass_cache_misses", "Templates decided by the model tiers", value=totals.miss)
 
 
 class _LearntCounter(Collector):

@@ -8,26 +8,21 @@ import gc
 import logging
 from importlib import resources
 from pathlib import Path
-from typing import TypeVar
 
-from logclass import config as config_mod
-from logclass.config.settings import EmbeddingSettings, LaneQueueSettings, Settings, TemplatesSettings
+from logclass.config.settings import LaneQueueSettings, Settings, TemplatesSettings
 from logclass.core.bundle import ModelBundle, load_bundle
-from logclass.core.labelset import LabelExample, LabelSet, LabelSetError
 from logclass.core.learnt import LearntStore
 from logclass.core.masking import Mask, TemplateMasker
-from logclass.encoders import Encoder, open_encoder
+from logclass.encoders import Encoder
 from logclass.engine.engine import Engine, PositionedLane
 from logclass.engine.lanes import BatchHook, Lane, LaneSettings
 from logclass.engine.metrics import Metrics
 from logclass.engine.router import Router
+from logclass.tiers import registry
 from logclass.tiers.base import FastTier, Tier
-from logclass.tiers.embedding import EmbeddingTier
-from logclass.tiers.llm import LlmConfigError, build_llm_tier, label_set_from_settings
-from logclass.tiers.memory import MemoryTier
-from logclass.tiers.regex import RegexTier, load_rules
+from logclass.tiers.registry import BuildContext, Stage, TierConfigError
 
-# Package data of the wheel (models/ in a checkout); a wheel is installed unzipped, so it is a folder.
+# Package data of the wheel (sidecar/logclass/models/ in a checkout); a wheel is installed unzipped, so it is a folder.
 DEFAULT_BUNDLE = Path(str(resources.files("logclass.models").joinpath("default")))
 log = logging.getLogger("logclass.engine")
 
@@ -38,60 +33,12 @@ def bundle_path(settings: Settings) -> Path:
 
 
 def needs_bundle(settings: Settings) -> bool:
-    """The trained tiers need the bundle; the LLM needs its label set unless the config gives
-    one (``llm.labels``)."""
-    tiers = settings.router.tiers
-    return "memory" in tiers or "embedding" in tiers or ("llm" in tiers and not settings.llm.labels)
+    """Whether a configured tier reads the model bundle (the registry says which do)."""
+    return registry.needs_bundle(settings)
 
 
 def load_configured_bundle(settings: Settings) -> ModelBundle | None:
     return load_bundle(bundle_path(settings)) if needs_bundle(settings) else None
-
-
-def rules_file(settings: Settings, bundle: ModelBundle | None) -> Path:
-    """The config's rules file, else the rules the bundle was trained with, else the built-in."""
-    configured = settings.regex.rules_file
-    if configured:
-        return Path(configured)
-    if bundle is not None and bundle.rules_file is not None:
-        return bundle.rules_file
-    return config_mod.packaged_path("rules.yaml")
-
-
-def build_regex_tier(settings: Settings, bundle: ModelBundle | None = None) -> RegexTier:
-    return RegexTier(load_rules(rules_file(settings, bundle)))
-
-
-def build_encoder(embedding: EmbeddingSettings, bundle: ModelBundle | None = None) -> Encoder:
-    """The encoder ``embedding`` asks for; with ``bundle``, ``auto`` picks from the family of
-    embeddings the bundle was trained on."""
-    return open_encoder(embedding, trained_with=bundle.encoder_backend if bundle is not None else None)
-
-
-def needs_encoder(settings: Settings, bundle: ModelBundle | None) -> bool:
-    return bundle is not None and "embedding" in settings.router.tiers and bundle.features.uses_embedding
-
-
-T = TypeVar("T")
-
-
-def _configured(value: T | None, default: T) -> T:
-    """A profile setting: the config's when it gives one (not null), else the bundle's."""
-    return default if value is None else value
-
-
-def build_embedding_tier(
-    embedding: EmbeddingSettings, bundle: ModelBundle, encoder: Encoder | None = None
-) -> EmbeddingTier:
-    if encoder is None and bundle.features.uses_embedding:
-        encoder = build_encoder(embedding, bundle)
-    return EmbeddingTier(
-        bundle,
-        encoder,
-        min_confidence=_configured(embedding.min_confidence, bundle.profile.min_confidence),
-        label_min_confidence=_configured(embedding.label_min_confidence, bundle.profile.label_min_confidence),
-        out_of_distribution=embedding.out_of_distribution,
-    )
 
 
 def open_learnt(settings: Settings) -> LearntStore:
@@ -104,36 +51,6 @@ def open_learnt(settings: Settings) -> LearntStore:
     if store.path is not None:
         log.info("learnt memory %s: %d templates", store.path, len(store))
     return store
-
-
-def build_memory_tier(settings: Settings, bundle: ModelBundle, learnt: LearntStore | None = None) -> MemoryTier:
-    memory = settings.memory
-    masks = [dataclasses.asdict(m) for m in settings.templates.masks]
-    own_masks = None if bundle.masks == masks else TemplateMasker.from_config(bundle.masks)
-    if own_masks is not None:
-        log.warning("templates.masks differ from the bundle's: the memory tier masks with the bundle's own")
-    return MemoryTier(
-        bundle.memory(),
-        min_rows=_configured(memory.min_rows, bundle.profile.memory_min_rows),
-        min_purity=_configured(memory.min_purity, bundle.profile.memory_min_purity),
-        masker=own_masks,
-        learnt=learnt,
-        label_set=bundle.label_set.labels,
-    )
-
-
-def label_set(settings: Settings, bundle: ModelBundle | None) -> LabelSet:
-    """The bundle's labels with the config's overrides (``llm.labels``, ``llm.examples``), or the
-    config's alone when no bundle is loaded."""
-    llm = settings.llm
-    if bundle is None:
-        return label_set_from_settings(llm)
-    examples = llm.examples
-    try:
-        configured = None if examples is None else tuple(LabelExample(e.source, e.message, e.label) for e in examples)
-        return bundle.label_set.overridden(llm.labels, configured)
-    except LabelSetError as exc:
-        raise LlmConfigError(f"llm.labels / llm.examples against the bundle's label set: {exc}") from exc
 
 
 def source_routes(settings: Settings, bundle: ModelBundle | None) -> dict[str, str]:
@@ -156,13 +73,15 @@ def unbounded_lanes(settings: Settings) -> Settings:
     bounds protect other callers; an offline job's own lookahead bounds its queue, and a refusal
     would abort the job or, for templates escalated into a full LLM lane, write fallback labels."""
     unbounded = LaneQueueSettings(max_queue=2**62, max_caller_share=1.0)
-    lanes = dataclasses.replace(settings.server.lanes, embedding=unbounded, llm=unbounded)
+    lanes = dataclasses.replace(
+        settings.server.lanes, **{f.name: unbounded for f in dataclasses.fields(settings.server.lanes)}
+    )
     return dataclasses.replace(settings, server=dataclasses.replace(settings.server, lanes=lanes))
 
 
 def lane_settings(settings: Settings, tier: Tier) -> LaneSettings:
     server = settings.server
-    lane: LaneQueueSettings = getattr(server.lanes, tier.name)
+    lane = registry.lane_settings(settings, tier.name)
     if not tier.scheduling().batched:
         return LaneSettings(max_queue=lane.max_queue, caller_share=lane.max_caller_share)
     return LaneSettings(
@@ -192,21 +111,22 @@ def build_engine(
     configured tier given as None is absent, as an LLM without a backend is). ``learnt``: the
     learnt memory the LLM's answers and corrections go to (``open_learnt``); None: no learning."""
     order = list(settings.router.tiers)
+    registry.check_router(order, settings.router.source_routes)
     masker = masker_of(settings.templates)
     built: dict[str, Tier | None] = dict(tiers or {})
-    unbuilt = {"memory", "embedding", "llm"} & set(order) - set(built)
-    if bundle is None and unbuilt and needs_bundle(settings):
+    if bundle is None and set(order) - set(built) and needs_bundle(settings):
         bundle = load_bundle(bundle_path(settings))
-    if "embedding" in order and "embedding" not in built:
-        assert bundle is not None
-        built["embedding"] = build_embedding_tier(settings.embedding, bundle, encoder)
-    if "llm" in order and "llm" not in built:
-        built["llm"] = build_llm_tier(settings, label_set(settings, bundle))
+    context = BuildContext(settings, bundle, encoder, learnt)
+    for name in order:
+        if name not in built:
+            built[name] = registry.spec(name).build(context)
     fast: list[FastTier] = []
-    if "regex" in order:
-        fast.append(build_regex_tier(settings, bundle))
-    if "memory" in order and bundle is not None:
-        fast.append(build_memory_tier(settings, bundle, learnt))
+    for name in order:
+        tier = built[name]
+        if registry.spec(name).stage != Stage.MODEL and tier is not None:
+            if not isinstance(tier, FastTier):
+                raise TierConfigError(f"tier {name!r} runs on the request path: it must be a FastTier")
+            fast.append(tier)
     router = Router(
         masker=masker,
         tiers=order,
@@ -223,7 +143,7 @@ def build_engine(
     all_tiers: list[Tier] = list(fast)
     for position, name in enumerate(order):
         tier = built.get(name)
-        if name in ("regex", "memory") or tier is None:
+        if registry.spec(name).stage != Stage.MODEL or tier is None:
             continue
         all_tiers.append(tier)
         lanes.append(PositionedLane(position, Lane(tier, lane_settings(settings, tier), on_batch)))
@@ -240,8 +160,8 @@ async def load_engine(
     loop = asyncio.get_running_loop()
     bundle = await loop.run_in_executor(None, load_configured_bundle, settings)
     encoder = None
-    if needs_encoder(settings, bundle):
-        encoder = await loop.run_in_executor(None, build_encoder, settings.embedding, bundle)
+    if registry.needs_encoder(settings, bundle):
+        encoder = await loop.run_in_executor(None, registry.build_encoder, settings.embedding, bundle)
     engine = await loop.run_in_executor(
         None,
         lambda: build_engine(settings, bundle=bundle, encoder=encoder, on_batch=metrics.observe_lane, learnt=learnt),

@@ -55,11 +55,26 @@ class RouterStats:
     template_misses: int = 0
     # Records given the fallback label because their request's budget ended first.
     pending: int = 0
-    by_tier: Counter[str] = field(default_factory=Counter)
-    by_label: Counter[str] = field(default_factory=Counter)
-    errors: Counter[str] = field(default_factory=Counter)
+    # Every decision given, by (tier, label, error; "" for none): the one count of decisions,
+    # which the Prometheus series (logclass_records, logclass_errors) read at scrape time.
+    decided: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     # Templates actually handed to each model tier (after caching and coalescing).
     tier_calls: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def by_tier(self) -> Counter[str]:
+        return _sum_by(self.decided, 0)
+
+    @property
+    def by_label(self) -> Counter[str]:
+        return _sum_by(self.decided, 1)
+
+    @property
+    def errors(self) -> Counter[str]:
+        """Records not classified, by error (invalid_utf8, message_too_long, ...)."""
+        out = _sum_by(self.decided, 2)
+        del out[""]
+        return out
 
     @property
     def cache_hit_ratio(self) -> float:
@@ -67,6 +82,13 @@ class RouterStats:
         hits = self.exact_hits + self.template_hits
         total = hits + self.template_misses
         return hits / total if total else 0.0
+
+
+def _sum_by(decided: Counter[tuple[str, str, str]], part: int) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for key, n in decided.items():
+        out[key[part]] += n
+    return out
 
 
 @dataclass(slots=True)
@@ -181,7 +203,6 @@ class Router:
                 continue
             error = self._validate(record)
             if error:
-                stats.errors[error] += 1
                 out[i] = self.fallback("", error=error)
                 continue
             template = self.masker.template(record.message)
@@ -252,7 +273,4 @@ class Router:
             self.exact_cache.put((record.source, record.message), decision)
 
     def count(self, decisions: Sequence[Decision]) -> None:
-        stats = self.stats
-        for decision in decisions:
-            stats.by_tier[decision.tier] += 1
-            stats.by_label[decision.label] += 1
+        self.stats.decided.update((d.tier, d.label, d.error) for d in decisions)

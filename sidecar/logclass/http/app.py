@@ -32,6 +32,7 @@ from logclass.http.schemas import (
     RecordCount,
     Stats,
 )
+from logclass.jobs.rows import ROW_LIMIT_FACTOR, check_encoding
 from logclass.service.classifier import ClassifierService
 
 # Paths that take a CSV upload rather than a JSON body (server.max_upload_bytes).
@@ -113,7 +114,7 @@ def _v1_routes(service: ClassifierService, metrics: Metrics, started: float) -> 
     return router
 
 
-def _csv_routes(service: ClassifierService, metrics: Metrics, limits: LimitsSettings) -> APIRouter:
+def _csv_routes(service: ClassifierService, limits: LimitsSettings) -> APIRouter:
     router = APIRouter(tags=["CSV"], responses=_ERRORS)
 
     @router.post(
@@ -133,14 +134,14 @@ def _csv_routes(service: ClassifierService, metrics: Metrics, limits: LimitsSett
         and flagged `malformed_row`, undecodable bytes come back as they went in. The file is
         checked whole first, so a bad one gets a 400 naming the line and a 200 is complete."""
         name = file.filename or "upload"
-        codec = csv_upload.check_encoding(encoding)
-        classify = service.classifier()
-        row_limit = csv_upload.ROW_LIMIT_FACTOR * limits.max_message_bytes
+        codec = check_encoding(encoding)
+        service.active_engine()  # UNAVAILABLE while loading or draining
+        row_limit = ROW_LIMIT_FACTOR * limits.max_message_bytes
         layout, rows = await run_in_threadpool(
             csv_upload.inspect_upload, file.file, name, codec, template_id, row_limit
         )
         owner = caller("http", request.client.host if request.client else "")
-        body = csv_upload.classified_csv(file.file, name, codec, layout, classify, metrics, owner, row_limit)
+        body = csv_upload.classified_csv(file.file, name, codec, layout, service.runtime, owner, row_limit)
         stem = Path(name).stem or "logs"
         headers = {
             "Content-Disposition": f'attachment; filename="{_safe(stem)}.classified.csv"',
@@ -200,7 +201,8 @@ def _docs_routes(app: FastAPI) -> APIRouter:
     return router
 
 
-def build_app(settings: Settings, service: ClassifierService, metrics: Metrics, token: str | None) -> FastAPI:
+def build_app(settings: Settings, service: ClassifierService, token: str | None) -> FastAPI:
+    metrics = service.metrics
     server = settings.server
     app = FastAPI(
         title="logclass",
@@ -217,7 +219,7 @@ def build_app(settings: Settings, service: ClassifierService, metrics: Metrics, 
     guarded = [token_guard(token)] if token else []
     started = time.monotonic()
     app.include_router(_v1_routes(service, metrics, started), dependencies=guarded)
-    app.include_router(_csv_routes(service, metrics, settings.limits), dependencies=guarded)
+    app.include_router(_csv_routes(service, settings.limits), dependencies=guarded)
     app.include_router(_health_routes(service))
     app.include_router(_docs_routes(app))
     app.include_router(console_router(settings, api_dependencies=guarded))

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from logclass.http.schemas import Status
-from logclass.jobs.csv_classify import CsvInputError
+from logclass.jobs.rows import CsvInputError
 from logclass.service.classifier import ApiError, Code
 
 HTTP_STATUS = {

@@ -15,7 +15,7 @@ import uvicorn
 
 from logclass.address import split_host_port
 from logclass.config.settings import Settings
-from logclass.engine.metrics import Metrics
+from logclass.engine.runtime import SwapStep
 from logclass.http import HttpServeError
 from logclass.http.app import build_app
 from logclass.http.slow_clients import with_header_timeout
@@ -40,14 +40,15 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 class HttpFrontEnd:
-    def __init__(self, settings: Settings, service: ClassifierService, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, service: ClassifierService) -> None:
+        self.settings = settings
         server = settings.server
         assert server.http_listen, "HttpFrontEnd needs server.http_listen"
         self.address = server.http_listen
         self.host, self.port = split_host_port(self.address, "server.http_listen")
         self.token = load_token(server.auth)
         self.tls = tls_files(server.tls, "server")
-        self.app = build_app(settings, service, metrics, self.token)
+        self.app = build_app(settings, service, self.token)
         cert, key, client_ca = self.tls or (None, None, None)
         self.config = uvicorn.Config(
             self.app,
@@ -104,7 +105,17 @@ class HttpFrontEnd:
             self._task.result()  # uvicorn's own failure, raised here
             raise HttpServeError(f"the HTTP server on {self.address} stopped as it started; see the log above")
 
-    async def stop(self) -> None:
+    async def serving(self) -> None:
+        """Nothing to switch: /readyz and every call read the runtime."""
+
+    def how_to_call(self) -> str:
+        return how_to_call(self.settings)
+
+    def on_swap(self, settings: Settings) -> SwapStep | None:
+        return None  # every call reads the runtime: nothing here holds what a reload changes
+
+    async def stop(self, grace_s: float) -> None:
+        """``grace_s``: server.grace_seconds, which uvicorn was given at start."""
         if self._task is None:
             return
         # Uvicorn stops accepting, then gives open requests timeout_graceful_shutdown to finish.

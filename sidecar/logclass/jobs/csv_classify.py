@@ -7,82 +7,22 @@ classified or was malformed). Undecodable bytes are carried through to the outpu
 
 from __future__ import annotations
 
-import concurrent.futures
 import csv
 import io
 import os
 import sys
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol, TextIO, TypeVar
+from typing import Any, TextIO
 
 from tqdm import tqdm
 
 from logclass.core.decision import Decision, LogRecord
-from logclass.errors import LogclassError
-
-
-class BatchClassifier(Protocol):
-    """The engine in-process (``BlockingEngine``), or a client of a remote sidecar."""
-
-    def classify(self, records: Sequence[LogRecord]) -> list[Decision]: ...
-
-    def submit(self, records: Sequence[LogRecord]) -> concurrent.futures.Future[list[Decision]]: ...
-
-    def queued(self) -> dict[str, int]:
-        """Templates waiting per model lane (empty when not known), for the progress bar."""
-        ...
-
-    def close(self) -> None: ...
-
-
-# Chunks classified at once: later chunks' new templates queue in the lanes while earlier ones
-# are answered, so the LLM lane keeps llm.max_concurrency questions in flight across chunks.
-LOOKAHEAD_CHUNKS = 4
-T = TypeVar("T")
-
-
-def pipelined(
-    classifier: BatchClassifier,
-    batches: Iterable[tuple[T, Sequence[LogRecord]]],
-    *,
-    lookahead: int = LOOKAHEAD_CHUNKS,
-    on_wait: Callable[[], None] | None = None,
-) -> Iterator[tuple[T, list[Decision]]]:
-    """Each batch's decisions, in input order, with up to ``lookahead`` batches in flight.
-    ``on_wait`` is called about twice a second while the oldest batch is still out (progress)."""
-    inflight: deque[tuple[T, concurrent.futures.Future[list[Decision]]]] = deque()
-
-    def oldest() -> tuple[T, list[Decision]]:
-        tag, future = inflight.popleft()
-        while True:
-            try:
-                return tag, future.result(timeout=0.5)
-            except concurrent.futures.TimeoutError:
-                if on_wait is not None:
-                    on_wait()
-
-    for tag, records in batches:
-        inflight.append((tag, classifier.submit(records)))
-        while len(inflight) > lookahead or (inflight and inflight[0][1].done()):
-            yield oldest()
-    while inflight:
-        yield oldest()
-
-
-INPUT_COLUMNS = ("source", "log_message")
-OUTPUT_COLUMNS = ("target_label", "tier", "confidence", "error")
-ERROR_MALFORMED = "malformed_row"
-# csv's default field limit (128 KiB) would abort the whole file on one huge line; lines this
-# large are read and flagged by the router's own size limit instead.
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-
-
-class CsvInputError(LogclassError):
-    pass
+from logclass.jobs.chunks import BatchClassifier, pipelined
+from logclass.jobs.rows import CountingReader, CsvInputError, CsvLayout, read_chunks, read_header, row_error
 
 
 @dataclass
@@ -109,104 +49,6 @@ class ClassifySummary:
         for old, new in self.renamed_columns.items():
             lines.append(f"note: the input's own {old!r} column is kept as {new!r}")
         return "\n".join(lines)
-
-
-class CountingReader(io.RawIOBase):
-    """A readable raw stream over any binary file object (Python 3.10's SpooledTemporaryFile
-    lacks the io methods TextIOWrapper needs), counting bytes pulled for a progress bar."""
-
-    def __init__(self, raw: IO[bytes], bar: tqdm[Any] | None = None) -> None:
-        self._raw = raw
-        self._bar = bar
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self._raw.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        if self._bar is not None:
-            self._bar.update(n)
-        return n
-
-
-def read_header(reader: Iterator[list[str]], path: Path | str) -> list[str]:
-    for row in reader:
-        if row:
-            return [name.strip() for name in row]
-    raise CsvInputError(f"{path} is empty: expected a header with columns {list(INPUT_COLUMNS)}")
-
-
-def _fit_row(row: list[str], width: int) -> tuple[list[str], bool]:
-    """Pad short rows; fold surplus fields into the last one (usually an unquoted comma)."""
-    if len(row) == width:
-        return row, False
-    if len(row) < width:
-        return row + [""] * (width - len(row)), True
-    return [*row[: width - 1], ",".join(row[width - 1 :])], True
-
-
-TEMPLATE_ID_COLUMN = "template_id"
-# A cell starting so is a formula to a spreadsheet (=cmd|' /C calc'!A0): written after a quote,
-# as OWASP's CSV-injection advice has it. Log lines are attacker-chosen, and the output CSV is
-# what the console offers for download.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_safe(cell: str) -> str:
-    return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
-
-
-@dataclass(frozen=True)
-class CsvLayout:
-    """The row rules of every CSV front end (`logclass classify`, HTTP POST /classify): where the
-    input columns are, what a malformed row becomes, and the output header. Input columns named
-    like an output column are kept, renamed ``input_<name>``."""
-
-    width: int
-    source: int
-    message: int
-    header: list[str]
-    renamed: dict[str, str]
-    template_id: bool = False
-
-    @classmethod
-    def of(cls, header: list[str], where: Path | str, *, template_id: bool = False) -> CsvLayout:
-        missing = [c for c in INPUT_COLUMNS if c not in header]
-        if missing:
-            raise CsvInputError(
-                f"{where}: missing column(s) {missing}; the input needs {list(INPUT_COLUMNS)} (found {header})"
-            )
-        added = [*OUTPUT_COLUMNS, *([TEMPLATE_ID_COLUMN] if template_id else [])]
-        out_header, renamed = list(header), {}
-        for i, name in enumerate(header):
-            if name in added:
-                out_header[i] = renamed[name] = f"input_{name}"
-        out_header = [spreadsheet_safe(name) for name in out_header]
-        return cls(
-            len(header), header.index("source"), header.index("log_message"), out_header + added, renamed, template_id
-        )
-
-    def fit(self, rows: Sequence[list[str]]) -> tuple[list[list[str]], list[bool], list[LogRecord]]:
-        """The rows at the header's width, which of them were malformed, and their records."""
-        fitted, malformed = [], []
-        for row in rows:
-            fixed, bad = _fit_row(row, self.width)
-            fitted.append(fixed)
-            malformed.append(bad)
-        return fitted, malformed, [LogRecord(r[self.source].strip(), r[self.message].strip()) for r in fitted]
-
-    def output(self, row: list[str], malformed: bool, decision: Decision) -> list[str]:
-        cells = [spreadsheet_safe(cell) for cell in row]
-        out = [*cells, decision.label, decision.tier, f"{decision.confidence:.4f}", row_error(decision, malformed)]
-        if self.template_id:
-            out.append(decision.template_id)
-        return out
-
-
-def row_error(decision: Decision, malformed: bool) -> str:
-    return decision.error or (ERROR_MALFORMED if malformed else "")
 
 
 class _TableWriter:
@@ -304,21 +146,3 @@ def _open_sink(out: str | Path | None) -> tuple[TextIO | None, bool]:
         return path.open("w", encoding="utf-8", errors="surrogateescape", newline=""), True
     except OSError as exc:
         raise CsvInputError(f"cannot write {path}: {exc.strerror}") from exc
-
-
-def read_chunks(reader: Iterator[list[str]], size: int, path: Path | str) -> Iterator[list[list[str]]]:
-    """Lists of ``size`` rows, blank lines skipped; an unreadable line raises CsvInputError."""
-    chunk: list[list[str]] = []
-    try:
-        for row in reader:
-            if not row:  # blank line
-                continue
-            chunk.append(row)
-            if len(chunk) >= size:
-                yield chunk
-                chunk = []
-    except csv.Error as exc:
-        line = getattr(reader, "line_num", "?")
-        raise CsvInputError(f"{path}: line {line}: unreadable CSV ({exc}); rows before it were written") from exc
-    if chunk:
-        yield chunk

@@ -1,17 +1,21 @@
 """The Forward-protocol front end: one relay (server, tagger, disk buffer, forwarder).
 
 `logclass relay` runs it alone; inside `logclass serve` (``relay.enabled: true``) it runs beside
-gRPC on the same engine and metrics registry (see ``logclass.serve``).
+gRPC on the same runtime and metrics registry (see ``logclass.serve``), as a ``RelayFrontEnd``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 from prometheus_client import CollectorRegistry
 
-from logclass.engine.metrics import Classify
+from logclass.config.settings import Settings
+from logclass.engine.runtime import Classify, SwapStep
+from logclass.errors import LogclassError
+from logclass.relay import RelayError
 from logclass.relay import settings as settings_mod
 from logclass.relay.buffer import DiskBuffer
 from logclass.relay.forwarder import Forwarder
@@ -75,3 +79,36 @@ class Relay:
         await self.forwarder.stop(grace)
         await self.buffer.close()
         log.info("relay stopped; %s chunks (%s bytes) stay queued", self.buffer.queued_chunks, self.buffer.used_bytes)
+
+
+class RelayFrontEnd:
+    """The relay as one of `serve`'s front ends: it starts once the runtime has its engine (until
+    then Fluent Bit keeps its records and retries), and takes a reload's tagging settings."""
+
+    def __init__(self, settings: Settings, classify: Classify | None, registry: CollectorRegistry) -> None:
+        """``classify``: the runtime's (None: records are forwarded untouched)."""
+        self.relay = Relay(settings_mod.resolve(settings), classify, registry)
+
+    def describe(self) -> str:
+        return f"Forward relay on {self.relay.settings.listen}"
+
+    def how_to_call(self) -> str:
+        return ""
+
+    async def start(self) -> None:
+        """Listening waits for ``serving``: a relay that took records before the models loaded
+        would forward them all with the fallback label."""
+
+    async def serving(self) -> None:
+        await self.relay.start()
+
+    def on_swap(self, settings: Settings) -> SwapStep | None:
+        try:
+            tagging = settings_mod.resolve(settings)
+        except LogclassError as exc:
+            raise RelayError(f"the relay settings do not resolve: {exc}") from exc
+        return functools.partial(self.relay.tagger.retarget, tagging)
+
+    async def stop(self, grace_s: float) -> None:
+        """``grace_s`` is relay.grace_s, which the relay's own settings carry."""
+        await self.relay.stop()

@@ -22,7 +22,7 @@ from typing import Any
 
 from logclass.core.decision import LogRecord
 from logclass.engine.lanes import LaneFullError
-from logclass.engine.metrics import Classify
+from logclass.engine.runtime import Classify
 from logclass.relay.metrics import RelayMetrics
 from logclass.relay.protocol import EventBatch
 from logclass.relay.settings import RelaySettings

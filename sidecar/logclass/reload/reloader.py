@@ -11,9 +11,10 @@ What a reload looks at (``parts``; empty: all three):
 
 Only the rules changed: the narrow swap, a new regex tier in the running engine (exact cache
 emptied, template cache kept). Anything else: a new engine from ``build_swap_engine``, loaded
-and warmed beside the old one, swapped into the ClassifierService and the relay in one step on
-the event loop thread (a call reads its engine once, so calls in progress finish on the old
-one), then the old engine is closed once its calls are out. A new engine starts with empty
+and warmed beside the old one, swapped into the runtime in one step on the event loop thread (a
+call reads its engine once, so calls in progress finish on the old one), then the old engine is
+closed once its calls are out. The reloader knows only the runtime: each front end is asked for
+its part of new settings through the runtime (``FrontEnd.on_swap``), and may refuse them. A new engine starts with empty
 caches. A set that does not build raises ``ReloadRefused``, logged at ERROR and counted in
 ``logclass_reloads_total{part,outcome}``; the running set is untouched.
 """
@@ -22,28 +23,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Hashable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from logclass.config import live
 from logclass.config.settings import Settings
 from logclass.core.bundle import ModelBundle
-from logclass.core.decision import Decision, LogRecord
 from logclass.core.learnt import LearntStore
 from logclass.engine.engine import Engine
-from logclass.engine.metrics import Classify, Metrics
-from logclass.engine.pipeline import bundle_path, freeze_heap, load_engine, needs_bundle, rules_file
+from logclass.engine.metrics import Metrics
+from logclass.engine.pipeline import bundle_path, freeze_heap, load_engine, needs_bundle
 from logclass.engine.reload import RELOAD_PARTS, build_rules, content_mark
+from logclass.engine.runtime import Runtime, SwapStep
 from logclass.errors import LogclassError
-from logclass.relay import settings as relay_settings_mod
-from logclass.relay.app import Relay
-from logclass.relay.settings import RelaySettings
-from logclass.service.classifier import ClassifierService, build_model_info
-from logclass.tiers.embedding import EmbeddingTier
+from logclass.tiers import registry
+from logclass.tiers.registry import rules_file
 
 log = logging.getLogger("logclass.reload")
+# The tier whose rules file the narrow swap replaces.
+RULES_TIER = registry.trained_tier("rules")
 
 
 class ReloadRefused(LogclassError):
@@ -55,26 +54,6 @@ class ReloadReport:
     changed: tuple[str, ...]  # parts actually swapped, of "rules", "config", "bundle"; () when nothing changed
     model_version: str
     rules_sha256: str
-
-
-class SwitchClassify:
-    """A classify callable whose engine can be swapped: each call reads ``current`` once, so it
-    finishes on the engine it began with (the relay's tagger holds one of these)."""
-
-    def __init__(self, current: Classify) -> None:
-        self.current = current
-
-    async def __call__(
-        self, records: Sequence[LogRecord], budget_s: float | None, owner: Hashable | None = None
-    ) -> list[Decision]:
-        return await self.current(records, budget_s, owner)
-
-
-def model_info_of(engine: Engine, settings: Settings, bundle: ModelBundle | None) -> Any:
-    embedding = engine.tier("embedding")
-    device = embedding.device if isinstance(embedding, EmbeddingTier) else ""
-    files = dict(bundle.manifest["files"]) if bundle is not None else {}
-    return build_model_info(engine, settings, files, device)
 
 
 async def build_swap_engine(
@@ -99,32 +78,32 @@ def _rules_sha256(path: Path) -> str:
 
 
 class Reloader:
-    """Owns the running set (settings, bundle, engine) after start-up; ``reload`` swaps it."""
+    """Swaps the runtime's set (settings, bundle, engine) after start-up: ``reload``."""
 
     def __init__(
         self,
+        runtime: Runtime,
         *,
-        settings: Settings,
-        engine: Engine,
-        bundle: ModelBundle | None,
-        metrics: Metrics,
-        service: ClassifierService | None = None,
-        relay: Relay | None = None,
-        relay_classify: SwitchClassify | None = None,
         load_settings: Callable[[], Settings] | None = None,
         learnt: LearntStore | None = None,
     ) -> None:
         """``load_settings``: the settings as the process was started (file + env + flags), read
         again; None: the config part never changes (a process started without a loader).
-        ``relay``: its tagger takes the relay's tagging settings; ``relay_classify``: the engine it
-        classifies through."""
-        self.settings, self.engine, self.bundle, self.metrics = settings, engine, bundle, metrics
-        self.service, self.relay, self.relay_classify = service, relay, relay_classify
+        ``learnt``: the process's learnt memory, which every new engine is built on."""
+        self.runtime, self.metrics = runtime, runtime.metrics
         self.load_settings, self.learnt = load_settings, learnt
-        self.rules_path = rules_file(settings, bundle)
+        self.rules_path = rules_file(runtime.settings, runtime.bundle)
         self.rules_sha256 = _rules_sha256(self.rules_path)
-        self.bundle_mark = bundle_mark(settings)
+        self.bundle_mark = bundle_mark(runtime.settings)
         self._lock = asyncio.Lock()
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
+
+    @property
+    def engine(self) -> Engine:
+        return self.runtime.current()
 
     def watched_files(self) -> list[Path]:
         """The files whose change a reload would take (for the file watch)."""
@@ -155,42 +134,38 @@ class Reloader:
                 f"{', '.join(blocked)} changed, which only a restart applies: restart the process, or put "
                 "the running values back to reload the rest; nothing of this reload was applied",
             )
-        tagging = self._relay_settings(settings) if paths else None
+        steps = self._prepare(settings) if paths else []
         built_from = live.engine_paths(paths)
         config_changed = bool(built_from) and not live.rules_only(built_from)
         moved = "model.bundle" in paths
         bundle_changed = ("bundle" in wanted or moved) and bundle_mark(settings) != self.bundle_mark
         if config_changed or bundle_changed:
             changed = ["config"] * bool(paths) + ["bundle"] * bundle_changed
-            await self._swap_engine(settings, changed, tagging)
+            await self._swap_engine(settings, changed, steps)
             return self._report(changed)
-        path = rules_file(settings, self.bundle)
+        path = rules_file(settings, self.runtime.bundle)
         rules_changed = path != self.rules_path or _rules_sha256(path) != self.rules_sha256
         # Without a regex tier the rules file is not read: nothing to swap.
-        swap_rules = ("rules" in wanted or bool(built_from)) and rules_changed and self.engine.tier("regex") is not None
+        swap_rules = (
+            ("rules" in wanted or bool(built_from)) and rules_changed and self.engine.tier(RULES_TIER) is not None
+        )
         if swap_rules:
-            await self._swap_rules(settings, path)
-        self._retarget(tagging)
-        self.settings = settings
+            await self._swap_rules(settings, path, steps)
+        else:
+            self.runtime.swap(settings, steps)
         changed = ["rules"] * swap_rules + ["config"] * bool(paths)
         if paths and not built_from:
             self.metrics.reloads.labels("config", "ok").inc()
-            log.info("reloaded the relay's tagging settings: %s", ", ".join(paths))
+            log.info("reloaded the front ends' settings: %s", ", ".join(paths))
         if not changed:
             log.info("reload: nothing changed (model %s, rules sha256 %s)", self.engine.model_version, self._short)
         return self._report(changed)
 
-    def _relay_settings(self, settings: Settings) -> RelaySettings | None:
-        if self.relay is None:
-            return None
+    def _prepare(self, settings: Settings) -> list[SwapStep]:
         try:
-            return relay_settings_mod.resolve(settings)
+            return self.runtime.prepare(settings)
         except LogclassError as exc:
-            raise self._refused("config", "refused", f"the relay settings do not resolve: {exc}") from exc
-
-    def _retarget(self, tagging: RelaySettings | None) -> None:
-        if self.relay is not None and tagging is not None:
-            self.relay.tagger.retarget(tagging)
+            raise self._refused("config", "refused", str(exc)) from exc
 
     @property
     def _short(self) -> str:
@@ -204,20 +179,19 @@ class Reloader:
         except (LogclassError, OSError) as exc:
             raise self._refused("config", "refused", f"the settings do not load: {exc}") from exc
 
-    async def _swap_rules(self, settings: Settings, path: Path) -> None:
+    async def _swap_rules(self, settings: Settings, path: Path, steps: list[SwapStep]) -> None:
         try:
             built = await asyncio.get_running_loop().run_in_executor(None, build_rules, path)
         except (LogclassError, OSError) as exc:
             raise self._refused("rules", "refused", str(exc)) from exc
         # Back on the event loop thread: between two fast-lane slices of any request.
         self.engine.swap_fast_tier(built.tier)
-        self.settings, self.rules_path, self.rules_sha256 = settings, path, built.sha256
-        if self.service is not None:
-            self.service.update_labels()
+        self.runtime.swap(settings, steps)
+        self.rules_path, self.rules_sha256 = path, built.sha256
         self.metrics.reloads.labels("rules", "ok").inc()
         log.info("reloaded %s regex rules from %s (sha256 %s); exact cache emptied", built.count, path, self._short)
 
-    async def _swap_engine(self, settings: Settings, changed: list[str], tagging: RelaySettings | None) -> None:
+    async def _swap_engine(self, settings: Settings, changed: list[str], steps: list[SwapStep]) -> None:
         part = "bundle" if "bundle" in changed else "config"
         try:
             engine, bundle = await build_swap_engine(settings, self.metrics, self.learnt)
@@ -225,15 +199,9 @@ class Reloader:
             # Whatever stops the new set from building (a hash mismatch, a rule, a label set, a
             # file gone) must leave the running set serving; the message is the builder's own.
             raise self._refused(part, "refused", f"the new {part} does not load: {exc}") from exc
-        old, old_version = self.engine, self.engine.model_version
+        old_version = self.engine.model_version
         # One synchronous step on the event loop thread: every caller sees the old set or the new.
-        if self.service is not None:
-            self.service.swap(engine, model_info_of(engine, settings, bundle))
-        if self.relay_classify is not None:
-            self.relay_classify.current = self.metrics.counting(engine)
-        self._retarget(tagging)
-        self.metrics.watch_engine(engine)
-        self.settings, self.engine, self.bundle = settings, engine, bundle
+        old = self.runtime.swap(settings, steps, engine, bundle)
         self.rules_path = rules_file(settings, bundle)
         self.rules_sha256 = _rules_sha256(self.rules_path)
         self.bundle_mark = bundle_mark(settings)
@@ -246,7 +214,8 @@ class Reloader:
             engine.model_version,
             self._short,
         )
-        await old.close()
+        if old is not None:
+            await old.close()
         freeze_heap(thaw=True)
         log.info("retired the engine of model %s", old_version)
 

@@ -14,6 +14,7 @@ from logclass.api.logclass.v1 import admin_pb2_grpc as admin_grpc
 from logclass.api.logclass.v1 import classifier_pb2 as pb
 from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
 from logclass.config.settings import ServerSettings, Settings
+from logclass.engine.runtime import SwapStep
 from logclass.secrets import load_token
 from logclass.server import ServeError
 from logclass.server.admin import AdminServicer
@@ -96,6 +97,12 @@ class GrpcFrontEnd:
     async def _set_health(self, status: Any) -> None:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, status)
+
+    def how_to_call(self) -> str:
+        return how_to_call(self.settings.server)
+
+    def on_swap(self, settings: Settings) -> SwapStep | None:
+        return None  # every call reads the runtime: nothing here holds what a reload changes
 
     async def stop(self, grace_s: float) -> None:
         await self.health.enter_graceful_shutdown()

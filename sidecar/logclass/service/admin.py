@@ -53,7 +53,7 @@ class AdminService:
                 Code.INVALID_ARGUMENT,
                 f"unknown reload parts {unknown}; give some of {list(RELOAD_PARTS)}, or none for all",
             )
-        self.service.classifier()  # UNAVAILABLE while loading or draining
+        self.service.active_engine()  # UNAVAILABLE while loading or draining
         if self.reloader is None:
             raise self.service.refuse(Code.UNAVAILABLE, "models are still loading; retry shortly")
         try:

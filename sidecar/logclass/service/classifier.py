@@ -12,14 +12,14 @@ from typing import Any
 from logclass import __version__
 from logclass.api import error_codes
 from logclass.api.logclass.v1 import classifier_pb2 as pb
-from logclass.config.settings import ServerSettings, Settings
+from logclass.config.settings import Settings
+from logclass.core.bundle import ModelBundle
 from logclass.core.decision import Decision, LogRecord
 from logclass.engine.engine import Engine
 from logclass.engine.lanes import LaneFullError
-from logclass.engine.metrics import Classify, Metrics
+from logclass.engine.runtime import EngineUnavailable, Runtime
 from logclass.errors import LogclassError
-from logclass.tiers.embedding import EmbeddingTier
-from logclass.tiers.llm.tier import LlmTier
+from logclass.tiers import registry
 
 
 class Code(enum.IntEnum):
@@ -129,62 +129,32 @@ class Budgets:
 
 
 class ClassifierService:
-    """Made before the front ends listen; refuses calls with UNAVAILABLE until ``attach`` hands
-    it the loaded engine, and again once ``drain`` has begun."""
+    """Classify and GetModelInfo on the process's runtime: refuses calls with UNAVAILABLE until
+    the runtime has its engine, and again once it drains."""
 
-    def __init__(self, server: ServerSettings, metrics: Metrics) -> None:
+    def __init__(self, runtime: Runtime) -> None:
+        # Restart-only settings (config.live): read once.
+        server = runtime.settings.server
+        self.runtime = runtime
         self.max_records = server.max_records_per_request
         self.budgets = Budgets(
             server.inline_budget_ms / 1000.0, server.deadline_margin_ms / 1000.0, server.max_wait_ms / 1000.0
         )
-        self.metrics = metrics
-        self.engine: Engine | None = None
-        self._classify: Classify | None = None
-        self._model_info: Any = None
-        self.draining = False
-
-    def attach(self, engine: Engine, model_info: Any) -> None:
-        self.engine, self._model_info = engine, model_info
-        self._classify = self.metrics.counting(engine)
-
-    def swap(self, engine: Engine, model_info: Any) -> None:
-        """A hot reload's new engine in place of the running one, in one synchronous step (on the
-        event loop thread, so atomic for every caller): a call in progress read its engine once
-        (``classify``) and finishes on the old one."""
-        self.attach(engine, model_info)
-
-    def update_labels(self) -> None:
-        """ModelInfo.labels again from the engine, after a rules reload changed them."""
-        if self.engine is not None and self._model_info is not None:
-            info = pb.ModelInfo()
-            info.CopyFrom(self._model_info)
-            del info.labels[:]
-            info.labels.extend(self.engine.labels())
-            self._model_info = info
-
-    def drain(self) -> None:
-        self.draining = True
+        self.metrics = runtime.metrics
 
     @property
     def serving(self) -> bool:
-        return self._classify is not None and not self.draining
-
-    def classifier(self) -> Classify:
-        """The counted engine, for a front end that batches records itself (a CSV upload)."""
-        if self.draining:
-            raise self.refuse(Code.UNAVAILABLE, "the sidecar is shutting down; retry (another replica takes it)")
-        if self._classify is None:
-            raise self.refuse(Code.UNAVAILABLE, "models are still loading; retry shortly")
-        return self._classify
+        return self.runtime.serving
 
     def active_engine(self) -> Engine:
         """The engine serving now (a reload may swap it), for calls other than Classify."""
-        self.classifier()
-        assert self.engine is not None  # attached together with the classifier
-        return self.engine
+        try:
+            return self.runtime.current()
+        except EngineUnavailable as exc:
+            raise self.refuse(Code.UNAVAILABLE, str(exc)) from exc
 
     def refuse(self, code: Code, message: str) -> ApiError:
-        self.metrics.errors.labels(code.name.lower()).inc()
+        self.metrics.count_error(code.name.lower())
         return ApiError(code, message)
 
     async def classify(
@@ -192,7 +162,7 @@ class ClassifierService:
     ) -> list[Decision]:
         """One decision per record of ``call``, in order; ``time_remaining``: the caller's deadline."""
         started = time.perf_counter()
-        classify = self.classifier()
+        self.active_engine()
         self.metrics.request_records.observe(len(call.records))
         if len(call.records) > self.max_records:
             raise self.refuse(
@@ -200,34 +170,33 @@ class ClassifierService:
                 f"{len(call.records)} records in one request; the limit is {self.max_records}: split the batch",
             )
         try:
-            decisions = await classify(call.records, self.budgets.for_request(call, time_remaining), owner)
+            decisions = await self.runtime.classify(call.records, self.budgets.for_request(call, time_remaining), owner)
         except LaneFullError as exc:
-            self.metrics.lane_rejected.labels(exc.lane).inc()
             raise self.refuse(Code.RESOURCE_EXHAUSTED, str(exc)) from exc
+        except EngineUnavailable as exc:
+            raise self.refuse(Code.UNAVAILABLE, str(exc)) from exc
         self.metrics.request_seconds.labels(method).observe(time.perf_counter() - started)
         return decisions
 
     def model_info(self) -> Any:
-        self.classifier()
-        return self._model_info
+        """The model serving now, read from the runtime on each call (a reload may have swapped
+        the engine or its rules' labels)."""
+        engine = self.active_engine()
+        return build_model_info(engine, self.runtime.settings, self.runtime.bundle)
 
 
-def build_model_info(engine: Engine, settings: Settings, bundle_files: dict[str, str], device: str) -> Any:
-    llm = engine.tier("llm")
-    backend = llm.backend if isinstance(llm, LlmTier) else None
-    embedding = engine.tier("embedding")
+def build_model_info(engine: Engine, settings: Settings, bundle: ModelBundle | None) -> Any:
+    """ModelInfo of ``engine``: each registered tier gives its own fields (its backend, model
+    and device, or their blanks when it is not running)."""
     return pb.ModelInfo(
         labels=engine.labels(),
         tiers=engine.tiers_enabled,
         model_version=engine.model_version,
-        bundle_files_sha256=bundle_files,
-        embedding_model=embedding.features if isinstance(embedding, EmbeddingTier) else "",
-        embedding_device=device,
-        llm_backend=backend.name if backend is not None else "none",
-        llm_model=backend.model if backend is not None else "",
+        bundle_files_sha256=dict(bundle.manifest["files"]) if bundle is not None else {},
         fallback_label=engine.fallback_label,
         max_records_per_request=settings.server.max_records_per_request,
         max_message_bytes=settings.limits.max_message_bytes,
         max_source_bytes=settings.limits.max_source_bytes,
         server_version=__version__,
+        **registry.model_info(engine.tiers),
     )

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from logclass.core.bundle import ModelBundle
 from logclass.core.decision import Decision, LogRecord
 from logclass.engine.blocking import BlockingEngine
-from logclass.jobs.csv_classify import pipelined
+from logclass.jobs.chunks import pipelined
 from logclass.training.dataset import LabelledRow, load_labelled_csv, row_hashes
 from logclass.training.report import format_class_report, table
 

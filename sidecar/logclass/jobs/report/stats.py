@@ -20,8 +20,8 @@ import numpy as np
 from tqdm import tqdm
 
 from logclass.core.decision import TIER_NONE, TIER_PENDING
-from logclass.jobs.csv_classify import CountingReader, CsvInputError, read_header
 from logclass.jobs.report.scores import CalibrationCounts
+from logclass.jobs.rows import CountingReader, CsvInputError, read_header
 
 K = TypeVar("K", bound=Hashable)
 
