@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -131,3 +132,29 @@ def test_every_request_has_a_deadline(
 ) -> None:
     call = ClassifyCall([], [], budget_ms=budget_ms, wait_for_all=wait_for_all)
     assert Budgets(0.25, 0.1, 300.0).for_request(call, time_remaining) == pytest.approx(expected)
+
+
+def test_an_upload_goes_through_the_runtime_in_calls_within_max_records() -> None:
+    """Uploads classify through the runtime like every front end: their chunks never pass
+    server.max_records_per_request (the bound of any one call), and their decisions are counted."""
+    settings = config.load(
+        environ={}, overrides={"router": {"tiers": ["regex"]}, "server": {"max_records_per_request": 3}}
+    )
+    service = _service(settings)
+    engine = build_engine(settings)
+    sizes: list[int] = []
+    real = engine.classify
+
+    async def observed(records: Any, budget_s: float | None, owner: Any = None) -> Any:
+        sizes.append(len(records))
+        return await real(records, budget_s, owner)
+
+    engine.classify = observed  # type: ignore[method-assign]
+    service.runtime.attach(engine, None)
+    client = TestClient(build_app(settings, service, None), base_url="http://127.0.0.1")
+    body = "source,log_message\n" + "".join(f"billing,User {i} logged in.\n" for i in range(10))
+    answer = client.post("/classify", files={"file": ("a.csv", body.encode())})
+    assert answer.status_code == 200, answer.text
+    assert answer.text.count("User Action") == 10
+    assert sum(sizes) == 10 and max(sizes) <= 3
+    assert service.metrics.snapshot().records[("regex", "User Action")] == 10

@@ -7,14 +7,27 @@ this is the part the engine layer owns: a new ``RegexTier`` from a file, ready f
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 from logclass.core.bundle import MANIFEST, sha256_file
+from logclass.errors import LogclassError
 from logclass.tiers.regex import RegexTier, load_rules
 
 # What a reload can re-read, in the order a report lists them (SIGHUP, the watch, Admin.Reload).
 RELOAD_PARTS = ("rules", "config", "bundle")
+
+
+class UnknownReloadParts(LogclassError):
+    """A reload asked for parts that do not exist."""
+
+
+def check_parts(parts: Collection[str]) -> None:
+    """The one check of a reload's parts (SIGHUP and the watch ask for all; Admin.Reload names them)."""
+    unknown = sorted(set(parts) - set(RELOAD_PARTS))
+    if unknown:
+        raise UnknownReloadParts(f"unknown reload parts {unknown}: give some of {list(RELOAD_PARTS)}, or none for all")
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from logclass.core.learnt import LearntStore
 from logclass.engine.engine import Engine
 from logclass.engine.metrics import Metrics
 from logclass.engine.pipeline import bundle_path, freeze_heap, load_engine, needs_bundle
-from logclass.engine.reload import RELOAD_PARTS, build_rules, content_mark
+from logclass.engine.reload import RELOAD_PARTS, UnknownReloadParts, build_rules, check_parts, content_mark
 from logclass.engine.runtime import Runtime, SwapStep
 from logclass.errors import LogclassError
 from logclass.tiers import registry
@@ -111,9 +111,10 @@ class Reloader:
 
     async def reload(self, parts: Collection[str] = ()) -> ReloadReport:
         """() = all parts; one reload at a time (a second call waits its turn)."""
-        unknown = sorted(set(parts) - set(RELOAD_PARTS))
-        if unknown:
-            raise ReloadRefused(f"unknown reload parts {unknown}: give some of {list(RELOAD_PARTS)}, or none for all")
+        try:
+            check_parts(parts)
+        except UnknownReloadParts as exc:
+            raise ReloadRefused(str(exc)) from exc
         wanted = set(parts) or set(RELOAD_PARTS)
         async with self._lock:
             return await self._reload(wanted)

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from logclass.core.decision import Decision, LogRecord
 from logclass.core.learnt import ORIGINS, Key, Lesson
-from logclass.engine.reload import RELOAD_PARTS
+from logclass.engine.reload import UnknownReloadParts, check_parts
 from logclass.errors import LogclassError
 from logclass.service.classifier import ClassifierService, Code
 
@@ -47,12 +47,10 @@ class AdminService:
         self.reloader: Reload | None = None
 
     async def reload(self, parts: Sequence[str]) -> ReloadOutcome:
-        unknown = sorted(set(parts) - set(RELOAD_PARTS))
-        if unknown:
-            raise self.service.refuse(
-                Code.INVALID_ARGUMENT,
-                f"unknown reload parts {unknown}; give some of {list(RELOAD_PARTS)}, or none for all",
-            )
+        try:
+            check_parts(parts)
+        except UnknownReloadParts as exc:
+            raise self.service.refuse(Code.INVALID_ARGUMENT, str(exc)) from exc
         self.service.active_engine()  # UNAVAILABLE while loading or draining
         if self.reloader is None:
             raise self.service.refuse(Code.UNAVAILABLE, "models are still loading; retry shortly")
