@@ -30,8 +30,9 @@ import torch
 from benchmarks.common import finish
 from benchmarks.seed_baseline import seed_classify
 from logclass import config
-from logclass.core.bundle import LinearHead, load_bundle
+from logclass.core.bundle import load_bundle
 from logclass.core.decision import LogRecord
+from logclass.core.head import LinearHead
 from logclass.encoders import Encoder
 from logclass.encoders.torch_backend import TorchEncoder
 from logclass.engine.blocking import BlockingEngine

@@ -12,8 +12,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from logclass.core.bundle import LinearHead
 from logclass.core.decision import LogRecord
+from logclass.core.head import LinearHead
 from logclass.encoders.torch_backend import TorchEncoder
 
 UNCLASSIFIED = "Unclassified"

@@ -9,19 +9,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from logclass.core.bundle import (
-    CLASSIFIER,
-    MANIFEST,
-    BundleError,
-    FeatureSpec,
-    LinearHead,
-    ModelBundle,
-    Profile,
-    Prototypes,
-    load_bundle,
-    write_bundle,
-)
+from logclass.core.bundle import CLASSIFIER, MANIFEST, BundleError, ModelBundle, load_bundle, write_bundle
+from logclass.core.head import LinearHead, Prototypes
 from logclass.core.labelset import LabelExample, LabelSet
+from logclass.core.manifest import FeatureSpec, MemoryProfile, Profile
 from tests.conftest import BUNDLE_FILES
 
 
@@ -33,14 +24,14 @@ def _copy(bundle: ModelBundle, tmp_path: Path) -> Path:
 
 def test_shipped_bundle_manifest(bundle: ModelBundle) -> None:
     m = bundle.manifest
-    assert m["format_version"] == 2
-    assert len(m["training"]["data_sha256"]) == 64
-    assert set(m["files"]) == BUNDLE_FILES
+    assert m.format_version == 2
+    assert m.training is not None and len(m.training.data_sha256) == 64
+    assert set(m.files) == BUNDLE_FILES
     # Trained on the default CPU encoder, with the probe that checks the serving one against it.
-    assert m["embedding"]["backend"] == bundle.encoder_backend == "onnx-int8"
+    assert m.embedding is not None and m.embedding.backend == bundle.encoder_backend == "onnx-int8"
     probe = bundle.encoder_probe()
     assert probe is not None and len(probe[0]) == 64 and probe[1].shape == (64, 384)
-    assert "macro_f1" in m["metrics"]["holdout"] and "created_at" in m
+    assert m.metrics is not None and m.metrics.holdout.macro_f1 is not None and m.created_at
     assert bundle.version.startswith("default@")
     # One label set: every label of the seed CSV, each with a description for the LLM.
     assert set(bundle.labels) == {
@@ -58,7 +49,7 @@ def test_shipped_bundle_manifest(bundle: ModelBundle) -> None:
     assert set(bundle.head.labels) == {"Critical Error", "Error", "HTTP Status", "Resource Usage", "Security Alert"}
     assert bundle.profile.source_routes == {"LegacyCRM": "llm"}
     assert 0.05 < bundle.head.temperature < 20
-    assert len(bundle.memory()) == m["training"]["memory_templates"] > 100
+    assert len(bundle.memory()) == m.training.memory_templates > 100
 
 
 def test_tampered_classifier_is_refused(bundle: ModelBundle, tmp_path: Path) -> None:
@@ -101,7 +92,7 @@ def test_not_a_bundle(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="logclass train"):
         load_bundle(tmp_path / "none")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(BundleError, match="cannot read the manifest"):
+    with pytest.raises(BundleError, match=r"cannot read bundle manifest .*empty/manifest\.json: No such file"):
         load_bundle(tmp_path / "empty")
     (tmp_path / "v9").mkdir()
     (tmp_path / "v9" / MANIFEST).write_text('{"format_version": 9}')
@@ -119,12 +110,11 @@ def _write(path: Path, coef: np.ndarray, vectors: Any, kind: str) -> ModelBundle
         features=FeatureSpec(kind, lexical_features=dim // 2),
         prototypes=Prototypes(vectors, np.array([0, 1]), np.array([0.1, 0.2], np.float32)),
         label_set=LabelSet(("a", "b", "c"), {"a": "the first"}, (LabelExample("s", "m", "c"),)),
-        profile=Profile({"s": "llm"}, 0.5, {}, 2, 0.8),
+        profile=Profile({"s": "llm"}, 0.5, {}, MemoryProfile(2, 0.8)),
         memory={"x <NUM>": {"a": 3, "b": 1}},
         rules=None,
         masks=[],
         training_rows=np.array([1, 2], dtype=np.uint64),
-        manifest_extra={},
     )
 
 

@@ -59,7 +59,8 @@ def test_distill_accepts_a_teacher_file_that_does_not_hurt(
     report = distill(data, [teacher], current, tmp_path / "new", cfg, _options(holdout=None), progress=False)
     assert report["accepted"] and report["new"]["macro_f1"] >= report["current"]["macro_f1"]
     new = load_bundle(tmp_path / "new")
-    assert new.manifest["training"]["extra_files"] == {"teacher.jsonl": report["teacher_files"]["teacher.jsonl"]}
+    assert new.manifest.training is not None
+    assert new.manifest.training.extra_files == {"teacher.jsonl": report["teacher_files"]["teacher.jsonl"]}
     saved = json.loads((tmp_path / "new" / REPORT).read_text())
     messages = {(r.source, r.message) for r in held}
     assert saved["holdout"] == {
@@ -167,8 +168,8 @@ def test_distill_retrains_with_the_current_bundles_recipe(
     train(data, current, cfg, dataclasses.replace(OPTIONS, cs=(0.01,)), progress=False)
     teacher = _teacher(tmp_path / "same.jsonl", [(r.source, r.message, r.label) for r in train_rows])
     report = distill(data, [teacher], current, tmp_path / "new", cfg, _options(), progress=False)
-    training = load_bundle(tmp_path / "new").manifest["training"]
-    assert (training["features"], training["classifier"]["C"], training["folds"]) == ("lexical", 0.01, 3)
+    training = load_bundle(tmp_path / "new").manifest.training
+    assert training is not None and (training.features, training.classifier.C, training.folds) == ("lexical", 0.01, 3)
     assert report["recipe"] == {"retuned": False, "features": "lexical", "C": 0.01, "folds": 3}
     assert report["accepted"] and report["new"]["macro_f1"] == report["current"]["macro_f1"]
     assert report["changed"] == {"now_wrong": 0, "now_right": 0, "other": 0, "rows": []}
@@ -228,7 +229,7 @@ def test_distill_keeps_the_current_out_of_distribution_thresholds(
     old, new = load_bundle(current), load_bundle(tmp_path / "new")
     kept = dict(zip(new.head.labels, new.prototypes.thresholds.tolist(), strict=True))
     assert kept == dict(zip(old.head.labels, old.prototypes.thresholds.tolist(), strict=True))
-    assert new.manifest["training"]["ood"]["fixed"] is True
+    assert new.manifest.training is not None and new.manifest.training.ood.fixed is True
 
 
 def _serving_version(address: str) -> str:

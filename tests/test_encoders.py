@@ -24,8 +24,9 @@ import numpy as np
 import pytest
 
 from logclass import config
-from logclass.core.bundle import ENCODER_PROBE, MANIFEST, ModelBundle, load_bundle, sha256_file
+from logclass.core.bundle import ENCODER_PROBE, MANIFEST, ModelBundle, load_bundle
 from logclass.core.decision import LogRecord
+from logclass.core.hashing import sha256_file
 from logclass.encoders import (
     BACKENDS,
     Encoder,
@@ -494,11 +495,11 @@ def test_a_bundle_records_its_backend_and_probe(
     backend: str, bundles: dict[str, ModelBundle], encoders: dict[str, Encoder]
 ) -> None:
     bundle = bundles[backend]
-    embedding = bundle.manifest["embedding"]
-    assert bundle.encoder_backend == embedding["backend"] == backend
-    assert embedding["precision"] == ("int8" if backend == "onnx-int8" else "fp32")
+    embedding = bundle.manifest.embedding
+    assert embedding is not None and bundle.encoder_backend == embedding.backend == backend
+    assert embedding.precision == ("int8" if backend == "onnx-int8" else "fp32")
     probe = bundle.encoder_probe()
-    assert probe is not None and ENCODER_PROBE in bundle.manifest["files"]
+    assert probe is not None and ENCODER_PROBE in bundle.manifest.files
     texts, vectors = probe
     assert 8 <= len(texts) <= 64 and len(set(texts)) == len(texts)
     assert vectors.shape == (len(texts), DIMENSION) and vectors.dtype == np.float32

@@ -24,16 +24,18 @@ SEED_MACRO_F1 = 0.99
 def test_seed_split_macro_f1(tmp_path: Path, cfg: config.Settings, encoder: MemoEncoder) -> None:
     options = TrainOptions(test_size=0.3, random_state=42, labels_file=SEED_LABELS)
     bundle = train(SEED_CSV, tmp_path / "seed", cfg, options, encoder=encoder, progress=False)
-    holdout = bundle.manifest["metrics"]["holdout"]
-    assert holdout["macro_f1"] >= SEED_MACRO_F1, holdout
-    training = bundle.manifest["training"]
+    assert bundle.manifest.metrics is not None
+    holdout = bundle.manifest.metrics.holdout
+    assert holdout.macro_f1 is not None and holdout.macro_f1 >= SEED_MACRO_F1, holdout
+    training = bundle.manifest.training
+    assert training is not None
     # Every candidate was cross-validated and the chosen one is recorded for the runtime.
-    assert set(training["cv_macro_f1"]) == {"embedding", "lexical", "both"}
-    assert bundle.features.kind == training["features"]
-    assert training["rules"] == {"kept": [r["name"] for r in _rules(bundle.rules_file)], "dropped": {}}
+    assert set(training.cv_macro_f1) == {"embedding", "lexical", "both"}
+    assert bundle.features.kind == training.features
+    assert training.rules.kept == tuple(r["name"] for r in _rules(bundle.rules_file)) and training.rules.dropped == {}
     # Calibration lowers the out-of-fold calibration error.
-    ece = training["calibration"]["out_of_fold_ece"]
-    assert ece["after"] <= ece["before"], ece
+    ece = training.calibration.out_of_fold_ece
+    assert ece.after is not None and ece.before is not None and ece.after <= ece.before, ece
 
 
 def _rules(path: Path | None) -> list[dict[str, str]]:
@@ -75,7 +77,8 @@ def test_rare_labels_are_kept_and_learnt(
     bundle = train(data, tmp_path / "small", cfg, options, encoder=encoder, progress=False)
     err = capsys.readouterr().err
     assert "label 'Resource Usage' has only 1 row(s): kept" in err
-    assert bundle.manifest["training"]["few_row_labels"] == {"Resource Usage": 1}
+    assert bundle.manifest.training is not None
+    assert bundle.manifest.training.few_row_labels == {"Resource Usage": 1}
     assert {"Resource Usage", "Storage Alert"} <= set(bundle.head.labels) <= set(bundle.labels)
     router = offline_engine(config.load(environ=NO_LLM), bundle=bundle, encoder=encoder)
     try:
@@ -100,9 +103,10 @@ def test_lexical_features_need_no_encoder_and_rules_outside_the_label_set_are_dr
     data = _write_csv(tmp_path / "own.csv", rows)
     calls = len(encoder.calls)
     bundle = train(data, tmp_path / "own", cfg, TrainOptions(folds=2, features="lexical"), progress=False)
-    assert len(encoder.calls) == calls and "embedding" not in bundle.manifest
+    assert len(encoder.calls) == calls and bundle.manifest.embedding is None
     assert bundle.features.kind == "lexical"
-    dropped = bundle.manifest["training"]["rules"]["dropped"]
+    assert bundle.manifest.training is not None
+    dropped = bundle.manifest.training.rules.dropped
     assert dropped["user-session"] == "label 'User Action' is not in the training labels"
     assert _rules(bundle.rules_file) == []
     router = offline_engine(config.load(environ=NO_LLM), bundle=bundle)
@@ -168,10 +172,12 @@ def test_teacher_rows_join_memory_and_head(tmp_path: Path, cfg: config.Settings,
     options.extra = [teacher]
     taught = train(data, tmp_path / "taught", cfg, options, encoder=encoder, progress=False)
     # The 5 Security Alert rows (one template) join; a label the CSV lacks has no human row.
-    assert taught.manifest["training"]["rows_training_side"] == plain.manifest["training"]["rows_training_side"] + 5
-    assert taught.manifest["training"]["head_templates"] == plain.manifest["training"]["head_templates"] + 1
+    taught_info, plain_info = taught.manifest.training, plain.manifest.training
+    assert taught_info is not None and plain_info is not None
+    assert taught_info.rows_training_side == plain_info.rows_training_side + 5
+    assert taught_info.head_templates == plain_info.head_templates + 1
     assert taught.memory()["Account lockout triggered for user <NUM> after repeated failures"] == {"Security Alert": 5}
-    assert "teacher.jsonl" in taught.manifest["training"]["extra_files"]
+    assert "teacher.jsonl" in taught_info.extra_files
     assert len(taught.training_rows()) == len(plain.training_rows()) + 5
     assert "Payroll Event" not in taught.labels
 

@@ -63,7 +63,11 @@ def read_text(
     error: ErrorClass = FileReadError,
 ) -> str:
     """The file as UTF-8 text."""
-    data = read_bytes(path, what, max_bytes=max_bytes, error=error)
+    return text_of(read_bytes(path, what, max_bytes=max_bytes, error=error), path, what, error=error)
+
+
+def text_of(data: bytes, path: str | Path, what: str, *, error: ErrorClass = FileReadError) -> str:
+    """Bytes read from ``path`` as UTF-8 text."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -103,7 +107,12 @@ def read_json(
     error: ErrorClass = FileReadError,
 ) -> object:
     """The file's JSON value as plain data."""
-    text = read_text(path, what, max_bytes=max_bytes, error=error)
+    return json_of(read_bytes(path, what, max_bytes=max_bytes, error=error), path, what, error=error)
+
+
+def json_of(data: bytes, path: str | Path, what: str, *, error: ErrorClass = FileReadError) -> object:
+    """Bytes read from ``path`` as a JSON value (for callers that also hash the bytes they parse)."""
+    text = text_of(data, path, what, error=error)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

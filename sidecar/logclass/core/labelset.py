@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated
 
+from logclass.core.typed import EMPTY, Json, MayOmit, doc
 from logclass.errors import LogclassError
 
 
@@ -26,10 +27,15 @@ class LabelExample:
 
 @dataclass(frozen=True)
 class LabelSet:
-    labels: tuple[str, ...]
-    # label -> one line telling a reader (and the LLM) what the label means; may be empty.
-    descriptions: Mapping[str, str] = field(default_factory=dict)
-    examples: tuple[LabelExample, ...] = ()
+    """Its fields are also its form in a bundle's manifest (``label_set``)."""
+
+    labels: Annotated[tuple[str, ...], Json(minItems=1)]
+    descriptions: Annotated[
+        Mapping[str, str],
+        MayOmit(EMPTY),
+        doc("label -> one line telling a reader (and the LLM) what the label means; may be empty"),
+    ] = field(default_factory=dict)
+    examples: Annotated[tuple[LabelExample, ...], MayOmit(()), doc("worked examples for the LLM's prompt")] = ()
 
     def __post_init__(self) -> None:
         if not self.labels:
@@ -50,26 +56,9 @@ class LabelSet:
             return self
         return LabelSet((*self.labels, label), {**self.descriptions, label: description}, self.examples)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "labels": list(self.labels),
-            "descriptions": {k: v for k, v in self.descriptions.items() if v},
-            "examples": [{"source": e.source, "message": e.message, "label": e.label} for e in self.examples],
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> LabelSet:
-        try:
-            return cls(
-                tuple(str(label) for label in data["labels"]),
-                {str(k): str(v) for k, v in (data.get("descriptions") or {}).items()},
-                tuple(
-                    LabelExample(str(e["source"]), str(e["message"]), str(e["label"]))
-                    for e in data.get("examples") or ()
-                ),
-            )
-        except (KeyError, TypeError) as exc:
-            raise LabelSetError(f"not a label set ({exc}): needs labels, descriptions and examples") from exc
+    def stored(self) -> LabelSet:
+        """As a manifest keeps it: empty descriptions left out (``description`` reads them as "")."""
+        return LabelSet(self.labels, {k: v for k, v in self.descriptions.items() if v}, self.examples)
 
     def overridden(self, descriptions: Mapping[str, str] | None, examples: Sequence[LabelExample] | None) -> LabelSet:
         """Config overrides: descriptions replace or add per label (a new label joins the set),

@@ -41,6 +41,8 @@ class MayOmit:
 
 # An optional key of a file format: absent reads as None, and None is written as absent.
 ABSENT = MayOmit(None, omit_default=True)
+# The value of an omitted mapping: one shared instance, so it must not be changed.
+EMPTY: Mapping[str, Any] = types.MappingProxyType({})
 
 
 def doc(text: str) -> Json:

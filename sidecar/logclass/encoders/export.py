@@ -83,7 +83,7 @@ def ensure_export(
 
 
 def verified(target: Path) -> bool:
-    from logclass.core.bundle import sha256_file
+    from logclass.core.hashing import sha256_file
 
     try:
         record = json.loads((target / RECORD_FILE).read_text(encoding="utf-8"))
@@ -95,7 +95,7 @@ def verified(target: Path) -> bool:
 def build(model_path: Path, variant: Variant, target: Path) -> None:
     """Export into a temporary folder beside ``target`` and rename it into place, so a reader never
     sees half an export and two processes exporting at once both end with a whole one."""
-    from logclass.core.bundle import sha256_file
+    from logclass.core.hashing import sha256_file
 
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))

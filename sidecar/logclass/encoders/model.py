@@ -55,7 +55,7 @@ def model_folder(model_path: str | Path | None) -> Path:
 
 def weights_sha256(model_path: Path) -> str:
     """Hash of the weights file, so a bundle can refuse an encoder it was not trained with."""
-    from logclass.core.bundle import sha256_file
+    from logclass.core.hashing import sha256_file
 
     weights = model_path / "model.safetensors"
     return sha256_file(weights) if weights.is_file() else ""

@@ -11,7 +11,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from logclass.core.bundle import MANIFEST, sha256_file
+from logclass.core.bundle import MANIFEST
+from logclass.core.hashing import sha256_file
 from logclass.errors import LogclassError
 from logclass.tiers.regex import RegexTier, load_rules
 

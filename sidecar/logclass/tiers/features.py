@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from logclass.core.bundle import FeatureSpec, Matrix
+from logclass.core.head import Matrix
+from logclass.core.manifest import FeatureSpec
 from logclass.encoders import Encoder
 from logclass.errors import LogclassError
 

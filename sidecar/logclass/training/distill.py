@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from logclass.config.settings import Settings, TierName
-from logclass.core.bundle import BundleError, ModelBundle, load_bundle, sha256_file
+from logclass.core.bundle import BundleError, ModelBundle, load_bundle
+from logclass.core.hashing import sha256_file
 from logclass.encoders import Encoder
 from logclass.engine.blocking import BlockingEngine
 from logclass.engine.pipeline import build_engine, source_routes, unbounded_lanes
@@ -96,23 +97,21 @@ class DistillOptions:
 
 def recipe(current: ModelBundle, base: TrainOptions) -> TrainOptions:
     """``base`` with what the current bundle's manifest records of how it was trained."""
-    training = current.manifest.get("training") or {}
-    profile = current.manifest.get("profile") or {}
-    kind = training.get("features")
-    c = (training.get("classifier") or {}).get("C")
-    if kind is None or c is None:
+    training = current.manifest.training
+    if training is None:
         raise DistillError(
             f"{current.version}'s manifest records no features or C to retrain with; pass --retune to choose them by CV"
         )
-    memory = profile.get("memory") or {}
-    ood = training.get("ood") or {}
+    profile = current.manifest.profile
     return dataclasses.replace(
         base,
-        features=str(kind),
-        cs=(float(c),),
-        folds=int(training.get("folds", base.folds)),
-        rule_min_precision=float(training.get("rule_min_precision", base.rule_min_precision)),
-        ood_quantile=float(ood.get("quantile", base.ood_quantile)),
+        features=training.features,
+        cs=(float(training.classifier.C),),
+        folds=training.folds if training.folds is not None else base.folds,
+        rule_min_precision=(
+            training.rule_min_precision if training.rule_min_precision is not None else base.rule_min_precision
+        ),
+        ood_quantile=float(training.ood.quantile),
         # The current head's out-of-distribution thresholds, not new ones: at quantile 0 the
         # threshold is the least similar template the head got right, so one far-off teacher row
         # (a Loghub line among the seed) dropped it from 0.545 to 0.165 and let the head answer
@@ -120,9 +119,9 @@ def recipe(current: ModelBundle, base: TrainOptions) -> TrainOptions:
         ood_thresholds=dict(
             zip(current.head.labels, current.prototypes.thresholds.astype(float).tolist(), strict=True)
         ),
-        memory_min_rows=int(memory.get("min_rows", base.memory_min_rows)),
-        memory_min_purity=float(memory.get("min_purity", base.memory_min_purity)),
-        min_confidence=float(profile.get("min_confidence", base.min_confidence)),
+        memory_min_rows=profile.memory.min_rows,
+        memory_min_purity=float(profile.memory.min_purity),
+        min_confidence=float(profile.min_confidence),
     )
 
 
@@ -149,11 +148,11 @@ def point_link(link: Path, target: Path) -> None:
 def resolve_holdout(current: ModelBundle, data: Path, options: DistillOptions) -> Holdout:
     if options.holdout is not None:
         return options.holdout
-    training = current.manifest.get("training") or {}
-    split = training.get("split") or {}
-    if training.get("data_sha256") == sha256_file(data) and split.get("test_size", 0) > 0:
+    training = current.manifest.training
+    if training is not None and training.data_sha256 == sha256_file(data) and training.split.test_size > 0:
+        split = training.split
         log(f"distill: the hold-out {current.version} was trained without (its manifest's split of {data.name})")
-        return Holdout(float(split["test_size"]), int(split["random_state"]), str(split.get("kind", "stratified")))
+        return Holdout(float(split.test_size), split.random_state, split.kind)
     log(
         f"distill: {current.version} records no hold-out of {data.name}; using test size "
         f"{DEFAULT_HOLDOUT.test_size:g}, seed {DEFAULT_HOLDOUT.random_state} (its score may be inflated)"
@@ -325,6 +324,8 @@ def distill(
     changed = changed_rows(scored, old_labels, new_labels)
     old_f1, new_f1 = old_metrics["macro_f1"], new_metrics["macro_f1"]
     accepted = new_f1 >= old_f1 - options.tolerance
+    new_training = new.manifest.training
+    assert new_training is not None  # train records it in every bundle it writes
     report: dict[str, Any] = {
         "data": data.name,
         "data_sha256": sha256_file(data),
@@ -343,8 +344,8 @@ def distill(
         "tolerance": options.tolerance,
         "recipe": {
             "retuned": options.retune,
-            "features": new.manifest["training"]["features"],
-            "C": new.manifest["training"]["classifier"]["C"],
+            "features": new_training.features,
+            "C": new_training.classifier.C,
             "folds": topts.folds,
         },
         "current": {"version": current.version, "path": str(model), **old_metrics},

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from logclass.core.bundle import FEATURE_KINDS, LinearHead, Matrix, Prototypes, softmax_scores
+from logclass.core.head import LinearHead, Matrix, Prototypes, softmax_scores
+from logclass.core.manifest import FEATURE_KINDS
 from logclass.training.splits import ALWAYS_TRAIN
 
 # Tried in this order; the 1-SE rule takes the first within one standard error of the best,

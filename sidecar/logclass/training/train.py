@@ -24,25 +24,37 @@ import numpy as np
 
 from logclass import config as config_mod
 from logclass.config.settings import Settings
-from logclass.core.bundle import (
-    FeatureSpec,
-    LinearHead,
-    Matrix,
-    ModelBundle,
-    Profile,
-    Prototypes,
-    sha256_file,
-    write_bundle,
-)
+from logclass.core.bundle import ModelBundle, write_bundle
 from logclass.core.decision import LogRecord
+from logclass.core.hashing import sha256_file
+from logclass.core.head import LinearHead, Matrix, Prototypes
 from logclass.core.labelset import LabelExample, LabelSet
+from logclass.core.manifest import (
+    CalibrationInfo,
+    CvResult,
+    Ece,
+    EmbeddingInfo,
+    FeatureSpec,
+    HeadRecipe,
+    HoldoutMetrics,
+    MemoryProfile,
+    MetricsInfo,
+    OodInfo,
+    Profile,
+    RuleCheckInfo,
+    SplitInfo,
+    TrainingInfo,
+)
+from logclass.core.masking import Mask
+from logclass.core.typed import parse
 from logclass.encoders import MODEL_NAME, Encoder, weights_sha256
 from logclass.encoders.probe import make_probe
-from logclass.engine.pipeline import build_encoder, masker_of
+from logclass.engine.pipeline import masker_of
 from logclass.errors import LogclassError
 from logclass.tiers.features import Featurizer, combine
 from logclass.tiers.memory import MemoryTier
 from logclass.tiers.regex import RegexTier, load_rules
+from logclass.tiers.registry import build_encoder
 from logclass.training import head as head_mod
 from logclass.training.dataset import LabelledRow, load_labelled_csv, load_teacher_jsonl, row_hashes
 from logclass.training.labels_file import LabelsFile, load_labels_file
@@ -342,51 +354,44 @@ def train(
     fitted = fit_head(selection.items, settings, options, encoder, progress)
     metrics = holdout([rows[i] for i in test_idx], selection, fitted, settings, options)
     chosen, calibration, head = fitted.chosen, fitted.calibration, fitted.head
-    manifest_extra: dict[str, Any] = {
-        "training": {
-            "data_file": data.name,
-            "data_sha256": sha256_file(data),
-            "rows_total": len(rows),
-            "rows_training_side": len(train_rows),
-            "extra_files": {str(Path(p).name): sha256_file(Path(p)) for p in options.extra},
-            "label_counts": dict(sorted(counts.items())),
-            "few_row_labels": few,
-            "rules": {"kept": [r.name for r in selection.rules.kept], "dropped": selection.rules.dropped},
-            "memory_templates": len(selection.memory),
-            "head_templates": len(selection.items),
-            "split": {"kind": options.split, "test_size": options.test_size, "random_state": options.random_state},
-            # With features and C below, the recipe `logclass distill` retrains with.
-            "folds": options.folds,
-            "rule_min_precision": options.rule_min_precision,
-            "classifier": {"type": "logistic_regression", "C": chosen.c, "class_weight": "balanced"},
-            "features": chosen.kind,
-            "cv_macro_f1": {
-                c.kind: {"C": c.c, "mean": _finite(c.score.mean), "by_c": c.by_c} for c in fitted.candidates
-            },
-            "calibration": {
-                "method": "temperature",
-                "temperature": round(calibration.temperature, 4),
-                "out_of_fold_ece": {"before": calibration.ece_before, "after": calibration.ece_after},
-            },
-            "ood": {
-                "quantile": options.ood_quantile,
-                "fixed": options.ood_thresholds is not None,
-                "thresholds": dict(zip(head.labels, fitted.prototypes.thresholds.round(4).tolist(), strict=True)),
-            },
-        },
-        "metrics": {"holdout": metrics},
-    }
-    probe = None
+    training = TrainingInfo(
+        data_file=data.name,
+        data_sha256=sha256_file(data),
+        rows_total=len(rows),
+        rows_training_side=len(train_rows),
+        extra_files={str(Path(p).name): sha256_file(Path(p)) for p in options.extra},
+        label_counts=dict(sorted(counts.items())),
+        few_row_labels=few,
+        rules=RuleCheckInfo(tuple(r.name for r in selection.rules.kept), selection.rules.dropped),
+        memory_templates=len(selection.memory),
+        head_templates=len(selection.items),
+        split=SplitInfo(options.split, options.test_size, options.random_state),
+        # With features and C, the recipe `logclass distill` retrains with.
+        folds=options.folds,
+        rule_min_precision=options.rule_min_precision,
+        classifier=HeadRecipe("logistic_regression", chosen.c, "balanced"),
+        features=chosen.kind,
+        cv_macro_f1={c.kind: CvResult(c.c, _finite(c.score.mean), c.by_c) for c in fitted.candidates},
+        calibration=CalibrationInfo(
+            "temperature", round(calibration.temperature, 4), Ece(calibration.ece_before, calibration.ece_after)
+        ),
+        ood=OodInfo(
+            quantile=options.ood_quantile,
+            fixed=options.ood_thresholds is not None,
+            thresholds=dict(zip(head.labels, fitted.prototypes.thresholds.round(4).tolist(), strict=True)),
+        ),
+    )
+    probe, embedding = None, None
     if fitted.encoder is not None:
         probe = make_probe(fitted.encoder, [template for template, _ in selection.items])
-        manifest_extra["embedding"] = {
-            "model": MODEL_NAME,
-            "backend": fitted.encoder.backend,
-            "precision": fitted.encoder.precision,
-            "dimension": fitted.encoder.dimension,
-            "weights_sha256": weights_sha256(fitted.encoder.model_path),
-            "max_seq_length": settings.embedding.max_seq_length,
-        }
+        embedding = EmbeddingInfo(
+            model=MODEL_NAME,
+            backend=fitted.encoder.backend,
+            precision=fitted.encoder.precision,
+            dimension=fitted.encoder.dimension,
+            weights_sha256=weights_sha256(fitted.encoder.model_path),
+            max_seq_length=settings.embedding.max_seq_length,
+        )
     bundle = write_bundle(
         out,
         name=options.name or out.name,
@@ -398,14 +403,15 @@ def train(
             source_routes=selection.routes,
             min_confidence=spec.min_confidence if spec.min_confidence is not None else options.min_confidence,
             label_min_confidence=spec.label_min_confidence or {},
-            memory_min_rows=options.memory_min_rows,
-            memory_min_purity=options.memory_min_purity,
+            memory=MemoryProfile(options.memory_min_rows, options.memory_min_purity),
         ),
         memory=selection.memory,
         rules=[rule_mapping(r) for r in selection.rules.kept] if "regex" in settings.router.tiers else None,
-        masks=settings.to_dict()["templates"]["masks"],
+        masks=tuple(Mask(m.name, m.pattern, m.replace) for m in settings.templates.masks),
         training_rows=row_hashes(train_rows),
-        manifest_extra=manifest_extra,
+        training=training,
+        metrics=MetricsInfo(parse(HoldoutMetrics, metrics)),
+        embedding=embedding,
         encoder_probe=probe,
     )
     log(f"[6/6] wrote bundle {bundle.version} to {out} in {time.monotonic() - started:.1f}s")

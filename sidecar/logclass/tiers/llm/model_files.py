@@ -20,7 +20,7 @@ from typing import NoReturn
 
 from tqdm import tqdm
 
-from logclass.core.bundle import sha256_file
+from logclass.core.hashing import sha256_file
 from logclass.errors import LogclassError
 
 GGUF_MAGIC = b"GGUF"
