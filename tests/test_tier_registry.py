@@ -72,3 +72,13 @@ def test_offline_lanes_are_unbounded_for_every_model_tier() -> None:
 def test_training_parts_name_their_tiers() -> None:
     assert registry.trained_tier("head") == "embedding" and registry.trained_tier("rules") == "regex"
     assert registry.bundle_tiers() == ("regex", "memory", "embedding")
+
+
+def test_each_tier_gives_its_own_threshold_for_the_report() -> None:
+    from logclass.jobs.report import thresholds
+
+    given = config.load(environ={}, overrides={"embedding": {"min_confidence": 0.0}, "llm": {"min_confidence": 0.3}})
+    # 0.0 is a given threshold, not a missing one.
+    assert thresholds(given) == {"embedding": 0.0, "llm": 0.3}
+    missing = config.load(environ={}, overrides={"model": {"bundle": "/nonexistent/bundle"}})
+    assert set(thresholds(missing)) == {"llm"}  # no bundle to read the embedding's from

@@ -148,8 +148,7 @@ class Engine:
 
     @property
     def memory(self) -> MemoryTier | None:
-        tier = self.tier("memory")
-        return tier if isinstance(tier, MemoryTier) else None
+        return next((tier for tier in self.tiers if isinstance(tier, MemoryTier)), None)
 
     def memory_templates(self) -> dict[str, int]:
         """Templates the memory answers: from the training data, and learnt (the store's size)."""

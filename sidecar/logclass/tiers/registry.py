@@ -77,6 +77,9 @@ class TierSpec:
     lane: Callable[[LanesSettings], LaneQueueSettings] | None = None
     # Its fields of ModelInfo, from the built tier (None when it is not running).
     model_info: Callable[[Tier | None], Mapping[str, str]] = lambda _: {}
+    # The confidence below which it escalates: the config's, else the bundle's (the loader, called
+    # only when needed); None: it has no such threshold.
+    min_confidence: Callable[[Settings, Callable[[], ModelBundle]], float | None] = lambda _s, _b: None
 
 
 T = TypeVar("T")
@@ -156,6 +159,11 @@ def _embedding(context: BuildContext) -> Tier | None:
     return build_embedding_tier(context.settings.embedding, context.bundle, context.encoder)
 
 
+def _embedding_threshold(settings: Settings, bundle: Callable[[], ModelBundle]) -> float:
+    given = settings.embedding.min_confidence
+    return given if given is not None else bundle().profile.min_confidence
+
+
 def _embedding_info(tier: Tier | None) -> Mapping[str, str]:
     if not isinstance(tier, EmbeddingTier):
         return {"embedding_model": "", "embedding_device": ""}
@@ -210,6 +218,7 @@ EMBEDDING = TierSpec(
     trained="head",
     lane=lambda lanes: lanes.embedding,
     model_info=_embedding_info,
+    min_confidence=lambda settings, bundle: _embedding_threshold(settings, bundle),
 )
 LLM = TierSpec(
     "llm",
@@ -219,6 +228,7 @@ LLM = TierSpec(
     build=lambda c: build_llm_tier(c.settings, label_set(c.settings, c.bundle)),
     lane=lambda lanes: lanes.llm,
     model_info=_llm_info,
+    min_confidence=lambda settings, _: settings.llm.min_confidence,
 )
 TIERS: tuple[TierSpec, ...] = (REGEX, MEMORY, EMBEDDING, LLM)
 _BY_NAME = {spec.name: spec for spec in TIERS}

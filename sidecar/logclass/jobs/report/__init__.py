@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -22,6 +23,7 @@ from logclass.engine.pipeline import bundle_path, masker_of
 from logclass.errors import LogclassError
 from logclass.jobs.report.scores import Calibration, ClassScore, accuracy, calibration, class_scores
 from logclass.jobs.report.stats import ReportStats
+from logclass.tiers import registry
 
 if TYPE_CHECKING:
     # Both import matplotlib, which is optional: imported once _import_matplotlib has checked.
@@ -71,13 +73,13 @@ def _import_matplotlib() -> None:
 def thresholds(settings: Settings) -> dict[str, float]:
     """Each tier's escalation threshold, drawn on its confidence histogram: the config's, else
     the model bundle's (left out when there is no bundle to read)."""
-    out = {"llm": float(settings.llm.min_confidence)}
-    configured = settings.embedding.min_confidence
-    if configured is not None:
-        out["embedding"] = float(configured)
-    else:
+    bundle = functools.cache(lambda: load_bundle(bundle_path(settings)))
+    out: dict[str, float] = {}
+    for spec in registry.TIERS:
         with contextlib.suppress(BundleError):
-            out["embedding"] = load_bundle(bundle_path(settings)).profile.min_confidence
+            value = spec.min_confidence(settings, bundle)
+            if value is not None:
+                out[spec.name] = float(value)
     return out
 
 
