@@ -130,7 +130,7 @@ bench-http: $(STAMP)
 proto: $(STAMP)
 	$(BIN)/python proto/generate.py
 
-## make schema: regenerate sidecar/logclass/config/schema.json from the settings types (a test fails when it is stale)
+## make schema: regenerate the JSON schemas from the types that read each format: config/schema.json (settings) and core/schemas/ (bundle manifest, rules.yaml, labels.yaml); a test fails when one is stale
 schema: $(STAMP)
 	$(BIN)/python -m logclass.config.schema_gen
 

@@ -7,7 +7,8 @@ import pytest
 
 from logclass import config
 from logclass.core.decision import LogRecord
-from logclass.tiers.regex import RegexTier, RuleError, load_rules, parse_rules
+from logclass.core.rules_file import RuleError
+from logclass.tiers.regex import RegexTier, load_rules, parse_rules
 
 SEED_CSV = Path(__file__).resolve().parent.parent / "training" / "data" / "synthetic_logs.csv"
 

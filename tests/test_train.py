@@ -9,9 +9,9 @@ import pytest
 from logclass import config
 from logclass.core.bundle import load_bundle
 from logclass.core.decision import LogRecord
+from logclass.core.labels_file import LabelsFileError
 from logclass.training.dataset import DatasetError, load_labelled_csv
 from logclass.training.evaluate import evaluate, format_report, holdout_rows
-from logclass.training.labels_file import LabelsFileError
 from logclass.training.train import TrainError, TrainOptions, train
 from tests.conftest import NO_LLM, SEED_CSV, MemoEncoder, offline_engine
 

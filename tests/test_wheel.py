@@ -121,6 +121,9 @@ def test_every_package_folder_and_the_default_bundle_are_in_the_wheel(installed:
     assert {n.rsplit("/", 1)[1] for n in names if n.startswith("logclass/models/default/")} == bundle
     for data in ("logclass/config/defaults.yaml", "logclass/config/schema.json", "logclass/config/rules.yaml"):
         assert data in names
+    # The file formats' schemas, for editors and checks outside logclass.
+    for schema in ("manifest", "rules", "labels"):
+        assert f"logclass/core/schemas/{schema}.schema.json" in names
     console = {p.name for p in (PACKAGE / "http" / "console").iterdir()}
     assert {n.rsplit("/", 1)[1] for n in names if n.startswith("logclass/http/console/")} == console
     assert "logclass/py.typed" in names

@@ -15,6 +15,9 @@ from typing import Any
 
 from logclass.config.settings import Settings
 from logclass.core import schema
+from logclass.core.labels_file import LabelsFile
+from logclass.core.manifest import Manifest
+from logclass.core.rules_file import RulesFile
 
 COMMAND = "make schema (python -m logclass.config.schema_gen)"
 SCHEMA_FILE = Path(__file__).resolve().with_name("schema.json")
@@ -42,7 +45,12 @@ class SchemaFile:
 
 
 SETTINGS = SchemaFile(SCHEMA_FILE, Settings, "logclass configuration")
-FILES: tuple[SchemaFile, ...] = (SETTINGS,)
+FILES: tuple[SchemaFile, ...] = (
+    SETTINGS,
+    SchemaFile(schema.SCHEMAS_DIR / "manifest.schema.json", Manifest, "logclass model bundle manifest (manifest.json)"),
+    SchemaFile(schema.SCHEMAS_DIR / "rules.schema.json", RulesFile, "logclass regex rules (rules.yaml)"),
+    SchemaFile(schema.SCHEMAS_DIR / "labels.schema.json", LabelsFile, "logclass labels file (labels.yaml)"),
+)
 
 
 def generate() -> dict[str, Any]:

@@ -50,6 +50,7 @@ from logclass.core.manifest import (
     TrainingInfo,
 )
 from logclass.core.masking import Mask
+from logclass.core.rules_file import RulesFile
 
 MANIFEST = "manifest.json"
 CLASSIFIER = "classifier.npz"
@@ -214,7 +215,7 @@ def write_bundle(
     label_set: LabelSet,
     profile: Profile,
     memory: Mapping[str, Mapping[str, int]],
-    rules: Sequence[Mapping[str, Any]] | None,
+    rules: RulesFile | None,
     masks: Sequence[Mask],
     training_rows: np.ndarray,
     training: TrainingInfo | None = None,
@@ -244,7 +245,7 @@ def write_bundle(
         names.append(ENCODER_PROBE)
     (path / RULES).unlink(missing_ok=True)
     if rules is not None:
-        text = yaml.safe_dump({"rules": [dict(rule) for rule in rules]}, sort_keys=False, allow_unicode=True)
+        text = yaml.safe_dump(rules.to_dict(), sort_keys=False, allow_unicode=True)
         (path / RULES).write_text(text, encoding="utf-8")
         names.append(RULES)
     manifest = Manifest(

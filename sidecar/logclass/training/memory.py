@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from logclass.core.decision import LogRecord
+from logclass.core.rules_file import RuleSpec
 from logclass.tiers.regex import RegexTier, Rule
 from logclass.training.dataset import LabelledRow
 
@@ -50,10 +50,7 @@ def check_rules(
     return out
 
 
-def rule_mapping(rule: Rule) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": rule.name, "pattern": rule.pattern, "label": rule.label}
-    if rule.sources is not None:
-        out["sources"] = sorted(rule.sources)
-    if not rule.ignore_case:
-        out["ignore_case"] = False
-    return out
+def rule_spec(rule: Rule) -> RuleSpec:
+    """A kept rule as the bundle's rules file holds it."""
+    sources = tuple(sorted(rule.sources)) if rule.sources is not None else None
+    return RuleSpec(rule.name, rule.pattern, rule.label, sources, rule.ignore_case)

@@ -28,6 +28,7 @@ from logclass.core.bundle import ModelBundle, write_bundle
 from logclass.core.decision import LogRecord
 from logclass.core.hashing import sha256_file
 from logclass.core.head import LinearHead, Matrix, Prototypes
+from logclass.core.labels_file import LabelsFile, load_labels_file
 from logclass.core.labelset import LabelExample, LabelSet
 from logclass.core.manifest import (
     CalibrationInfo,
@@ -46,6 +47,7 @@ from logclass.core.manifest import (
     TrainingInfo,
 )
 from logclass.core.masking import Mask
+from logclass.core.rules_file import RulesFile
 from logclass.core.typed import parse
 from logclass.encoders import MODEL_NAME, Encoder, weights_sha256
 from logclass.encoders.probe import make_probe
@@ -57,8 +59,7 @@ from logclass.tiers.regex import RegexTier, load_rules
 from logclass.tiers.registry import build_encoder
 from logclass.training import head as head_mod
 from logclass.training.dataset import LabelledRow, load_labelled_csv, load_teacher_jsonl, row_hashes
-from logclass.training.labels_file import LabelsFile, load_labels_file
-from logclass.training.memory import RuleCheck, check_rules, rule_mapping, template_counts
+from logclass.training.memory import RuleCheck, check_rules, rule_spec, template_counts
 from logclass.training.report import format_class_report
 from logclass.training.splits import holdout_split, stratified_folds
 
@@ -406,7 +407,9 @@ def train(
             memory=MemoryProfile(options.memory_min_rows, options.memory_min_purity),
         ),
         memory=selection.memory,
-        rules=[rule_mapping(r) for r in selection.rules.kept] if "regex" in settings.router.tiers else None,
+        rules=RulesFile(tuple(rule_spec(r) for r in selection.rules.kept))
+        if "regex" in settings.router.tiers
+        else None,
         masks=tuple(Mask(m.name, m.pattern, m.replace) for m in settings.templates.masks),
         training_rows=row_hashes(train_rows),
         training=training,
