@@ -190,3 +190,13 @@ def test_keys_of_another_type_are_named_not_crashed_on() -> None:
     assert [str(p) for p in found] == [
         "has unknown keys ['1', '2.5', 'None']; allowed: ['ignore_case', 'label', 'name', 'pattern', 'sources']"
     ]
+
+
+def test_a_file_wrong_everywhere_is_not_walked_to_its_end() -> None:
+    data = {"rules": [{"pattern": i, "label": "X"} for i in range(10_000)]}
+    with pytest.raises(
+        RuleError, match=r"^r\.yaml: rule #1: 'pattern' must be a non-empty string, not an integer \(and many more\)$"
+    ):
+        RulesFile.from_dict(data, "r.yaml")
+    many = problems(RuleSpec, {"pattern": "x", "label": "X", **{f"k{i}": i for i in range(50)}})
+    assert str(many[0]).startswith("has unknown keys ['k0', 'k1', 'k10', 'k11'") and ", …]; allowed:" in str(many[0])

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from logclass.core.files import read_yaml
-from logclass.core.schema import Problem, problems
+from logclass.core.schema import Problem, problems, remainder
 from logclass.core.typed import ABSENT, Json, MayOmit, doc, parse, to_plain
 from logclass.errors import LogclassError
 
@@ -49,8 +49,7 @@ class RulesFile:
             raise RuleError(f"{origin}: expected a mapping with a 'rules' list")
         found = problems(cls, data)
         if found:
-            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-            raise RuleError(f"{_located(found[0], data['rules'], origin)}{more}")
+            raise RuleError(_located(found[0], data["rules"], origin) + remainder(found))
         return parse(cls, data)
 
     def to_dict(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ is one line naming the key, what it must be and what it is.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import typing
 from collections.abc import Iterable, Mapping
@@ -124,14 +125,14 @@ def _union(members: tuple[Any, ...]) -> dict[str, Any]:
 
 # --- checking data against a format's schema ---------------------------------------------------
 
-Path_ = tuple[str | int, ...]
+KeyPath = tuple[str | int, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Problem:
     """What is wrong at ``path`` (keys and list indexes from the top of the data)."""
 
-    path: Path_
+    path: KeyPath
     text: str  # "must be a non-empty string, not null"
 
     def __str__(self) -> str:
@@ -153,27 +154,43 @@ def _validator(cls: type[Any]) -> jsonschema.Draft202012Validator:
     return validator
 
 
+# A file wrong everywhere (a hostile one, or the wrong file) is not walked to its end for errors.
+MAX_PROBLEMS = 100
+
+
 def problems(cls: type[Any], data: object) -> list[Problem]:
-    """Everything wrong with ``data`` as a ``cls``, in the order of their paths; [] when it fits."""
-    found: dict[tuple[Path_, str], None] = {}
-    for err in _validator(cls).iter_errors(data):
+    """What is wrong with ``data`` as a ``cls`` (at most MAX_PROBLEMS), in the order of their
+    paths; [] when it fits."""
+    found: dict[tuple[KeyPath, str], None] = {}
+    for err in itertools.islice(_validator(cls).iter_errors(data), MAX_PROBLEMS):
         for problem in _problems_of(err):
             found.setdefault((problem.path, problem.text))
-    ordered = sorted(found, key=lambda item: tuple((0, p, "") if isinstance(p, int) else (1, 0, p) for p in item[0]))
+    ordered = sorted(found, key=lambda item: tuple(_sort_key(part) for part in item[0]))
     return [Problem(path, text) for path, text in ordered]
+
+
+def _sort_key(part: str | int) -> tuple[int, int, str]:
+    # List indexes in number order; YAML keys may be of any type, so compared as text.
+    return (0, part, "") if isinstance(part, int) else (1, 0, str(part))
+
+
+def remainder(found: list[Problem]) -> str:
+    """How many problems follow the first one, as a message tells it."""
+    if len(found) >= MAX_PROBLEMS:
+        return " (and many more)"
+    return f" (and {len(found) - 1} more)" if len(found) > 1 else ""
 
 
 def load(cls: type[T], data: object, origin: str, error: type[LogclassError]) -> T:
     """``data`` as a ``cls``; else ``error`` naming ``origin`` (the file) and the first problem."""
     found = problems(cls, data)
     if found:
-        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-        raise error(f"{origin}: {found[0]}{more}")
+        raise error(f"{origin}: {found[0]}{remainder(found)}")
     return parse(cls, typing.cast(Mapping[str, Any], data))
 
 
 def _problems_of(err: jsonschema.ValidationError) -> list[Problem]:
-    path: Path_ = tuple(err.absolute_path)
+    path: KeyPath = tuple(err.absolute_path)
     schema: Mapping[str, Any] = err.schema if isinstance(err.schema, Mapping) else {}
     if err.validator == "required" and isinstance(err.instance, Mapping):
         properties = schema.get("properties", {})
@@ -185,7 +202,8 @@ def _problems_of(err: jsonschema.ValidationError) -> list[Problem]:
     if err.validator == "additionalProperties" and isinstance(err.instance, Mapping):
         allowed = sorted(schema.get("properties", {}))
         unknown = sorted(str(key) for key in err.instance if key not in allowed)
-        return [Problem(path, f"has unknown keys {unknown}; allowed: {allowed}")]
+        shown = repr(unknown) if len(unknown) <= 10 else repr(unknown[:10])[:-1] + ", …]"
+        return [Problem(path, f"has unknown keys {shown}; allowed: {allowed}")]
     shown = _json_type(err.instance) if err.validator == "type" else _short(err.instance)
     return [Problem(path, f"must be {describe(schema)}, not {shown}")]
 
