@@ -131,7 +131,7 @@ def test_round_trip_binary_head_dense_and_sparse_prototypes(tmp_path: Path) -> N
     assert dense.training_rows().tolist() == [1, 2]
     assert dense.memory() == {"x <NUM>": {"a": 3, "b": 1}}
     assert dense.label_set.description("a") == "the first" and dense.label_set.examples[0].label == "c"
-    assert dense.profile.memory_min_rows == 2 and dense.rules_file is None
+    assert dense.profile.memory.min_rows == 2 and dense.rules_file is None
     sparse = _write(tmp_path / "sparse", coef, sp.csr_matrix(np.eye(2, 4, dtype=np.float32)), "lexical")
     assert sp.issparse(sparse.prototypes.vectors)
     sims = sparse.prototypes.nearest(sp.csr_matrix(np.eye(2, 4, dtype=np.float32)), np.array([0, 0]))

@@ -108,9 +108,3 @@ def test_binary_probabilities_do_not_overflow() -> None:
         warnings.simplefilter("error")  # np.exp(1000) warned "overflow encountered in exp"
         proba = softmax_scores(scores, 2)
     np.testing.assert_allclose(proba, [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
-
-
-def test_item_access_for_callers_not_yet_on_the_fields() -> None:
-    # service/classifier.py reads bundle.manifest["files"]; new code reads manifest.files.
-    manifest = Manifest.from_dict(_default(), ORIGIN)
-    assert manifest["files"] == dict(manifest.files) and manifest["name"] == manifest.name

@@ -77,15 +77,6 @@ class Profile:
     label_min_confidence: Annotated[Mapping[str, Probability], MayOmit(EMPTY), doc("per-label min_confidence")]
     memory: Annotated[MemoryProfile, MayOmit(MemoryProfile(1, 1.0))]
 
-    # The router's names for the memory tier's settings.
-    @property
-    def memory_min_rows(self) -> int:
-        return self.memory.min_rows
-
-    @property
-    def memory_min_purity(self) -> float:
-        return self.memory.min_purity
-
 
 @dataclass(frozen=True, slots=True)
 class ClassifierInfo:
@@ -237,8 +228,3 @@ class Manifest:
         """Plain data in the key order the file has."""
         out: dict[str, Any] = to_plain(self)
         return out
-
-    def __getitem__(self, key: str) -> Any:
-        """A top-level key as plain data, for callers not yet on the fields (reload/reloader.py
-        reads ``["files"]``); new code reads the fields."""
-        return self.to_dict()[key]

@@ -192,7 +192,7 @@ def build_model_info(engine: Engine, settings: Settings, bundle: ModelBundle | N
         labels=engine.labels(),
         tiers=engine.tiers_enabled,
         model_version=engine.model_version,
-        bundle_files_sha256=dict(bundle.manifest["files"]) if bundle is not None else {},
+        bundle_files_sha256=dict(bundle.manifest.files) if bundle is not None else {},
         fallback_label=engine.fallback_label,
         max_records_per_request=settings.server.max_records_per_request,
         max_message_bytes=settings.limits.max_message_bytes,

@@ -118,8 +118,8 @@ def build_memory_tier(settings: Settings, bundle: ModelBundle, learnt: LearntSto
         log.warning("templates.masks differ from the bundle's: the memory tier masks with the bundle's own")
     return MemoryTier(
         bundle.memory(),
-        min_rows=configured(memory.min_rows, bundle.profile.memory_min_rows),
-        min_purity=configured(memory.min_purity, bundle.profile.memory_min_purity),
+        min_rows=configured(memory.min_rows, bundle.profile.memory.min_rows),
+        min_purity=configured(memory.min_purity, bundle.profile.memory.min_purity),
         masker=own_masks,
         learnt=learnt,
         label_set=bundle.label_set.labels,

@@ -43,14 +43,13 @@ from logclass.encoders import Encoder
 from logclass.engine.blocking import BlockingEngine
 from logclass.engine.pipeline import build_engine, source_routes, unbounded_lanes
 from logclass.errors import LogclassError
+from logclass.tiers import registry
 from logclass.training.dataset import LabelledRow, load_labelled_csv, load_teacher_jsonl, row_hashes
 from logclass.training.evaluate import classify_rows, metrics
 from logclass.training.splits import holdout_split
 from logclass.training.train import TrainOptions, log, train
 
 REPORT = "distill.json"
-# Tiers the comparison runs: those a bundle drives. The LLM tier is left out on purpose.
-BUNDLE_TIERS: tuple[TierName, ...] = ("regex", "memory", "embedding")
 
 
 class DistillError(LogclassError):
@@ -193,7 +192,8 @@ def _load_current(model: Path) -> ModelBundle:
 
 
 def _bundle_tiers(settings: Settings) -> tuple[TierName, ...]:
-    tiers = tuple(t for t in settings.router.tiers if t in BUNDLE_TIERS)
+    # The comparison runs the tiers a bundle drives (the registry's trained ones), not the LLM.
+    tiers = tuple(t for t in settings.router.tiers if t in registry.bundle_tiers())
     if not tiers:
         raise DistillError(f"router.tiers {list(settings.router.tiers)} has no bundle tier to compare")
     return tiers

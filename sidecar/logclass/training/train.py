@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from logclass import config as config_mod
 from logclass.config.settings import Settings
 from logclass.core.bundle import ModelBundle, write_bundle
 from logclass.core.decision import LogRecord
@@ -53,6 +52,7 @@ from logclass.encoders import MODEL_NAME, Encoder, weights_sha256
 from logclass.encoders.probe import make_probe
 from logclass.engine.pipeline import masker_of
 from logclass.errors import LogclassError
+from logclass.tiers import registry
 from logclass.tiers.features import Featurizer, combine
 from logclass.tiers.memory import MemoryTier
 from logclass.tiers.regex import RegexTier, load_rules
@@ -136,7 +136,9 @@ def read_extra(paths: Sequence[Path], known: set[str]) -> list[LabelledRow]:
 
 
 def _routed_past(routes: dict[str, str], tiers: Sequence[str]) -> set[str]:
-    position = tiers.index("embedding") if "embedding" in tiers else len(tiers)
+    """Sources routed past the tier of the trained head: its training rows would teach nothing."""
+    head = registry.trained_tier("head")
+    position = tiers.index(head) if head in tiers else len(tiers)
     return {source for source, tier in routes.items() if tier in tiers and tiers.index(tier) > position}
 
 
@@ -207,8 +209,9 @@ def select(
     rows: Sequence[LabelledRow], labels: set[str], settings: Settings, spec: LabelsFile, options: TrainOptions
 ) -> Selection:
     tiers = list(settings.router.tiers)
-    configured = settings.regex.rules_file or config_mod.packaged_path("rules.yaml")
-    rules = check_rules(load_rules(configured) if "regex" in tiers else [], rows, labels, options.rule_min_precision)
+    rules_on = registry.trained_tier("rules") in tiers
+    configured = registry.rules_file(settings, None)
+    rules = check_rules(load_rules(configured) if rules_on else [], rows, labels, options.rule_min_precision)
     regex = RegexTier(rules.kept)
     log(f"[2/6] regex: {len(rules.kept)} rules kept" + (f", dropped {rules.dropped}" if rules.dropped else ""))
     configured_routes = settings.router.source_routes
@@ -408,7 +411,7 @@ def train(
         ),
         memory=selection.memory,
         rules=RulesFile(tuple(rule_spec(r) for r in selection.rules.kept))
-        if "regex" in settings.router.tiers
+        if registry.trained_tier("rules") in settings.router.tiers
         else None,
         masks=tuple(Mask(m.name, m.pattern, m.replace) for m in settings.templates.masks),
         training_rows=row_hashes(train_rows),
