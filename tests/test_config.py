@@ -283,3 +283,11 @@ def test_generated_schema_keeps_the_constraints() -> None:
     assert upstream["properties"]["tls"]["type"] == ["object", "null"]
     assert props["llm"]["properties"]["server"]["properties"]["url"]["type"] == ["string", "null"]
     assert all(section["additionalProperties"] is False for section in props.values())
+
+
+def test_an_alias_bomb_in_an_environment_value_is_refused() -> None:
+    levels = ["[&a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    bomb = ", ".join(levels) + "]"
+    with pytest.raises(config.ConfigError, match="LOGCLASS_ROUTER__TIERS=.* is not valid YAML: expands to more than"):
+        config.load(environ={"LOGCLASS_ROUTER__TIERS": bomb})

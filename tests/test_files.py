@@ -79,3 +79,19 @@ def test_good_files_read_back(tmp_path: Path) -> None:
     json_path = tmp_path / "x.json"
     json_path.write_text('{"é": 1}', encoding="utf-8")
     assert read_json(json_path, "x") == {"é": 1}
+
+
+def test_a_yaml_alias_bomb_is_refused_before_anything_walks_it(tmp_path: Path) -> None:
+    # 9 levels of 9 aliases: 522 bytes that expand to 9**10 values when walked.
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    bomb = tmp_path / "rules.yaml"
+    bomb.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(FileReadError, match=r"expands to more than 200,000 values \(aliases counted in full\)"):
+        read_yaml(bomb, "rules file")
+
+
+def test_anchors_and_aliases_within_the_bound_are_kept(tmp_path: Path) -> None:
+    shared = tmp_path / "config.yaml"
+    shared.write_text("base: &b {x: 1}\nother: *b\nmany: [*b, *b]\n", encoding="utf-8")
+    assert read_yaml(shared, "config file") == {"base": {"x": 1}, "other": {"x": 1}, "many": [{"x": 1}, {"x": 1}]}

@@ -19,6 +19,7 @@ import jsonschema
 import yaml
 
 from logclass.config.settings import Settings as Settings
+from logclass.core import files
 from logclass.core.files import read_yaml
 from logclass.core.typed import subsection
 from logclass.errors import LogclassError
@@ -87,10 +88,7 @@ def env_overrides(environ: Mapping[str, str]) -> Config:
         path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
         if not all(path):
             raise ConfigError(f"environment variable {name}: empty key part; use LOGCLASS_SECTION__KEY")
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"environment variable {name}={raw!r} is not a YAML value: {exc}") from exc
+        value = files.yaml_of(raw, f"{name}={raw!r}", "environment variable", error=ConfigError) if raw != "" else ""
         node = out
         for part in path[:-1]:
             node = node.setdefault(part, {})

@@ -18,6 +18,11 @@ from logclass.errors import LogclassError
 
 # Far above any config, rules, labels file or manifest written by hand or by `logclass train`.
 DEFAULT_MAX_BYTES = 16 << 20
+# Values a YAML document may expand to, aliases counted at their full size: anchors and aliases
+# are kept (operators share blocks with them), but a few hundred bytes of nested aliases (the
+# "billion laughs") would expand to billions of values when the document is walked. The seed's
+# rules and labels files are a few thousand values.
+MAX_YAML_VALUES = 200_000
 
 
 class FileReadError(LogclassError):
@@ -82,13 +87,49 @@ def read_yaml(
     error: ErrorClass = FileReadError,
 ) -> object:
     """The file's YAML document as plain data (safe loading: no Python objects); None when empty."""
-    text = read_text(path, what, max_bytes=max_bytes, error=error)
+    return yaml_of(read_text(path, what, max_bytes=max_bytes, error=error), path, what, error=error)
+
+
+def yaml_of(text: str, path: str | Path, what: str, *, error: ErrorClass = FileReadError) -> object:
+    """``text`` (read from ``path``) as one YAML document, safely loaded and bounded in size."""
+    loader = _BoundedLoader(text)
     try:
-        return yaml.safe_load(text)
+        return loader.get_single_data()
     except yaml.YAMLError as exc:
         raise error(f"{what} {path} is not valid YAML: {_yaml_problem(exc)}; correct it there") from exc
     except RecursionError as exc:
         raise error(f"{what} {path} is nested too deeply to read; flatten it") from exc
+    finally:
+        loader.dispose()
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader counting what the document expands to (each node once, an alias at the full
+    size of what it names), refusing it past MAX_YAML_VALUES before anything walks it."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._sizes: dict[int, int] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            return super().compose_node(parent, index)  # sized when its anchor was composed
+        node = super().compose_node(parent, index)
+        if node is not None:
+            size = 1 + sum(self._sizes.get(id(child), 1) for child in _children(node))
+            if size > MAX_YAML_VALUES:
+                problem = f"expands to more than {MAX_YAML_VALUES:,} values (aliases counted in full)"
+                raise yaml.composer.ComposerError(None, None, problem, node.start_mark)
+            self._sizes[id(node)] = size
+        return node
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
