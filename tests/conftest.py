@@ -103,7 +103,7 @@ def bundle() -> ModelBundle:
 
 def offline_engine(cfg: config.Settings, **kwargs: Any) -> BlockingEngine:
     """``build_engine(cfg, **kwargs)`` behind the blocking facade offline jobs use."""
-    return BlockingEngine(build_engine(cfg, **kwargs))
+    return BlockingEngine(build_engine(cfg, **kwargs), settings=cfg)
 
 
 @pytest.fixture

@@ -289,5 +289,5 @@ def test_an_alias_bomb_in_an_environment_value_is_refused() -> None:
     levels = ["[&a0 [x, x, x, x, x, x, x, x, x]"]
     levels += [f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
     bomb = ", ".join(levels) + "]"
-    with pytest.raises(config.ConfigError, match="LOGCLASS_ROUTER__TIERS=.* is not valid YAML: expands to more than"):
+    with pytest.raises(config.ConfigError, match=r"LOGCLASS_ROUTER__TIERS=.* is not valid YAML: expands to more than"):
         config.load(environ={"LOGCLASS_ROUTER__TIERS": bomb})

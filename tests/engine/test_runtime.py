@@ -196,3 +196,14 @@ def test_every_front_end_has_the_protocol(front_end: type) -> None:
         assert mine is not None, f"{front_end.__name__} lacks {name}"
         assert inspect.iscoroutinefunction(mine) == inspect.iscoroutinefunction(member), name
         assert list(inspect.signature(mine).parameters) == list(inspect.signature(member).parameters), name
+
+
+def test_the_blocking_facade_of_offline_jobs_classifies_through_a_runtime() -> None:
+    from logclass.engine.blocking import BlockingEngine
+
+    settings = _settings()
+    with BlockingEngine(_engine(settings), settings=settings) as offline:
+        assert offline.classify([LOGIN, LOGIN])[0].label == "User Action"
+        assert offline.runtime.settings is settings
+        assert offline.runtime.metrics.snapshot().records[("regex", "User Action")] == 2
+    assert not offline.runtime.serving  # closed with the facade

@@ -58,7 +58,8 @@ def offline_engine(settings: Settings, args: argparse.Namespace, bundle: Any = N
     from logclass.engine.pipeline import build_engine, unbounded_lanes
 
     budget = args.budget_ms / 1000.0 if args.budget_ms is not None else None
-    return BlockingEngine(build_engine(unbounded_lanes(settings), bundle=bundle), budget)
+    offline = unbounded_lanes(settings)
+    return BlockingEngine(build_engine(offline, bundle=bundle), budget, settings=offline)
 
 
 def print_config(settings: Settings) -> int:

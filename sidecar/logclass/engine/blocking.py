@@ -1,5 +1,7 @@
-"""The engine for synchronous callers (``classify``, ``evaluate``, training, notebooks): its event
-loop runs on a thread of its own, and calls block until their answers are in."""
+"""The runtime for synchronous callers (``classify``, ``evaluate``, training, notebooks): its event
+loop runs on a thread of its own, and calls block until their answers are in. Calls go through a
+``Runtime``, as every front end's do: counted alike, and a full lane met the one way batch jobs
+meet it (``Runtime.classify_all``)."""
 
 from __future__ import annotations
 
@@ -9,20 +11,26 @@ import threading
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
+from logclass import config
+from logclass.config.settings import Settings
 from logclass.core.decision import Decision, LogRecord
 from logclass.engine.engine import Engine
+from logclass.engine.metrics import Metrics
 from logclass.engine.router import RouterStats
-from logclass.engine.runtime import classify_all
+from logclass.engine.runtime import Runtime
 
 T = TypeVar("T")
 
 
 class BlockingEngine:
-    def __init__(self, engine: Engine, budget_s: float | None = None) -> None:
+    def __init__(self, engine: Engine, budget_s: float | None = None, *, settings: Settings | None = None) -> None:
         """``budget_s``: how long each call waits for model answers; None (offline jobs): every
-        answer, so the output is complete."""
+        answer, so the output is complete. ``settings``: those ``engine`` was built from (None:
+        the defaults), which the runtime carries."""
         self.engine = engine
         self.budget_s = budget_s
+        self.runtime = Runtime(settings if settings is not None else config.load(environ={}), Metrics())
+        self.runtime.attach(engine, None)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="logclass-engine", daemon=True)
         self._thread.start()
@@ -43,8 +51,8 @@ class BlockingEngine:
         """Starts classifying ``records``; several submissions run at once and share the lanes,
         so an offline job keeps the LLM's ``max_concurrency`` questions in flight."""
         if self.budget_s is None:
-            return self._run(classify_all(self.engine.classify, list(records), None))
-        return self._run(self.engine.classify(list(records), self.budget_s))
+            return self._run(self.runtime.classify_all(list(records)))
+        return self._run(self.runtime.classify(list(records), self.budget_s))
 
     def classify(self, records: Sequence[LogRecord]) -> list[Decision]:
         return self.submit(records).result()
@@ -61,7 +69,7 @@ class BlockingEngine:
             return
         self._closed = True
         try:
-            self._run(self.engine.close()).result()
+            self._run(self.runtime.close()).result()
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)

@@ -220,7 +220,8 @@ def predict(
     bundle: ModelBundle, rows: Sequence[LabelledRow], settings: Settings, encoder: Encoder | None, progress: bool
 ) -> list[str]:
     """``bundle``'s labels for ``rows``, end to end through the bundle tiers of ``settings``."""
-    engine = BlockingEngine(build_engine(_scoring_settings(settings, bundle), bundle=bundle, encoder=encoder))
+    scoring = _scoring_settings(settings, bundle)
+    engine = BlockingEngine(build_engine(scoring, bundle=bundle, encoder=encoder), settings=scoring)
     try:
         return [d.label for d in classify_rows(engine, rows, progress=progress)]
     finally:
