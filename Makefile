@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install lock run test lint model bench bench-server bench-lanes bench-fastlane bench-relay bench-accuracy bench-distill bench-encoder bench-http bench-reload bench-hostile proto schema browser-deps clean
+.PHONY: install lock run test lint store-deps model bench bench-server bench-lanes bench-fastlane bench-relay bench-accuracy bench-distill bench-encoder bench-http bench-reload bench-hostile proto schema browser-deps clean
 
 # llama-cpp-python has no wheels on PyPI: it is compiled once and the wheel kept in a cache
 # outside the checkout. -march=native makes the wheel specific to this CPU, so the cache is keyed
@@ -65,10 +65,19 @@ run: $(STAMP)
 	$(BIN)/logclass serve
 
 ## make test: lint, type-check and run the whole suite (pytest's "no tests" exit 5 is a failure)
-test: $(STAMP) $(VLLM_STAMP) ruby-deps browser-deps lint
-	# The vLLM venv, Ruby and Chromium were just made ready: their tests must run, not skip.
-	# (Not LOGCLASS_*: that prefix is the sidecar's config.) Screenshots land in test-artifacts/.
-	REQUIRE_VLLM_TESTS=1 REQUIRE_RUBY_TESTS=1 REQUIRE_BROWSER_TESTS=1 $(BIN)/python -m pytest -q
+test: $(STAMP) $(VLLM_STAMP) ruby-deps browser-deps store-deps lint
+	# The vLLM venv, Ruby, Chromium and redis-server were just made ready: their tests must run,
+	# not skip. (Not LOGCLASS_*: that prefix is the sidecar's config.) Screenshots land in test-artifacts/.
+	REQUIRE_VLLM_TESTS=1 REQUIRE_RUBY_TESTS=1 REQUIRE_BROWSER_TESTS=1 REQUIRE_STORE_TESTS=1 $(BIN)/python -m pytest -q
+
+## make store-deps: Debian's redis-server, the real store the shared-store tests start on loopback
+store-deps:
+	@if command -v redis-server >/dev/null 2>&1; then \
+	  echo "store-deps: $$(redis-server --version | cut -d' ' -f1-3) present"; \
+	else \
+	  echo "store-deps: installing redis-server"; \
+	  $(APT_INSTALL) redis-server; \
+	fi
 
 ## make browser-deps: Debian's headless Chromium, which opens `logclass report` pages in the tests
 browser-deps:

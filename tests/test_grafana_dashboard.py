@@ -38,12 +38,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from logclass import config
 from logclass.api.logclass.v1 import classifier_pb2 as pb
 from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
+from logclass.core.circuit import State
 from logclass.core.decision import LogRecord
 from logclass.engine.metrics import Metrics
 from logclass.engine.pipeline import build_engine
 from logclass.engine.runtime import Runtime
 from logclass.relay.metrics import RelayMetrics
-from logclass.tiers.llm.circuit import State
 from logclass.tiers.llm.tier import CIRCUIT_STATE_VALUES
 from tests.conftest import ROOT, SEED_ROWS, free_port, metrics_text, start_server
 from tests.relay.conftest import FAST_FORWARD

@@ -19,6 +19,8 @@ LAYERS = {
     "secrets": 2,
     "encoders": 2,
     "tiers": 3,
+    # The shared store (Valkey/Redis) the engine asks for decisions and claims.
+    "store": 3,
     "engine": 4,
     # Below the front ends, made of the engine's runtime: batch jobs (CSV rules, the chunk
     # pipeline, the report), the transport-free calls gRPC and HTTP share, and hot reload.

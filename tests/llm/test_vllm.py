@@ -24,8 +24,8 @@ from prometheus_client import CollectorRegistry
 
 from logclass import config
 from logclass.config.settings import LlmSettings
+from logclass.core.circuit import CircuitBreaker, State
 from logclass.tiers.llm.backend import LlmAnswer, LlmBackend, LlmOutputError, LlmUnavailable, Prompt
-from logclass.tiers.llm.circuit import CircuitBreaker, State
 from logclass.tiers.llm.openai_http import AUTO_MODEL, OpenAiHttpBackend, confidence
 from logclass.tiers.llm.prompt import PromptBuilder
 from logclass.tiers.llm.tier import LlmTier

@@ -179,4 +179,15 @@ def redacted(config: Settings | Mapping[str, Any]) -> Config:
     for section, key in secrets:
         if section and section.get(key):
             section[key] = "<redacted>"
+    store = out.get("store") or {}
+    if store.get("url"):
+        store["url"] = redacted_url(store["url"])
     return out
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with any user and password replaced by a marker (``redis://<redacted>@host``)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    return f"{scheme}://<redacted>@{rest.split('@', 1)[1]}"

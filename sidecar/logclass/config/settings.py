@@ -412,6 +412,24 @@ class RelaySectionSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreSettings:
+    url: Annotated[
+        str | None,
+        Json(pattern="^rediss?://"),
+        doc("redis:// or rediss:// (TLS) URL of the Valkey/Redis the sidecars share; null: none"),
+    ]
+    password_file: Annotated[FilePath | None, doc("file holding the store's password (a mounted Secret)")]
+    key_prefix: Annotated[
+        str, Json(pattern="^[A-Za-z0-9_.:-]{1,64}$"), doc("start of every key: deployments can share a store")
+    ]
+    timeout_ms: Annotated[PositiveInt, doc("a store call not answered within this long fails: decide locally")]
+    circuit_failures: Annotated[PositiveInt, doc("failures in a row that stop store calls for circuit_open_s")]
+    circuit_open_s: Annotated[NonNegativeFloat, doc("how long an open circuit keeps the node on its own")]
+    claim_lease_ms: Annotated[PositiveInt, doc("how long a node's claim on a new template lasts")]
+    decision_ttl_s: Annotated[NonNegativeInt, doc("how long a shared decision is kept; 0: until evicted")]
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """The whole configuration, one field per section."""
 
@@ -425,6 +443,7 @@ class Settings:
     server: ServerSettings
     limits: LimitsSettings
     relay: RelaySectionSettings
+    store: StoreSettings
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Settings:

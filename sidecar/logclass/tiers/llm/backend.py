@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from logclass.core.circuit import CircuitBreaker
 from logclass.errors import LogclassError
-from logclass.tiers.llm.circuit import CircuitBreaker
 
 
 @dataclass(frozen=True, slots=True)

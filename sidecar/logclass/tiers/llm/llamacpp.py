@@ -23,8 +23,8 @@ import numpy as np
 import numpy.typing as npt
 
 from logclass.config.settings import LlamaCppSettings
+from logclass.core.circuit import CircuitBreaker
 from logclass.tiers.llm.backend import LlmAnswer, LlmUnavailable, Prompt, check_label
-from logclass.tiers.llm.circuit import CircuitBreaker
 from logclass.tiers.llm.model_files import resolve_gguf
 
 log = logging.getLogger("logclass.llm")

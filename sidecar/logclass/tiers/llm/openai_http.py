@@ -45,9 +45,9 @@ import httpx
 from logclass.config import ConfigError
 from logclass.config.settings import LlmServerSettings, LlmSettings
 from logclass.core.backoff import Backoff
+from logclass.core.circuit import CircuitBreaker, State
 from logclass.secrets import SecretError, read_secret
 from logclass.tiers.llm.backend import LlmAnswer, LlmOutputError, LlmUnavailable, Prompt, check_label
-from logclass.tiers.llm.circuit import CircuitBreaker, State
 
 log = logging.getLogger("logclass.llm")
 

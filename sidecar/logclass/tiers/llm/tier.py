@@ -25,12 +25,12 @@ from typing import BinaryIO
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from logclass.core.circuit import State
 from logclass.core.decision import Deferred, Item, LogRecord, Outcome, Verdict
 from logclass.core.learnt import json_line
 from logclass.core.private_files import make_folder, open_private
 from logclass.tiers.base import Scheduling, Tier
 from logclass.tiers.llm.backend import LlmAnswer, LlmBackend, LlmOutputError, LlmUnavailable
-from logclass.tiers.llm.circuit import State
 from logclass.tiers.llm.prompt import PromptBuilder
 
 log = logging.getLogger("logclass.llm")
