@@ -18,9 +18,9 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+from logclass.config import redacted_url
 from logclass.config.settings import Settings
 from logclass.core.allocator import fix_mmap_threshold
-from logclass.core.learnt import LearntStore
 from logclass.engine.engine import Engine
 from logclass.engine.metrics import Metrics, serve_metrics
 from logclass.engine.pipeline import load_engine, open_learnt
@@ -34,6 +34,7 @@ from logclass.secrets import load_token, metrics_tls
 from logclass.server.app import GrpcFrontEnd
 from logclass.service.admin import AdminService
 from logclass.service.classifier import ClassifierService
+from logclass.store.open import open_store
 from logclass.tiers import registry
 
 log = logging.getLogger("logclass.server")
@@ -107,8 +108,12 @@ async def serve(
 
     # Owned here, not by the engine: it outlives an engine swap and is closed after the last one.
     learnt = open_learnt(settings) if classifies else None
+    # Like the learnt memory, the store's connections outlive engine swaps.
+    store = open_store(settings.store) if classifies else None
+    if store is not None:
+        log.info("shared store %s (key prefix %r)", redacted_url(settings.store.url or ""), settings.store.key_prefix)
     if classifies:
-        engine, bundle = await load_engine(settings, runtime.metrics, learnt)
+        engine, bundle = await load_engine(settings, runtime.metrics, learnt, store=store)
         log.info("%s", _describe(engine, settings))
         runtime.attach(engine, bundle)
         # From here the runtime owns the engine: a local reference would keep the first engine
@@ -130,7 +135,8 @@ async def serve(
     # after the serving one was closed (a cancelled reload swaps nothing: it is still building).
     reloading: set[asyncio.Task[object]] = set()
     if runtime.engine is not None:
-        admin.reloader = _start_reloads(runtime, load_settings, learnt, config_path, reloading).reload
+        reloader = Reloader(runtime, load_settings=load_settings, learnt=learnt, store=store)
+        admin.reloader = _start_reloads(reloader, config_path, reloading).reload
     else:
         loop.add_signal_handler(signal.SIGHUP, lambda: log.warning("SIGHUP ignored: no engine here to reload"))
     await stop.wait()
@@ -144,21 +150,16 @@ async def serve(
     await runtime.close()  # the engine serving now, after any reloads
     if learnt is not None:
         learnt.close()
+    if store is not None:
+        await store.close()
     log.info("stopped")
 
 
-def _start_reloads(
-    runtime: Runtime,
-    load_settings: Callable[[], Settings] | None,
-    learnt: LearntStore | None,
-    config_path: Path | None,
-    tasks: set[asyncio.Task[object]],
-) -> Reloader:
-    """The reloader, on SIGHUP and (``server.reload.watch_interval_s`` > 0) the file watch."""
+def _start_reloads(reloader: Reloader, config_path: Path | None, tasks: set[asyncio.Task[object]]) -> Reloader:
+    """``reloader`` on SIGHUP and (``server.reload.watch_interval_s`` > 0) the file watch."""
     loop = asyncio.get_running_loop()
-    reloader = Reloader(runtime, load_settings=load_settings, learnt=learnt)
     _on_sighup(loop, reloader, tasks)
-    interval = runtime.settings.server.reload.watch_interval_s
+    interval = reloader.settings.server.reload.watch_interval_s
     if interval > 0:
         extra = [config_path] if config_path is not None else []
         watch = FileWatch(lambda: [*extra, *reloader.watched_files()], reloader.reload, interval)

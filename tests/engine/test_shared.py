@@ -5,14 +5,22 @@ node's lease runs out. On the in-process store and a clock the test sets: nothin
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+from collections.abc import Sequence
 
 import pytest
 
-from logclass.core.decision import Verdict
+from logclass import config
+from logclass.core.decision import Item, LogRecord, Outcome, Verdict
+from logclass.engine.engine import Engine
+from logclass.engine.pipeline import build_engine
 from logclass.engine.shared import MAX_VALUE_BYTES, SharedDecisions, SharedVerdict, decode
-from logclass.store.base import Claim, Keys
+from logclass.store.base import Claim, Keys, SharedStore
 from logclass.store.local import LocalStore
+from logclass.store.redis import RedisStore
+from logclass.tiers.base import Tier
+from tests.conftest import free_port
 
 LABELS = frozenset({"User Action", "Security Alert", "Unclassified"})
 TIERS = frozenset({"embedding", "llm"})
@@ -104,3 +112,115 @@ def test_a_claim_whose_node_died_is_taken_over_after_its_lease() -> None:
         assert await a.claim("v1", "", TEMPLATE) is Claim.HELD  # b decides it now
 
     asyncio.run(scenario())
+
+
+# -- the engine on a shared store ---------------------------------------------------------------
+
+
+class CountingTier(Tier):
+    """Answers "User Action" once the test opens its gate; counts the templates it was asked."""
+
+    name = "embedding"
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    def labels(self) -> list[str]:
+        return ["User Action"]
+
+    async def decide(self, items: Sequence[Item]) -> list[Outcome]:
+        self.asked += [item.template for item in items]
+        self.entered.set()
+        await self.gate.wait()
+        return [Verdict("User Action", 0.9) for _ in items]
+
+
+def _engine_on(store: SharedStore, tier: CountingTier) -> Engine:
+    env = {
+        "LOGCLASS_LLM__BACKEND": "none",
+        "LOGCLASS_ROUTER__TIERS": "[regex, embedding]",
+        "LOGCLASS_ROUTER__SOURCE_ROUTES": "{}",
+        "LOGCLASS_SERVER__BATCH__MAX_WAIT_MS": "0",
+        "LOGCLASS_SERVER__BATCH__MAX_BATCH_MS": "0",
+    }
+    return build_engine(config.load(environ=env), tiers={"embedding": tier}, store=store)
+
+
+NEW = [LogRecord("app", "novel thing 1 happened in zone alpha"), LogRecord("app", "another novel thing in beta")]
+
+
+def test_a_template_decided_on_one_node_is_answered_from_the_store_on_another() -> None:
+    async def scenario() -> None:
+        store = LocalStore()
+        tier_a, tier_b = CountingTier(), CountingTier()
+        a, b = _engine_on(store, tier_a), _engine_on(store, tier_b)
+        tier_a.gate.set()
+        decided = await a.classify(NEW, None)
+        await asyncio.gather(*a._sharing)  # the writes to the store, in the background
+        calls = store.stats.calls
+        answered = await b.classify(NEW, None)
+        assert tier_b.asked == [] and len(tier_a.asked) == 2
+        assert [d.label for d in answered] == [d.label for d in decided] == ["User Action"] * 2
+        assert [d.tier for d in answered] == ["embedding"] * 2
+        # Both templates in one round trip, and the lane room they reserved given back.
+        assert store.stats.calls == calls + 1
+        assert all(p.lane.load == 0 for p in b.lanes)
+        for engine in (a, b):
+            await engine.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_a_new_template_is_decided_by_one_node_while_another_waits_for_it() -> None:
+    async def scenario() -> None:
+        store = LocalStore()
+        tier_a, tier_b = CountingTier(), CountingTier()
+        a, b = _engine_on(store, tier_a), _engine_on(store, tier_b)
+        first = asyncio.ensure_future(a.classify(NEW[:1], None))
+        await tier_a.entered.wait()  # a claimed the template and asks its model
+        second = asyncio.ensure_future(b.classify(NEW[:1], None))
+        (pending,) = await b.classify(NEW[:1], 0.0)  # no budget: pending, as without a store
+        assert pending.tier == "pending"
+        tier_a.gate.set()
+        (mine,), (theirs,) = await first, await second
+        assert theirs.label == mine.label == "User Action" and tier_b.asked == []
+        for engine in (a, b):
+            await engine.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_another_bundle_version_decides_again() -> None:
+    async def scenario() -> None:
+        store = LocalStore()
+        tier_a, tier_b = CountingTier(), CountingTier()
+        a, b = _engine_on(store, tier_a), _engine_on(store, tier_b)
+        b.router.model_version = "next-bundle"
+        tier_a.gate.set()
+        tier_b.gate.set()
+        await a.classify(NEW, None)
+        await asyncio.gather(*a._sharing)
+        await b.classify(NEW, None)
+        assert len(tier_b.asked) == 2
+        for engine in (a, b):
+            await engine.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_with_the_store_down_each_node_decides_alone_without_errors() -> None:
+    async def scenario() -> None:
+        settings = dataclasses.replace(config.load(environ={}).store, url=f"redis://127.0.0.1:{free_port()}/0")
+        store = RedisStore(settings)
+        tier = CountingTier()
+        tier.gate.set()
+        engine = _engine_on(store, tier)
+        decided = await engine.classify(NEW, None)
+        assert [d.label for d in decided] == ["User Action"] * 2 and not any(d.error for d in decided)
+        assert store.stats.failures >= 1
+        await engine.close()
+        await store.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))

@@ -26,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Coroutine, Hashable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from logclass.core.decision import (
     ERROR_INTERNAL,
@@ -42,7 +43,9 @@ from logclass.core.decision import (
 from logclass.core.learnt import ORIGIN_FEEDBACK, ORIGIN_LLM, Key, LearntStore, Lesson
 from logclass.engine.lanes import Lane, LaneFullError
 from logclass.engine.router import PendingTemplate, Router, RouterStats
+from logclass.engine.shared import SharedDecisions, SharedVerdict
 from logclass.errors import LogclassError
+from logclass.store.base import Claim
 from logclass.tiers.base import FastTier, Tier
 from logclass.tiers.memory import MemoryTier
 
@@ -68,6 +71,40 @@ def fast_slices(records: Sequence[LogRecord]) -> Iterator[tuple[int, int]]:
             start, chars = end, 0
     if start < len(records):
         yield start, len(records)
+
+
+class _Lookups:
+    """Store lookups of the templates that start in one turn of the event loop, made in one
+    round trip: a request's new templates start their tasks together."""
+
+    def __init__(self, shared: SharedDecisions) -> None:
+        self.shared = shared
+        self._batch: dict[tuple[str, TemplateKey], asyncio.Future[SharedVerdict | None]] = {}
+
+    def get(self, version: str, key: TemplateKey) -> asyncio.Future[SharedVerdict | None]:
+        wanted = (version, key)
+        future = self._batch.get(wanted)
+        if future is None:
+            loop = asyncio.get_running_loop()
+            if not self._batch:
+                loop.call_soon(lambda: loop.create_task(self._flush()))
+            future = self._batch[wanted] = loop.create_future()
+        return future
+
+    async def _flush(self) -> None:
+        batch, self._batch = self._batch, {}
+        by_version: dict[str, list[tuple[TemplateKey, asyncio.Future[SharedVerdict | None]]]] = {}
+        for (version, key), future in batch.items():
+            by_version.setdefault(version, []).append((key, future))
+        for version, wanted in by_version.items():
+            try:
+                found = await self.shared.lookup(version, [key for key, _ in wanted])
+            except Exception as exc:  # the store never raises for a fault; a bug must not hang callers
+                found = [None] * len(wanted)
+                log.exception("store lookup failed: %s", exc)
+            for (_, future), value in zip(wanted, found, strict=True):
+                if not future.done():
+                    future.set_result(value)
 
 
 class UnknownLabelError(LogclassError):
@@ -98,8 +135,17 @@ class Engine:
         lanes: Sequence[PositionedLane],
         tiers: Sequence[Tier],
         learnt: LearntStore | None = None,
+        shared: SharedDecisions | None = None,
     ) -> None:
+        """``shared``: decisions shared with the other nodes through the store (None: this
+        process decides alone, and nothing here touches a store)."""
         self.router = router
+        self.shared = shared
+        self._lookups = _Lookups(shared) if shared is not None else None
+        # Writes to the store in flight, kept from the garbage collector; templates whose
+        # decision this node shared (and so released its claim with it).
+        self._sharing: set[asyncio.Task[None]] = set()
+        self._shared_keys: set[TemplateKey] = set()
         self.lanes = list(lanes)
         # Every tier, regex included, in order: lifecycle, labels and metrics go through the contract.
         self.tiers = list(tiers)
@@ -334,6 +380,25 @@ class Engine:
         router = self.router
         corrections = self._corrections
         item = Item(record, key)
+        if self._lookups is not None and self.shared is not None:
+            found = await self._shared_answer(key, start, owner)
+            if found is not None:
+                decision = router.decision(found.verdict, found.tier, key[1])
+                return self._final_decision(key, decision, corrections)
+            try:
+                return await self._decide(key, item, start, owner, corrections)
+            finally:
+                # Decided here but not shared (deferred, failed, not shareable): the claim goes,
+                # so another node need not wait out the lease.
+                if key not in self._shared_keys:
+                    self._background(self.shared.release_claim(router.model_version, key[0], key[1]))
+                self._shared_keys.discard(key)
+        return await self._decide(key, item, start, owner, corrections)
+
+    async def _decide(
+        self, key: TemplateKey, item: Item, start: int, owner: Hashable, corrections: int
+    ) -> tuple[Decision, bool]:
+        router, record = self.router, item.record
         admitted = True  # the first lane's room was reserved by _admit
         for p in self.lanes:
             if p.position < start:
@@ -355,10 +420,49 @@ class Engine:
                     return router.decision(outcome, lane.name, key[1]), False
                 if lane.tier.teaches and self.learnt is not None and lane.tier.worth_learning(outcome):
                     self.learnt.learn(key[1], record, outcome, ORIGIN_LLM)
+                self._share(key, SharedVerdict(lane.name, outcome))
                 return self._final_decision(key, router.decision(outcome, lane.name, key[1]), corrections)
             if isinstance(outcome, Deferred):
                 return router.fallback(key[1], detail=outcome.reason), False
         return self._final_decision(key, router.fallback(key[1]), corrections)
+
+    async def _shared_answer(self, key: TemplateKey, start: int, owner: Hashable) -> SharedVerdict | None:
+        """The cluster's decision for ``key``: shared already, or being made by another node
+        (waited for up to its lease, after which this node claims it). None: decide here. An
+        answer from the store gives back the lane room ``_admit`` reserved."""
+        assert self._lookups is not None and self.shared is not None
+        version = self.router.model_version
+        found = await self._lookups.get(version, key)
+        if found is None:
+            claim = await self.shared.claim(version, key[0], key[1])
+            if claim is Claim.HELD:
+                waited = await self.shared.wait_for(version, key[0], key[1], self.shared.lease_ms / 1000.0)
+                found = waited if isinstance(waited, SharedVerdict) else None
+                claim = waited if isinstance(waited, Claim) else Claim.HELD
+            if claim is Claim.WON:
+                # Another node may have shared it and let go of its claim between the lookup and
+                # this claim: look once more before deciding it again.
+                (found,) = await self.shared.lookup(version, [key])
+                if found is not None:
+                    self._background(self.shared.release_claim(version, key[0], key[1]))
+        if found is not None:
+            first = self._first_lane(start)
+            if first is not None:
+                self.lanes[first].lane.unadmit(owner)
+        return found
+
+    def _share(self, key: TemplateKey, decided: SharedVerdict) -> None:
+        """Writes a final model decision to the store for the other nodes, in the background: the
+        record's answer does not wait for the store."""
+        if self.shared is None:
+            return
+        self._shared_keys.add(key)
+        self._background(self.shared.share(self.router.model_version, key[0], key[1], decided))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._sharing.add(task)
+        task.add_done_callback(self._sharing.discard)
 
     def _final_decision(self, key: TemplateKey, decision: Decision, corrections: int) -> tuple[Decision, bool]:
         if not self._stale(key[1], corrections):

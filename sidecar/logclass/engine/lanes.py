@@ -140,6 +140,12 @@ class Lane:
         self._reserved += n
         self._hold(owner, n)
 
+    def unadmit(self, owner: Hashable | None = None) -> None:
+        """Gives back one item's room reserved by ``admit`` that will not be queued (its template
+        was answered another way, from the shared store)."""
+        self._reserved -= 1
+        self._hold(owner, -1)
+
     def _hold(self, owner: Hashable | None, n: int) -> None:
         if owner is None:
             return

@@ -18,6 +18,8 @@ from logclass.engine.engine import Engine, PositionedLane
 from logclass.engine.lanes import BatchHook, Lane, LaneSettings
 from logclass.engine.metrics import Metrics
 from logclass.engine.router import Router
+from logclass.engine.shared import SharedDecisions
+from logclass.store.base import Keys, SharedStore
 from logclass.tiers import registry
 from logclass.tiers.base import FastTier, Tier
 from logclass.tiers.registry import BuildContext, Stage, TierConfigError
@@ -106,6 +108,7 @@ def build_engine(
     tiers: dict[str, Tier | None] | None = None,
     on_batch: BatchHook | None = None,
     learnt: LearntStore | None = None,
+    store: SharedStore | None = None,
 ) -> Engine:
     """``tiers``: prebuilt model tiers by name, instead of building them from the config (a
     configured tier given as None is absent, as an LLM without a backend is). ``learnt``: the
@@ -147,11 +150,34 @@ def build_engine(
             continue
         all_tiers.append(tier)
         lanes.append(PositionedLane(position, Lane(tier, lane_settings(settings, tier), on_batch)))
-    return Engine(router, lanes, all_tiers, learnt)
+    return Engine(router, lanes, all_tiers, learnt, _shared(settings, store, all_tiers, router.fallback_label))
+
+
+def _shared(settings: Settings, store: SharedStore | None, tiers: list[Tier], fallback: str) -> SharedDecisions | None:
+    """The engine's side of the shared store: decisions it may take from it are those of its
+    own labels and model tiers."""
+    if store is None:
+        return None
+    labels = {fallback}.union(*(tier.labels() for tier in tiers))
+    models = {s.name for s in registry.TIERS if s.stage == Stage.MODEL}
+    config = settings.store
+    return SharedDecisions(
+        store,
+        Keys(config.key_prefix),
+        frozenset(labels),
+        frozenset(models),
+        lease_ms=config.claim_lease_ms,
+        ttl_s=config.decision_ttl_s,
+    )
 
 
 async def load_engine(
-    settings: Settings, metrics: Metrics, learnt: LearntStore | None = None, *, freeze: bool = True
+    settings: Settings,
+    metrics: Metrics,
+    learnt: LearntStore | None = None,
+    *,
+    freeze: bool = True,
+    store: SharedStore | None = None,
 ) -> tuple[Engine, ModelBundle | None]:
     """For the servers: loads, verifies (bundle hashes, rules, label set) and warms the models.
     The caller points the metrics at it (``metrics.watch_engine``) once it serves. ``learnt``:
@@ -164,7 +190,9 @@ async def load_engine(
         encoder = await loop.run_in_executor(None, registry.build_encoder, settings.embedding, bundle)
     engine = await loop.run_in_executor(
         None,
-        lambda: build_engine(settings, bundle=bundle, encoder=encoder, on_batch=metrics.observe_lane, learnt=learnt),
+        lambda: build_engine(
+            settings, bundle=bundle, encoder=encoder, on_batch=metrics.observe_lane, learnt=learnt, store=store
+        ),
     )
     # The first encode and the LLM's prompt prefix pay one-off costs; no caller should.
     await engine.warm_up()

@@ -99,6 +99,9 @@ class SharedDecisions:
         await self.store.put(self.keys.decision(model_version, route, template), decided.encode(), self.ttl_s)
         await self.store.release(self.keys.claim(model_version, route, template), self.owner)
 
+    async def release_claim(self, model_version: str, route: str, template: str) -> None:
+        await self.store.release(self.keys.claim(model_version, route, template), self.owner)
+
     async def claim(self, model_version: str, route: str, template: str) -> Claim:
         return await self.store.claim(self.keys.claim(model_version, route, template), self.owner, self.lease_ms)
 

@@ -37,6 +37,7 @@ from logclass.engine.pipeline import bundle_path, freeze_heap, load_engine, need
 from logclass.engine.reload import RELOAD_PARTS, UnknownReloadParts, build_rules, check_parts, content_mark
 from logclass.engine.runtime import Runtime, SwapStep
 from logclass.errors import LogclassError
+from logclass.store.base import SharedStore
 from logclass.tiers import registry
 from logclass.tiers.registry import rules_file
 
@@ -57,11 +58,13 @@ class ReloadReport:
 
 
 async def build_swap_engine(
-    settings: Settings, metrics: Metrics, learnt: LearntStore | None
+    settings: Settings, metrics: Metrics, learnt: LearntStore | None, store: SharedStore | None = None
 ) -> tuple[Engine, ModelBundle | None]:
     """The one place a reload builds its new engine (loaded, verified, warmed; heap not frozen
-    while the old engine still serves), on the process's learnt memory, which outlives it."""
-    return await load_engine(settings, metrics, learnt, freeze=False)
+    while the old engine still serves), on the process's learnt memory and shared store, which
+    outlive it. A new bundle version keys its decisions apart in the store: none of the old
+    bundle's are reused."""
+    return await load_engine(settings, metrics, learnt, freeze=False, store=store)
 
 
 def bundle_mark(settings: Settings) -> str:
@@ -86,12 +89,14 @@ class Reloader:
         *,
         load_settings: Callable[[], Settings] | None = None,
         learnt: LearntStore | None = None,
+        store: SharedStore | None = None,
     ) -> None:
         """``load_settings``: the settings as the process was started (file + env + flags), read
         again; None: the config part never changes (a process started without a loader).
-        ``learnt``: the process's learnt memory, which every new engine is built on."""
+        ``learnt``, ``store``: the process's learnt memory and shared store, which every new
+        engine is built on."""
         self.runtime, self.metrics = runtime, runtime.metrics
-        self.load_settings, self.learnt = load_settings, learnt
+        self.load_settings, self.learnt, self.store = load_settings, learnt, store
         self.rules_path = rules_file(runtime.settings, runtime.bundle)
         self.rules_sha256 = _rules_sha256(self.rules_path)
         self.bundle_mark = bundle_mark(runtime.settings)
@@ -195,7 +200,7 @@ class Reloader:
     async def _swap_engine(self, settings: Settings, changed: list[str], steps: list[SwapStep]) -> None:
         part = "bundle" if "bundle" in changed else "config"
         try:
-            engine, bundle = await build_swap_engine(settings, self.metrics, self.learnt)
+            engine, bundle = await build_swap_engine(settings, self.metrics, self.learnt, self.store)
         except Exception as exc:
             # Whatever stops the new set from building (a hash mismatch, a rule, a label set, a
             # file gone) must leave the running set serving; the message is the builder's own.
