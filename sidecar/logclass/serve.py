@@ -111,6 +111,7 @@ async def serve(
     # Like the learnt memory, the store's connections outlive engine swaps.
     store = open_store(settings.store) if classifies else None
     if store is not None:
+        runtime.metrics.watch_store(store)
         log.info("shared store %s (key prefix %r)", redacted_url(settings.store.url or ""), settings.store.key_prefix)
     if classifies:
         engine, bundle = await load_engine(settings, runtime.metrics, learnt, store=store)

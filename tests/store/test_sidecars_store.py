@@ -55,6 +55,10 @@ def test_a_decision_made_by_one_sidecar_is_answered_by_another_from_the_store(re
         answered = _classify(second_address)
         assert (answered.label, answered.tier) == (decided.label, decided.tier)
         assert _embedded(second_metrics) == 0  # its own model was not asked
+        second = scrape(second_metrics)
+        assert second['logclass_store_lookups_total{result="hit"}'] == 1
+        assert second["logclass_store_failures_total"] == 0 and second["logclass_store_circuit_open"] == 0
+        assert scrape(first_metrics)['logclass_store_claims_total{outcome="won"}'] == 1
     finally:
         for _, _, proc in sidecars:
             proc.send_signal(signal.SIGTERM)

@@ -151,7 +151,7 @@ def test_a_store_that_goes_down_is_answered_locally_and_then_not_asked(redis_ser
             assert await s.get_many(["test:decision:k"]) == [None]
             assert await s.claim("test:claim:k", "a", 1000) is Claim.UNAVAILABLE
         failures = s.stats.failures
-        assert failures >= 3 and s.breaker.state.value == "open"
+        assert failures >= 3 and s.breaker.state.value == "open" and s.circuit_open
         # Open: nothing is tried, so nothing can be slow.
         for _ in range(100):
             assert await s.get_many(["test:decision:k"]) == [None]
@@ -164,7 +164,7 @@ def test_a_store_that_goes_down_is_answered_locally_and_then_not_asked(redis_ser
             if s.breaker.state.value == "closed":
                 break
             clock.now += 5.0
-        assert await s.get_many(["test:decision:k"]) == [b"again"]
+        assert await s.get_many(["test:decision:k"]) == [b"again"] and not s.circuit_open
         await s.close()
 
     asyncio.run(scenario())
@@ -220,3 +220,24 @@ def test_bad_store_settings_name_the_fix(tmp_path: Path) -> None:
     assert open_store(_settings(None)) is None
     printed = config.redacted(config.load(environ={"LOGCLASS_STORE__URL": "redis://user:pw@cache:6379/0"}))
     assert printed["store"]["url"] == "redis://<redacted>@cache:6379/0"
+
+
+def test_the_store_counts_are_scraped() -> None:
+    from logclass.engine.metrics import Metrics
+
+    metrics, s = Metrics(), LocalStore()
+    metrics.watch_store(s)
+
+    async def scenario() -> None:
+        await s.put("k", b"v", 0)
+        await s.get_many(["k", "j"])
+        await s.claim("c", "a", 1000)
+        await s.claim("c", "b", 1000)
+
+    asyncio.run(scenario())
+    sample = metrics.registry.get_sample_value
+    assert sample("logclass_store_lookups_total", {"result": "hit"}) == 1
+    assert sample("logclass_store_lookups_total", {"result": "miss"}) == 1
+    assert sample("logclass_store_claims_total", {"outcome": "won"}) == 1
+    assert sample("logclass_store_claims_total", {"outcome": "held"}) == 1
+    assert sample("logclass_store_calls_total", {}) == 4 and sample("logclass_store_circuit_open", {}) == 0

@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from logclass.core.learnt import DROP_REASONS, ORIGINS
 from logclass.engine import metrics_server
 from logclass.engine.lanes import Lane
 from logclass.engine.router import RouterStats
+from logclass.store.base import SharedStore
 
 if TYPE_CHECKING:
     from logclass.engine.engine import Engine
@@ -131,6 +132,10 @@ class Metrics:
         for tier in engine.tiers:
             tier.register_metrics(self.registry)
 
+    def watch_store(self, store: SharedStore) -> None:
+        """The shared store's calls, failures, lookups and claims, read at scrape time."""
+        self.registry.register(_StoreCounter(store))
+
     def count_error(self, kind: str) -> None:
         """A refused request (records' own errors are counted by the engine)."""
         self.request_errors[kind] += 1
@@ -225,6 +230,44 @@ class _DecisionCounter(Collector):
         hits.add_metric(["template"], totals.template)
         yield hits
         yield CounterMetricFamily("logclass_cache_misses", "Templates decided by the model tiers", value=totals.miss)
+
+
+class _StoreCounter(Collector):
+    """logclass_store_*: what the shared store did for this process (``SharedStore.stats``)."""
+
+    def __init__(self, store: SharedStore) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        stats = self._store.stats
+        yield CounterMetricFamily("logclass_store_calls", "Calls made to the shared store", value=stats.calls)
+        yield CounterMetricFamily(
+            "logclass_store_failures",
+            "Store calls that failed or timed out (the node decided locally)",
+            value=stats.failures,
+        )
+        yield CounterMetricFamily(
+            "logclass_store_skipped", "Store calls not tried while its circuit was open", value=stats.skipped
+        )
+        lookups = CounterMetricFamily(
+            "logclass_store_lookups", "Templates looked up in the store, by result", labels=["result"]
+        )
+        lookups.add_metric(["hit"], stats.hits)
+        lookups.add_metric(["miss"], stats.misses)
+        yield lookups
+        claims = CounterMetricFamily(
+            "logclass_store_claims",
+            "Claims on new templates: won (this node decides) or held (another node is deciding)",
+            labels=["outcome"],
+        )
+        claims.add_metric(["won"], stats.claims_won)
+        claims.add_metric(["held"], stats.claims_held)
+        yield claims
+        yield GaugeMetricFamily(
+            "logclass_store_circuit_open",
+            "1 while store calls are skipped (the store was found down), else 0",
+            value=float(self._store.circuit_open),
+        )
 
 
 class _LearntCounter(Collector):

@@ -81,5 +81,10 @@ class SharedStore(ABC):
     async def release(self, key: str, owner: str) -> None:
         """Drops ``owner``'s claim on ``key``; a claim since taken by another is left alone."""
 
+    @property
+    def circuit_open(self) -> bool:
+        """Whether store calls are being skipped now (a store found down)."""
+        return False
+
     async def close(self) -> None:  # noqa: B027 (a hook: the local store holds nothing to free)
         """Frees connections."""

@@ -121,5 +121,9 @@ class RedisStore(SharedStore):
     async def release(self, key: str, owner: str) -> None:
         await self._try("release", lambda: self._release(keys=[key], args=[owner]))
 
+    @property
+    def circuit_open(self) -> bool:
+        return self.breaker.state.value != "closed"
+
     async def close(self) -> None:
         await self._client.aclose()
