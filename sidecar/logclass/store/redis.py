@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from logclass.config.settings import StoreSettings
-from logclass.core.circuit import CircuitBreaker
+from logclass.core.circuit import CircuitBreaker, State
 from logclass.errors import LogclassError
 from logclass.secrets import SecretError, read_secret
 from logclass.store.base import Claim, SharedStore
@@ -123,7 +123,7 @@ class RedisStore(SharedStore):
 
     @property
     def circuit_open(self) -> bool:
-        return self.breaker.state.value != "closed"
+        return self.breaker.state is not State.CLOSED
 
     async def close(self) -> None:
         await self._client.aclose()
