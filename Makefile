@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install lock run test lint store-deps model bench bench-server bench-lanes bench-fastlane bench-relay bench-accuracy bench-distill bench-encoder bench-http bench-reload bench-hostile proto schema browser-deps clean
+.PHONY: install lock run test lint store-deps model bench bench-server bench-lanes bench-fastlane bench-relay bench-accuracy bench-distill bench-encoder bench-http bench-reload bench-hostile bench-cluster proto schema browser-deps clean
 
 # llama-cpp-python has no wheels on PyPI: it is compiled once and the wheel kept in a cache
 # outside the checkout. -march=native makes the wheel specific to this CPU, so the cache is keyed
@@ -150,6 +150,10 @@ bench-reload: $(STAMP)
 ## make bench-hostile: hostile input against one real sidecar (relay decoding bombs, too many and slow connections, huge sources, CSV formulas, cross-site calls): each case's answer, peak RSS growth (target < 64 MiB) and a warm gRPC caller's p50/p99 against a baseline window, in the same run
 bench-hostile: $(STAMP)
 	$(BIN)/python benchmarks/bench_hostile.py
+
+## make bench-cluster: one classifier per cluster (issue 30): 3 sidecars on one real redis-server against 3 alone, in the same run: model-tier calls per new template sent to all at once (target <= 1.05), what the store adds to a new template's latency, warm callers' p99, correction propagation and disagreements between sidecars
+bench-cluster: $(STAMP) store-deps
+	$(BIN)/python benchmarks/bench_cluster.py
 
 ## make bench: throughput against the seed algorithm, measured in the same run
 bench: $(STAMP)
