@@ -184,3 +184,78 @@ def test_teacher_rows_join_memory_and_head(tmp_path: Path, cfg: config.Settings,
     teacher.write_text('{"source": "a", "example": "b", "label": "c"}\nnot json\n', encoding="utf-8")
     with pytest.raises(DatasetError, match=r"teacher.jsonl:2: not a teacher entry"):
         train(data, tmp_path / "bad", cfg, options, encoder=encoder, progress=False)
+
+
+def test_lessons_from_the_shared_store_join_like_a_learnt_file(
+    tmp_path: Path, cfg: config.Settings, encoder: MemoEncoder
+) -> None:
+    """``--extra redis://...``: the cluster's lessons, read from a real redis-server."""
+    import asyncio
+    import dataclasses
+
+    from logclass.core.learnt import ORIGIN_FEEDBACK, ORIGIN_LLM, Lesson
+    from logclass.engine.lesson_sync import encode
+    from logclass.store.base import lesson_field
+    from logclass.store.redis import RedisStore
+    from tests.store.redis_server import RedisServer
+
+    server = RedisServer(tmp_path, password="s3cret")
+    server.start()
+    secret = tmp_path / "password"
+    secret.write_text("s3cret", encoding="utf-8")
+    store_settings = dataclasses.replace(cfg.store, password_file=str(secret), key_prefix="prod")
+    lessons = [
+        Lesson(
+            f"Account lockout <*> stage {word}",
+            "ModernHR",
+            f"Account lockout 7 stage {word}",
+            "Security Alert",
+            1.0,
+            ORIGIN_FEEDBACK,
+            "",
+            "",
+        )
+        for word in ("alpha", "beta", "gamma")
+    ] + [
+        Lesson(
+            "Quarterly payroll closed",
+            "ModernHR",
+            "Quarterly payroll closed",
+            "Payroll Event",
+            0.9,
+            ORIGIN_LLM,
+            "qwen",
+            "ModernHR",
+        )
+    ]
+
+    async def publish() -> None:
+        store = RedisStore(dataclasses.replace(store_settings, url=server.url))
+        for lesson in lessons:
+            await store.put_lesson(lesson_field(lesson.scope, lesson.template), encode(lesson), 100)
+        await store.close()
+
+    try:
+        asyncio.run(publish())
+        data = _write_csv(tmp_path / "small.csv", _subset(12, {}))
+        options = TrainOptions(folds=3, features="embedding")
+        plain = train(data, tmp_path / "plain", cfg, options, encoder=encoder, progress=False)
+        with_store = dataclasses.replace(cfg, store=store_settings)
+        url = f"redis://127.0.0.1:{server.port}/0"  # the password comes from store.password_file
+        options.extra = [url]
+        taught = train(data, tmp_path / "taught", with_store, options, encoder=encoder, progress=False)
+        taught_info, plain_info = taught.manifest.training, plain.manifest.training
+        assert taught_info is not None and plain_info is not None
+        # The three corrections join; a label the CSV lacks has no human row.
+        assert taught_info.rows_training_side == plain_info.rows_training_side + 3
+        assert list(taught_info.extra_files) == [url]
+        # Another key prefix holds none: the error names it.
+        options.extra = [url]
+        elsewhere = dataclasses.replace(cfg, store=dataclasses.replace(store_settings, key_prefix="staging"))
+        with pytest.raises(DatasetError, match=r"holds no lessons under key prefix 'staging'"):
+            train(data, tmp_path / "none", elsewhere, options, encoder=encoder, progress=False)
+        server.stop()
+        with pytest.raises(DatasetError, match=r"the store did not answer .*store.password_file"):
+            train(data, tmp_path / "down", with_store, options, encoder=encoder, progress=False)
+    finally:
+        server.stop()

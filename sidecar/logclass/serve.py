@@ -22,6 +22,7 @@ from logclass.config import redacted_url
 from logclass.config.settings import Settings
 from logclass.core.allocator import fix_mmap_threshold
 from logclass.engine.engine import Engine
+from logclass.engine.lesson_sync import start_lesson_sync
 from logclass.engine.metrics import Metrics, serve_metrics
 from logclass.engine.pipeline import load_engine, open_learnt
 from logclass.engine.runtime import FrontEnd, Runtime
@@ -120,6 +121,7 @@ async def serve(
         # From here the runtime owns the engine: a local reference would keep the first engine
         # (its models) alive after a reload retired it.
         del engine, bundle
+    sync = start_lesson_sync(settings, learnt, store, runtime.lessons_changed)
     # SERVING last: once probes see it, every front end of this process takes traffic.
     for front in fronts:
         await front.serving()
@@ -149,6 +151,8 @@ async def serve(
     # The front ends drain together, before the engine they classify through closes.
     await asyncio.gather(*(front.stop(grace) for front in fronts))
     await runtime.close()  # the engine serving now, after any reloads
+    if sync is not None:
+        await sync.close()
     if learnt is not None:
         learnt.close()
     if store is not None:

@@ -224,3 +224,31 @@ def test_with_the_store_down_each_node_decides_alone_without_errors() -> None:
         await store.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+class UnsureTier(CountingTier):
+    """Never sure: every template ends at the fallback label."""
+
+    async def decide(self, items: Sequence[Item]) -> list[Outcome]:
+        self.asked += [item.template for item in items]
+        return [None for _ in items]
+
+
+def test_a_template_no_tier_decides_is_shared_as_the_fallback() -> None:
+    """Without an LLM, a template the head is unsure of ends at the fallback label on every node
+    alike: shared, or each node would ask its own model in turn."""
+
+    async def scenario() -> None:
+        store = LocalStore()
+        tier_a, tier_b = UnsureTier(), UnsureTier()
+        a, b = _engine_on(store, tier_a), _engine_on(store, tier_b)
+        decided = await a.classify(NEW, None)
+        await asyncio.gather(*a._sharing)
+        answered = await b.classify(NEW, None)
+        assert tier_b.asked == [] and len(tier_a.asked) == 2
+        assert [(d.label, d.tier, d.confidence) for d in answered] == [(d.label, d.tier, d.confidence) for d in decided]
+        assert [d.tier for d in answered] == ["none"] * 2
+        for engine in (a, b):
+            await engine.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))

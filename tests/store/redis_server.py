@@ -26,9 +26,11 @@ def redis_binary() -> str:
 class RedisServer:
     """One redis-server process; ``stop`` and ``start`` keep its port (a restart)."""
 
-    def __init__(self, workdir: Path, password: str | None = None) -> None:
+    def __init__(self, workdir: Path, password: str | None = None, *, persist: bool = False) -> None:
+        """``persist``: an append-only file synced at every write, so a kill loses nothing."""
         self.binary = redis_binary()
         self.workdir = workdir
+        self.persist = persist
         self.port = free_port()
         self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
@@ -38,7 +40,8 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        args += ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else ["--appendonly", "no"]
         args += ["--dir", str(self.workdir)] + (["--requirepass", self.password] if self.password else [])
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20

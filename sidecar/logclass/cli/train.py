@@ -38,7 +38,12 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     p.add_argument("--memory-min-rows", type=int, default=1, help="rows a template needs to be remembered")
     p.add_argument("--memory-min-purity", type=float, default=0.9, help="share of its rows the top label needs")
     p.add_argument(
-        "--extra", type=Path, action="append", default=[], metavar="JSONL", help="LLM teacher file (llm.teacher_file)"
+        "--extra",
+        action="append",
+        default=[],
+        metavar="JSONL|URL",
+        help="LLM teacher file (llm.teacher_file), learnt memory (memory.learnt_file), or the shared store's "
+        "lessons (redis:// or rediss:// URL; store.password_file and store.key_prefix from the config)",
     )
     p.add_argument("--no-progress", action="store_true")
     add_common_options(p, model=False)

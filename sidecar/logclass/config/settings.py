@@ -427,6 +427,12 @@ class StoreSettings:
     circuit_open_s: Annotated[NonNegativeFloat, doc("how long an open circuit keeps the node on its own")]
     claim_lease_ms: Annotated[PositiveInt, doc("how long a node's claim on a new template lasts")]
     decision_ttl_s: Annotated[NonNegativeInt, doc("how long a shared decision is kept; 0: until evicted")]
+    sync_timeout_ms: Annotated[
+        PositiveInt, doc("limit of a lesson call (publish, snapshot page, log read), off the records' path")
+    ]
+    lesson_log_length: Annotated[
+        PositiveInt, doc("changes the lesson log keeps; a node further behind reads the whole set again")
+    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ Each is counted in ``dropped`` by reason (``logclass_learnt_dropped_total``).
 
 from __future__ import annotations
 
+import calendar
 import json
 import logging
 import os
@@ -42,8 +43,8 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -83,6 +84,9 @@ class Lesson:
     origin: str  # ORIGIN_LLM or ORIGIN_FEEDBACK
     model: str  # the LLM's model; empty for a human correction
     scope: str  # the source it answers; ALL_SOURCES: every source (corrections only)
+    # When it was taught (epoch seconds, whole: the file keeps seconds). Between nodes sharing a
+    # store, the lesson taught last wins; not part of what the lesson says (equality ignores it).
+    taught: float = field(default=0.0, compare=False)
 
     @property
     def key(self) -> Key:
@@ -95,10 +99,40 @@ class Lesson:
     def verdict(self) -> Verdict:
         return Verdict(self.label, self.confidence, self.detail)
 
-    def to_line(self, when: float) -> bytes:
+    def to_line(self, when: float | None = None) -> bytes:
+        """Its JSONL line; ``when`` (default: ``taught``) is written as its time."""
         entry: dict[str, object] = {key: getattr(self, key) for key in _KEYS}
-        entry["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+        entry["time"] = time.strftime(_TIME_FORMAT, time.gmtime(self.taught if when is None else when))
         return json_line(entry)
+
+
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def _taught(entry: dict[str, object]) -> float:
+    """A line's time as epoch seconds; 0 when it has none or none this format reads."""
+    value = entry.get("time")
+    if not isinstance(value, str):
+        return 0.0
+    try:
+        return float(calendar.timegm(time.strptime(value, _TIME_FORMAT)))
+    except ValueError:
+        return 0.0
+
+
+def parse_lesson(raw: bytes) -> Lesson:
+    """One JSONL line's lesson (the file's, or the shared store's); ValueError when it is none,
+    naming why. The caller bounds ``raw``'s size first."""
+    try:
+        return _lesson(json.loads(raw))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text (byte {exc.start})") from exc
+    except KeyError as exc:
+        raise ValueError(f"no key {exc}") from exc
+    except TypeError as exc:
+        raise ValueError(str(exc)) from exc
+    except RecursionError as exc:  # "[[[[..." a line long: the parser's stack, not a lesson
+        raise ValueError("JSON nested too deeply") from exc
 
 
 def json_line(entry: dict[str, object]) -> bytes:
@@ -132,6 +166,7 @@ def _lesson(entry: object) -> Lesson:
         origin=origin,
         model=str(entry.get("model") or ""),
         scope=str(scope),
+        taught=_taught(entry),
     )
 
 
@@ -155,6 +190,10 @@ class LearntStore:
         self.counts: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()  # lessons lost, by reason (DROP_REASONS)
         self.loaded = 0
+        # Called with ("put", lesson) or ("forget", lesson) for what this process was taught or
+        # told to drop (not for lessons taken from elsewhere, nor evictions): the shared store's
+        # sync publishes them. Called on the event loop's thread.
+        self.listeners: list[Callable[[str, Lesson], None]] = []
         # ("put", lesson, when), ("drop", key) or ("forget", key): done on the writer thread, off
         # the event loop. A forgotten lesson is rewritten out of the file at once.
         self._queue: queue.SimpleQueue[tuple[str, Lesson | Key, float] | None] = queue.SimpleQueue()
@@ -206,12 +245,41 @@ class LearntStore:
 
     def forget(self, keys: Iterable[Key]) -> list[Lesson]:
         """Drops these lessons here and from the file (rewritten without them); the ones it had."""
-        gone = [lesson for key in keys if (lesson := self._lessons.get(key)) is not None]
+        gone = [lesson for key in keys if (lesson := self.drop(key)) is not None]
         for lesson in gone:
-            self._forget(lesson.key)
-            if self._thread is not None:
-                self._send(("forget", lesson.key, 0.0))
+            self._tell("forget", lesson)
         return gone
+
+    def drop(self, key: Key) -> Lesson | None:
+        """Drops one lesson, told by another node (nobody is told): the lesson it had."""
+        lesson = self._lessons.get(key)
+        if lesson is not None:
+            self._forget(key)
+            if self._thread is not None:
+                self._send(("forget", key, 0.0))
+        return lesson
+
+    def take(self, lesson: Lesson) -> bool:
+        """Takes a lesson another node was taught (nobody is told), under the same rules and
+        bounds as ``learn``; False when they refuse it."""
+        evicted = self._take(lesson)
+        if evicted is None:
+            return False
+        self._persist(lesson, evicted)
+        return True
+
+    def _tell(self, kind: str, lesson: Lesson) -> None:
+        for listener in self.listeners:
+            try:
+                listener(kind, lesson)
+            except Exception:  # a listener's bug must not cost the lesson
+                log.exception("learnt memory: a listener failed on %s", kind)
+
+    def _persist(self, lesson: Lesson, evicted: list[Key]) -> None:
+        if self._thread is not None:
+            for gone in evicted:
+                self._send(("drop", gone, 0.0))
+            self._send(("put", lesson, lesson.taught))
 
     def learn(
         self, template: str, record: LogRecord, verdict: Verdict, origin: str, *, this_source_only: bool = False
@@ -223,16 +291,22 @@ class LearntStore:
         model = verdict.detail if origin == ORIGIN_LLM else ""
         scope = record.source if origin == ORIGIN_LLM or this_source_only else ALL_SOURCES
         lesson = Lesson(
-            template, record.source, record.message, verdict.label, verdict.confidence, origin, model, scope
+            template,
+            record.source,
+            record.message,
+            verdict.label,
+            verdict.confidence,
+            origin,
+            model,
+            scope,
+            taught=float(int(time.time())),
         )
         evicted = self._take(lesson)
         if evicted is None:
             return False
         self.counts[origin] += 1
-        if self._thread is not None:
-            for gone in evicted:
-                self._send(("drop", gone, 0.0))
-            self._send(("put", lesson, time.time()))
+        self._persist(lesson, evicted)
+        self._tell("put", lesson)
         return True
 
     def _send(self, item: tuple[str, Lesson | Key, float]) -> None:
@@ -352,7 +426,7 @@ class LearntStore:
             self._live_bytes -= len(gone)
 
     def _line(self, lesson: Lesson, when: float) -> bytes | None:
-        line = lesson.to_line(when)
+        line = lesson.to_line(when or None)
         if len(line) > MAX_LINE_BYTES:
             self.dropped[UNWRITABLE] += 1
             log.warning(
@@ -434,15 +508,13 @@ class LearntStore:
         if len(raw) > MAX_LINE_BYTES:
             return f"{len(raw)} bytes, over {MAX_LINE_BYTES}"
         try:
-            lesson = _lesson(json.loads(raw))
-        except UnicodeDecodeError as exc:
-            return f"not UTF-8 text (byte {exc.start})"
-        except (ValueError, KeyError, TypeError) as exc:
+            lesson = parse_lesson(raw)
+        except ValueError as exc:
             # A line appended after a torn one (a full disk, then room again) is glued onto it.
             glued = raw.rfind(_LINE_START)
             if glued > 0 and self._replay(raw[glued:]) is None:
                 return None
-            return str(exc) if not isinstance(exc, KeyError) else f"no key {exc}"
+            return str(exc)
         evicted = self._take(lesson)
         for gone in evicted or ():
             self._drop_line(gone)

@@ -32,6 +32,7 @@ from typing import Any
 
 from logclass.core.decision import (
     ERROR_INTERNAL,
+    TIER_NONE,
     TIER_PENDING,
     Decision,
     Deferred,
@@ -258,9 +259,7 @@ class Engine:
                 "the record has an empty, invalid or too long message, or too long a source: nothing to learn from"
             )
         self.learnt.learn(template, record, Verdict(label, 1.0), ORIGIN_FEEDBACK, this_source_only=this_source_only)
-        self._corrections += 1
-        self._corrected[template] = self._corrections
-        router.forget(template)
+        self.lesson_changed(template)
         decision = router.peek(record)
         assert decision is not None, "a correction in the memory answers its template"
         return decision
@@ -272,10 +271,19 @@ class Engine:
             return []
         gone = self.learnt.forget(keys)
         for lesson in gone:
-            self._corrections += 1
-            self._corrected[lesson.template] = self._corrections
-            self.router.forget(lesson.template)
+            self.lesson_changed(lesson.template)
         return gone
+
+    def lesson_changed(self, template: str) -> None:
+        """A lesson of ``template`` was taught or dropped (here, or on another node): its cached
+        decisions go, and a model answer asked before now does not land in a cache."""
+        if not self._calls and not self._inflight:
+            # Nobody holds an older count to compare with: the map starts again (it stays
+            # bounded however many lessons the cluster shares).
+            self._corrected.clear()
+        self._corrections += 1
+        self._corrected[template] = self._corrections
+        self.router.forget(template)
 
     def _stale(self, template: str, since: int) -> bool:
         """Whether ``template`` was corrected after the correction count was ``since``."""
@@ -424,7 +432,11 @@ class Engine:
                 return self._final_decision(key, router.decision(outcome, lane.name, key[1]), corrections)
             if isinstance(outcome, Deferred):
                 return router.fallback(key[1], detail=outcome.reason), False
-        return self._final_decision(key, router.fallback(key[1]), corrections)
+        # No tier is sure, and none will be on another node (same bundle, same tiers): shared
+        # too, or every node would run the same tiers on it in turn.
+        fallback = router.fallback(key[1])
+        self._share(key, SharedVerdict(TIER_NONE, Verdict(fallback.label, fallback.confidence, fallback.detail)))
+        return self._final_decision(key, fallback, corrections)
 
     async def _shared_answer(self, key: TemplateKey, start: int, owner: Hashable) -> SharedVerdict | None:
         """The cluster's decision for ``key``: shared already, or being made by another node

@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from logclass.core.learnt import DROP_REASONS, ORIGINS
 from logclass.engine import metrics_server
 from logclass.engine.lanes import Lane
 from logclass.engine.router import RouterStats
-from logclass.store.base import SharedStore
+from logclass.store.base import LATENCY_BUCKETS, SharedStore
 
 if TYPE_CHECKING:
     from logclass.engine.engine import Engine
@@ -238,9 +238,34 @@ class _StoreCounter(Collector):
     def __init__(self, store: SharedStore) -> None:
         self._store = store
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         stats = self._store.stats
         yield CounterMetricFamily("logclass_store_calls", "Calls made to the shared store", value=stats.calls)
+        seconds = HistogramMetricFamily(
+            "logclass_store_seconds", "Time of a store call that answered, by operation", labels=["operation"]
+        )
+        for operation, latency in sorted(stats.latency.items()):
+            running, buckets = 0, []
+            for bound, count in zip((*LATENCY_BUCKETS, float("inf")), latency.counts, strict=True):
+                running += count
+                buckets.append((str(bound) if bound != float("inf") else "+Inf", float(running)))
+            seconds.add_metric([operation], buckets, latency.total_s)
+        yield seconds
+        lessons = CounterMetricFamily(
+            "logclass_store_lessons",
+            "Lessons (LLM answers, corrections, drops) published to the store, received from it, or "
+            "refused as not a lesson",
+            labels=["direction"],
+        )
+        lessons.add_metric(["published"], stats.lessons_published)
+        lessons.add_metric(["received"], stats.lessons_received)
+        lessons.add_metric(["refused"], stats.lessons_refused)
+        yield lessons
+        yield CounterMetricFamily(
+            "logclass_store_resyncs",
+            "Times this node read the store's whole lesson set (start, a gap in the log, the store back)",
+            value=stats.resyncs,
+        )
         yield CounterMetricFamily(
             "logclass_store_failures",
             "Store calls that failed or timed out (the node decided locally)",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from logclass.config.settings import LaneQueueSettings, Settings, TemplatesSettings
 from logclass.core.bundle import ModelBundle, load_bundle
+from logclass.core.decision import TIER_NONE
 from logclass.core.learnt import LearntStore
 from logclass.core.masking import Mask, TemplateMasker
 from logclass.encoders import Encoder
@@ -159,7 +160,8 @@ def _shared(settings: Settings, store: SharedStore | None, tiers: list[Tier], fa
     if store is None:
         return None
     labels = {fallback}.union(*(tier.labels() for tier in tiers))
-    models = {s.name for s in registry.TIERS if s.stage == Stage.MODEL}
+    # The model tiers' decisions, and the fallback's when none of them was sure.
+    models = {s.name for s in registry.TIERS if s.stage == Stage.MODEL} | {TIER_NONE}
     config = settings.store
     return SharedDecisions(
         store,

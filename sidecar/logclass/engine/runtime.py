@@ -143,6 +143,12 @@ class Runtime:
         """``front_end.on_swap`` is asked before every swap."""
         self._front_ends.append(front_end)
 
+    def lessons_changed(self, template: str) -> None:
+        """A lesson of ``template`` arrived from another node: the serving engine drops its
+        cached decisions (a retired one serves nobody)."""
+        if self._engine is not None:
+            self._engine.lesson_changed(template)
+
     def attach(self, engine: Engine, bundle: ModelBundle | None) -> None:
         """The first engine, loaded and warmed."""
         self._engine, self.bundle = engine, bundle

@@ -81,7 +81,7 @@ def load_teacher_jsonl(path: str | Path) -> list[LabelledRow]:
             entry = json.loads(line)
             row = LabelledRow(str(entry["source"]), str(entry["example"]).strip(), str(entry["label"]).strip())
             template = str(entry["template"]) if "origin" in entry else None
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             if torn and number == len(lines):
                 break
             raise DatasetError(

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from logclass.config.settings import Settings
+from logclass.config.settings import Settings, StoreSettings
 from logclass.core.bundle import ModelBundle, write_bundle
 from logclass.core.decision import LogRecord
 from logclass.core.hashing import sha256_file
@@ -62,6 +62,7 @@ from logclass.training.dataset import LabelledRow, load_labelled_csv, load_teach
 from logclass.training.memory import RuleCheck, check_rules, rule_spec, template_counts
 from logclass.training.report import format_class_report
 from logclass.training.splits import holdout_split, stratified_folds
+from logclass.training.store_lessons import is_store_url, read_store_lessons
 
 DEFAULT_CS = (0.1, 1.0, 10.0, 100.0)
 FEATURE_CHOICES = ("auto", "embedding", "lexical", "both")
@@ -83,9 +84,10 @@ class TrainOptions:
     cs: Sequence[float] = DEFAULT_CS
     features: str = "auto"
     name: str | None = None
-    # LLM teacher files (JSONL): their rows join the training side only, so the hold-out stays
-    # the labelled CSV's and measures against human labels.
-    extra: Sequence[Path] = ()
+    # LLM teacher files (JSONL), learnt memories, or a shared store's lessons (a redis:// or
+    # rediss:// URL): their rows join the training side only, so the hold-out stays the labelled
+    # CSV's and measures against human labels.
+    extra: Sequence[Path | str] = ()
     labels_file: Path | None = None
     memory_min_rows: int = 1
     memory_min_purity: float = 0.9
@@ -119,20 +121,28 @@ def _check(options: TrainOptions) -> None:
         raise TrainError("--memory-min-purity must be in (0, 1]: the share of a template's rows its top label needs")
 
 
-def read_extra(paths: Sequence[Path], known: set[str]) -> list[LabelledRow]:
+def read_extra(
+    sources: Sequence[Path | str], known: set[str], store: StoreSettings
+) -> tuple[list[LabelledRow], dict[str, str]]:
     """Teacher rows with labels the CSV also has (a label seen only in teacher output has no
-    human row to be checked against)."""
+    human row to be checked against), and each source's name and SHA-256 for the manifest."""
     out: list[LabelledRow] = []
-    for path in paths:
-        rows = load_teacher_jsonl(path)
+    digests: dict[str, str] = {}
+    for source in sources:
+        if is_store_url(str(source)):
+            name, digest, rows = read_store_lessons(str(source), store)
+        else:
+            path = Path(source)
+            name, digest, rows = path.name, sha256_file(path), load_teacher_jsonl(path)
         kept = [r for r in rows if r.label in known]
         dropped = len(rows) - len(kept)
         log(
-            f"      extra {path}: {len(kept)} teacher rows added to training"
+            f"      extra {name}: {len(kept)} teacher rows added to training"
             + (f", {dropped} with labels not in the CSV left out" if dropped else "")
         )
         out += kept
-    return out
+        digests[name] = digest
+    return out, digests
 
 
 def _routed_past(routes: dict[str, str], tiers: Sequence[str]) -> set[str]:
@@ -353,7 +363,8 @@ def train(
     train_idx, test_idx = holdout_split(
         [r.label for r in rows], options.test_size, options.random_state, options.split == "stratified"
     )
-    train_rows = [rows[i] for i in train_idx] + read_extra(options.extra, set(counts))
+    extra_rows, extra_files = read_extra(options.extra, set(counts), settings.store)
+    train_rows = [rows[i] for i in train_idx] + extra_rows
     selection = select(train_rows, set(label_names), settings, spec, options)
     fitted = fit_head(selection.items, settings, options, encoder, progress)
     metrics = holdout([rows[i] for i in test_idx], selection, fitted, settings, options)
@@ -363,7 +374,7 @@ def train(
         data_sha256=sha256_file(data),
         rows_total=len(rows),
         rows_training_side=len(train_rows),
-        extra_files={str(Path(p).name): sha256_file(Path(p)) for p in options.extra},
+        extra_files=extra_files,
         label_counts=dict(sorted(counts.items())),
         few_row_labels=few,
         rules=RuleCheckInfo(tuple(r.name for r in selection.rules.kept), selection.rules.dropped),
