@@ -50,13 +50,13 @@ from logclass.config.settings import Settings
 from logclass.core.bundle import ModelBundle, load_bundle
 from logclass.core.decision import TIER_NONE, Decision, LogRecord
 from logclass.engine.blocking import BlockingEngine
-from logclass.engine.pipeline import build_engine, unbounded_lanes
+from logclass.engine.pipeline import DEFAULT_BUNDLE, build_engine, unbounded_lanes
 from logclass.training.distill import DistillOptions, DistillRefused, distill
 from logclass.training.train import TrainOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 LABELS = ROOT / "training" / "data" / "labels.yaml"
-DEFAULT_MODEL = ROOT / "models" / "default"
+DEFAULT_MODEL = DEFAULT_BUNDLE
 TIER_LLM = "llm"
 # Records per engine call with the LLM on: small, so progress is printed while it answers.
 LLM_CHUNK = 20

@@ -38,11 +38,13 @@ import grpc
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.common import ROOT, SEED_CSV, LogclassProcess, finish, free_port, stage
+from benchmarks.common import SEED_CSV, LogclassProcess, finish, free_port, stage
 from benchmarks.loadgen import bench_records, wait_ready
 from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
 from logclass.client import to_request
+from logclass.config import packaged_path
 from logclass.core.decision import LogRecord
+from logclass.engine.pipeline import DEFAULT_BUNDLE
 
 REQUEST_RECORDS = 100
 CALLERS = 4
@@ -75,10 +77,10 @@ def _seed_records() -> list[LogRecord]:
 def _prepare(tmp: Path) -> tuple[Path, Path, Path, Path]:
     """config.yaml, rules.yaml, the bundle symlink and the second bundle, in ``tmp``."""
     rules = tmp / "rules.yaml"
-    shutil.copy(ROOT / "sidecar" / "config" / "rules.yaml", rules)
+    shutil.copy(packaged_path("rules.yaml"), rules)
     first, second = tmp / "bundle-a", tmp / "bundle-b"
-    shutil.copytree(ROOT / "models" / "default", first)
-    shutil.copytree(ROOT / "models" / "default", second)
+    shutil.copytree(DEFAULT_BUNDLE, first)
+    shutil.copytree(DEFAULT_BUNDLE, second)
     manifest = json.loads((second / "manifest.json").read_text())
     manifest["name"] = "default-b"  # the same model under another version: a real swap, same answers
     (second / "manifest.json").write_text(json.dumps(manifest, indent=1))
