@@ -241,3 +241,27 @@ def test_the_store_counts_are_scraped() -> None:
     assert sample("logclass_store_claims_total", {"outcome": "won"}) == 1
     assert sample("logclass_store_claims_total", {"outcome": "held"}) == 1
     assert sample("logclass_store_calls_total", {}) == 4 and sample("logclass_store_circuit_open", {}) == 0
+
+
+def test_store_latency_and_lessons_are_scraped(redis_server: RedisServer) -> None:
+    from logclass.engine.metrics import Metrics
+
+    metrics, s = Metrics(), RedisStore(_settings(redis_server.url, timeout_ms=2000))
+    metrics.watch_store(s)
+
+    async def scenario() -> None:
+        await s.get_many(["k"])
+        await s.get_many(["k"])
+        await s.put("k", b"v", 0)
+        await s.close()
+
+    asyncio.run(scenario())
+    s.stats.lessons_published, s.stats.lessons_received, s.stats.resyncs = 2, 3, 1
+    sample = metrics.registry.get_sample_value
+    assert sample("logclass_store_seconds_count", {"operation": "get"}) == 2
+    assert sample("logclass_store_seconds_count", {"operation": "put"}) == 1
+    assert sample("logclass_store_seconds_bucket", {"operation": "get", "le": "+Inf"}) == 2
+    assert 0 < (sample("logclass_store_seconds_sum", {"operation": "get"}) or 0) < 4.0
+    assert sample("logclass_store_lessons_total", {"direction": "published"}) == 2
+    assert sample("logclass_store_lessons_total", {"direction": "received"}) == 3
+    assert sample("logclass_store_resyncs_total", {}) == 1
