@@ -74,7 +74,9 @@ class AdminServicer:
     def Feedback(self, request, context):
         """Human corrections. Each record's template is learnt with the given label at once (the next
         record of that template is decided by the template memory) and persisted in
-        memory.learnt_file when one is configured, so a restart keeps it.
+        memory.learnt_file when one is configured, so a restart keeps it. With a shared store
+        (store.url), the correction is written to it at once and every sidecar sharing it answers it
+        within a round trip: one call to any pod corrects the cluster.
         Status codes: INVALID_ARGUMENT when a label is not one of the model's labels or a record
         has no message (nothing of the request is learnt); UNAVAILABLE while the models load.
         """
