@@ -48,7 +48,10 @@ TLS = {"tls": {"enabled": True, "existingSecret": "logclass-tls"}}
 MTLS = {"tls": {"enabled": True, "existingSecret": "logclass-tls", "clientAuth": True}}
 # Helm drops a key set to null, so the chart sees no ports.http at all.
 HTTP_OFF = {"ports": {"http": None}}
-WORKLOADS = {"Deployment", "DaemonSet"}
+# The chart's own Valkey (store.enabled): one StatefulSet, its Services, Secret and NetworkPolicy.
+STORE = {"store": {"enabled": True}}
+STORE_NAME = f"{FULLNAME}-store"
+WORKLOADS = {"Deployment", "DaemonSet", "StatefulSet"}
 
 Obj = dict[str, Any]
 
@@ -183,8 +186,23 @@ def port_of(address: str) -> int:
         TLS,
         _merge(DAEMONSET, MTLS),
         {"adminAuth": {"enabled": True, "token": "adm1n-token-0123456789"}},
+        STORE,
+        _merge(DAEMONSET, STORE),
+        {"store": {"url": "rediss://cache.example.com:6380/0", "existingSecret": "cache-auth"}},
     ],
-    ids=["service", "daemonset", "vllm", "grafana", "http off", "tls", "daemonset, mtls", "admin auth"],
+    ids=[
+        "service",
+        "daemonset",
+        "vllm",
+        "grafana",
+        "http off",
+        "tls",
+        "daemonset, mtls",
+        "admin auth",
+        "store",
+        "daemonset, store",
+        "external store",
+    ],
 )
 def test_lint_is_clean(values: Obj) -> None:
     report = helm_python.lint(str(CHART), values, strict=True)
@@ -223,6 +241,12 @@ MODES: dict[str, tuple[Obj, set[str]]] = {
     ),
     "daemonset, rbac off": (_merge(DAEMONSET, RBAC_OFF), {"ConfigMap", "DaemonSet"} | SA | NP),
     "daemonset, existing service account": (_merge(DAEMONSET, EXISTING_SA), {"ConfigMap", "DaemonSet"} | NP),
+    # The store's own objects are named RELEASE-logclass-store*: checked in the shared store tests.
+    "service+store, 3 replicas": (
+        _merge(STORE, {"service": {"autoscaling": {"enabled": False}, "replicas": 3}}),
+        {"ConfigMap", "Deployment", "Service", "PodDisruptionBudget"} | SA | NP,
+    ),
+    "daemonset+store": (_merge(DAEMONSET, STORE), {"ConfigMap", "DaemonSet"} | SA | RBAC | NP),
 }
 
 
@@ -486,6 +510,9 @@ RESTART_CHANGES = {
     "watch interval": {"reload": {"intervalSeconds": 30}},
     # server.admin_auth: the sidecar reads its token once, at start.
     "admin token": {"adminAuth": {"enabled": True, "token": "adm1n-token-0123456789"}},
+    # The sidecar opens the store once, at start (it outlives engine swaps).
+    "store": STORE,
+    "store timeout": {"config": {"store": {"timeout_ms": 100}}},
 }
 
 
@@ -892,10 +919,306 @@ def test_external_llm_url_without_vllm(chart: Any, tmp_path: Path) -> None:
     assert not release.has("Deployment", f"{FULLNAME}-vllm")
 
 
+# --- the shared store (issue 30) ------------------------------------------------------------------
+
+STORE_MODES = {
+    "service, 3 replicas": _merge(STORE, {"service": {"autoscaling": {"enabled": False}, "replicas": 3}}),
+    "daemonset": _merge(DAEMONSET, STORE),
+}
+EXTERNAL_URL = "rediss://cache.example.com:6380/0"
+EXTERNAL_STORE = {"store": {"url": EXTERNAL_URL, "existingSecret": "cache-auth", "passwordKey": "auth"}}
+
+
+def selects(match_labels: dict[str, str], labels: dict[str, str]) -> bool:
+    """Whether a matchLabels selector picks a pod with ``labels``."""
+    return match_labels.items() <= labels.items()
+
+
+def pod_labels(workload: Obj) -> dict[str, str]:
+    labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def store_objects(release: Rendered) -> set[tuple[str, str]]:
+    return {(kind, name) for kind, name in release.kinds() if name.startswith(STORE_NAME)}
+
+
+def store_password_volume(release: Rendered, password_file: str) -> Obj:
+    """The Secret volume behind the sidecar's store.password_file, checked to be mounted read-only
+    at the file's folder, in the logclass container alone."""
+    folder = str(Path(password_file).parent)
+    mount = mounts_of(release.container())[folder]
+    assert mount["readOnly"] is True
+    holders = [
+        c["name"]
+        for w in release.workloads()
+        for c in pod_containers(w)
+        if any(m["name"] == mount["name"] or m["mountPath"] == folder for m in c.get("volumeMounts", []))
+    ]
+    assert holders == ["logclass"], "Fluent Bit, the init container and Valkey never see the sidecar's copy"
+    secret: Obj = volumes_of(release.sidecar_workload())[mount["name"]]["secret"]
+    return secret
+
+
+@pytest.mark.parametrize("mode", list(STORE_MODES))
+def test_store_enabled_renders_valkey_and_points_every_sidecar_at_it(chart: Any, tmp_path: Path, mode: str) -> None:
+    release = render(chart, STORE_MODES[mode])
+    headless = f"{STORE_NAME}-headless"
+    assert store_objects(release) == {
+        ("NetworkPolicy", STORE_NAME),
+        ("Secret", STORE_NAME),
+        ("Service", STORE_NAME),
+        ("Service", headless),
+        ("StatefulSet", STORE_NAME),
+    }
+    sts = release.get("StatefulSet", STORE_NAME)
+    spec, pod = sts["spec"], sts["spec"]["template"]["spec"]
+    assert spec["replicas"] == 1 and spec["serviceName"] == headless
+    assert selects(spec["selector"]["matchLabels"], pod_labels(sts))
+    assert pod["automountServiceAccountToken"] is False
+    (valkey,) = pod["containers"]
+    repo, _, tag = valkey["image"].rpartition(":")
+    values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    assert (repo, tag) == ("valkey/valkey", values["store"]["image"]["tag"]) and tag not in ("", "latest")
+
+    # The password: random, in the Secret, given to Valkey and the probes through env only.
+    secret = release.get("Secret", STORE_NAME)
+    encoded = secret["data"]["password"]
+    password = base64.b64decode(encoded).decode()
+    assert re.fullmatch(r"[A-Za-z0-9]{32}", password), password
+    others = json.dumps([o for o in release.objects if o is not secret])
+    assert password not in others and encoded not in others, "the password outside its Secret"
+    env = {e["name"]: e for e in valkey["env"]}
+    reference = {"secretKeyRef": {"name": STORE_NAME, "key": "password"}}
+    assert env["VALKEY_PASSWORD"]["valueFrom"] == env["REDISCLI_AUTH"]["valueFrom"] == reference
+    args = valkey["args"]
+    assert args[0] == "valkey-server"
+    assert args[args.index("--appendonly") + 1] == "yes"
+    assert args[args.index("--requirepass") + 1] == "$(VALKEY_PASSWORD)", "kubelet expands it from the env"
+    assert args[args.index("--maxmemory-policy") + 1] == "volatile-lru", "lessons have no TTL: keep them"
+    for probe in PROBES:
+        command = valkey[probe]["exec"]["command"]
+        assert command[:2] == ["sh", "-c"] and "valkey-cli" in command[2] and "ping" in command[2], command
+        assert "PONG" in command[2], "a loading or refusing Valkey is not ready"
+        assert not re.search(r"\s(-a|--pass|--user|--askpass)\b", command[2]), "REDISCLI_AUTH carries the password"
+
+    # Locked down like the chart's other containers, with resources, and its data on a claim.
+    ctx = valkey["securityContext"]
+    assert ctx["runAsNonRoot"] is True and ctx["runAsUser"] > 0
+    assert ctx["readOnlyRootFilesystem"] is True and ctx["allowPrivilegeEscalation"] is False
+    assert ctx["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["fsGroup"] > 0, "the volume must be writable by Valkey's user"
+    assert valkey["resources"]["requests"]["memory"] and valkey["resources"]["limits"]["memory"]
+    (claim,) = spec["volumeClaimTemplates"]
+    data = mounts_of(valkey)[args[args.index("--dir") + 1]]
+    assert claim["metadata"]["name"] == data["name"] and not data.get("readOnly")
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    assert "storageClassName" not in claim["spec"], "empty storageClass: the cluster's default"
+    assert data["name"] not in {v["name"] for v in pod.get("volumes", [])}
+
+    # Two Services on 6379 that pick Valkey and nothing else.
+    ports = {p["name"]: p["containerPort"] for p in valkey["ports"]}
+    for name in (STORE_NAME, headless):
+        svc = release.get("Service", name)
+        (port,) = svc["spec"]["ports"]
+        assert (port["port"], ports[port["targetPort"]]) == (6379, 6379)
+        assert selects(svc["spec"]["selector"], pod_labels(sts))
+        assert not selects(svc["spec"]["selector"], pod_labels(release.sidecar_workload()))
+    assert release.get("Service", headless)["spec"]["clusterIP"] == "None"
+    assert release.get("Service", STORE_NAME)["spec"]["type"] == "ClusterIP"
+    if release.has("Service"):
+        assert not selects(release.get("Service")["spec"]["selector"], pod_labels(sts)), "clients never reach Valkey"
+
+    # Every sidecar: store.url at that Service, the password file from the same Secret.
+    cfg = effective_config(release, tmp_path)
+    url = urlsplit(cfg.store.url)
+    assert (url.scheme, url.hostname, url.port, url.path) == ("redis", f"{STORE_NAME}.{NAMESPACE}.svc", 6379, "/0")
+    assert cfg.store.key_prefix == RELEASE
+    assert cfg.store.password_file is not None
+    volume = store_password_volume(release, cfg.store.password_file)
+    assert volume["secretName"] == STORE_NAME
+    assert volume["items"] == [{"key": "password", "path": Path(cfg.store.password_file).name}]
+    # Owner and group: kubelet hands the file to fsGroup, the group of the sidecar's user.
+    assert volume["defaultMode"] == 0o440
+    assert release.sidecar_workload()["spec"]["template"]["spec"]["securityContext"]["fsGroup"]
+    assert password not in release.config_map()["config.yaml"]
+
+
+@pytest.mark.parametrize("mode", list(STORE_MODES))
+def test_store_network_policy_admits_only_this_releases_logclass_pods(chart: Any, mode: str) -> None:
+    release = render(chart, STORE_MODES[mode])
+    sts = release.get("StatefulSet", STORE_NAME)
+    policy = release.get("NetworkPolicy", STORE_NAME)["spec"]
+    assert policy["podSelector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"]
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    assert rule["ports"] == [{"port": 6379, "protocol": "TCP"}]
+    (peer,) = rule["from"]
+    # A bare podSelector: pods of the policy's own namespace, no namespaceSelector or ipBlock.
+    assert list(peer) == ["podSelector"] and list(peer["podSelector"]) == ["matchLabels"]
+    admitted = peer["podSelector"]["matchLabels"]
+    assert selects(admitted, pod_labels(release.sidecar_workload()))
+    # Not Valkey itself, not vLLM, not another release's logclass pods, not any other pod.
+    other = Rendered(chart.render(_merge(STORE_MODES[mode], VLLM), name="other", namespace=NAMESPACE))
+    assert not selects(admitted, pod_labels(sts))
+    assert not selects(admitted, pod_labels(other.get("Deployment", "other-logclass-vllm")))
+    (other_sidecar,) = [w for w in other.workloads() if w["metadata"]["name"] == "other-logclass"]
+    assert not selects(admitted, pod_labels(other_sidecar))
+    assert not selects(admitted, {"app": "shop", "app.kubernetes.io/name": "logclass"})
+    # The sidecars' own policy still covers only them.
+    sidecar_policy = release.get("NetworkPolicy")["spec"]["podSelector"]["matchLabels"]
+    assert not selects(sidecar_policy, pod_labels(sts))
+    off = render(chart, _merge(STORE_MODES[mode], {"networkPolicy": {"enabled": False}}))
+    assert not off.has("NetworkPolicy", STORE_NAME) and off.has("StatefulSet", STORE_NAME)
+
+
+def test_store_from_an_existing_secret_and_without_persistence(chart: Any, tmp_path: Path) -> None:
+    values = {
+        "store": {
+            "enabled": True,
+            "existingSecret": "valkey-auth",
+            "passwordKey": "pw",
+            "keyPrefix": "shop:logs",
+            "persistence": {"enabled": False},
+        }
+    }
+    release = render(chart, values)
+    assert not release.has("Secret", STORE_NAME), "the chart makes no Secret when given one"
+    sts = release.get("StatefulSet", STORE_NAME)
+    (valkey,) = sts["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["valueFrom"] for e in valkey["env"]}
+    assert env["VALKEY_PASSWORD"] == env["REDISCLI_AUTH"] == {"secretKeyRef": {"name": "valkey-auth", "key": "pw"}}
+    assert "volumeClaimTemplates" not in sts["spec"]
+    data = volumes_of(sts)[mounts_of(valkey)["/data"]["name"]]
+    assert data == {"name": "data", "emptyDir": {}}
+    cfg = effective_config(release, tmp_path)
+    assert cfg.store.key_prefix == "shop:logs"
+    assert cfg.store.password_file is not None
+    volume = store_password_volume(release, cfg.store.password_file)
+    assert (volume["secretName"], volume["items"]) == ("valkey-auth", [{"key": "pw", "path": "password"}])
+    # No fsGroup: the file stays root's, so it keeps the default mode the sidecar's user can read.
+    no_group = render(chart, _merge(values, {"podSecurityContext": {"fsGroup": None}}))
+    assert "fsGroup" not in no_group.sidecar_workload()["spec"]["template"]["spec"]["securityContext"]
+    assert "defaultMode" not in volumes_of(no_group.sidecar_workload())["store-password"]["secret"]
+
+
+@pytest.mark.parametrize(("storage_class", "expected"), [("fast-ssd", "fast-ssd"), ("-", "")])
+def test_store_claim_storage_class(chart: Any, storage_class: str, expected: str) -> None:
+    values = _merge(STORE, {"store": {"persistence": {"storageClass": storage_class, "size": "10Gi"}}})
+    (claim,) = render(chart, values).get("StatefulSet", STORE_NAME)["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["storageClassName"] == expected
+    assert claim["spec"]["resources"]["requests"]["storage"] == "10Gi"
+
+
+def test_store_password_is_kept_across_upgrades(chart: Any, tmp_path: Path) -> None:
+    """Offline, `lookup` finds nothing, so each render makes a new password; on a cluster it
+    returns the Secret already there, whose password must be reused (Valkey's running config and
+    every sidecar hold it). The helper that chooses is run here on a Secret handed to it."""
+    first, second = (render(chart, STORE).get("Secret", STORE_NAME)["data"]["password"] for _ in range(2))
+    assert first != second, "no fixed password in the chart"
+    template = (CHART / "templates" / "store.yaml").read_text(encoding="utf-8")
+    assert re.search(
+        r'include "logclass\.storePassword" \(dict "existing" \(lookup "v1" "Secret" \.Release\.Namespace \$name\)',
+        template,
+    ), "the Secret's password must come from looking up that very Secret"
+    assert re.search(r"kind: Secret\nmetadata:\n  name: \{\{ \$name \}\}", template)
+    copy = tmp_path / "logclass"
+    shutil.copytree(CHART, copy)
+    cases = {
+        "kept": '(dict "data" (dict "pw" "b2xkLXNlY3JldA=="))',
+        "otherKey": '(dict "data" (dict "x" "eA=="))',
+        "none": "(dict)",  # what lookup returns for a Secret that is not there
+    }
+    lines = [
+        f'  {key}: {{{{ include "logclass.storePassword" (dict "existing" {found} "key" "pw") }}}}'
+        for key, found in cases.items()
+    ]
+    (copy / "templates" / "zz-password.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: password-probe}\ndata:\n" + "\n".join(lines) + "\n",
+        encoding="utf-8",
+    )
+    probe = render(helm_python.Chart.load(str(copy)), STORE).get("ConfigMap", "password-probe")["data"]
+    assert probe["kept"] == "b2xkLXNlY3JldA=="
+    for fresh in (probe["otherKey"], probe["none"]):
+        assert re.fullmatch(r"[A-Za-z0-9]{32}", base64.b64decode(fresh).decode())
+
+
+@pytest.mark.parametrize("base", [{}, DAEMONSET], ids=["service", "daemonset"])
+def test_external_store_gets_its_url_and_password_file_and_no_valkey(chart: Any, tmp_path: Path, base: Obj) -> None:
+    release = render(chart, _merge(base, EXTERNAL_STORE))
+    assert store_objects(release) == set()
+    assert "StatefulSet" not in {kind for kind, _ in release.kinds()}
+    cfg = effective_config(release, tmp_path)
+    assert (cfg.store.url, cfg.store.key_prefix) == (EXTERNAL_URL, RELEASE)
+    assert cfg.store.password_file is not None
+    volume = store_password_volume(release, cfg.store.password_file)
+    assert (volume["secretName"], volume["items"]) == ("cache-auth", [{"key": "auth", "path": "password"}])
+    # No Secret: a store without a password (or a username in the URL and none), no mount.
+    plain = render(chart, _merge(base, {"store": {"url": "redis://cache.shop.svc:6379/1"}}))
+    plain_cfg = effective_config(plain, tmp_path)
+    assert (plain_cfg.store.url, plain_cfg.store.password_file) == ("redis://cache.shop.svc:6379/1", None)
+    assert "store-password" not in volumes_of(plain.sidecar_workload())
+    assert not any(path.startswith("/etc/logclass/store") for path in mounts_of(plain.container()))
+
+
+def test_no_store_by_default(chart: Any, tmp_path: Path) -> None:
+    for values in ({}, DAEMONSET):
+        release = render(chart, values)
+        assert store_objects(release) == set()
+        store = effective_config(release, tmp_path).store
+        assert (store.url, store.password_file) == (None, None)
+        assert "store-password" not in volumes_of(release.sidecar_workload())
+    # An existing Secret alone connects nothing and mounts nothing.
+    lone = render(chart, {"store": {"existingSecret": "cache-auth"}})
+    assert effective_config(lone, tmp_path).store.url is None
+    assert "store-password" not in volumes_of(lone.sidecar_workload())
+
+
+def test_store_enabled_and_url_together_fail_naming_the_fix(chart: Any, tmp_path: Path) -> None:
+    both = _merge(STORE, {"store": {"url": EXTERNAL_URL}})
+    message = r"set one of them, not both \(store\.enabled=false to keep store\.url, or store\.url=null"
+    with pytest.raises(helm_python.HelmRenderError, match=message):
+        render(chart, both)
+    # The guard is the template's own: it holds with --skip-schema-validation too.
+    with pytest.raises(helm_python.HelmRenderError, match=message):
+        schemaless_chart(tmp_path).render(both, name=RELEASE, namespace=NAMESPACE)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://cache:6379/0",
+        "rediss://cache.example.com:6380/15",
+        "rediss://logclass@cache.example.com:6380/0?ssl_cert_reqs=required",
+        "redis://10.0.0.7:6379",
+        "redis://[fd00::7]:6379/0",
+    ],
+)
+def test_schema_accepts_store_urls(chart: Any, url: str) -> None:
+    chart.validate_schema({"store": {"url": url}})
+
+
+@pytest.mark.parametrize("mode", ["service", "daemonset"])
+def test_notes_say_one_feedback_call_reaches_every_pod_with_a_store(chart: Any, mode: str) -> None:
+    base = _merge(MODES[mode][0], ADMIN_AUTH)
+    shared = render(chart, _merge(base, STORE)).notes
+    assert "sent ONCE, to any one pod, reaches every pod" in shared
+    assert "logclass.v1.Admin/Feedback" in shared and '"corrections":[' in shared
+    assert f"port-forward {'deploy' if mode == 'service' else 'daemonset'}/{FULLNAME} 50051" in shared
+    assert "send it to every" not in shared
+    assert f"Shared store: Valkey {STORE_NAME} (redis://{STORE_NAME}.{NAMESPACE}.svc:6379/0)" in shared
+    assert "Feedback) sent ONCE" in render(chart, _merge(base, EXTERNAL_STORE)).notes
+    alone = render(chart, base).notes
+    assert "Each call reaches the one pod its connection lands on" in alone
+    assert "teaches only the pod that got it: send it to every" in alone and "store.enabled=true" in alone
+    assert "sent ONCE" not in alone and "Shared store" not in alone
+
+
 # --- security and images --------------------------------------------------------------------------
 
 ALL_ON = _merge(
-    _merge(DAEMONSET, VLLM),
+    _merge(_merge(DAEMONSET, VLLM), STORE),
     {"auth": {"enabled": True, "token": "0123456789abcdef"}, "networkPolicy": {"enabled": True}},
 )
 
@@ -914,13 +1237,13 @@ def test_every_container_is_locked_down(chart: Any, values: Obj) -> None:
             assert ctx["readOnlyRootFilesystem"] is True, container["name"]
             assert ctx["capabilities"]["drop"] == ["ALL"], container["name"]
             assert not ctx.get("privileged"), container["name"]
-            if container["name"] in ("logclass", "vllm"):
+            if container["name"] in ("logclass", "vllm", "valkey"):
                 assert ctx["runAsNonRoot"] is True and ctx["runAsUser"] > 0
             if container["name"] == "host-dirs-owner":
                 assert ctx["capabilities"]["add"] == ["CHOWN"]
     assert "logclass" in seen
     if values is ALL_ON:
-        assert seen == {"logclass", "fluent-bit", "host-dirs-owner", "vllm"}
+        assert seen == {"logclass", "fluent-bit", "host-dirs-owner", "vllm", "valkey"}
 
 
 def test_images_are_pinned(chart: Any) -> None:
@@ -1066,6 +1389,28 @@ BAD_VALUES = {
         "/daemonset/relay/upstreams/0",
     ),
     "unknown apiListen": ({"daemonset": {"apiListen": "pod"}}, "/daemonset/apiListen"),
+    # The shared store.
+    "store url without a scheme": ({"store": {"url": "cache.example.com:6379"}}, "/store/url"),
+    "store url over http": ({"store": {"url": "http://cache.example.com:6379"}}, "/store/url"),
+    "store url with no host": ({"store": {"url": "redis://"}}, "/store/url"),
+    "store url with a database name": ({"store": {"url": "redis://cache:6379/logs"}}, "/store/url"),
+    # The URL sits in the ConfigMap: a password goes in store.existingSecret.
+    "store password in the url": ({"store": {"url": "rediss://:hunter2@cache:6380/0"}}, "/store/url"),
+    "store user and password in the url": ({"store": {"url": "redis://app:hunter2@cache:6379/0"}}, "/store/url"),
+    "store url smuggling a key": ({"store": {"url": "redis://cache:6379/0\nstore:\n  url: x"}}, "/store/url"),
+    "store enabled as a string": ({"store": {"enabled": "true"}}, "/store/enabled"),
+    "store secret name smuggling yaml": ({"store": {"existingSecret": "x\n  evil: true"}}, "/store/existingSecret"),
+    "store key prefix with a space": ({"store": {"keyPrefix": "shop logs"}}, "/store/keyPrefix"),
+    "store key prefix too long": ({"store": {"keyPrefix": "k" * 65}}, "/store/keyPrefix"),
+    "latest valkey tag": ({"store": {"image": {"tag": "latest"}}}, "/store/image/tag"),
+    "valkey as root": ({"store": {"securityContext": {"runAsNonRoot": False}}}, "/store/securityContext/runAsNonRoot"),
+    "bad store claim size": ({"store": {"persistence": {"size": "lots"}}}, "/store/persistence/size"),
+    "unknown eviction policy": ({"store": {"maxMemoryPolicy": "lru"}}, "/store/maxMemoryPolicy"),
+    "misspelt store key": ({"store": {"enable": True}}, "enable"),
+    # The chart manages these from `store`: set in config they would bypass the Secret and the guard.
+    "config.store.url": ({"config": {"store": {"url": "redis://cache:6379/0"}}}, "/config/store/url"),
+    "config.store.password_file": ({"config": {"store": {"password_file": "/x"}}}, "/config/store/password_file"),
+    "config.store.key_prefix": ({"config": {"store": {"key_prefix": "x"}}}, "/config/store/key_prefix"),
 }
 
 
@@ -1292,6 +1637,14 @@ VALIDATED = {
     "service, learning on a volume, rules": _merge(LEARNING_PVC, {"rules": RULES}),
     "daemonset, vllm, auth and admin auth": _merge(_merge(_merge(DAEMONSET, VLLM), AUTH), ADMIN_AUTH),
     "service, admin auth from an existing secret": {"adminAuth": {"enabled": True, "existingSecret": "ops-token"}},
+    "service, external store": EXTERNAL_STORE,
+    "daemonset, store from an existing secret, no claim": _merge(
+        DAEMONSET,
+        {"store": {"enabled": True, "existingSecret": "valkey-auth", "persistence": {"enabled": False}}},
+    ),
+    "service, store on a storage class, admin auth": _merge(
+        _merge(STORE, ADMIN_AUTH), {"store": {"persistence": {"storageClass": "fast-ssd"}}}
+    ),
 }
 
 

@@ -48,6 +48,62 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: vllm
 {{- end }}
 
+{{/*
+The chart's Valkey (store.enabled). The full name is cut to 46 characters first, so the
+StatefulSet's name stays within the 52 its controller-revision-hash label allows and the headless
+Service's never collides with the other one when names are long.
+*/}}
+{{- define "logclass.storeName" -}}
+{{- printf "%s-store" (include "logclass.fullname" . | trunc 46 | trimSuffix "-") }}
+{{- end }}
+
+{{- define "logclass.storeHeadlessName" -}}
+{{- printf "%s-headless" (include "logclass.storeName" .) }}
+{{- end }}
+
+{{- define "logclass.storeSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "logclass.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: store
+{{- end }}
+
+{{- define "logclass.storeLabels" -}}
+{{ include "logclass.commonLabels" . }}
+{{ include "logclass.storeSelectorLabels" . }}
+{{- end }}
+
+{{/* The Secret with the store's password: store.existingSecret, else the chart's own (store.enabled); empty: none. */}}
+{{- define "logclass.storeSecret" -}}
+{{- if .Values.store.existingSecret }}{{ .Values.store.existingSecret }}
+{{- else if .Values.store.enabled }}{{ include "logclass.storeName" . }}
+{{- end }}
+{{- end }}
+
+{{/* store.url the sidecars get: the chart's Valkey Service, else store.url; empty: no store. */}}
+{{- define "logclass.storeUrl" -}}
+{{- if .Values.store.enabled -}}
+{{- printf "redis://%s.%s.svc:6379/0" (include "logclass.storeName" .) .Release.Namespace }}
+{{- else if .Values.store.url -}}
+{{- .Values.store.url }}
+{{- end }}
+{{- end }}
+
+{{/* The store's password file: its own folder, mounted from the Secret into the logclass container alone. */}}
+{{- define "logclass.storeDir" -}}/etc/logclass/store{{- end }}
+
+{{/*
+The password of the chart's own store Secret, base64: the one already in the cluster (an upgrade
+must keep it: Valkey and every running sidecar hold it), else a new random one. Takes (dict "existing" <lookup result> "key" <data key>), so a test can hand it a Secret.
+*/}}
+{{- define "logclass.storePassword" -}}
+{{- $data := (.existing | default dict).data | default dict }}
+{{- if and (hasKey $data .key) (index $data .key) }}
+{{- index $data .key }}
+{{- else }}
+{{- randAlphaNum 32 | b64enc }}
+{{- end }}
+{{- end }}
+
 {{- define "logclass.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
 {{- end }}
@@ -121,6 +177,14 @@ rest is here.
 {{- end }}
 {{- if .Values.learning.enabled }}
 {{- $_ := set $managed "memory" (dict "learnt_file" (printf "%s/learnt.jsonl" (include "logclass.learntDir" .))) }}
+{{- end }}
+{{- $storeUrl := include "logclass.storeUrl" . }}
+{{- if $storeUrl }}
+{{- $store := dict "url" $storeUrl "key_prefix" (.Values.store.keyPrefix | default .Release.Name) }}
+{{- if include "logclass.storeSecret" . }}
+{{- $_ := set $store "password_file" (printf "%s/password" (include "logclass.storeDir" .)) }}
+{{- end }}
+{{- $_ := set $managed "store" $store }}
 {{- end }}
 {{- $url := include "logclass.llmUrl" . }}
 {{- if $url }}
@@ -311,6 +375,9 @@ without HTTP, or with client certificates required, the gRPC port must accept a 
     {{- if .Values.learning.enabled }}
     - {name: learnt, mountPath: {{ include "logclass.learntDir" . }}}
     {{- end }}
+    {{- if and (include "logclass.storeUrl" .) (include "logclass.storeSecret" .) }}
+    - {name: store-password, mountPath: {{ include "logclass.storeDir" . }}, readOnly: true}
+    {{- end }}
 {{- end }}
 
 {{/* Volumes of the logclass container. */}}
@@ -362,6 +429,17 @@ without HTTP, or with client certificates required, the gRPC port must accept a 
   secret:
     secretName: {{ .Values.metrics.authSecret.name }}
     items: [{key: {{ .Values.metrics.authSecret.key }}, path: token}]
+{{- end }}
+{{- if and (include "logclass.storeUrl" .) (include "logclass.storeSecret" .) }}
+- name: store-password
+  secret:
+    secretName: {{ include "logclass.storeSecret" . }}
+    items: [{key: {{ .Values.store.passwordKey }}, path: password}]
+    {{- if .Values.podSecurityContext.fsGroup }}
+    # Owner and group only: kubelet gives the file to fsGroup, the sidecar's group. Without an
+    # fsGroup the file stays root's, so the default mode has to leave it readable.
+    defaultMode: 0440
+    {{- end }}
 {{- end }}
 {{- if and (eq .Values.mode "daemonset") .Values.daemonset.relay.upstreamSecret.name }}
 {{- $secret := .Values.daemonset.relay.upstreamSecret }}
