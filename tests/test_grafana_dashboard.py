@@ -2,13 +2,14 @@
 real sidecar exports.
 
 The main test runs `logclass serve` with both model lanes (the LLM one in front of a server that
-answers some questions and never answers others, and holds one template at most) and the relay
-(first upstream dead, second up late), drives traffic through every path that creates a labelled
-series (each tier, pending past the request budget, a lane rejection, an open circuit, relay
-faults), scrapes /metrics and checks each PromQL expression of the dashboard against the scrape:
-metric names, label names and the label values the dashboard matches on. Expressions
-are parsed with promql-parser (Prometheus' grammar), so an invalid query fails here, not in
-Grafana; a renamed metric or label fails here, not as an empty panel in production.
+answers some questions and never answers others, and holds one template at most), the relay
+(first upstream dead, second up late) and a shared store (a real redis-server), drives traffic
+through every path that creates a labelled series (each tier, pending past the request budget, a
+lane rejection, an open circuit, relay faults, store lookups and claims), scrapes /metrics and
+checks each PromQL expression of the dashboard against the scrape: metric names, label names and
+the label values the dashboard matches on. Expressions are parsed with promql-parser (Prometheus'
+grammar), so an invalid query fails here, not in Grafana; a renamed metric or label fails here,
+not as an empty panel in production.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import promql_parser as promql  # promql-parser: Prometheus' PromQL grammar (Rus
 import pytest
 import yaml
 from fluent import sender as fluent_sender  # type: ignore[import-untyped]
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from logclass import config
@@ -48,6 +49,7 @@ from logclass.tiers.llm.tier import CIRCUIT_STATE_VALUES
 from tests.conftest import ROOT, SEED_ROWS, free_port, metrics_text, start_server
 from tests.relay.conftest import FAST_FORWARD
 from tests.relay.forward_peer import ForwardClient, Upstream
+from tests.store.redis_server import RedisServer
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "logclass.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -254,7 +256,17 @@ def test_dashboard_structure() -> None:
             assert target.get("expr", "").strip(), f"{title} {target['refId']}: no expr"
             assert target.get("datasource") == DATASOURCE, f"{title} {target['refId']}: datasource"
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
-    assert rows == ["Traffic", "Tiers & cache", "Lanes", "Latency", "LLM", "Learning & reload", "Relay", "Errors"]
+    assert rows == [
+        "Traffic",
+        "Tiers & cache",
+        "Lanes",
+        "Latency",
+        "LLM",
+        "Learning & reload",
+        "Shared store",
+        "Relay",
+        "Errors",
+    ]
     assert {p["type"] for p in panels} >= {"timeseries", "stat", "heatmap"}
 
 
@@ -424,6 +436,88 @@ def test_contract_check_catches_a_wrong_label() -> None:
     assert len(found) == 2 and "no label 'reason'" in found[0] and "outcome='restart'" in found[1], found
 
 
+# --- the shared store panels (issue 30) -------------------------------------------------------------
+
+STORE_ROW = "Shared store"
+# The store's series as agreed with the sidecar's store work (sidecar/logclass/engine/metrics.py):
+# names, labels and the label values the panels match on or are described with. Counters carry
+# _total; the latency histogram is read through _bucket. The live test below checks that the
+# sidecar's exposition agrees with this, name for name and label for label.
+STORE_SERIES: dict[str, dict[str, tuple[str, ...]]] = {
+    "logclass_store_calls_total": {},
+    "logclass_store_failures_total": {},
+    "logclass_store_skipped_total": {},
+    # changes: the lesson log's blocking read, which the latency panel leaves out.
+    "logclass_store_seconds": {"operation": ("changes",)},
+    "logclass_store_lookups_total": {"result": ("hit", "miss")},
+    "logclass_store_claims_total": {"outcome": ("won", "held")},
+    "logclass_store_lessons_total": {"direction": ("published", "received")},
+    "logclass_store_resyncs_total": {},
+    "logclass_store_circuit_open": {},
+}
+
+
+def store_contract_scrape() -> Scrape:
+    """An exposition with every series of STORE_SERIES, registered as the sidecar registers them."""
+    registry = CollectorRegistry()
+    for name, labels in STORE_SERIES.items():
+        if name.endswith("_total"):
+            metric: Any = Counter(name.removesuffix("_total"), "", list(labels), registry=registry)
+        elif name == "logclass_store_seconds":
+            metric = Histogram(name, "", list(labels), registry=registry)
+        else:
+            metric = Gauge(name, "", list(labels), registry=registry)
+        for combo in itertools.product(*(values or ("any",) for values in labels.values())):
+            child = metric.labels(*combo) if labels else metric
+            child.observe(0.001) if isinstance(metric, Histogram) else child.inc()
+    return scrape_of(generate_latest(registry).decode())
+
+
+def test_shared_store_panels_ask_for_the_agreed_series() -> None:
+    panels = row_panels(load_dashboard(), STORE_ROW)
+    row_queries = [(f"panel {p['title']!r} target {t['refId']}", t["expr"]) for p in panels for t in p["targets"]]
+    assert problems(row_queries, store_contract_scrape()) == []
+    grouped = {(use.metric, frozenset(use.labels - TARGET_LABELS)) for _, expr in row_queries for use in uses(expr)}
+    # What issue 30 asks to see, and how each panel must split it.
+    wanted = {
+        ("logclass_store_calls_total", frozenset()),
+        ("logclass_store_failures_total", frozenset()),
+        ("logclass_store_skipped_total", frozenset()),
+        ("logclass_store_seconds_bucket", frozenset({"le", "operation"})),
+        ("logclass_store_lookups_total", frozenset({"result"})),
+        ("logclass_store_claims_total", frozenset({"outcome"})),
+        ("logclass_store_lessons_total", frozenset({"direction"})),
+        ("logclass_store_resyncs_total", frozenset()),
+        ("logclass_store_circuit_open", frozenset()),
+    }
+    assert grouped == wanted, (sorted(grouped - wanted), sorted(wanted - grouped))
+    (latency,) = [p for p in panels if "latency" in p["title"]]
+    quantiles = sorted(re.findall(r"histogram_quantile\((0\.\d+),", " ".join(t["expr"] for t in latency["targets"])))
+    assert quantiles == ["0.5", "0.99"] and latency["fieldConfig"]["defaults"]["unit"] == "s"
+    # The lesson log's read blocks for up to a second waiting for a change: its time is not latency.
+    assert all('operation!="changes"' in t["expr"] for t in latency["targets"])
+    (circuit,) = [p for p in panels if p["type"] == "stat"]
+    texts = {k: v["text"] for k, v in circuit["fieldConfig"]["defaults"]["mappings"][0]["options"].items()}
+    assert texts == {"0": "closed", "1": "open"}
+    # Rates of counters, never of the gauge.
+    for where, expr in row_queries:
+        for use in uses(expr):
+            counter = use.metric.endswith(("_total", "_bucket"))
+            assert counter == bool(re.search(rf"(rate|increase)\({use.metric}\{{", expr)), f"{where}: {expr}"
+
+
+def test_store_contract_check_catches_a_wrong_name_or_label() -> None:
+    bad = [
+        ("old name", "sum(rate(logclass_store_errors_total[5m]))"),
+        ("label", "sum by (op) (rate(logclass_store_seconds_bucket[5m]))"),
+        ("value", 'sum(rate(logclass_store_lessons_total{direction="sent"}[5m]))'),
+    ]
+    found = problems(bad, store_contract_scrape())
+    assert len(found) == 3, found
+    assert "logclass_store_errors_total is not exported" in found[0]
+    assert "no label 'op'" in found[1] and "direction='sent'" in found[2], found
+
+
 # --- against a real sidecar ---------------------------------------------------------------------
 
 
@@ -514,6 +608,9 @@ INLINE_BUDGET_MS = 200
 @pytest.fixture(scope="module")
 def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
     tmp = tmp_path_factory.mktemp("dashboard")
+    # The Shared store row's series exist only in a sidecar with a store: a real one, on loopback.
+    store = RedisServer(tmp_path_factory.mktemp("store"))
+    store.start()
     llm = LlmServer()
     grpc_port, metrics_port, relay_port = free_port(), free_port(), free_port()
     dead, late = free_port(), Upstream()
@@ -546,6 +643,8 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
             "buffer": {"path": str(tmp / "buffer"), "max_bytes": 65536, "full_wait_s": 0.5},
             "forward": FAST_FORWARD,
         },
+        # Generous against a loaded test machine: a store failure here is a test failure.
+        "store": {"url": store.url, "timeout_ms": 2000},
     }
     config_path = tmp / "logclass.yaml"
     config_path.write_text(yaml.safe_dump(config_doc), encoding="utf-8")
@@ -560,10 +659,13 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
     finally:
         late.stop()
         llm.stop()
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            _, err = proc.communicate(timeout=60)
-            assert proc.returncode == 0, err[-3000:]
+        try:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                _, err = proc.communicate(timeout=60)
+                assert proc.returncode == 0, err[-3000:]
+        finally:
+            store.stop()
 
 
 def _drive(sidecar: Sidecar) -> None:
@@ -663,6 +765,54 @@ def test_metrics_awaiting_the_sidecar_are_not_exported_yet(sidecar: Sidecar) -> 
     assert exported == [], f"now exported by the sidecar: {exported}; remove them from AWAITING_SIDECAR"
 
 
+def family_name(sample: str) -> str:
+    """The metric family a sample name belongs to (a counter's _total, a histogram's parts)."""
+    for suffix in ("_total", "_bucket", "_count", "_sum"):
+        if sample.endswith(suffix):
+            return sample.removesuffix(suffix)
+    return sample
+
+
+def store_contract_mismatches(text: str) -> list[str]:
+    """How an exposition differs from STORE_SERIES: a metric missing, other label names, or a
+    listed label value the sidecar does not report."""
+    live = {family.name: family for family in text_string_to_metric_families(text)}
+    mismatches = []
+    for name, labels in STORE_SERIES.items():
+        family = live.get(family_name(name))
+        if family is None:
+            mismatches.append(f"{name}: not exported")
+            continue
+        samples = [s for s in family.samples if not s.name.endswith(("_count", "_sum", "_created"))]
+        names = {key for s in samples for key in s.labels} - {"le"}
+        if names != set(labels):
+            mismatches.append(f"{name}: labels {sorted(names)}, agreed {sorted(labels)}")
+        for label, values in labels.items():
+            seen = {s.labels[label] for s in samples if label in s.labels}
+            if set(values) - seen:
+                mismatches.append(f"{name}: no {label} {sorted(set(values) - seen)} (seen {sorted(seen)})")
+    return mismatches
+
+
+def test_store_contract_is_what_the_sidecar_exports(sidecar: Sidecar) -> None:
+    """STORE_SERIES, which the Shared store row is checked against, agrees with the live
+    exposition. The lesson log's first blocking read ends within a second of the start."""
+    deadline = time.monotonic() + 15
+    while (found := store_contract_mismatches(sidecar.text())) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert found == [], "\n".join(found)
+
+
+def test_store_contract_check_catches_drift() -> None:
+    registry = CollectorRegistry()
+    Counter("logclass_store_calls", "", ["node"], registry=registry).labels("a").inc()
+    Counter("logclass_store_lookups", "", ["result"], registry=registry).labels("hit").inc()
+    found = store_contract_mismatches(generate_latest(registry).decode())
+    assert "logclass_store_calls_total: labels ['node'], agreed []" in found
+    assert "logclass_store_lookups_total: no result ['miss'] (seen ['hit'])" in found
+    assert "logclass_store_circuit_open: not exported" in found
+
+
 def test_values_behind_the_lane_llm_and_relay_panels(sidecar: Sidecar) -> None:
     """The values behind the panels the traffic above moved: pending records, the lane rejection,
     the lanes emptied once the held call failed, the circuit it opened, and relay records counted
@@ -691,3 +841,16 @@ def test_values_behind_the_lane_llm_and_relay_panels(sidecar: Sidecar) -> None:
     # One over gRPC; the relay's (seed chunk, fl-0, fill-n) count only if relay records are counted.
     regex_user_action = samples[("logclass_records_total", (("label", "User Action"), ("tier", "regex")))]
     assert regex_user_action >= 3, regex_user_action
+
+
+def test_values_behind_the_shared_store_panels(sidecar: Sidecar) -> None:
+    """The store took the new templates' lookups and claims, all answered: one sidecar misses and
+    wins every claim (nobody else decides), and its circuit stays closed."""
+    samples = sidecar.samples()
+    assert total(samples, "logclass_store_calls_total") >= 1
+    assert total(samples, "logclass_store_failures_total") == 0
+    assert total(samples, "logclass_store_skipped_total") == 0
+    assert samples[("logclass_store_circuit_open", ())] == 0
+    assert total(samples, "logclass_store_lookups_total", result="miss") >= 1
+    assert total(samples, "logclass_store_claims_total", outcome="won") >= 1
+    assert total(samples, "logclass_store_claims_total", outcome="held") == 0
