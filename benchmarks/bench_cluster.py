@@ -2,22 +2,36 @@
 alone, in the same run.
 
 The benchmark starts a real ``redis-server`` on 127.0.0.1 (in a temporary directory, nothing saved)
-and N real ``logclass serve`` processes on loopback (the shipped bundle, LLM off, so the embedding
-tier is the model tier; HTTP off; each its own gRPC and metrics port; the Admin service on with a
-token made for the run). The whole of what follows runs twice: once with ``store.url`` pointing at
-that redis-server, once with ``store.url`` null (each sidecar decides alone: the baseline).
+and N real ``logclass serve`` processes on loopback (the shipped bundle; HTTP off; each its own gRPC
+and metrics port; the Admin service on with a token made for the run). Each sidecar has its own
+LLM: an OpenAI-compatible stub on 127.0.0.1 in a thread of the benchmark (``LlmStub``: it answers
+``POST /v1/chat/completions`` after ``--llm-latency-ms``, standing in for a real model's time, with
+one of the labels the request allows, picked by a hash of the question, and records every
+question), reached as vLLM is (``llm.backend: vllm``, no retries). ``--llm off`` runs the sidecars
+without an LLM, the embedding tier then being the only model tier. The whole of what follows runs
+twice: once with ``store.url`` pointing at that redis-server, once with ``store.url`` null (each
+sidecar decides alone: the baseline).
 
 - **New templates.** The same stream of never-seen templates goes to every sidecar at the same
   moment: for each template, one ``Classify`` call (``wait_for_all``) per sidecar, all started
   together, and the next template once all have answered. The templates are seed-set lines
   changed a word or two (a word inserted, dropped or doubled), so each is a template of its own
-  after masking; an in-process engine sorts them beforehand into those the embedding head decides
-  (``--templates``) and those no tier decides, the out-of-distribution check leaving them
-  ``Unclassified`` with tier ``none`` (``--undecided``). The two kinds go as two streams, so the
-  metrics can tell them apart.
-- **Model-tier calls per template**: the sum over sidecars of ``logclass_tier_records_total`` for
-  the embedding and LLM tiers, scraped before and after each stream, over the templates sent.
-  Target <= 1.05 with the store; alone, each sidecar decides each template (N).
+  after masking; an in-process engine (no LLM) sorts them beforehand into those the embedding head
+  decides (``--templates``) and those it escalates, the out-of-distribution check leaving them
+  ``Unclassified`` with tier ``none`` there, and to the LLM in the sidecars (``--undecided``).
+  A third kind are LegacyCRM lines changed the same way (``--llm-routed``), which the bundle
+  routes past the fast tiers and the head straight to the LLM (not sent with ``--llm off``). The
+  kinds go as separate streams, so the metrics can tell them apart.
+- **Model-tier decisions per template**: the sum over sidecars of ``logclass_tier_records_total``
+  for each stream's first model tier (the embedding tier's; the LLM's for LegacyCRM), scraped
+  before and after each stream, over the templates sent: how many nodes decided each template.
+  Target <= 1.05 with the store; alone, each sidecar decides each template (N). An escalated
+  template also enters the LLM's lane on the node deciding it: the row of lane calls (both tiers)
+  shows that, without a target.
+- **LLM calls per template**: the questions the cluster's stubs had during the escalated and
+  LegacyCRM streams over the distinct questions among them (the templates the LLM was asked
+  about at least once). Target <= 1.05 with the store; alone N. An LLM answer is shared through
+  the store as the template's decision and as a lesson, which the memory tier answers afterwards.
 - **New-template latency**: each of those calls, p50/p99, with the store against without: what
   the store's lookups, claims and waits add to a new template's answer.
 - **Warm callers**: beside the streams, one caller per sidecar (in a process of its own, so the
@@ -45,6 +59,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import hashlib
+import json
 import multiprocessing
 import os
 import random
@@ -59,13 +76,15 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# No LLM: the embedding tier is the model tier, in the sidecars and in the engine that sorts the
-# templates (which must decide as they do).
+# The engine that sorts the templates runs without an LLM: what the head decides does not depend on
+# an LLM behind it, and a template the head escalates gets tier none there. The sidecars are given
+# their LLM (or none, with --llm off) in their own environment.
 os.environ["LOGCLASS_LLM__BACKEND"] = "none"
 # Run as a script, which puts benchmarks/, not the project root, on sys.path.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -83,10 +102,11 @@ from logclass.api.logclass.v1 import classifier_pb2 as pb
 from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
 from logclass.core.decision import LogRecord
 
-RATIO_TARGET = 1.05  # model-tier calls per new template, summed over the cluster
+RATIO_TARGET = 1.05  # model-tier decisions (and LLM calls) per new template, summed over the cluster
 WARM_P99_TARGET_MS = 50.0
 PROPAGATION_P99_TARGET_S = 1.0
 MODEL_TIERS = ("embedding", "llm")
+LLM_SOURCE = "LegacyCRM"  # the shipped bundle routes this source straight to the LLM tier
 NEW_CALL_TIMEOUT_S = 120.0  # one new template with wait_for_all, on busy cores
 POLL_INTERVAL_S = 0.01
 POLL_CALL_TIMEOUT_S = 1.0
@@ -160,18 +180,113 @@ class RedisServer:
         self.proc = None
 
 
+# --- the LLM stand-in ----------------------------------------------------------------------------
+
+
+class LlmStub(ThreadingHTTPServer):
+    """An OpenAI-compatible chat server on 127.0.0.1 standing in for one sidecar's LLM: each
+    question (the last message of ``POST /v1/chat/completions``) is answered after ``latency_s``
+    with one of the labels the request allows (``structured_outputs.choice``), picked by a hash of
+    the question, so the same question gets the same label from every stub; each question is
+    recorded. It runs in a thread of the benchmark's process (one handler thread per connection)."""
+
+    daemon_threads = True
+
+    def __init__(self, latency_s: float) -> None:
+        super().__init__(("127.0.0.1", 0), _LlmStubHandler)
+        self.latency_s = latency_s
+        self._questions: list[str] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self.serve_forever, name="llm-stub", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        """The base URL, as ``llm.server.url`` takes it."""
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def asked(self, question: str) -> None:
+        with self._lock:
+            self._questions.append(question)
+
+    def questions(self, start: int = 0) -> list[str]:
+        """The questions asked so far, from the ``start``-th on."""
+        with self._lock:
+            return self._questions[start:]
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self._questions)
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self._thread.join(timeout=10)
+
+
+def stub_answer(question: str, choices: Sequence[str]) -> str:
+    """The label a stub gives ``question``: deterministic, and spread over the allowed labels."""
+    digest = hashlib.sha256(question.encode("utf-8", "surrogatepass")).digest()
+    return choices[int.from_bytes(digest[:8], "big") % len(choices)]
+
+
+class _LlmStubHandler(BaseHTTPRequestHandler):
+    server: LlmStub
+    protocol_version = "HTTP/1.1"  # keep-alive, as the sidecar's HTTP client expects of a server
+    # The headers and the body go out as two writes: with Nagle's algorithm the body would wait
+    # for the client's delayed ACK of the headers (40 ms on Linux) on a kept-alive connection.
+    disable_nagle_algorithm = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _reply(self, status: int, body: dict[str, Any]) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/") == "/v1/models":
+            self._reply(200, {"object": "list", "data": [{"id": "stub", "object": "model"}]})
+        else:
+            self._reply(404, {"error": {"message": f"no {self.path} here"}})
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        if self.path.rstrip("/") != "/v1/chat/completions":
+            self._reply(404, {"error": {"message": f"no {self.path} here"}})
+            return
+        try:
+            question = str(body["messages"][-1]["content"])
+            choices = [str(c) for c in body["structured_outputs"]["choice"]]
+        except (KeyError, IndexError, TypeError):
+            self._reply(400, {"error": {"message": "want messages and structured_outputs.choice"}})
+            return
+        if not choices:
+            self._reply(400, {"error": {"message": "structured_outputs.choice is empty"}})
+            return
+        self.server.asked(question)
+        time.sleep(self.server.latency_s)  # a real LLM's time, in this handler's thread only
+        message = {"role": "assistant", "content": stub_answer(question, choices)}
+        self._reply(200, {"object": "chat.completion", "model": "stub", "choices": [{"index": 0, "message": message}]})
+
+
 # --- the templates -------------------------------------------------------------------------------
 
 
 @dataclass
 class Templates:
     decided: list[LogRecord]  # the embedding head decides each
-    undecided: list[LogRecord]  # no tier decides (tier none)
+    undecided: list[LogRecord]  # the head escalates each (without an LLM: tier none)
+    routed: list[LogRecord]  # LegacyCRM lines: routed past the fast tiers and the head to the LLM
     warm: list[LogRecord]  # seed lines the fast tiers decide: the warm callers' records
 
     @property
     def all(self) -> list[LogRecord]:
-        return self.decided + self.undecided
+        return self.decided + self.undecided + self.routed
 
 
 def _changed(message: str, rng: random.Random) -> str:
@@ -188,7 +303,17 @@ def _changed(message: str, rng: random.Random) -> str:
     return " ".join(words)
 
 
-def make_templates(decided: int, undecided: int, warm: int, seed: int) -> Templates:
+def legacy_lines() -> list[LogRecord]:
+    """The seed set's distinct lines of the source the bundle routes to the LLM."""
+    seen: dict[str, None] = {}
+    with SEED_CSV.open(encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row["source"] == LLM_SOURCE and row["log_message"].strip():
+                seen[row["log_message"]] = None
+    return [LogRecord(LLM_SOURCE, message) for message in seen]
+
+
+def make_templates(decided: int, undecided: int, routed: int, warm: int, seed: int) -> Templates:
     """Never-seen templates sorted by what the shipped bundle does with them, decided by an
     in-process engine on the same settings the sidecars read (LLM off)."""
     from benchmarks.bench_lanes import seed_lines
@@ -221,13 +346,33 @@ def make_templates(decided: int, undecided: int, warm: int, seed: int) -> Templa
         for kind, n in wanted.items():
             if len(out[kind]) < n:
                 raise RuntimeError(f"could only make {len(out[kind])} of {n} new templates with tier {kind}")
+        # LegacyCRM lines changed the same way: routed to the LLM, so without one no tier decides
+        # them (tier none); a line some fast tier would still answer is not taken.
+        legacy = legacy_lines()
+        legacy_seen = {masker.template(r.message) for r in legacy}
+        routes: list[LogRecord] = []
+        for _ in range(50):
+            if len(routes) >= routed or not legacy:
+                break
+            batch = []
+            for _ in range(max(20, 2 * (routed - len(routes)))):
+                changed = LogRecord(LLM_SOURCE, _changed(rng.choice(legacy).message, rng))
+                template = masker.template(changed.message)
+                if template not in legacy_seen:
+                    legacy_seen.add(template)
+                    batch.append(changed)
+            for record, decision in zip(batch, engine.classify(batch), strict=True):
+                if decision.tier == "none" and len(routes) < routed:
+                    routes.append(record)
+        if len(routes) < routed:
+            raise RuntimeError(f"could only make {len(routes)} of {routed} new {LLM_SOURCE} templates")
         sample = rng.sample(seeds, min(len(seeds), warm * 5))
         known = [r for r, d in zip(sample, engine.classify(sample), strict=True) if d.tier in ("regex", "memory")]
     finally:
         engine.close()
     if len(known) < warm:
         raise RuntimeError(f"only {len(known)} of {warm} warm seed lines are decided by the fast tiers")
-    return Templates(out["embedding"], out["none"], known[:warm])
+    return Templates(out["embedding"], out["none"], routes, known[:warm])
 
 
 # --- the warm callers (a process of their own) ---------------------------------------------------
@@ -316,15 +461,26 @@ class WarmCallers:
 
 
 class Sidecar(LogclassProcess):
-    def __init__(self, index: int, store_url: str | None, admin_token: str, store_timeout_ms: int | None) -> None:
+    def __init__(
+        self, index: int, store_url: str | None, admin_token: str, store_timeout_ms: int | None, llm: LlmStub | None
+    ) -> None:
         self.index = index
         self.target = f"127.0.0.1:{free_port()}"
+        self.llm = llm
         env = {
-            "LOGCLASS_LLM__BACKEND": "none",
             "LOGCLASS_STORE__URL": store_url or "null",
             "LOGCLASS_SERVER__HTTP_LISTEN": "null",
             "LOGCLASS_SERVER__ADMIN_AUTH__TOKEN": admin_token,
         }
+        if llm is None:
+            env["LOGCLASS_LLM__BACKEND"] = "none"
+        else:
+            # Its own stub, as each pod would reach an LLM; no retries: a stub that fails is a
+            # benchmark fault to see, not to paper over.
+            env["LOGCLASS_LLM__BACKEND"] = "vllm"
+            env["LOGCLASS_LLM__SERVER__URL"] = llm.url
+            env["LOGCLASS_LLM__SERVER__MODEL"] = "stub"
+            env["LOGCLASS_LLM__SERVER__RETRIES"] = "0"
         if store_timeout_ms is not None:
             env["LOGCLASS_STORE__TIMEOUT_MS"] = str(store_timeout_ms)
         super().__init__(["serve", "--listen", self.target], env, "LOGCLASS_SERVER__METRICS_LISTEN", f"cluster{index}")
@@ -356,8 +512,19 @@ class Sidecar(LogclassProcess):
         return out
 
 
-def _model_calls(counters: dict[str, float]) -> float:
-    return sum(counters.get(f'logclass_tier_records_total{{tier="{tier}"}}', 0.0) for tier in MODEL_TIERS)
+def _tier_calls(counters: dict[str, float], tier: str) -> float:
+    """Templates handed to ``tier``'s lane (``logclass_tier_records_total``)."""
+    return counters.get(f'logclass_tier_records_total{{tier="{tier}"}}', 0.0)
+
+
+def _llm_marks(sidecars: Sequence[Sidecar]) -> list[int]:
+    """How many questions each sidecar's LLM stub has had so far."""
+    return [s.llm.count() if s.llm is not None else 0 for s in sidecars]
+
+
+def _llm_since(sidecars: Sequence[Sidecar], marks: Sequence[int]) -> list[str]:
+    """Every question the sidecars' LLM stubs had since ``marks``, all stubs together."""
+    return [q for s, m in zip(sidecars, marks, strict=True) if s.llm is not None for q in s.llm.questions(m)]
 
 
 def _scrape(sidecars: Sequence[Sidecar]) -> list[dict[str, float]]:
@@ -409,7 +576,13 @@ class StreamResult:
     latencies: list[float] = field(default_factory=list)  # seconds, every successful call
     failed: Counter[str] = field(default_factory=Counter)  # by status code
     tiers: list[Counter[str]] = field(default_factory=list)  # per sidecar
+    # Decisions: templates entering the stream's first model tier, summed over the cluster. A
+    # template the head escalates enters the LLM's lane too, on the node deciding it: counted in
+    # model_calls (both tiers' lanes), not as a second decision.
+    decisions: float = 0.0
     model_calls: float = 0.0
+    llm_questions: int = 0  # questions the cluster's LLM stubs had during the stream
+    llm_templates: int = 0  # distinct questions among them: templates the LLM was asked about
     store: dict[str, float] = field(default_factory=dict)
 
 
@@ -538,11 +711,16 @@ async def run_cluster(
 ) -> dict[str, Any]:
     token = secrets.token_hex(16)
     n = args.sidecars
-    stage(f"[{name}] starting {n} logclass serve (LLM off, HTTP off, store.url {store_url or 'null'})")
-    sidecars = [Sidecar(i, store_url, token, args.store_timeout_ms) for i in range(n)]
+    llm_on = args.llm == "on"
+    llm_text = f"each its own LLM stub answering in {args.llm_latency_ms:g} ms" if llm_on else "LLM off"
+    stage(f"[{name}] starting {n} logclass serve ({llm_text}, HTTP off, store.url {store_url or 'null'})")
+    stubs_llm = [LlmStub(args.llm_latency_ms / 1000) if llm_on else None for _ in range(n)]
+    sidecars: list[Sidecar] = []
     channels: list[grpc.aio.Channel] = []
     warm: WarmCallers | None = None
     try:
+        for i in range(n):  # one at a time: those started are stopped below if the next fails
+            sidecars.append(Sidecar(i, store_url, token, args.store_timeout_ms, stubs_llm[i]))
         started = time.perf_counter()
         await asyncio.gather(*(s.wait_ready() for s in sidecars))
         stage(f"[{name}] all {n} serving after {time.perf_counter() - started:.1f} s")
@@ -557,23 +735,37 @@ async def run_cluster(
         warm.wait_ready()
 
         marks = {"start": time.perf_counter()}
+        llm_before_streams = sum(_llm_marks(sidecars))  # the sidecars' LLM warm-up questions
         before = _scrape(sidecars)
         streams: dict[str, StreamResult] = {}
-        for kind, records in (("decided", templates.decided), ("undecided", templates.undecided)):
+        for kind, records, first_tier in (
+            ("decided", templates.decided, "embedding"),
+            ("undecided", templates.undecided, "embedding"),
+            ("routed", templates.routed, "llm"),
+        ):
+            if not records:
+                continue
             stage(f"[{name}] {len(records)} new templates ({kind}) to all {n} sidecars at once, one at a time")
             began = time.perf_counter()
-            streams[kind] = await _stream(stubs, records)
+            llm_marks = _llm_marks(sidecars)
+            stream = streams[kind] = await _stream(stubs, records)
+            questions = _llm_since(sidecars, llm_marks)
             after = _scrape(sidecars)
             delta = _delta(after, before)
             before = after
-            streams[kind].model_calls = _model_calls(delta)
-            streams[kind].store = {k: delta.get(v, 0.0) for k, v in STORE_COUNTERS.items()}
+            stream.decisions = _tier_calls(delta, first_tier)
+            stream.model_calls = sum(_tier_calls(delta, tier) for tier in MODEL_TIERS)
+            stream.llm_questions, stream.llm_templates = len(questions), len(set(questions))
+            stream.store = {k: delta.get(v, 0.0) for k, v in STORE_COUNTERS.items()}
             stage(
-                f"[{name}]   {time.perf_counter() - began:.1f} s; model-tier calls {streams[kind].model_calls:.0f} "
-                f"for {len(records)} templates; failed calls {sum(streams[kind].failed.values())}"
+                f"[{name}]   {time.perf_counter() - began:.1f} s; model-tier decisions {stream.decisions:.0f} "
+                f"(lane calls {stream.model_calls:.0f}) for {len(records)} templates; "
+                + (f"LLM questions {stream.llm_questions} about {stream.llm_templates} templates; " if llm_on else "")
+                + f"failed calls {sum(stream.failed.values())}"
             )
 
         marks["streams_end"] = time.perf_counter()
+        llm_after_streams = sum(_llm_marks(sidecars))
         stage(f"[{name}] every template again on every sidecar")
         every = templates.all
         first_labels = await _labels(stubs, every)
@@ -600,6 +792,7 @@ async def run_cluster(
         after_labels = await _labels(stubs, every)
         disagree_after = _disagreements(after_labels)
         marks["end"] = time.perf_counter()
+        llm_total = sum(_llm_marks(sidecars))
         warm.stop()
         warm_rows = [warm.window(i, marks["start"], marks["streams_end"]) for i in range(n)]
         warm_whole = [warm.window(i, marks["start"], marks["end"]) for i in range(n)]
@@ -615,17 +808,28 @@ async def run_cluster(
             await c.close()
         for s in sidecars:
             s.stop()
+        for llm in stubs_llm:
+            if llm is not None:
+                llm.stop()
 
     new_ms = [s * 1000 for r in streams.values() for s in r.latencies]
     sent = sum(r.templates for r in streams.values())
+    llm_questions = sum(r.llm_questions for r in streams.values())
+    llm_templates = sum(r.llm_templates for r in streams.values())
     return {
         "store_url": store_url,
         "sidecars": n,
+        "llm": {"stub_latency_ms": args.llm_latency_ms} if llm_on else None,
         "streams": {
             kind: {
                 "templates": r.templates,
+                "decisions": r.decisions,
+                "decisions_per_template": _per(r.decisions, r.templates),
                 "model_calls": r.model_calls,
-                "model_calls_per_template": round(r.model_calls / r.templates, 3) if r.templates else None,
+                "model_calls_per_template": _per(r.model_calls, r.templates),
+                "llm_questions": r.llm_questions if llm_on else None,
+                "llm_templates": r.llm_templates if llm_on else None,
+                "llm_calls_per_template": _per(r.llm_questions, r.llm_templates) if llm_on else None,
                 "p50_ms": round(float(np.percentile([s * 1000 for s in r.latencies], 50)), 2) if r.latencies else None,
                 "p99_ms": round(float(np.percentile([s * 1000 for s in r.latencies], 99)), 2) if r.latencies else None,
                 "failed_calls": dict(r.failed),
@@ -634,7 +838,16 @@ async def run_cluster(
             }
             for kind, r in streams.items()
         },
-        "model_calls_per_template": round(sum(r.model_calls for r in streams.values()) / sent, 3) if sent else None,
+        "decisions_per_template": _per(sum(r.decisions for r in streams.values()), sent),
+        "model_calls_per_template": _per(sum(r.model_calls for r in streams.values()), sent),
+        # Questions about the streams' templates over the templates the LLM was asked about.
+        "llm_questions": llm_questions if llm_on else None,
+        "llm_templates": llm_templates if llm_on else None,
+        "llm_calls_per_template": _per(llm_questions, llm_templates) if llm_on else None,
+        # Asked outside the streams: the sidecars' warm-up questions at start, and any asked while
+        # every template was classified again and corrected (all should be answered by then).
+        "llm_questions_before_streams": llm_before_streams if llm_on else None,
+        "llm_questions_after_streams": llm_total - llm_after_streams if llm_on else None,
         "new_template_p50_ms": round(float(np.percentile(new_ms, 50)), 2) if new_ms else None,
         "new_template_p99_ms": round(float(np.percentile(new_ms, 99)), 2) if new_ms else None,
         "new_template_calls": len(new_ms),
@@ -647,6 +860,10 @@ async def run_cluster(
         "propagation": propagation.summary(),
         "store": {k: sum(r.store.get(k, 0.0) for r in streams.values()) for k in STORE_COUNTERS},
     }
+
+
+def _per(total: float, count: int) -> float | None:
+    return round(total / count, 3) if count else None
 
 
 # --- the report ----------------------------------------------------------------------------------
@@ -675,32 +892,62 @@ def rows(result: dict[str, Any]) -> list[dict[str, str]]:
         verdict = "-" if passed is None else ("pass" if passed else "FAIL")
         out.append({"metric": metric, "store": with_store, "no_store": without, "target": target, "result": verdict})
 
-    ratio = store["model_calls_per_template"]
+    llm_on = store["llm"] is not None
+    kinds = [k for k in STREAM_NAMES if k in store["streams"]]
+    ratio = store["decisions_per_template"]
     row(
-        f"model-tier calls per new template ({store['templates']})",
+        f"model-tier decisions per new template ({store['templates']})",
         _fmt(ratio),
-        _fmt(alone["model_calls_per_template"]),
+        _fmt(alone["decisions_per_template"]),
         f"<= {RATIO_TARGET} (alone {n})",
         ratio is not None and ratio <= RATIO_TARGET,
     )
-    for kind, what in (("decided", "the head decides"), ("undecided", "no tier decides")):
+    for kind in kinds:
         s, a = store["streams"][kind], alone["streams"][kind]
-        value = s["model_calls_per_template"]
+        value = s["decisions_per_template"]
+        what = STREAM_NAMES[kind] if llm_on or kind != "undecided" else "no tier decides"
         row(
             f"  of which {what} ({s['templates']})",
             _fmt(value),
-            _fmt(a["model_calls_per_template"]),
+            _fmt(a["decisions_per_template"]),
             f"<= {RATIO_TARGET}",
             value is not None and value <= RATIO_TARGET,
+        )
+    if llm_on:
+        ratio = store["llm_calls_per_template"]
+        row(
+            f"LLM calls per new template ({store['llm_templates']} asked)",
+            _fmt(ratio),
+            _fmt(alone["llm_calls_per_template"]),
+            f"<= {RATIO_TARGET} (alone {n})",
+            ratio is not None and ratio <= RATIO_TARGET,
+        )
+        for kind in kinds:
+            s, a = store["streams"][kind], alone["streams"][kind]
+            if kind == "decided" and not (s["llm_questions"] or a["llm_questions"]):
+                continue  # the head decides them: no LLM asked, as it should be
+            value = s["llm_calls_per_template"]
+            row(
+                f"  of which {STREAM_NAMES[kind]} ({s['llm_templates']} of {s['templates']} asked)",
+                _fmt(value),
+                _fmt(a["llm_calls_per_template"]),
+                f"<= {RATIO_TARGET}",
+                value is not None and value <= RATIO_TARGET,
+            )
+        row(
+            "model-tier lane calls per new template (head + LLM)",
+            _fmt(store["model_calls_per_template"]),
+            _fmt(alone["model_calls_per_template"]),
         )
     row(
         "new-template call p50 / p99 ms",
         _pair(store["new_template_p50_ms"], store["new_template_p99_ms"]),
         _pair(alone["new_template_p50_ms"], alone["new_template_p99_ms"]),
     )
-    for kind in ("decided", "undecided"):
+    for kind in kinds:
         s, a = store["streams"][kind], alone["streams"][kind]
-        row(f"  {kind} templates p50 / p99 ms", _pair(s["p50_ms"], s["p99_ms"]), _pair(a["p50_ms"], a["p99_ms"]))
+        short = "escalated" if kind == "undecided" and llm_on else kind
+        row(f"  {short} templates p50 / p99 ms", _pair(s["p50_ms"], s["p99_ms"]), _pair(a["p50_ms"], a["p99_ms"]))
     if None not in (store["new_template_p50_ms"], alone["new_template_p50_ms"]):
         row(
             "  added by the store p50 / p99 ms",
@@ -768,9 +1015,15 @@ def rows(result: dict[str, Any]) -> list[dict[str, str]]:
 
 def print_report(result: dict[str, Any]) -> bool:
     table = result["rows"]
+    llm = result["runs"]["store"]["llm"]
+    llm_text = (
+        "LLM off (the embedding tier is the model tier)"
+        if llm is None
+        else f"each sidecar its own LLM stub answering in {llm['stub_latency_ms']:g} ms"
+    )
     print(
         f"One classifier per cluster: {result['sidecars']} sidecars on one redis-server against "
-        f"{result['sidecars']} alone; LLM off (the embedding tier is the model tier); {result['sidecar']}"
+        f"{result['sidecars']} alone; {llm_text}; {result['sidecar']}"
     )
     widths = [max(len(r[k]) for r in [*table, HEADER]) for k in HEADER]
     for r in [HEADER, *table]:
@@ -780,6 +1033,8 @@ def print_report(result: dict[str, Any]) -> bool:
     return not missed
 
 
+# The streams' names in the table, by their key in the JSON.
+STREAM_NAMES = {"decided": "the head decides", "undecided": "the head escalates", "routed": f"{LLM_SOURCE}, routed"}
 HEADER = {"metric": "metric", "store": "with store", "no_store": "without store", "target": "target", "result": ""}
 
 
@@ -787,7 +1042,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sidecars", type=int, default=3, help="sidecars in the cluster (default 3)")
     parser.add_argument("--templates", type=int, default=200, help="new templates the head decides (default 200)")
-    parser.add_argument("--undecided", type=int, default=50, help="new templates no tier decides (default 50)")
+    parser.add_argument(
+        "--undecided",
+        type=int,
+        default=50,
+        help="new templates the head escalates: the LLM decides them; with --llm off no tier does (default 50)",
+    )
+    parser.add_argument(
+        "--llm-routed",
+        type=int,
+        default=30,
+        help=f"new {LLM_SOURCE} templates, routed straight to the LLM (default 30; none with --llm off)",
+    )
+    parser.add_argument(
+        "--llm",
+        choices=("on", "off"),
+        default="on",
+        help="on (default): each sidecar its own OpenAI-compatible LLM stub; off: LLM tier off",
+    )
+    parser.add_argument(
+        "--llm-latency-ms", type=float, default=50.0, help="how long the LLM stub takes to answer (default 50)"
+    )
     parser.add_argument("--corrections", type=int, default=20, help="templates corrected (default 20)")
     parser.add_argument(
         "--propagation-timeout", type=float, default=5.0, help="seconds a correction may take (default 5)"
@@ -811,8 +1086,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("redis-server") is None:
         raise SystemExit("no redis-server here: `make store-deps` installs it (Debian's redis-server)")
 
-    stage(f"sorting new templates with an in-process engine: {args.templates} decided, {args.undecided} undecided")
-    templates = make_templates(args.templates, args.undecided, args.warm_records, args.seed)
+    if args.llm_routed < 0 or args.llm_latency_ms < 0:
+        parser.error("--llm-routed and --llm-latency-ms must not be negative")
+    routed = args.llm_routed if args.llm == "on" else 0
+    stage(
+        f"sorting new templates with an in-process engine: {args.templates} decided, {args.undecided} escalated, "
+        f"{routed} {LLM_SOURCE}"
+    )
+    templates = make_templates(args.templates, args.undecided, routed, args.warm_records, args.seed)
     runs: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="logclass-bench-cluster-") as tmp:
         redis = RedisServer(Path(tmp))
