@@ -61,9 +61,8 @@ def front_ends(settings: Settings, runtime: Runtime, admin: AdminService, *, grp
             found.append(HttpFrontEnd(settings, service))
     if settings.relay.enabled or not grpc:
         # Built (and checked) before the models load, so a relay misconfiguration fails at once.
-        found.append(
-            RelayFrontEnd(settings, runtime.classify if settings.relay.classify else None, runtime.metrics.registry)
-        )
+        classify = runtime.classify if settings.relay.classify else None
+        found.append(RelayFrontEnd(settings, classify, runtime.metrics.registry, route_of=runtime.first_tier))
     return found
 
 

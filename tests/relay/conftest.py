@@ -60,6 +60,9 @@ class RelayProcess:
         self.config_path.write_text(yaml.safe_dump(self.config))
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        # Over the suite's own (tests/conftest.py turns the LLM off by environment, which a config
+        # file cannot turn back on).
+        self.env: dict[str, str] = {}
 
     def start(self, timeout: float = 60) -> RelayProcess:
         self.starts += 1
@@ -68,7 +71,7 @@ class RelayProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "logclass.cli", "relay", "--config", str(self.config_path)],
                 cwd=ROOT,
-                env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                env={**os.environ, "HF_HUB_OFFLINE": "1", **self.env},
                 stdout=log,
                 stderr=log,
             )

@@ -367,6 +367,22 @@ class OptOutCondition:
 
 
 @dataclass(frozen=True, slots=True)
+class RelayHoldSettings:
+    max_s: Annotated[
+        NonNegativeFloat,
+        doc("a new template's records wait in the buffer this long for its label, then leave pending; 0: off"),
+    ]
+    llm_max_s: Annotated[
+        NonNegativeFloat | None,
+        doc("the same for sources routed straight to the LLM (router.source_routes); null: max_s"),
+    ]
+    keep_order: Annotated[bool, doc("true: records behind a held one from the same tag wait too, keeping order")]
+    max_bytes: Annotated[
+        int, Json(minimum=65536), doc("bound on held bytes (within buffer.max_bytes); past it records leave pending")
+    ]
+
+
+@dataclass(frozen=True, slots=True)
 class RelaySectionSettings:
     enabled: Annotated[bool, doc("also run the relay inside logclass serve")]
     listen: Annotated[Address, doc("host:port of the Forward server")]
@@ -402,6 +418,7 @@ class RelaySectionSettings:
         doc("how long the relay waits for model answers per read; null: server.inline_budget_ms"),
     ]
     classify_timeout_ms: Annotated[PositiveInt, doc("longest wait for the pipeline per read, then fallback_label")]
+    hold: RelayHoldSettings
     hostname: Annotated[NonEmptyStr | None, doc("hostname given in handshakes; null: the host's")]
     auth: RelayAuthSettings
     tls: ServerTlsSettings

@@ -132,6 +132,11 @@ class Router:
         # exact cache once it ends (its answers may be shadowed by a new rule there).
         self.generation = 0
 
+    def first_tier(self, source: str) -> str | None:
+        """The tier ``source`` is routed to first (router.source_routes); None: not routed."""
+        position = self.source_routes.get(source)
+        return self.tier_order[position] if position is not None else None
+
     def swap_fast_tier(self, tier: FastTier) -> FastTier | None:
         """Replaces the fast tier of ``tier.name`` (a reloaded regex tier), on the event loop thread,
         between two fast-lane slices: the exact cache, which sits in front of the rules, is emptied;

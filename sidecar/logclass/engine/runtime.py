@@ -143,6 +143,10 @@ class Runtime:
         """``front_end.on_swap`` is asked before every swap."""
         self._front_ends.append(front_end)
 
+    def first_tier(self, source: str) -> str | None:
+        """The tier the serving engine routes ``source`` to first (None: not routed, or no engine)."""
+        return self._engine.router.first_tier(source) if self._engine is not None else None
+
     def lessons_changed(self, template: str) -> None:
         """A lesson of ``template`` arrived from another node: the serving engine drops its
         cached decisions (a retired one serves nobody)."""

@@ -19,6 +19,7 @@ from logclass.relay import RelayError
 from logclass.relay import settings as settings_mod
 from logclass.relay.buffer import DiskBuffer
 from logclass.relay.forwarder import Forwarder
+from logclass.relay.hold import Holder, RouteOf
 from logclass.relay.metrics import RelayMetrics
 from logclass.relay.server import ForwardServer
 from logclass.relay.settings import RelaySettings
@@ -28,8 +29,15 @@ log = logging.getLogger("logclass.relay")
 
 
 class Relay:
-    def __init__(self, settings: RelaySettings, classify: Classify | None, registry: CollectorRegistry) -> None:
-        """``classify``: the engine, counted; None forwards records untouched."""
+    def __init__(
+        self,
+        settings: RelaySettings,
+        classify: Classify | None,
+        registry: CollectorRegistry,
+        route_of: RouteOf | None = None,
+    ) -> None:
+        """``classify``: the engine, counted; None forwards records untouched. ``route_of``: the
+        tier a source is routed to first (the hold keeps the LLM's sources longer)."""
         settings_mod.check_runnable(settings)
         self.settings = settings
         self.metrics = RelayMetrics(registry)
@@ -40,12 +48,14 @@ class Relay:
             settings.section.forward.compress == "gzip",
         )
         self.tagger = Tagger(settings, classify if settings.section.classify else None, self.metrics)
-        self.server = ForwardServer(settings, self.tagger, self.buffer, self.metrics)
+        self.holder = Holder(self.buffer, self.tagger, self.metrics, route_of)
+        self.server = ForwardServer(settings, self.tagger, self.buffer, self.metrics, self.holder)
         self.forwarder = Forwarder(self.buffer, settings, self.metrics)
 
     async def start(self) -> None:
         recovered = await asyncio.get_running_loop().run_in_executor(None, self.buffer.open)
         self.buffer.start()
+        self.holder.start()
         self.metrics.buffer_chunks.set_function(lambda: self.buffer.queued_chunks)
         self.metrics.buffer_bytes.set_function(lambda: self.buffer.used_bytes)
         self.metrics.buffer_limit_bytes.set(self.settings.section.buffer.max_bytes)
@@ -75,6 +85,7 @@ class Relay:
         writes what is queued, then stops forwarding; unacked chunks stay on disk for the next start."""
         grace = self.settings.grace_s
         await self.server.stop(grace)
+        await self.holder.stop()
         await self.buffer.flush()
         await self.forwarder.stop(grace)
         await self.buffer.close()
@@ -85,9 +96,15 @@ class RelayFrontEnd:
     """The relay as one of `serve`'s front ends: it starts once the runtime has its engine (until
     then Fluent Bit keeps its records and retries), and takes a reload's tagging settings."""
 
-    def __init__(self, settings: Settings, classify: Classify | None, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        classify: Classify | None,
+        registry: CollectorRegistry,
+        route_of: RouteOf | None = None,
+    ) -> None:
         """``classify``: the runtime's (None: records are forwarded untouched)."""
-        self.relay = Relay(settings_mod.resolve(settings), classify, registry)
+        self.relay = Relay(settings_mod.resolve(settings), classify, registry, route_of)
 
     def describe(self) -> str:
         return f"Forward relay on {self.relay.settings.listen}"

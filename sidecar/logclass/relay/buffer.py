@@ -12,6 +12,12 @@ requests costs a few fsyncs rather than one each.
 
 Space is reserved before a request is queued: ``reserve`` waits while queued plus reserved bytes
 would pass ``max_bytes``, which is how a full buffer turns into senders not being acked.
+
+Held chunks (``relay.hold``: records of templates still being decided) are written the same way,
+durable before their sender is acked, into ``held/`` as ``{seq}-{until}-{chunk id}.chunk``
+(``until``: when the hold ends, epoch milliseconds, so a restart knows). They are not forwarded:
+``on_held`` hands them to the holder, which later ``release_held``s each as an ordinary chunk with
+its records' labels, durable before the held file goes.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +57,7 @@ from logclass.relay.protocol import (
 log = logging.getLogger("logclass.relay.buffer")
 
 SUFFIX = ".chunk"
+HELD = "held"
 TMP_SUFFIX = ".tmp"
 CORRUPT_SUFFIX = ".corrupt"
 LOCK_NAME = ".lock"
@@ -75,6 +82,9 @@ class ChunkFile:
     written_at: float  # time.monotonic() of the write (or of the recovery)
     # Times it was refused sent alone while the upstream took the chunk behind it (Forwarder).
     blamed: int = 0
+    # A held chunk's end of hold (epoch seconds); None: an ordinary chunk, queued for the upstream.
+    held_until: float | None = None
+    tag: str = ""
 
 
 @dataclass(slots=True)
@@ -84,6 +94,7 @@ class _Pending:
     records: int
     reserved: int
     done: asyncio.Future[None]
+    held_until: float | None = None
 
 
 class DiskBuffer:
@@ -92,7 +103,11 @@ class DiskBuffer:
         self.max_bytes = max_bytes
         self.max_chunk_bytes = max_chunk_bytes
         self.compress = compress
-        self._used = 0  # bytes of files on disk, queued or in flight
+        self._used = 0  # bytes of files on disk, queued or in flight, held included
+        self._held_bytes = 0
+        # Held chunks, as they are written (and, from ``open``, those a previous run left).
+        self.on_held: Callable[[list[ChunkFile]], None] | None = None
+        self.recovered_held: list[ChunkFile] = []
         self._reserved = 0  # bytes promised to requests not yet written
         self._ready: deque[ChunkFile] = deque()
         self._in_flight = 0
@@ -112,6 +127,10 @@ class DiskBuffer:
     @property
     def used_bytes(self) -> int:
         return self._used
+
+    @property
+    def held_bytes(self) -> int:
+        return self._held_bytes
 
     @property
     def ready_chunks(self) -> int:
@@ -148,7 +167,10 @@ class DiskBuffer:
         recovered = self._recover()
         self._ready.extend(recovered)
         self._used += sum(f.size for f in recovered)
-        self._next_seq = recovered[-1].seq + 1 if recovered else 0
+        self.recovered_held = self._recover_held()
+        self._held_bytes = sum(f.size for f in self.recovered_held)
+        self._used += self._held_bytes
+        self._next_seq = max((f.seq + 1 for f in recovered + self.recovered_held), default=0)
         return recovered
 
     def start(self) -> None:
@@ -203,10 +225,13 @@ class DiskBuffer:
         self._reserved -= nbytes
         self._notify()
 
-    def append(self, tag: str, stream: bytes, records: int, reserved: int) -> asyncio.Future[None]:
-        """Queues a reserved request for the next write; the future is done once it is durable."""
+    def append(
+        self, tag: str, stream: bytes, records: int, reserved: int, held_until: float | None = None
+    ) -> asyncio.Future[None]:
+        """Queues a reserved request for the next write; the future is done once it is durable.
+        ``held_until``: written as a held chunk (handed to ``on_held``, not forwarded)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(tag, stream, records, reserved, done))
+        self._pending.append(_Pending(tag, stream, records, reserved, done, held_until))
         assert self._wake_writer is not None, "DiskBuffer.start() first"
         self._wake_writer.set()
         return done
@@ -266,6 +291,35 @@ class DiskBuffer:
     async def read(self, file: ChunkFile) -> bytes:
         return await asyncio.get_running_loop().run_in_executor(self._io, file.path.read_bytes)
 
+    async def read_entries(self, file: ChunkFile) -> tuple[str, list[Entry]]:
+        """The tag and entries of a chunk this buffer wrote."""
+        return _entries_of(await self.read(file))
+
+    async def release_held(self, file: ChunkFile, stream: bytes, records: int) -> ChunkFile:
+        """Replaces a held chunk by an ordinary one holding ``stream`` (its entries, labelled now),
+        queued for the upstream; durable before the held file goes."""
+        chunk = await asyncio.get_running_loop().run_in_executor(self._io, self._release_held, file, stream, records)
+        self._held_bytes -= file.size
+        self._used += chunk.size - file.size
+        self._ready.append(chunk)
+        self._notify()
+        return chunk
+
+    def _release_held(self, file: ChunkFile, stream: bytes, records: int) -> ChunkFile:
+        tag, _ = _entries_of(file.path.read_bytes())
+        tmp, chunk = self._write_tmp(tag, stream, records, self._take_seq(), time.monotonic())
+        os.replace(tmp, chunk.path)
+        fsync_folder(self.path)
+        file.path.unlink()
+        fsync_folder(file.path.parent)
+        return chunk
+
+    def _take_seq(self) -> int:
+        """The next sequence number; the I/O thread's alone (every write runs there)."""
+        seq = self._next_seq
+        self._next_seq += 1
+        return seq
+
     # -- internals -------------------------------------------------------------------------------
 
     def _signal(self) -> _Signal:
@@ -301,10 +355,14 @@ class DiskBuffer:
                 self._notify()
                 continue
             self._writing = []
-            self._ready.extend(files)
+            held = [f for f in files if f.held_until is not None]
+            self._ready.extend(f for f in files if f.held_until is None)
             self._used += sum(f.size for f in files)
+            self._held_bytes += sum(f.size for f in held)
             self._reserved -= sum(p.reserved for p in batch)
             self._notify()
+            if held and self.on_held is not None:
+                self.on_held(held)
             for p in batch:
                 if not p.done.done():
                     p.done.set_result(None)
@@ -313,12 +371,13 @@ class DiskBuffer:
         """Runs in the I/O thread: chunk files written, fsync'd, renamed, directory fsync'd."""
         written: list[tuple[Path, ChunkFile]] = []
         try:
-            for tag, stream, records in _merge(batch, self.max_chunk_bytes):
-                written.append(self._write_tmp(tag, stream, records, self._next_seq, 0.0))
-                self._next_seq += 1
+            for tag, stream, records, held_until in _merge(batch, self.max_chunk_bytes):
+                written.append(self._write_tmp(tag, stream, records, self._take_seq(), 0.0, held_until))
             for tmp, chunk in written:
                 os.replace(tmp, chunk.path)
             fsync_folder(self.path)
+            if any(chunk.held_until is not None for _, chunk in written):
+                fsync_folder(self.path / HELD)
         except OSError:
             for tmp, chunk in written:
                 for p in (tmp, chunk.path):
@@ -330,17 +389,24 @@ class DiskBuffer:
             chunk.written_at = now
         return [chunk for _, chunk in written]
 
-    def _write_tmp(self, tag: str, stream: bytes, records: int, seq: int, when: float) -> tuple[Path, ChunkFile]:
+    def _write_tmp(
+        self, tag: str, stream: bytes, records: int, seq: int, when: float, held_until: float | None = None
+    ) -> tuple[Path, ChunkFile]:
         """A chunk file written and fsync'd under its temporary name; renaming it is the caller's."""
         chunk_id = new_chunk_id()
         data = packed_forward(tag, stream, records, chunk_id, compress=self.compress)
-        final = self.path / f"{seq:016d}-{base64.b64decode(chunk_id).hex()}{SUFFIX}"
+        id_hex = base64.b64decode(chunk_id).hex()
+        if held_until is None:
+            final = self.path / f"{seq:016d}-{id_hex}{SUFFIX}"
+        else:
+            make_folder(self.path / HELD)
+            final = self.path / HELD / f"{seq:016d}-{int(held_until * 1000)}-{id_hex}{SUFFIX}"
         tmp = final.with_name(final.name + TMP_SUFFIX)
         with open_private(tmp, append=False) as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        return tmp, ChunkFile(final, seq, chunk_id, len(data), records, when)
+        return tmp, ChunkFile(final, seq, chunk_id, len(data), records, when, held_until=held_until, tag=tag)
 
     def _split(self, file: ChunkFile) -> list[ChunkFile]:
         """Runs in the I/O thread: two chunk files with the halves of ``file``'s entries, under its
@@ -378,6 +444,27 @@ class DiskBuffer:
                 log.error("relay buffer file %s is unreadable (%s); moved aside to %s, not forwarded", path, exc, aside)
         return sorted(files, key=lambda f: f.seq)
 
+    def _recover_held(self) -> list[ChunkFile]:
+        folder = self.path / HELD
+        if not folder.is_dir():
+            return []
+        for tmp in folder.glob(f"*{TMP_SUFFIX}"):
+            tmp.unlink()
+        files: list[ChunkFile] = []
+        now = time.monotonic()
+        for path in sorted(folder.glob(f"*{SUFFIX}")):
+            try:
+                seq_text, until_text, id_hex = path.stem.split("-")
+                file = _read_chunk_file(path.with_name(f"{seq_text}-{id_hex}{SUFFIX}"), now, data=path.read_bytes())
+            except (OSError, ValueError) as exc:
+                aside = path.with_name(path.name + CORRUPT_SUFFIX)
+                path.rename(aside)
+                log.error("held chunk %s is unreadable (%s); moved aside to %s, not forwarded", path, exc, aside)
+                continue
+            file.path, file.held_until = path, int(until_text) / 1000.0
+            files.append(file)
+        return sorted(files, key=lambda f: f.seq)
+
 
 class _Signal:
     """Wakes every current waiter at once (asyncio.Condition without the lock, which no state here needs:
@@ -397,30 +484,32 @@ class _Signal:
         self._future = asyncio.get_running_loop().create_future()
 
 
-def _merge(batch: Iterable[_Pending], max_chunk_bytes: int) -> list[tuple[str, bytes, int]]:
-    """(tag, entries, records) per chunk to write: requests of one tag merged up to max_chunk_bytes."""
-    by_tag: dict[str, list[_Pending]] = {}
+def _merge(batch: Iterable[_Pending], max_chunk_bytes: int) -> list[tuple[str, bytes, int, float | None]]:
+    """(tag, entries, records, held until) per chunk to write: requests of one tag (and one end of
+    hold, or none) merged up to max_chunk_bytes."""
+    by_tag: dict[tuple[str, float | None], list[_Pending]] = {}
     for p in batch:
-        by_tag.setdefault(p.tag, []).append(p)
-    chunks: list[tuple[str, bytes, int]] = []
-    for tag, items in by_tag.items():
+        by_tag.setdefault((p.tag, p.held_until), []).append(p)
+    chunks: list[tuple[str, bytes, int, float | None]] = []
+    for (tag, held_until), items in by_tag.items():
         parts: list[bytes] = []
         size = records = 0
         for p in items:
             if parts and size + len(p.stream) > max_chunk_bytes:
-                chunks.append((tag, b"".join(parts), records))
+                chunks.append((tag, b"".join(parts), records, held_until))
                 parts, size, records = [], 0, 0
             parts.append(p.stream)
             size += len(p.stream)
             records += p.records
         if parts:
-            chunks.append((tag, b"".join(parts), records))
+            chunks.append((tag, b"".join(parts), records, held_until))
     return chunks
 
 
-def _read_chunk_file(path: Path, now: float) -> ChunkFile:
+def _read_chunk_file(path: Path, now: float, data: bytes | None = None) -> ChunkFile:
+    """``path`` named ``{seq}-{chunk id}.chunk``; ``data``: its bytes, when read already."""
     seq_text, _, id_hex = path.stem.partition("-")
-    data = path.read_bytes()
+    data = path.read_bytes() if data is None else data
     request: Any = msgpack.unpackb(data, **UNPACK_OPTIONS)
     if not (isinstance(request, list) and len(request) == 3 and isinstance(request[2], dict)):
         raise ValueError("not a PackedForward request")
@@ -428,7 +517,8 @@ def _read_chunk_file(path: Path, now: float) -> ChunkFile:
     option = request[2]
     if option.get("chunk") != chunk_id or not isinstance(option.get("size"), int):
         raise ValueError("its chunk option does not match its name")
-    return ChunkFile(path, int(seq_text), chunk_id, len(data), option["size"], now)
+    tag = request[0] if isinstance(request[0], str) else ""
+    return ChunkFile(path, int(seq_text), chunk_id, len(data), option["size"], now, tag=tag)
 
 
 def _unlink_all(paths: Iterable[Path]) -> None:

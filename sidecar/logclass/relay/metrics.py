@@ -75,6 +75,25 @@ class RelayMetrics:
             buckets=_LATENCY,
             registry=r,
         )
+        self.held_records = Gauge(
+            "logclass_relay_held_records",
+            "Records held in the buffer until their template's label lands (relay.hold)",
+            registry=r,
+        )
+        self.held_bytes = Gauge("logclass_relay_held_bytes", "Bytes of held chunks (relay.hold.max_bytes)", registry=r)
+        self.hold_seconds = Histogram(
+            "logclass_relay_hold_seconds",
+            "How long a held chunk waited for its records' labels",
+            buckets=(*_LATENCY, 120, 300),
+            registry=r,
+        )
+        self.hold_records = Counter(
+            "logclass_relay_hold_records",
+            "Records of new templates the hold dealt with, by outcome: labelled (released with their label), "
+            "pending (released pending at relay.hold.max_s), hold_full (not held: relay.hold.max_bytes reached)",
+            ["outcome"],
+            registry=r,
+        )
         self.delivery_seconds = Histogram(
             "logclass_relay_delivery_seconds",
             "From a chunk file's durable write to the upstream's ack (time spent queued and in flight)",

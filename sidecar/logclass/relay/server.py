@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import ssl
 import time
@@ -26,10 +27,11 @@ import msgpack
 from logclass.engine.lanes import caller
 from logclass.relay import RelayError, auth, protocol
 from logclass.relay.buffer import BufferWriteError, DiskBuffer
+from logclass.relay.hold import Holder
 from logclass.relay.metrics import RelayMetrics
 from logclass.relay.protocol import EventBatch, ProtocolError, RequestTooLarge
 from logclass.relay.settings import RelaySettings
-from logclass.relay.tagger import Tagger
+from logclass.relay.tagger import Pending, Tagger
 from logclass.relay.throttle import ThrottledLog
 from logclass.relay.tls import server_context
 
@@ -67,11 +69,19 @@ def _refusal(exc: ProtocolError) -> _Close:
 
 
 class ForwardServer:
-    def __init__(self, settings: RelaySettings, tagger: Tagger, buffer: DiskBuffer, metrics: RelayMetrics) -> None:
+    def __init__(
+        self,
+        settings: RelaySettings,
+        tagger: Tagger,
+        buffer: DiskBuffer,
+        metrics: RelayMetrics,
+        holder: Holder | None = None,
+    ) -> None:
         self.settings = settings
         self.tagger = tagger
         self.buffer = buffer
         self.metrics = metrics
+        self.holder = holder
         self._context = server_context(settings.tls) if settings.tls is not None else None
         self._server: asyncio.Server | None = None
         self._udp: asyncio.DatagramTransport | None = None
@@ -305,22 +315,27 @@ class ForwardServer:
     async def _accept(
         self, batches: list[EventBatch], writer: asyncio.StreamWriter, conn: _Connection, started: float
     ) -> None:
-        await self.tagger.tag(batches, owner=conn.caller)
-        streams = [protocol.pack_entries(b.entries, self._packer) if b.entries else b"" for b in batches]
-        acks: list[tuple[str, asyncio.Future[None] | None]] = []
-        for batch, stream in zip(batches, streams, strict=True):
+        pending = await self.tagger.tag(batches, owner=conn.caller)
+        acks: list[tuple[str, list[asyncio.Future[None]]]] = []
+        for batch, held in zip(batches, pending, strict=True):
             self.metrics.records_in.labels(batch.mode).inc(len(batch.entries))
-            done = None
-            if batch.entries:
+            writes: list[asyncio.Future[None]] = []
+            for entries, held_until in self._parts(batch, held):
+                stream = protocol.pack_entries(entries, self._packer)
                 cost = self.buffer.cost(batch.tag, len(stream))
                 await self._reserve(cost, batch, conn)
-                done = self.buffer.append(batch.tag, stream, len(batch.entries), cost)
+                if held_until is not None and not self._hold(batch.tag, cost, len(entries)):
+                    held_until = None  # the hold is full: they leave pending, as without it
+                done = self.buffer.append(batch.tag, stream, len(entries), cost, held_until)
+                if held_until is not None:
+                    done.add_done_callback(functools.partial(self._held_written, batch.tag, cost))
                 # A failed write is logged by the buffer; this keeps asyncio from reporting it again.
                 done.add_done_callback(_consume)
+                writes.append(done)
             if batch.chunk is not None:
-                acks.append((batch.chunk, done))
-        for chunk, done in acks:
-            if done is not None:
+                acks.append((batch.chunk, writes))
+        for chunk, writes in acks:
+            for done in writes:
                 try:
                     await done
                 except BufferWriteError as exc:
@@ -329,6 +344,34 @@ class ForwardServer:
         if acks:
             await writer.drain()
             self.metrics.ack_seconds.observe(time.monotonic() - started)
+
+    def _parts(self, batch: EventBatch, pending: Pending) -> list[tuple[list[protocol.Entry], float | None]]:
+        """The batch's entries to write: those forwarded at once, and those held (with when
+        their hold ends): the pending ones, or with keep_order every one behind a held record."""
+        entries, holder = batch.entries, self.holder
+        if not entries:
+            return []
+        if holder is None or not holder.enabled:
+            return [(entries, None)]
+        if holder.holds_tag(batch.tag):
+            return [(entries, holder.until(pending.sources) if pending.entries else holder.clock())]
+        if not pending.entries:
+            return [(entries, None)]
+        held = set(pending.entries)
+        ready = [entry for i, entry in enumerate(entries) if i not in held]
+        waiting = [entries[i] for i in pending.entries]
+        until = holder.until(pending.sources)
+        return [(ready, None), (waiting, until)] if ready else [(waiting, until)]
+
+    def _hold(self, tag: str, cost: int, records: int) -> bool:
+        holder = self.holder
+        assert holder is not None
+        # keep_order: once a tag has a held record, its records keep their place whatever the bound.
+        return holder.reserve(tag, cost, records, force=holder.holds_tag(tag))
+
+    def _held_written(self, tag: str, cost: int, _: asyncio.Future[None]) -> None:
+        assert self.holder is not None
+        self.holder.written(tag, cost)
 
     async def _reserve(self, cost: int, batch: EventBatch, conn: _Connection) -> None:
         buffer = self.buffer

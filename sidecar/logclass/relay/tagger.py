@@ -17,10 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from logclass.core.decision import LogRecord
+from logclass.core.decision import TIER_PENDING, LogRecord
 from logclass.engine.lanes import LaneFullError
 from logclass.engine.runtime import Classify
 from logclass.relay.metrics import RelayMetrics
@@ -37,6 +37,14 @@ REASON_TIMEOUT = "timeout"
 REASON_QUEUE_FULL = "queue_full"
 REASON_INTERNAL = "internal"
 REASON_MISSING = "missing_message"
+
+
+@dataclass(slots=True)
+class Pending:
+    """A batch's records left pending: their positions in its entries, and their sources."""
+
+    entries: list[int] = field(default_factory=list)
+    sources: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,25 +79,35 @@ class Tagger:
     def settings(self) -> RelaySettings:
         return self._keys.settings
 
+    @property
+    def classifies(self) -> bool:
+        return self._classify is not None
+
     def retarget(self, settings: RelaySettings) -> None:
         """The tagging settings of a hot reload (output keys, message and source keys, opt-out,
         fallback label, budgets), from the next ``tag`` call on."""
         self._keys = _Keys.of(settings)
 
-    async def tag(self, batches: Sequence[EventBatch], owner: Hashable = "relay") -> None:
+    async def tag(
+        self, batches: Sequence[EventBatch], owner: Hashable = "relay", budget_s: float | None = None
+    ) -> list[Pending]:
         """Classifies the records of ``batches`` in place; ``owner``: the sender, whose turn and
-        share in the model lanes they take."""
+        share in the model lanes they take; ``budget_s``: how long to wait for model answers
+        (default relay.budget_ms; the pipeline's timeout is relay.classify_timeout_ms beyond it).
+        Per batch, the records left pending (their templates still being decided)."""
+        pending = [Pending() for _ in batches]
         if self._classify is None:
-            return
+            return pending
         k = self._keys
         records: list[LogRecord] = []
         targets: list[dict[Any, Any]] = []
+        where: list[tuple[int, int]] = []  # (batch, entry) of each target
         missing: list[dict[Any, Any]] = []
         skipped = 0
         message_key, opt_out = k.settings.message_key, k.settings.opt_out
-        for batch in batches:
+        for b, batch in enumerate(batches):
             default_source = k.settings.section.source or batch.tag
-            for entry in batch.entries:
+            for e, entry in enumerate(batch.entries):
                 record = entry[1]
                 if opt_out and any(condition.matches(record) for condition in opt_out):
                     skipped += 1
@@ -100,18 +118,27 @@ class Tagger:
                     continue
                 records.append(LogRecord(_source(k.settings, record) or default_source, message))
                 targets.append(record)
+                where.append((b, e))
         if skipped:
             self._metrics.skipped_records.inc(skipped)
         if missing and k.settings.section.tag_missing_message:
             self._fall_back(k, missing, REASON_MISSING)
         if records:
-            await self._decide(k, records, targets, owner)
+            budget = k.settings.budget_s if budget_s is None else budget_s
+            for i in await self._decide(k, records, targets, owner, budget):
+                b, e = where[i]
+                pending[b].entries.append(e)
+                pending[b].sources.add(records[i].source)
+        return pending
 
-    async def _decide(self, k: _Keys, records: list[LogRecord], targets: list[dict[Any, Any]], owner: Hashable) -> None:
+    async def _decide(
+        self, k: _Keys, records: list[LogRecord], targets: list[dict[Any, Any]], owner: Hashable, budget_s: float
+    ) -> list[int]:
+        """Writes each target's decision; the positions of those left pending."""
         assert self._classify is not None
         timeout_ms = k.settings.section.classify_timeout_ms
         try:
-            decisions = await asyncio.wait_for(self._classify(records, k.settings.budget_s, owner), timeout_ms / 1000.0)
+            decisions = await asyncio.wait_for(self._classify(records, budget_s, owner), budget_s + timeout_ms / 1000.0)
         except asyncio.TimeoutError:  # asyncio.TimeoutError is not TimeoutError before 3.11
             self._warn.warning(
                 REASON_TIMEOUT,
@@ -121,19 +148,23 @@ class Tagger:
                 k.settings.fallback_label,
             )
             self._fall_back(k, targets, REASON_TIMEOUT)
-            return
+            return []
         except LaneFullError as exc:
             self._warn.warning(REASON_QUEUE_FULL, "%s: %s records forwarded unclassified", exc, len(records))
             self._fall_back(k, targets, REASON_QUEUE_FULL)
-            return
+            return []
         except Exception:  # a tier failed: delivery must not depend on classification
             log.exception("pipeline failed; %s records forwarded as %r", len(records), k.settings.fallback_label)
             self._fall_back(k, targets, REASON_INTERNAL)
-            return
-        for record, decision in zip(targets, decisions, strict=True):
+            return []
+        pending: list[int] = []
+        for i, (record, decision) in enumerate(zip(targets, decisions, strict=True)):
             _write(k, record, decision.label, decision.tier, round(decision.confidence, 4))
             if k.error and decision.error:
                 record[k.error] = decision.error
+            if decision.tier == TIER_PENDING:
+                pending.append(i)
+        return pending
 
     def _fall_back(self, k: _Keys, targets: Sequence[dict[Any, Any]], reason: str) -> None:
         self._metrics.fallback_records.labels(reason).inc(len(targets))
