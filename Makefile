@@ -151,7 +151,7 @@ bench-reload: $(STAMP)
 bench-hostile: $(STAMP)
 	$(BIN)/python benchmarks/bench_hostile.py
 
-## make bench-cluster: one classifier per cluster (issue 30): 3 sidecars on one real redis-server against 3 alone, in the same run: model-tier calls per new template sent to all at once (target <= 1.05), what the store adds to a new template's latency, warm callers' p99, correction propagation and disagreements between sidecars
+## make bench-cluster: one classifier per cluster (issue 30): 3 sidecars on one real redis-server against 3 alone, each with its own stub LLM, in the same run: model-tier decisions and LLM calls per new template sent to all at once (target <= 1.05), what the store adds to a new template's latency, warm callers' p99, correction propagation and disagreements between sidecars
 bench-cluster: $(STAMP) store-deps
 	$(BIN)/python benchmarks/bench_cluster.py
 
