@@ -6,6 +6,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # From a warm in-memory ack (~1 ms with the fsync) to a sender held back by a full buffer.
+HOLD_OUTCOMES = ("labelled", "pending", "hold_full")
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -94,6 +95,8 @@ class RelayMetrics:
             ["outcome"],
             registry=r,
         )
+        for outcome in HOLD_OUTCOMES:  # exported at 0 from the start: a rate() of a missing series is no rate
+            self.hold_records.labels(outcome)
         self.delivery_seconds = Histogram(
             "logclass_relay_delivery_seconds",
             "From a chunk file's durable write to the upstream's ack (time spent queued and in flight)",
