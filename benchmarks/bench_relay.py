@@ -15,6 +15,12 @@ phase (one connection, one request in flight) gives the latency a sender sees pe
 p99. The classify relay first makes one cold pass that fills its caches; it is reported, not
 compared. The upstream and the senders share this process; the relay runs in its own, so on a small
 machine the three compete for the same cores, as a sidecar does with its neighbours.
+
+Then the hold phase (benchmarks/relay_hold.py): records of new templates routed to an LLM (a stub
+answering after ``--llm-latency-ms``) mixed into a steady stream of known records, through a
+classifying relay with ``relay.hold`` on and off, in the same run: the share of new-template records
+stored with tier ``pending``, their delivery time, and the known records' delivery latency.
+``--hold-only`` runs that phase alone, ``--no-hold`` leaves it out.
 """
 
 from __future__ import annotations
@@ -25,11 +31,12 @@ import base64
 import contextlib
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,18 +53,12 @@ import msgpack
 
 from benchmarks import loadgen
 from benchmarks.common import LogclassProcess, finish, free_port, stage
+from benchmarks.relay_hold import add_arguments, measure_hold, percentile, report_hold
 from logclass.core.decision import LogRecord
 
 RPS_TARGET = 20_000.0  # records/s delivered through the classifying relay, warm, 1,000-record chunks
 CHUNK_RECORDS = 1000
 TAG = "bench.app"
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return 0.0
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 class Upstream:
@@ -181,24 +182,25 @@ async def send_pass(
 
 
 class Relay(LogclassProcess):
-    """A `logclass relay` subprocess for the length of one set-up."""
+    """A `logclass relay` subprocess for the length of one set-up; ``env`` overrides its settings."""
 
-    def __init__(self, upstream: int, classify: bool) -> None:
+    def __init__(self, upstream: int, classify: bool, env: Mapping[str, str] | None = None) -> None:
         self.port = free_port()
         self.buffer = tempfile.mkdtemp(prefix="logclass-bench-relay-")
         args = ["relay", "--listen", f"127.0.0.1:{self.port}"]
         args += ["--upstream", f"127.0.0.1:{upstream}", "--buffer-path", self.buffer]
         if not classify:
             args.append("--no-classify")
-        env = {
+        settings = {
             "LOGCLASS_RELAY__SOURCE_KEY": "source",
             # The cold pass must classify every record (not forward it with the fallback label after
             # the default 5 s), or the "warm" passes would still be filling the caches.
             "LOGCLASS_RELAY__CLASSIFY_TIMEOUT_MS": "600000",
             # Nor with tier "pending" after the default budget (server.inline_budget_ms).
             "LOGCLASS_RELAY__BUDGET_MS": "600000",
+            **(env or {}),
         }
-        super().__init__(args, env, "LOGCLASS_RELAY__METRICS_LISTEN", "relay")
+        super().__init__(args, settings, "LOGCLASS_RELAY__METRICS_LISTEN", "relay")
 
     def wait_ready(self, timeout: float = 300) -> float:
         started = time.perf_counter()
@@ -221,9 +223,7 @@ class Relay(LogclassProcess):
 
     def stop(self) -> None:
         super().stop()
-        for name in os.listdir(self.buffer):
-            os.unlink(os.path.join(self.buffer, name))
-        os.rmdir(self.buffer)
+        shutil.rmtree(self.buffer, ignore_errors=True)  # held chunks live in a folder of it
 
 
 async def measure_setup(
@@ -247,7 +247,16 @@ async def measure_setup(
     }
 
 
-async def measure(records: Sequence[LogRecord], args: argparse.Namespace) -> dict[str, Any]:
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    result: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
+    if not args.hold_only:
+        result.update(await measure_throughput(loadgen.bench_records(args.records), args))
+    if not args.no_hold:
+        result["hold"] = await measure_hold(lambda port, env: Relay(port, True, env), args)
+    return result
+
+
+async def measure_throughput(records: Sequence[LogRecord], args: argparse.Namespace) -> dict[str, Any]:
     streams = encode_streams(records)
     upstream = Upstream()
     await upstream.start()
@@ -274,7 +283,6 @@ async def measure(records: Sequence[LogRecord], args: argparse.Namespace) -> dic
     await upstream.stop()
     sample = upstream.sample or {}
     return {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "settings": {
             "records": len(records),
             "chunk_records": CHUNK_RECORDS,
@@ -289,6 +297,18 @@ async def measure(records: Sequence[LogRecord], args: argparse.Namespace) -> dic
 
 
 def report(result: dict[str, Any]) -> bool:
+    ok = True
+    if "rows" in result:
+        ok = report_throughput(result)
+    else:
+        m = result["machine"]
+        print(f"machine: {m['cpus']} CPUs, Python {m['python']}")
+    if "hold" in result:
+        ok = report_hold(result["hold"]) and ok
+    return ok
+
+
+def report_throughput(result: dict[str, Any]) -> bool:
     m, s, rows = result["machine"], result["settings"], result["rows"]
     print(
         f"machine: {m['cpus']} CPUs, Python {m['python']}; {s['records']:,} records (seed set + Loghub) in "
@@ -337,10 +357,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--serial-chunks", type=int, default=30, help="requests timed one at a time")
     parser.add_argument("--records", type=int, default=0, help="use only the first N records (0: all)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here as JSON")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when the target is missed")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    phases = parser.add_mutually_exclusive_group()
+    phases.add_argument("--hold-only", action="store_true", help="run the hold phase alone")
+    phases.add_argument("--no-hold", action="store_true", help="leave the hold phase out")
+    add_arguments(parser)
     args = parser.parse_args(argv)
-    records = loadgen.bench_records(args.records)
-    result = asyncio.run(measure(records, args))
+    result = asyncio.run(measure(args))
     return finish(result, report(result), args.json, args.strict)
 
 
