@@ -415,7 +415,7 @@ class RelaySectionSettings:
     tag_missing_message: Annotated[bool, doc("true: records without the message key get fallback_label")]
     budget_ms: Annotated[
         NonNegativeInt | None,
-        doc("how long the relay waits for model answers per read; null: server.inline_budget_ms"),
+        doc("how long the relay waits for model answers per read; null: 0 with the hold, else server.inline_budget_ms"),
     ]
     classify_timeout_ms: Annotated[PositiveInt, doc("longest wait for the pipeline per read, then fallback_label")]
     hold: RelayHoldSettings

@@ -116,7 +116,11 @@ def resolve(settings: Settings) -> RelaySettings:
     relay = settings.relay
     host, port = split_address(relay.listen, "relay.listen")
     auth = relay.auth
-    budget_ms = relay.budget_ms if relay.budget_ms is not None else settings.server.inline_budget_ms
+    budget_ms = relay.budget_ms
+    if budget_ms is None:
+        # With the hold, a record of a new template waits in the buffer, not in the request: the
+        # known records sent with it need not wait for its model at all.
+        budget_ms = 0 if relay.hold.max_s > 0 else settings.server.inline_budget_ms
     return RelaySettings(
         section=relay,
         host=host,
