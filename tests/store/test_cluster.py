@@ -310,6 +310,11 @@ def test_the_store_killed_mid_stream_costs_no_errors_and_lessons_are_reconciled(
     finally:
         stream.stop.set()
         thread.join(DEADLINE_S)
+    failures = [s.metric("logclass_store_failures_total") for s in sidecars]
+    resyncs = [s.metric("logclass_store_resyncs_total") for s in sidecars]
+    print(
+        f"store killed mid-stream: {stream.calls} calls, {len(stream.errors)} errors; failures {failures}; {resyncs=}"
+    )
     assert stream.errors == [] and stream.calls >= 24
     assert [s.metric("logclass_errors_total") for s in sidecars] == errors_before
     assert all(s.metric("logclass_store_resyncs_total") >= 2 for s in sidecars)
