@@ -6,12 +6,15 @@ Gem::Specification.new do |spec|
   spec.name = 'fluent-plugin-logclass'
   spec.version = Logclass::VERSION
   spec.authors = ['logclass authors']
-  spec.summary = 'Fluentd filter: label log records in flight through the logclass sidecar (gRPC), failing open.'
+  spec.summary = 'Fluentd filter and output: label log records through the logclass sidecar (gRPC), failing open.'
   spec.description = <<~TEXT
     Filter type `logclass`: one batched Classify call per event stream to the logclass sidecar,
     the label, tier and confidence written into each record. When the sidecar is down, slow or
     failing, every record still passes, with a fallback label and the reason; a circuit breaker
     keeps a dead sidecar from costing the pipeline a timeout per chunk.
+    Output type `logclass`: buffers records (in a file by default), holds each chunk until the
+    sidecar's models have answered for its new templates (at most hold_timeout), and re-emits the
+    labelled records under a new tag; a chunk is committed only after the re-emit (at-least-once).
   TEXT
   spec.license = 'Apache-2.0'
   spec.required_ruby_version = '>= 2.7'

@@ -1,10 +1,10 @@
-# Fluentd filter plugin (plugins/fluentd/). Included from the top-level Makefile, after its
+# Fluentd plugins (plugins/fluentd/: the logclass filter and output). Included from the top-level Makefile, after its
 # variables (STAMP, BIN, APT_INSTALL): `include plugins/fluentd/plugin.mk`.
 #
 # make ruby-deps     Debian's Ruby, gRPC, grpc-tools, test-unit and Fluentd's runtime libraries,
 #                    installed only when one is missing
 # make ruby-stubs    regenerate lib/logclass/api/ from proto/ (a test fails when they are stale)
-# make ruby-test     the plugin's Ruby tests alone, against a real sidecar (pytest runs them too)
+# make ruby-test     the plugins' Ruby tests alone, against real sidecars (pytest runs them too)
 # make fluentd-gem   build fluent-plugin-logclass-<version>.gem into dist/
 FLUENTD_PLUGIN := plugins/fluentd
 # Fluentd's runtime libraries: only the adapter tests need them, with a Fluentd source tree

@@ -24,6 +24,41 @@ class BudgetTest < Test::Unit::TestCase
     end
   end
 
+  # A RecordingServer on a clock the test gives the classifier: each call moves it `step` seconds
+  # on, as a call waiting that long for model answers would, and its deadline (seconds left when
+  # it arrived) is recorded.
+  class SteppingServer < RecordingServer
+    attr_reader :deadlines
+
+    def initialize(now, step)
+      super()
+      @now = now
+      @step = step
+      @deadlines = Queue.new
+    end
+
+    def classify(request, call)
+      @deadlines << (call.deadline - Time.now)
+      @now[0] += @step
+      super
+    end
+  end
+
+  def serve(service)
+    # Room for every classifier's call at once: grpc's Ruby server refuses a call when all its
+    # pool's threads are busy, which a loaded machine made happen with 2 (a CI run fell back).
+    @server = GRPC::RpcServer.new(pool_size: 8)
+    port = @server.add_http2_port('127.0.0.1:0', :this_port_is_insecure)
+    @server.handle(service)
+    @runner = Thread.new { @server.run }
+    @server.wait_till_running(10)
+    "127.0.0.1:#{port}"
+  end
+
+  def drain(queue)
+    Array.new(queue.size) { queue.pop }
+  end
+
   def classifier(endpoint, **options)
     @logger, @log = LogclassTest.logger
     client = Logclass::Client.new(endpoint, timeout: 30, budget_ms: options.delete(:budget_ms))
@@ -33,6 +68,8 @@ class BudgetTest < Test::Unit::TestCase
 
   teardown do
     @classifiers&.each(&:close)
+    @server&.stop
+    @runner&.join(10)
   end
 
   test 'budget_ms is whole milliseconds from 0 to 2**32-1, or unset for the sidecar default' do
@@ -52,23 +89,32 @@ class BudgetTest < Test::Unit::TestCase
 
   test 'the configured budget goes with every Classify call; none configured, none sent' do
     service = RecordingServer.new
-    # Room for every classifier's call at once: grpc's Ruby server refuses a call when all its
-    # pool's threads are busy, which a loaded machine made happen with 2 (a CI run fell back).
-    server = GRPC::RpcServer.new(pool_size: 8)
-    port = server.add_http2_port('127.0.0.1:0', :this_port_is_insecure)
-    server.handle(service)
-    runner = Thread.new { server.run }
-    server.wait_till_running(10)
+    endpoint = serve(service)
     entries = [%w[a one], %w[a two], ['a', nil], %w[a three]]
     { 120 => 120, 0 => 0, nil => nil, '40' => 40 }.each do |configured, sent|
-      outcomes = classifier("127.0.0.1:#{port}", budget_ms: configured, max_batch_records: 2).classify(entries)
+      outcomes = classifier(endpoint, budget_ms: configured, max_batch_records: 2).classify(entries)
       assert_equal ['Seen', 'Seen', nil, 'Seen'], outcomes.map { |o| o&.label }, "#{configured.inspect}: #{@log.string}"
-      calls = Array.new(service.seen.size) { service.seen.pop }
+      calls = drain(service.seen)
       assert_equal [[sent, false, 2], [sent, false, 1]], calls, "budget_ms #{configured.inspect}: two calls, each with it"
     end
-  ensure
-    server&.stop
-    runner&.join(10)
+  end
+
+  test 'a hold: wait_for_all while it lasts, each deadline the rest of it but never under timeout; then the budget' do
+    now = [0.0]
+    service = SteppingServer.new(now, 10)
+    endpoint = serve(service)
+    @logger, @log = LogclassTest.logger
+    client = Logclass::Client.new(endpoint, timeout: 5, budget_ms: 120)
+    c = Logclass::Classifier.new(client, logger: @logger, max_batch_records: 1, clock: -> { now[0] })
+    (@classifiers ||= []) << c
+    outcomes = c.classify(Array.new(4) { |i| ['a', "m#{i}"] }, hold: 25)
+    assert_equal ['Seen'] * 4, outcomes.map(&:label), @log.string
+    # Calls at 0, 10, 20 and 30 s of a 25 s hold: the third has 5 s of it left, the fourth none.
+    assert_equal [[nil, true, 1]] * 3 + [[120, false, 1]], drain(service.seen), 'budget_ms is not sent with wait_for_all'
+    assert_equal [25, 15, 5, 5], drain(service.deadlines).map(&:round)
+
+    c.classify([%w[a again]])
+    assert_equal [[[120, false, 1]], [5]], [drain(service.seen), drain(service.deadlines).map(&:round)], 'no hold, no wait_for_all'
   end
 
   test 'budget_ms 0 from a real sidecar: a new template at once, pending, decided in the background' do

@@ -1,31 +1,10 @@
 # frozen_string_literal: true
 
 require_relative 'helper'
+require_relative 'support/fluentd_tree'
 
-# The Fluentd adapter through Fluentd's own test driver, against the shared real sidecar. Needs a
-# Fluentd source tree: FLUENTD_LIB=/path/to/fluentd/lib (see README "Developing"); without it these
-# tests are reported as omitted, with the reason.
-module FluentdTree
-  LIB = ENV.fetch('FLUENTD_LIB', nil)
-  REASON =
-    if LIB.nil? || LIB.empty?
-      'no Fluentd here: set FLUENTD_LIB=/path/to/fluentd/lib (a v1.16-1.18 source tree) to run the adapter tests'
-    end
-
-  if REASON.nil?
-    unless File.file?(File.join(LIB, 'fluent', 'version.rb'))
-      # Asked for and not there: an error, not a skip.
-      raise "FLUENTD_LIB=#{LIB} is not a Fluentd lib folder (no fluent/version.rb in it)"
-    end
-
-    $LOAD_PATH.unshift(LIB)
-    require 'fluent/test'
-    require 'fluent/test/helpers'
-    require 'fluent/test/driver/filter'
-    require 'fluent/plugin/filter_logclass'
-  end
-end
-
+# The Fluentd filter through Fluentd's own test driver, against the shared real sidecar (omitted,
+# with the reason, without FLUENTD_LIB: see support/fluentd_tree.rb).
 class FilterLogclassTest < Test::Unit::TestCase
   include Fluent::Test::Helpers if defined?(Fluent::Test::Helpers)
 
@@ -165,7 +144,7 @@ class FilterLogclassTest < Test::Unit::TestCase
     records = [{ 'message' => 'User 12345 logged in.' }, { 'message' => 'x' }]
     d.run(default_tag: 'app') do
       # A broken classifier (it raises TypeError on non-array input): the filter must not lose the chunk.
-      d.instance.classifier.define_singleton_method(:classify) { |_entries| raise TypeError, 'boom' }
+      d.instance.classifier.define_singleton_method(:classify) { |_entries, **| raise TypeError, 'boom' }
       d.feed(records.map { |r| [event_time, r] })
     end
     assert_equal records, d.filtered_records

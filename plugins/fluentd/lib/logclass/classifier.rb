@@ -15,7 +15,8 @@ module Logclass
   # The chunk is split into batches (Batcher), one Classify call each, results merged back by
   # position. When a call fails (sidecar down, past its deadline, an error status) its records
   # and the rest of the chunk get the fallback label with the reason, so a chunk waits at most one
-  # `timeout`; the circuit breaker then spares the following chunks even that. Warnings are rate
+  # `timeout` (one hold, when the caller holds it for model answers); the circuit breaker then
+  # spares the following chunks even that. Warnings are rate
   # limited. This class knows nothing of Fluentd: the adapter (fluent/plugin/filter_logclass.rb)
   # extracts [source, message] pairs and writes the outcomes back with RecordTagger.
   class Classifier
@@ -56,7 +57,10 @@ module Logclass
 
     # entries: [source, message] pairs (Strings; message nil when the record has none).
     # Returns one Outcome per entry, in the same order; nil means "leave this record as it is".
-    def classify(entries)
+    # hold: seconds this chunk may wait for model answers about its new templates (wait_for_all),
+    # across all its calls; nil: each call waits the client's budget_ms (or the sidecar's own).
+    def classify(entries, hold: nil)
+      hold_until = hold && @clock.call + hold
       outcomes = Array.new(entries.size)
       positions = []
       entries.each_with_index do |(_source, message), i|
@@ -70,7 +74,7 @@ module Logclass
 
       batches = @batcher.split(positions) { |i| entries[i][1].bytesize + entries[i][0].bytesize }
       batches.each_with_index do |batch, k|
-        failure = call(batch, entries, outcomes)
+        failure = call(batch, entries, outcomes, hold_until)
         next unless failure
 
         # This batch and the rest of the chunk: one timeout per chunk at most, and the breaker
@@ -107,7 +111,7 @@ module Logclass
 
     # One Classify call for `batch` (positions into entries); fills their outcomes.
     # Returns nil on success, else why the remaining records fall back (a CallFailed or CIRCUIT_OPEN).
-    def call(batch, entries, outcomes)
+    def call(batch, entries, outcomes, hold_until)
       permit = @breaker.permit
       return CIRCUIT_OPEN unless permit
 
@@ -116,7 +120,7 @@ module Logclass
       begin
         # The probe also learns the label of a sidecar that came back with another config.
         model_info(timeout: [PROBE_TIMEOUT, @client.timeout].min) if permit == :probe
-        results = @client.classify(records)
+        results = send_batch(records, hold_until)
       rescue CallFailed => e
         failed(e, @clock.call - started)
         return e
@@ -127,6 +131,17 @@ module Logclass
       batch.each_with_index { |i, k| outcomes[i] = Outcome.from_result(results[k]) }
       @stats.add('classified_records', batch.size)
       nil
+    end
+
+    # While the chunk's hold lasts, the call waits for every answer until its deadline: the rest
+    # of the hold, but never less than the client's timeout, so a short remainder cannot fail the
+    # known records of a call on a loaded sidecar. A chunk thus waits at most hold + timeout; once
+    # the hold is spent its remaining calls wait only their budget.
+    def send_batch(records, hold_until)
+      remaining = hold_until && hold_until - @clock.call
+      return @client.classify(records) unless remaining&.positive?
+
+      @client.classify(records, timeout: [remaining, @client.timeout].max, wait_for_all: true)
     end
 
     def failed(error, seconds)

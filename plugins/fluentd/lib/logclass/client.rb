@@ -108,10 +108,16 @@ module Logclass
     # one per record, in the records' order. The request carries budget_ms when one is set.
     # Results that do not match the records one to one (count or echoed ids) fail the call with
     # bad_response: a fallback label is better than another record's label.
-    def classify(records)
+    # wait_for_all: the sidecar waits for every model answer until shortly before this call's
+    # deadline (`timeout`, seconds) instead of for its budget; budget_ms is then not sent.
+    def classify(records, timeout: @timeout, wait_for_all: false)
       request = V1::ClassifyRequest.new(records: records)
-      request.budget_ms = @budget_ms unless @budget_ms.nil? # unset (not 0): the sidecar's own budget
-      response = call(@timeout) { |deadline| @stub.classify(request, deadline: deadline, metadata: @metadata) }
+      if wait_for_all
+        request.wait_for_all = true
+      elsif !@budget_ms.nil? # unset (not 0): the sidecar's own budget
+        request.budget_ms = @budget_ms
+      end
+      response = call(timeout) { |deadline| @stub.classify(request, deadline: deadline, metadata: @metadata) }
       results = response.results
       if results.size != records.size
         raise CallFailed.new('bad_response', "the sidecar answered #{results.size} results for #{records.size} records")

@@ -12,10 +12,12 @@ require 'tmpdir'
 # not LOGCLASS_PYTHON: the sidecar reads every LOGCLASS_* variable as a setting.
 class Sidecar
   ROOT = File.expand_path('../../../..', __dir__)
-  # No LLM tier (nothing to load), no metrics port, no network for model files.
+  # No LLM tier (nothing to load), no metrics or HTTP port (server.http_listen defaults to
+  # 127.0.0.1:8000, which two sidecars cannot share), no network for model files.
   BASE_ENV = {
     'LOGCLASS_LLM__BACKEND' => 'none',
     'LOGCLASS_SERVER__METRICS_LISTEN' => 'null',
+    'LOGCLASS_SERVER__HTTP_LISTEN' => 'null',
     'HF_HUB_OFFLINE' => '1',
     'TRANSFORMERS_OFFLINE' => '1'
   }.freeze
