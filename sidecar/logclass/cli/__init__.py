@@ -14,6 +14,7 @@ from typing import Protocol
 
 from logclass import __version__
 from logclass.cli import (
+    bootstrap,
     classify,
     config,
     distill,
@@ -39,7 +40,18 @@ class Command(Protocol):
 
 
 # In the order `logclass --help` lists them.
-COMMANDS: tuple[Command, ...] = (classify, train, distill, evaluate, report, serve, relay, export_encoder, config)
+COMMANDS: tuple[Command, ...] = (
+    classify,
+    train,
+    bootstrap,
+    distill,
+    evaluate,
+    report,
+    serve,
+    relay,
+    export_encoder,
+    config,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
