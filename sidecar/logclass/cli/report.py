@@ -11,7 +11,11 @@ from logclass.cli.common import CliError, Subparsers, add_common_options, encodi
 
 def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("report", help="charts and tables of a classified CSV, as one HTML page and/or PNGs")
-    p.add_argument("input", type=Path, help="output of `logclass classify IN.csv -o OUT.csv`")
+    p.add_argument(
+        "input",
+        type=Path,
+        help="output of `logclass classify IN.csv -o OUT.csv`, or a bundle (or work folder) of `logclass bootstrap`",
+    )
     p.add_argument("-o", "--output", type=Path, help="HTML file to write (self-contained: images embedded)")
     p.add_argument("--png", type=Path, metavar="DIR", help="also write each chart as DIR/<name>.png")
     p.add_argument(
@@ -29,6 +33,8 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.input.is_dir():
+        return _bootstrap_report(args.input)
     from logclass.jobs.report import ReportOptions, build_report
 
     if args.templates < 1 or args.examples < 1:
@@ -43,4 +49,12 @@ def run(args: argparse.Namespace) -> int:
     result = build_report(args.input, args.output, args.png, load_settings(args), options)
     written = [str(p) for p in ([result.html] if result.html else []) + result.pngs]
     print(f"{result.rows:,} records, {len(result.charts)} charts: wrote {', '.join(written)}", file=sys.stderr)
+    return 0
+
+
+def _bootstrap_report(folder: Path) -> int:
+    """The report `logclass bootstrap` wrote into its bundle and work folder, as text."""
+    from logclass.training.bootstrap.report import format_report, read_report
+
+    print(format_report(read_report(folder)))
     return 0

@@ -41,9 +41,10 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
         "--extra",
         action="append",
         default=[],
-        metavar="JSONL|URL",
-        help="LLM teacher file (llm.teacher_file), learnt memory (memory.learnt_file), or the shared store's "
-        "lessons (redis:// or rediss:// URL; store.password_file and store.key_prefix from the config)",
+        metavar="JSONL|CSV|URL",
+        help="LLM teacher file (llm.teacher_file), learnt memory (memory.learnt_file), a `logclass bootstrap` "
+        "review file (CSV: its corrected rows), or the shared store's lessons (redis:// or rediss:// URL; "
+        "store.password_file and store.key_prefix from the config)",
     )
     p.add_argument("--no-progress", action="store_true")
     add_common_options(p, model=False)

@@ -58,6 +58,7 @@ from logclass.tiers.memory import MemoryTier
 from logclass.tiers.regex import RegexTier, load_rules
 from logclass.tiers.registry import build_encoder
 from logclass.training import head as head_mod
+from logclass.training.bootstrap.review import corrected_rows
 from logclass.training.dataset import LabelledRow, load_labelled_csv, load_teacher_jsonl, row_hashes
 from logclass.training.memory import RuleCheck, check_rules, rule_spec, template_counts
 from logclass.training.report import format_class_report
@@ -84,9 +85,10 @@ class TrainOptions:
     cs: Sequence[float] = DEFAULT_CS
     features: str = "auto"
     name: str | None = None
-    # LLM teacher files (JSONL), learnt memories, or a shared store's lessons (a redis:// or
-    # rediss:// URL): their rows join the training side only, so the hold-out stays the labelled
-    # CSV's and measures against human labels.
+    # LLM teacher files (JSONL), learnt memories, a shared store's lessons (a redis:// or
+    # rediss:// URL), or bootstrap review files (CSV, their corrected rows): their rows join the
+    # training side only, so the hold-out stays the labelled CSV's and measures against human
+    # labels.
     extra: Sequence[Path | str] = ()
     labels_file: Path | None = None
     memory_min_rows: int = 1
@@ -131,6 +133,10 @@ def read_extra(
     for source in sources:
         if is_store_url(str(source)):
             name, digest, rows = read_store_lessons(str(source), store)
+        elif Path(source).suffix.lower() == ".csv":
+            # A review file of `logclass bootstrap`: its corrected rows.
+            path = Path(source)
+            name, digest, rows = path.name, sha256_file(path), corrected_rows(path)
         else:
             path = Path(source)
             name, digest, rows = path.name, sha256_file(path), load_teacher_jsonl(path)
