@@ -1,0 +1,75 @@
+"""An OpenAI-compatible LLM server on 127.0.0.1 for the bootstrap tests: it answers each question
+with the label of the first rule whose words are in the log line, at the rule's confidence (as
+token log-probabilities, which the vLLM backend turns back into the confidence), and counts the
+questions it was asked. A line no rule matches gets the last allowed label (the fallback label)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+_LINE = re.compile(r"<log>\n(.*)\n</log>", re.DOTALL)
+
+
+class StubLlm(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, rules: Sequence[tuple[str, str, float]]) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.rules = list(rules)
+        self.lines: list[str] = []  # the log lines asked about, in order
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self.serve_forever, name="stub-llm", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    @property
+    def calls(self) -> int:
+        return len(self.lines)
+
+    def answer(self, line: str, allowed: Sequence[str]) -> tuple[str, float]:
+        with self._lock:
+            self.lines.append(line)
+        for words, label, confidence in self.rules:
+            if words in line and label in allowed:
+                return label, confidence
+        return allowed[-1], 0.8
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: StubLlm
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._send({"data": [{"id": "stub"}]})
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        question = body["messages"][-1]["content"]
+        match = _LINE.search(question)
+        line = json.loads(match.group(1)) if match else question
+        label, confidence = self.server.answer(line, body["structured_outputs"]["choice"])
+        logprobs = {"content": [{"token": label, "logprob": math.log(confidence)}]}
+        self._send({"choices": [{"message": {"role": "assistant", "content": label}, "logprobs": logprobs}]})
+
+    def _send(self, payload: dict[str, Any]) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
