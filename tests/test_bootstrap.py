@@ -10,6 +10,7 @@ import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,8 +60,6 @@ RULES = [
     ("POST", "Access", 0.99),
     ("maybe", "Failure", 0.3),  # unsure: kept out, reviewed first
 ]  # "Heartbeat" matches none: the stub answers the fallback label
-# Lexical features need no encoder, and three folds suit two templates a label.
-FAST = {"features": "lexical", "folds": 3}
 
 
 def lines(seed: int = 1) -> list[tuple[str, str]]:
@@ -104,14 +103,10 @@ def labels(tmp_path: Path) -> Path:
 
 
 def run(
-    logs: Path,
-    out: Path,
-    settings: config.Settings,
-    labels: Path,
-    encoder: MemoEncoder | None = None,
-    **options: object,
+    logs: Path, out: Path, settings: config.Settings, labels: Path, encoder: MemoEncoder | None = None, **options: Any
 ) -> BootstrapResult:
-    chosen = BootstrapOptions(labels_file=labels, **{**FAST, **options})  # type: ignore[arg-type]
+    # Lexical features need no encoder, and three folds suit two templates a label.
+    chosen = dataclasses.replace(BootstrapOptions(labels_file=labels, features="lexical", folds=3), **options)
     return bootstrap(logs, out, settings, chosen, encoder=encoder, progress=False)
 
 
@@ -218,8 +213,9 @@ def test_a_corrected_label_wins_and_train_extra_reads_the_review_file(
     assert second.report.llm.corrected == 2 and second.report.outcomes["corrected"].templates == 2
     assert classify(settings, tmp_path / "m", encoder, "Scheduled job 77 finished in 3 s") == ("Failure", "memory")
     assert classify(settings, tmp_path / "m", encoder, "Cache warmup maybe incomplete for shard 9")[0] == "Failure"
-    # Reviewed rows sink to the bottom of the next review file.
-    assert review_rows(second.review)[-1]["status"] == "corrected"
+    # The next review file carries the corrections on, at the bottom (reviewed already).
+    again = review_rows(second.review)
+    assert [(r["status"], r["corrected_label"]) for r in again[-2:]] == [("corrected", "Failure")] * 2
 
     # train --extra takes the reviewed file: its corrected rows join the training side.
     extra = train(
@@ -231,14 +227,17 @@ def test_a_corrected_label_wins_and_train_extra_reads_the_review_file(
     )
     assert extra.manifest.training is not None and "reviewed.csv" in extra.manifest.training.extra_files
 
-    # A label outside labels.yaml is an error naming the row.
-    rows[3]["corrected_label"] = "Nonsense"
-    with reviewed.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+    # A rerun without --review-in would throw the corrections away: refused.
+    with pytest.raises(BootstrapError, match=r"review.csv has 2 corrected label\(s\).*--review-in"):
+        run(logs, tmp_path / "m", settings, labels)
+    # A label outside labels.yaml is an error naming the row (the file reviewed in place).
+    again[3]["corrected_label"] = "Nonsense"
+    with second.review.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(again[0]))
         writer.writeheader()
-        writer.writerows(rows)
-    with pytest.raises(BootstrapError, match=r"reviewed.csv:5: corrected_label 'Nonsense' is not a label"):
-        run(logs, tmp_path / "m", settings, labels, review_in=reviewed)
+        writer.writerows(again)
+    with pytest.raises(BootstrapError, match=r"review.csv:5: corrected_label 'Nonsense' is not a label"):
+        run(logs, tmp_path / "m", settings, labels, review_in=second.review)
 
 
 def test_plain_logs_and_a_folder_with_hostile_lines(

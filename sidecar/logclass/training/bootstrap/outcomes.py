@@ -48,6 +48,8 @@ class Outcome:
     status: str
     # The label trained on; None when the template stays out of the bundle.
     label: str | None
+    # The review file's label, kept so the next review file carries it on.
+    correction: str | None = None
 
     @property
     def confidence(self) -> float | None:
@@ -84,8 +86,8 @@ def _outcome(
 ) -> Outcome:
     if correction is not None:
         if correction.label == fallback:
-            return Outcome(lines, answer, NONE, None)
-        return Outcome(lines, answer, CORRECTED, correction.label)
+            return Outcome(lines, answer, NONE, None, correction.label)
+        return Outcome(lines, answer, CORRECTED, correction.label, correction.label)
     if answer is None:
         return Outcome(lines, None, UNASKED, None)
     if answer.guarded:

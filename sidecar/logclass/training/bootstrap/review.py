@@ -9,7 +9,9 @@ guarded, unasked) counts as confidence 0, a corrected one as 1.
 A reviewer fills ``corrected_label`` (empty: keep the LLM's answer; the fallback label: the
 template fits none of the labels) and gives the file back with ``bootstrap --review-in``, where a
 corrected label wins over the LLM's, or to ``train --extra``, which adds the corrected rows.
-To accept an unsure answer, copy ``llm_label`` into ``corrected_label``.
+To accept an unsure answer, copy ``llm_label`` into ``corrected_label``. The review file a run
+writes carries the corrections it was given, so the same file can be reviewed again and again;
+a run without ``--review-in`` refuses to overwrite a review file holding corrections.
 
 Cells that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab, CR first) are
 written after a ``'``, as `logclass classify` writes them, and so are cells starting with ``'``
@@ -59,7 +61,8 @@ def priority(outcome: Outcome) -> tuple[float, int]:
 
 
 def write_review(path: Path, outcomes: Iterable[Outcome]) -> int:
-    """The review file at ``path`` (readable by this user only: it holds log lines); its rows."""
+    """The review file at ``path`` (readable by this user only: it holds log lines), corrections
+    carried on; its rows."""
     ordered = sorted(outcomes, key=priority)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -68,7 +71,7 @@ def write_review(path: Path, outcomes: Iterable[Outcome]) -> int:
         lines, answer = outcome.lines, outcome.answer
         confidence = "" if answer is None else f"{answer.confidence:.4f}"
         cells = [lines.source, str(lines.count), lines.template, lines.example]
-        cells += [answer.label if answer is not None else "", confidence, outcome.status, ""]
+        cells += [answer.label if answer is not None else "", confidence, outcome.status, outcome.correction or ""]
         writer.writerow([_safe(cell) for cell in cells])
     make_folder(path.parent)
     with open_private(path, append=False) as fh:
@@ -137,3 +140,16 @@ def corrected_rows(path: Path) -> list[LabelledRow]:
     if not rows:
         raise BootstrapError(f"review file {path}: no row has a corrected_label; fill some in, or leave the file out")
     return rows
+
+
+def check_overwrite(path: Path, review_in: Path | None) -> None:
+    """Refuses to replace a review file holding corrections the run was not given: a rerun
+    without ``--review-in`` would otherwise throw a reviewer's work away."""
+    if not path.is_file() or (review_in is not None and review_in.resolve() == path.resolve()):
+        return
+    corrected = sum(1 for _, row in _rows(path) if row["corrected_label"].strip())
+    if corrected:
+        raise BootstrapError(
+            f"review file {path} has {corrected} corrected label(s) this run would overwrite: fold them in with "
+            f"--review-in {path}, or move the file away"
+        )

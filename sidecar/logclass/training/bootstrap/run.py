@@ -45,7 +45,7 @@ from logclass.training.bootstrap.report import (
     shares,
     write_report,
 )
-from logclass.training.bootstrap.review import read_corrections, write_review
+from logclass.training.bootstrap.review import check_overwrite, read_corrections, write_review
 from logclass.training.bootstrap.templates import TemplateCounter, TemplateLines
 from logclass.training.dataset import LabelledRow
 from logclass.training.train import TrainOptions, train
@@ -156,6 +156,7 @@ def bootstrap(
     answers_path = options.answers or work / "answers.jsonl"
     review_path = options.review or work / "review.csv"
     make_folder(work)
+    check_overwrite(review_path, options.review_in)
     masker = masker_of(settings.templates)
 
     counter = _read(tally, settings, options, progress)
