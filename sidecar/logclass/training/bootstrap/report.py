@@ -2,7 +2,7 @@
 folder and the bundle (`logclass report models/NAME` prints it) and printed at the end.
 
 - labels by share of lines and of templates (the trained ones; the rest by outcome);
-- the LLM's confidence distribution over the answers used;
+- the LLM's confidence distribution over its answers about these logs;
 - LLM calls per 1,000 lines: this run's calls, and all the answers the bundle needed (cached
   ones from earlier runs included);
 - minutes taken, by phase.
@@ -61,7 +61,7 @@ class LlmInfo:
     last_error: str
     calls_per_1000_lines: float
     answers_per_1000_lines: Annotated[float, doc("every answer the bundle used, cached ones included")]
-    confidence: Annotated[Mapping[str, int], doc("answers used by confidence bucket")]
+    confidence: Annotated[Mapping[str, int], doc("the LLM's answers about these logs, by confidence")]
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ def format_report(report: BootstrapReport) -> str:
     ]  # fmt: skip
     lines += [table(["outcome", "lines", "of lines", "templates", "of templates"], rows), ""]
     lines.append(
-        "LLM confidence of the answers used: "
+        "the LLM's confidence, over its answers: "
         + ", ".join(f"{name} {n}" for name, n in llm.confidence.items())
         + f" (trained on >= {report.min_confidence:g})"
     )
