@@ -201,6 +201,11 @@ def test_lessons_are_listed_and_a_dropped_one_is_gone_here_and_after_a_restart(t
         }
         only = admin_pb.ListLessonsRequest(scope="billing", limit=5)
         assert [x.label for x in server.admin.ListLessons(only, timeout=10, metadata=_auth(ADMIN)).lessons] == ["Error"]
+        # A page is bounded: a lesson holds a whole log line.
+        with pytest.raises(grpc.RpcError) as refused:
+            server.admin.ListLessons(admin_pb.ListLessonsRequest(limit=1001), timeout=10, metadata=_auth(ADMIN))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "at most 1000 lessons a call" in str(refused.value.details())
         assert (
             _code(
                 lambda: server.admin.ListLessons(

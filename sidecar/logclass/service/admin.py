@@ -38,6 +38,9 @@ class Correction:
 
 
 DEFAULT_LESSONS = 100
+# A lesson holds a whole log line (up to limits.max_message_bytes): a page of these stays far
+# under gRPC's message limit, where 100,000 lessons of 64 KiB would not.
+MAX_LESSONS_LISTED = 1000
 
 
 class AdminService:
@@ -84,6 +87,11 @@ class AdminService:
         taught first, at most ``limit`` (0: DEFAULT_LESSONS), and how many matched."""
         if origin and origin not in ORIGINS:
             raise self.service.refuse(Code.INVALID_ARGUMENT, f"origin {origin!r}: give one of {list(ORIGINS)} or none")
+        if limit > MAX_LESSONS_LISTED:
+            fix = "narrow by origin or scope"
+            raise self.service.refuse(
+                Code.INVALID_ARGUMENT, f"limit {limit}: at most {MAX_LESSONS_LISTED} lessons a call; {fix}"
+            )
         learnt = self.service.active_engine().learnt
         found = learnt.lessons(origin, scope) if learnt is not None else []
         return found[: limit or DEFAULT_LESSONS], len(found)
