@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install lock run test lint store-deps model bench bench-server bench-lanes bench-fastlane bench-relay bench-accuracy bench-distill bench-encoder bench-http bench-reload bench-hostile bench-cluster proto schema browser-deps clean
+.PHONY: install lock run test lint store-deps model bench bench-server bench-lanes bench-fastlane bench-relay bench-accuracy bench-distill bench-bootstrap bench-encoder bench-http bench-reload bench-hostile bench-cluster proto schema browser-deps clean
 
 # llama-cpp-python has no wheels on PyPI: it is compiled once and the wheel kept in a cache
 # outside the checkout. -march=native makes the wheel specific to this CPU, so the cache is keyed
@@ -126,6 +126,10 @@ bench-accuracy: $(STAMP)
 ## make bench-distill: one distill cycle on the Loghub mix (first halves through the embedded LLM with llm.teacher_file, logclass distill with the seed, second halves by the old and the new bundle): the LLM share before and after, in the same run (~20 min on 2 cores)
 bench-distill: $(STAMP)
 	$(BIN)/python benchmarks/bench_distill.py --workdir build/bench-distill --json build/bench-distill.json
+
+## make bench-bootstrap: logclass bootstrap from raw lines (issue 32), the embedded Qwen on CPU: on the seed training split without labels (labels and one-line descriptions only), macro-F1 on the seed hold-out, LLM off, against train on the labelled split in the same run, and LLM calls per template; then each Loghub 2k sample with a six-label ops taxonomy: LLM calls per 1,000 lines and minutes (an hour or more on 2 cores; answers kept in build/bench-bootstrap, so a rerun resumes; --llm stub for a quick run)
+bench-bootstrap: $(STAMP)
+	$(BIN)/python benchmarks/bench_bootstrap.py --workdir build/bench-bootstrap --json build/bench-bootstrap.json
 
 ## make bench-encoder: msgs/s of every encoder backend against raw torch fp32, their cosine to it, macro-F1 per backend, and whole-process cold `logclass classify` of 4,000 new templates, in the same run
 bench-encoder: $(STAMP)
