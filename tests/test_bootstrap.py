@@ -324,6 +324,18 @@ def test_only_one_label_answered_names_the_way_out(
     assert (tmp_path / "m.bootstrap" / REPORT_FILE).is_file()
 
 
+def test_training_that_refuses_the_answers_keeps_them_and_the_report(
+    tmp_path: Path, stub: StubLlm, settings: config.Settings, labels: Path
+) -> None:
+    logs = write_csv(tmp_path / "logs.csv", lines())
+    # Any refusal of train's (here its own option check) is bootstrap's error, naming the way on.
+    with pytest.raises(BootstrapError, match=r"training refused the answers: --folds .*answers are kept.*run again"):
+        run(logs, tmp_path / "m", settings, labels, folds=1)
+    assert (tmp_path / "m.bootstrap" / REPORT_FILE).is_file()
+    assert (tmp_path / "m.bootstrap" / "answers.jsonl").stat().st_size > 0
+    assert not (tmp_path / "m").exists()
+
+
 def test_the_command_line_and_logclass_report(
     tmp_path: Path, stub: StubLlm, labels: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

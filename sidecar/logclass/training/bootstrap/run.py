@@ -48,7 +48,7 @@ from logclass.training.bootstrap.report import (
 from logclass.training.bootstrap.review import check_overwrite, read_corrections, write_review
 from logclass.training.bootstrap.templates import TemplateCounter, TemplateLines
 from logclass.training.dataset import LabelledRow
-from logclass.training.train import TrainOptions, train
+from logclass.training.train import TrainError, TrainOptions, train
 
 LABELLED_CSV = "labelled.csv"
 
@@ -196,7 +196,15 @@ def bootstrap(
             write_report(_report(tally, options, None), work)
             raise
         log(f"[4/4] training on {len(rows):,} rows of {sum(o.label is not None for o in outcomes):,} templates")
-        bundle = train(labelled, out, settings, _train_options(options, out), encoder=encoder, progress=progress)
+        try:
+            bundle = train(labelled, out, settings, _train_options(options, out), encoder=encoder, progress=progress)
+        except TrainError as exc:
+            # The answers and the review file are written: say so, with what to do next.
+            write_report(_report(tally, options, None), work)
+            raise BootstrapError(
+                f"training refused the answers: {exc}. The answers are kept ({answers_path}); label more "
+                f"templates (a larger budget, or corrected_label in {review_path} with --review-in) and run again"
+            ) from exc
     report = _report(tally, options, out if bundle is not None else None)
     write_report(report, work, *([out] if bundle is not None else []))
     return BootstrapResult(report, bundle, work, answers_path, review_path, outcomes)
