@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import hashlib
 import re
+import sys
 
 from logclass.config import redacted_url
 from logclass.config.settings import StoreSettings
@@ -49,7 +50,7 @@ def read_store_lessons(url: str, settings: StoreSettings) -> tuple[str, str, lis
         digest.update(len(value).to_bytes(8, "big") + value)
         rows.append(LabelledRow(lesson.source, lesson.example.strip(), lesson.label))
     if refused:
-        print(f"      extra {name}: {refused} store values are not lessons, left out", flush=True)
+        print(f"      extra {name}: {refused} store values are not lessons, left out", file=sys.stderr, flush=True)
     if not rows:
         raise DatasetError(f"--extra {name}: the store holds no lessons under key prefix {settings.key_prefix!r}")
     return name, digest.hexdigest(), rows
