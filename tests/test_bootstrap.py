@@ -18,13 +18,14 @@ from logclass import cli, config
 from logclass.core.bundle import load_bundle
 from logclass.core.decision import LogRecord
 from logclass.core.labelset import LabelSet
+from logclass.engine.pipeline import masker_of
 from logclass.tiers.llm import build_prompts
 from logclass.tiers.llm.backend import LlmAnswer, LlmUnavailable, Prompt
 from logclass.training.bootstrap.asking import STOP_AFTER_FAILURES, AskResult, Budget, ask_templates
 from logclass.training.bootstrap.errors import BootstrapError
 from logclass.training.bootstrap.report import REPORT_FILE
 from logclass.training.bootstrap.run import BootstrapOptions, BootstrapResult, bootstrap
-from logclass.training.bootstrap.templates import TemplateLines
+from logclass.training.bootstrap.templates import TemplateCounter, TemplateLines
 from logclass.training.train import TrainOptions, train
 from tests.bootstrap_llm_stub import StubLlm
 from tests.conftest import MemoEncoder, offline_engine
@@ -132,8 +133,10 @@ def test_bundle_loads_classifies_and_a_second_run_asks_nothing(
     before = stub.calls
     first = run(logs, tmp_path / "models" / "mine", settings, labels, encoder, features="embedding")
     assert stub.calls - before == len(TEMPLATES)  # once per template
-    # Asked most frequent first (one at a time would be exact; four in flight keep the head in order).
-    assert stub.lines[before].startswith(("GET", "Failed login", "Connection"))
+    # Each template once: four requests are in flight, so the order they reach the server is the
+    # network's (the asking order is checked without a network in test_asking_keeps_the_ranked_order).
+    asked = sorted(stub.lines[before:])
+    assert [line.split()[0] for line in asked] == sorted(p.split()[0] for _, p, _ in TEMPLATES)
     report = first.report
     assert report.input.lines == sum(c for _, _, c in TEMPLATES) and report.input.templates == len(TEMPLATES)
     assert report.llm.calls == len(TEMPLATES) and report.llm.cached == 0
@@ -353,7 +356,7 @@ def test_the_command_line_and_logclass_report(
 
 
 class _Backend:
-    """An LLM backend that answers the first label at once, or fails."""
+    """An LLM backend that answers the first label at once, or fails, and keeps the questions."""
 
     name, model = "fake", "fake"
     circuit = None
@@ -361,9 +364,11 @@ class _Backend:
     def __init__(self, fail: bool) -> None:
         self.fail = fail
         self.calls = 0
+        self.asked: list[str] = []
 
     async def choose(self, prompt: Prompt) -> LlmAnswer:
         self.calls += 1
+        self.asked.append(prompt.messages[-1]["content"])
         if self.fail:
             raise LlmUnavailable("the server is down")
         return LlmAnswer(prompt.labels[0], 1.0)
@@ -394,3 +399,18 @@ def test_asking_stops_on_the_time_budget_and_on_a_failing_llm(settings: config.S
     assert failing.failed == backend.calls and failing.last_error == "the server is down"
     done = ask(_Backend(fail=False), Budget())
     assert done.calls == 20 and len(done.answered) == 20 and done.stopped is None
+
+
+def test_asking_keeps_the_ranked_order(settings: config.Settings) -> None:
+    # Most frequent template first, ties in input order: a budget spent early covers the most lines.
+    counter = TemplateCounter(masker_of(settings.templates))
+    counter.add_all(LogRecord(source, message) for source, message in lines())
+    ranked = counter.ranked()
+    assert [t.count for t in ranked] == [c for _, _, c in TEMPLATES]
+    assert [t.example.split()[0] for t in ranked] == [p.split()[0] for _, p, _ in TEMPLATES]
+    # Four askers in flight put the questions to the backend in that order.
+    backend = _Backend(fail=False)
+    prompts = build_prompts(settings, LabelSet(("A", "B"), {"A": "a", "B": "b"}))
+    ask_templates(ranked, backend, prompts, concurrency=4, budget=Budget(), on_answer=lambda _: None, progress=False)
+    assert len(backend.asked) == len(ranked)
+    assert all(json.dumps(t.example) in q for t, q in zip(ranked, backend.asked, strict=True))
