@@ -1,7 +1,9 @@
 """An OpenAI-compatible LLM server on 127.0.0.1 for the bootstrap tests: it answers each question
 with the label of the first rule whose words are in the log line, at the rule's confidence (as
 token log-probabilities, which the vLLM backend turns back into the confidence), and counts the
-questions it was asked. A line no rule matches gets the last allowed label (the fallback label)."""
+questions it was asked. A line no rule matches gets the last allowed label (the fallback label).
+Asked in free text (no ``structured_outputs``: bootstrap having a worked example written for a
+label) it answers "Log line: <the words of the label's first rule> ..." and keeps the label."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 _LINE = re.compile(r"<log>\n(.*)\n</log>", re.DOTALL)
+_KIND = re.compile(r"of the kind '([^']*)'")
 
 
 class StubLlm(ThreadingHTTPServer):
@@ -23,6 +26,8 @@ class StubLlm(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.rules = list(rules)
         self.lines: list[str] = []  # the log lines asked about, in order
+        self.writes: list[str] = []  # the labels it wrote an example for
+        self.prompts: list[str] = []  # every classification question, whole
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, name="stub-llm", daemon=True)
         self._thread.start()
@@ -43,6 +48,14 @@ class StubLlm(ThreadingHTTPServer):
                 return label, confidence
         return allowed[-1], 0.8
 
+    def write(self, question: str) -> str:
+        match = _KIND.search(question)
+        label = match.group(1) if match else "?"
+        with self._lock:
+            self.writes.append(label)
+        words = next((w for w, rule_label, _ in self.rules if rule_label == label), "something")
+        return f'Log line: "{words} happened for item 42"'
+
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
@@ -60,6 +73,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         question = body["messages"][-1]["content"]
+        if "structured_outputs" not in body:
+            text = self.server.write(question)
+            self._send({"choices": [{"message": {"role": "assistant", "content": text}}]})
+            return
+        with self.server._lock:
+            self.server.prompts.append(json.dumps(body["messages"]))
         match = _LINE.search(question)
         line = json.loads(match.group(1)) if match else question
         label, confidence = self.server.answer(line, body["structured_outputs"]["choice"])

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from logclass import cli, config
 from logclass.core.bundle import load_bundle
@@ -23,6 +24,7 @@ from logclass.tiers.llm import build_prompts
 from logclass.tiers.llm.backend import LlmAnswer, LlmUnavailable, Prompt
 from logclass.training.bootstrap.asking import STOP_AFTER_FAILURES, AskResult, Budget, ask_templates
 from logclass.training.bootstrap.errors import BootstrapError
+from logclass.training.bootstrap.examples import EXAMPLES_FILE, clean_line
 from logclass.training.bootstrap.report import REPORT_FILE
 from logclass.training.bootstrap.run import BootstrapOptions, BootstrapResult, bootstrap
 from logclass.training.bootstrap.templates import TemplateCounter, TemplateLines
@@ -37,6 +39,7 @@ labels:
   Lifecycle: services and jobs starting, stopping or finishing
   Access: HTTP requests and their status
 """
+LABEL_NAMES = ("Security", "Failure", "Lifecycle", "Access")
 # (source, line pattern, lines): ten templates, the most frequent first.
 TEMPLATES = [
     ("web", "GET /api/orders/{n} returned 200 in {m} ms", 50),
@@ -414,3 +417,66 @@ def test_asking_keeps_the_ranked_order(settings: config.Settings) -> None:
     ask_templates(ranked, backend, prompts, concurrency=4, budget=Budget(), on_answer=lambda _: None, progress=False)
     assert len(backend.asked) == len(ranked)
     assert all(json.dumps(t.example) in q for t, q in zip(ranked, backend.asked, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("written", "line"),
+    [
+        ("Disk /dev/sda1 is 91% full", "Disk /dev/sda1 is 91% full"),
+        ('Log line: "GET /x returned 500"\nThis line shows an HTTP error.', "GET /x returned 500"),
+        ("```\nSecurity: blocked 10.0.0.1 after 5 failed logins\n```", "blocked 10.0.0.1 after 5 failed logins"),
+        ("- Example: `worker 3 crashed`", "worker 3 crashed"),
+        ("\n\n   \n", None),  # nothing written
+        ("Security", None),  # only the label
+        ("Security: ok", None),  # too short to be a line
+    ],
+)
+def test_a_written_example_is_cleaned_to_one_line(written: str, line: str | None) -> None:
+    assert clean_line(written, "Security", max_chars=200) == line
+    assert clean_line("x" * 500, "Security", max_chars=40) == "x" * 40  # bounded
+
+
+def test_labels_without_examples_get_one_the_llm_writes_once(
+    tmp_path: Path, stub: StubLlm, settings: config.Settings, labels: Path
+) -> None:
+    logs = write_csv(tmp_path / "logs.csv", lines())
+    writes, asked = len(stub.writes), len(stub.prompts)
+    first = run(logs, tmp_path / "m", settings, labels, train=False)
+    assert sorted(stub.writes[writes:]) == ["Access", "Failure", "Lifecycle", "Security"]  # once per label
+    assert first.report.llm.example_calls == 4 and first.report.llm.calls == len(TEMPLATES)
+    examples = first.work / EXAMPLES_FILE
+    written = yaml.safe_load(examples.read_text(encoding="utf-8"))["examples"]
+    # Cleaned ("Log line:" and the quotes gone); the source is the most frequent template's.
+    assert {"label": "Security", "message": "login happened for item 42", "source": "web"} in written
+    # Every question carries them as worked examples.
+    assert len(stub.prompts[asked:]) == len(TEMPLATES)
+    assert all("login happened for item 42" in prompt for prompt in stub.prompts[asked:])
+
+    # Asked again (new answers file): the file is reused, as an operator edited it.
+    edited = [dict(e, message="operator wrote this line") if e["label"] == "Access" else e for e in written]
+    examples.write_text(yaml.safe_dump({"examples": edited}), encoding="utf-8")
+    writes, asked = len(stub.writes), len(stub.prompts)
+    again = run(logs, tmp_path / "m", settings, labels, train=False, answers=tmp_path / "new.jsonl")
+    assert len(stub.writes) == writes and again.report.llm.example_calls == 0
+    assert len(stub.prompts[asked:]) == len(TEMPLATES)
+    assert all("operator wrote this line" in prompt for prompt in stub.prompts[asked:])
+
+    # An example with a label the labels file lacks is refused, naming the file and the fix.
+    examples.write_text(yaml.safe_dump({"examples": [{"label": "Nope", "message": "m", "source": "s"}]}))
+    with pytest.raises(BootstrapError, match=r"examples.yaml: example label\(s\) \['Nope'\].*delete"):
+        run(logs, tmp_path / "m", settings, labels, train=False, answers=tmp_path / "third.jsonl")
+
+
+def test_no_example_is_written_when_labels_yaml_has_them_or_when_told_not_to(
+    tmp_path: Path, stub: StubLlm, settings: config.Settings, labels: Path
+) -> None:
+    logs = write_csv(tmp_path / "logs.csv", lines())
+    writes = len(stub.writes)
+    told = run(logs, tmp_path / "told", settings, labels, train=False, write_examples=False)
+    assert not (told.work / EXAMPLES_FILE).exists() and told.report.llm.example_calls == 0
+    given = tmp_path / "given.yaml"
+    shots = [{"label": label, "message": f"a {label} line", "source": "web"} for label in LABEL_NAMES]
+    given.write_text(labels.read_text() + yaml.safe_dump({"examples": shots}), encoding="utf-8")
+    own = run(logs, tmp_path / "own", settings, given, train=False)
+    assert not (own.work / EXAMPLES_FILE).exists() and own.report.llm.example_calls == 0
+    assert len(stub.writes) == writes

@@ -39,11 +39,12 @@ SAMPLE = [
     ("disk", "Failed to write block {n} to /dev/sdb: I/O error", "Error", 2),
     ("iam", "User admin{n} granted superuser privileges by user {m}", "Security", 2),
 ]
-# Measured on 2 cores: 8 of 10 as a person would (the failed password answered Error, the
-# privilege grant Lifecycle; with the vaguer "failed authentication" description, 7), asking in
-# 14 s; the bound leaves room for llama.cpp's small run-to-run differences. The model's
-# confidences are low on the whole (0.26-0.94 here), hence --min-confidence 0.3.
-MIN_RIGHT = 7
+# Measured on 2 cores: with the worked examples the model first writes itself (one per label,
+# examples.py), 10 of 10 as a person would, asking in 45 s; without them (zero-shot) 8 of 10 (the
+# failed password answered Error, the privilege grant Lifecycle). The bound leaves room for
+# llama.cpp's small run-to-run differences. The model's confidences are low on the whole
+# (0.26-0.94 here), hence --min-confidence 0.3.
+MIN_RIGHT = 8
 
 
 @pytest.mark.slow
@@ -72,10 +73,12 @@ def test_qwen_bootstrap_budget_resume_review_and_bundle(tmp_path: Path, encoder:
     # A budget of four: the four most frequent templates, no bundle yet.
     first = run(max_llm_calls=4, train=False)
     assert first.report.llm.calls == 4 and first.report.llm.stopped == "max_llm_calls"
+    assert first.report.llm.example_calls == 4  # one written example a label, not counted in the budget
     # The rest, then a bundle.
     second = run()
     report = second.report
     assert report.llm.calls == len(SAMPLE) - 4 and report.llm.cached == 4
+    assert report.llm.example_calls == 0  # examples.yaml reused
     expected = {pattern.split("{")[0]: label for _, pattern, label, _ in SAMPLE}
     got = {o.lines.example: o.answer.label for o in second.outcomes if o.answer is not None}
     right = sum(1 for example, label in got.items() if expected[_prefix(example, expected)] == label)

@@ -51,6 +51,12 @@ def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
         default=0.5,
         help="answers below this confidence stay out of the bundle and go to review (default 0.5)",
     )
+    g.add_argument(
+        "--no-written-examples",
+        action="store_true",
+        help="do not have the LLM write a worked example for each label labels.yaml gives none "
+        "(one call per such label, once, kept in WORK/examples.yaml; not counted in --max-llm-calls)",
+    )
     g.add_argument("--llm-backend", choices=typing.get_args(LlmBackendName), help="llm.backend")
     g.add_argument("--llm-url", metavar="URL", help="OpenAI-compatible base URL, e.g. http://vllm:8000/v1")
     g.add_argument("--llm-model", help="model name on the server, or llama.cpp model name or .gguf path")
@@ -91,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         random_state=args.random_state,
         name=args.name,
         train=not args.no_train,
+        write_examples=not args.no_written_examples,
     )
     result = bootstrap(args.logs, args.out, load_settings(args), options, progress=not args.no_progress)
     print(format_report(result.report))

@@ -6,7 +6,7 @@ inference thread. The engine runs them on its event loop; nothing here blocks a 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -64,6 +64,15 @@ class LlmBackend(Protocol):
     async def choose(self, prompt: Prompt) -> LlmAnswer: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class LlmWriter(Protocol):
+    """A backend that can also answer in free text (bounded by ``max_tokens``): bootstrap asks it
+    to write a worked example for a label that has none. The tier never does: its answers are
+    always constrained to the label set."""
+
+    async def write(self, messages: Sequence[Mapping[str, str]], max_tokens: int) -> str: ...
 
 
 def check_label(answer: str, labels: Sequence[str]) -> str:

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import math
 import os
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,23 @@ class LlamaCppBackend:
             # ValueError: the prompt exceeds the context window; RuntimeError: llama_decode failed.
             raise LlmUnavailable(f"llama.cpp inference failed ({self.model}): {exc}") from exc
         return str(result["choices"][0]["message"]["content"] or ""), recorder.probability()
+
+    async def write(self, messages: Sequence[Mapping[str, str]], max_tokens: int) -> str:
+        """Free text, greedy, at most ``max_tokens`` (bootstrap's written examples)."""
+        if self._closed:
+            raise LlmUnavailable("the llama.cpp backend is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self._complete, list(messages), max_tokens)
+        except RuntimeError as exc:
+            raise LlmUnavailable(f"the llama.cpp backend is closing: {exc}") from exc
+
+    def _complete(self, messages: list[Mapping[str, str]], max_tokens: int) -> str:
+        try:
+            result = self._llm.create_chat_completion(messages=messages, temperature=0.0, max_tokens=max_tokens)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise LlmUnavailable(f"llama.cpp inference failed ({self.model}): {exc}") from exc
+        return str(result["choices"][0]["message"]["content"] or "")
 
     def _grammar(self, labels: tuple[str, ...]) -> Any:
         grammar = self._grammars.get(labels)

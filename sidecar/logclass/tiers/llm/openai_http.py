@@ -180,6 +180,28 @@ class OpenAiHttpBackend:
         self.circuit.record_success()
         return _answer_from_body(body, prompt.labels, json_mode=self.settings.constrain == "json_schema")
 
+    async def write(self, messages: Sequence[Mapping[str, str]], max_tokens: int) -> str:
+        """Free text, greedy, at most ``max_tokens`` (bootstrap's written examples)."""
+        if not self.circuit.allow():
+            raise self._circuit_open()
+        payload = {"model": self.model, "messages": list(messages), "temperature": 0, "max_tokens": max_tokens}
+        try:
+            async with self._slots:
+                await self._discover_model()
+                payload["model"] = self.model
+                body = await self._call("POST", "chat/completions", payload)
+        except _Retryable as exc:
+            self._failed(str(exc))
+            raise LlmUnavailable(str(exc)) from None
+        except _Rejected as exc:
+            if exc.outage:
+                self._failed(str(exc))
+            else:
+                self.circuit.record_success()
+            raise LlmUnavailable(str(exc)) from None
+        self.circuit.record_success()
+        return _written_text(body)
+
     def _circuit_open(self) -> LlmUnavailable:
         return LlmUnavailable(
             f"LLM server {self.settings.url} is skipped for {self.circuit.retry_in():.1f}s more: the circuit "
@@ -323,6 +345,17 @@ def _answer_parts(body: Mapping[str, Any]) -> tuple[str, list[Any]]:
     logprobs = choice.get("logprobs") or {}
     tokens = logprobs.get("content") if isinstance(logprobs, dict) else None
     return content, tokens if isinstance(tokens, list) else []
+
+
+def _written_text(body: Mapping[str, Any]) -> str:
+    choices = body.get("choices")
+    message = (
+        choices[0].get("message") if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
+    )
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, str):
+        raise LlmOutputError("the LLM server's answer has no choices[0].message.content string")
+    return content
 
 
 def _json_label(content: str) -> str:

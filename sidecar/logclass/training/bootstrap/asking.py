@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,9 @@ from logclass.training.bootstrap.answers import Answer
 from logclass.training.bootstrap.templates import TemplateLines
 
 STOP_AFTER_FAILURES = 5
+# The prompts, or how to make them on the run's event loop (bootstrap first has the backend write
+# worked examples: one loop for every call, since an HTTP client's pool belongs to its loop).
+Prompts = PromptBuilder | Callable[[], Awaitable[PromptBuilder]]
 # Why asking stopped before every template was asked.
 BY_CALLS, BY_TIME, BY_FAILURES = "max_llm_calls", "max_minutes", "llm_failing"
 
@@ -80,7 +83,7 @@ class _Run:
 def ask_templates(
     todo: Sequence[TemplateLines],
     backend: LlmBackend,
-    prompts: PromptBuilder,
+    prompts: Prompts,
     *,
     concurrency: int,
     budget: Budget,
@@ -98,10 +101,11 @@ def ask_templates(
 
 
 async def _ask_all(
-    run: _Run, backend: LlmBackend, prompts: PromptBuilder, concurrency: int, on_answer: Callable[[Answer], None]
+    run: _Run, backend: LlmBackend, prompts: Prompts, concurrency: int, on_answer: Callable[[Answer], None]
 ) -> None:
     try:
-        await asyncio.gather(*(_asker(run, backend, prompts, on_answer) for _ in range(max(1, concurrency))))
+        built = prompts if isinstance(prompts, PromptBuilder) else await prompts()
+        await asyncio.gather(*(_asker(run, backend, built, on_answer) for _ in range(max(1, concurrency))))
     finally:
         await backend.aclose()
 

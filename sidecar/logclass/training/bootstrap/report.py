@@ -19,7 +19,7 @@ from typing import Annotated
 
 from logclass.core.files import read_json
 from logclass.core.schema import load
-from logclass.core.typed import Json, doc, to_plain
+from logclass.core.typed import Json, MayOmit, doc, to_plain
 from logclass.training.bootstrap.errors import BootstrapError
 from logclass.training.bootstrap.outcomes import TRAINED, Outcome
 from logclass.training.report import table
@@ -53,6 +53,9 @@ class InputInfo:
 class LlmInfo:
     models: tuple[str, ...]
     calls: Annotated[int, doc("questions sent this run")]
+    example_calls: Annotated[
+        int, MayOmit(0), doc("calls writing a worked example for a label without one (examples.yaml)")
+    ]
     failed: Annotated[int, doc("calls without an answer (asked again next run)")]
     cached: Annotated[int, doc("answers reused from the answers file")]
     corrected: Annotated[int, doc("templates labelled by the review file")]
@@ -141,7 +144,9 @@ def format_report(report: BootstrapReport) -> str:
     lines = [
         f"bootstrap of {source.logs}: {source.files} file(s), {source.lines:,} lines, {source.templates:,} templates"
         + (f"; {skipped:,} lines skipped ({_reasons(source.skipped)})" if skipped else ""),
-        f"LLM {', '.join(llm.models) or '(none asked)'}: {llm.calls:,} calls this run ({llm.failed} failed), "
+        f"LLM {', '.join(llm.models) or '(none asked)'}: {llm.calls:,} calls this run ({llm.failed} failed)"
+        + (f" and {llm.example_calls} writing worked examples" if llm.example_calls else "")
+        + ", "
         f"{llm.cached:,} answers reused, {llm.corrected:,} templates from the review; "
         f"{llm.calls_per_1000_lines:.1f} calls per 1,000 lines ({llm.answers_per_1000_lines:.1f} with reused answers)",
     ]

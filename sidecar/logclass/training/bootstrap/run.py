@@ -31,9 +31,11 @@ from logclass.core.private_files import make_folder, open_private
 from logclass.encoders import Encoder
 from logclass.engine.pipeline import masker_of
 from logclass.tiers.llm.backend import LlmBackend
+from logclass.tiers.llm.prompt import PromptBuilder
 from logclass.training.bootstrap.answers import Answer, AnswersLog, load_answers
 from logclass.training.bootstrap.asking import AskResult, Budget, ask_templates
 from logclass.training.bootstrap.errors import BootstrapError
+from logclass.training.bootstrap.examples import EXAMPLES_FILE, with_examples
 from logclass.training.bootstrap.inputs import InputOptions, ReadStats, compile_source_regex, find_files, read_records
 from logclass.training.bootstrap.outcomes import UNASKED, Correction, Outcome, decide, training_rows
 from logclass.training.bootstrap.report import (
@@ -73,6 +75,8 @@ class BootstrapOptions:
     random_state: int = 42
     name: str | None = None
     train: bool = True
+    # Labels without an example in labels.yaml get one the LLM writes (examples.py).
+    write_examples: bool = True
 
 
 @dataclass
@@ -134,6 +138,7 @@ class _Tally:
     outcomes: list[Outcome] = field(default_factory=list)
     read_done: float = 0.0
     asked_done: float = 0.0
+    example_calls: int = 0
 
 
 def bootstrap(
@@ -175,7 +180,7 @@ def bootstrap(
         f"[2/4] {len(tally.ranked) - len(todo):,} templates answered before or corrected in review, "
         f"{len(todo):,} to ask" + _budget_note(options)
     )
-    tally.asked = _ask(todo, answers_path, settings, label_set, options, backend, progress)
+    tally.asked = _ask(todo, tally, work, answers_path, settings, label_set, options, backend, progress)
     answers.update((a.template, a) for a in tally.asked.answered)
     tally.asked_done = time.monotonic()
 
@@ -272,6 +277,8 @@ def _budget_note(options: BootstrapOptions) -> str:
 
 def _ask(
     todo: Sequence[TemplateLines],
+    tally: _Tally,
+    work: Path,
     answers_path: Path,
     settings: Settings,
     label_set: LabelSet,
@@ -283,14 +290,28 @@ def _ask(
         return AskResult()
     from logclass.tiers.llm import build_prompts
 
-    prompts = build_prompts(settings, label_set)
-    backend = backend or _configured_backend(settings)
+    chosen = backend or _configured_backend(settings)
+    examples = work / EXAMPLES_FILE
+
+    async def prompts() -> PromptBuilder:
+        ready, tally.example_calls = await with_examples(
+            label_set,
+            chosen,
+            examples,
+            source=todo[0].source,
+            max_chars=settings.llm.max_message_chars,
+            write=options.write_examples,
+        )
+        if tally.example_calls:
+            log(f"      the LLM wrote worked examples for {tally.example_calls} label(s): {examples}")
+        return build_prompts(settings, ready)
+
     budget = Budget(options.max_llm_calls, options.max_minutes * 60 if options.max_minutes is not None else None)
     sink = AnswersLog(answers_path)
     try:
         result = ask_templates(
             todo,
-            backend,
+            chosen,
             prompts,
             concurrency=settings.llm.max_concurrency,
             budget=budget,
@@ -366,6 +387,7 @@ def _llm_info(tally: _Tally) -> LlmInfo:
     return LlmInfo(
         models=tuple(models),
         calls=asked.calls,
+        example_calls=tally.example_calls,
         failed=asked.failed,
         cached=reused,
         corrected=sum(1 for o in in_logs if o.lines.template in tally.corrections),
