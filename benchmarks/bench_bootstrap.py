@@ -302,6 +302,8 @@ class Cost:
     templates: int = 0
     calls_run: int = 0
     calls_all: int = 0
+    # Calls writing a worked example for a label without one: once per label, not per template.
+    example_calls_all: int = 0
     failed_run: int = 0
     reused: int = 0
     unasked: int = 0
@@ -334,6 +336,7 @@ def cost_of(report: BootstrapReport, work: Path, seconds: float, error: str) -> 
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "models": list(llm.models),
         "calls": llm.calls,
+        "example_calls": llm.example_calls,
         "failed": llm.failed,
         "asking_minutes": report.minutes.asking,
         "minutes": round(seconds / 60, 3),
@@ -351,6 +354,7 @@ def cost_of(report: BootstrapReport, work: Path, seconds: float, error: str) -> 
         templates=templates,
         calls_run=llm.calls,
         calls_all=calls_all,
+        example_calls_all=sum(int(e.get("example_calls", 0)) for e in ledger),
         failed_run=llm.failed,
         reused=llm.cached,
         unasked=llm.unasked,
@@ -617,6 +621,7 @@ def loghub_totals(rows: dict[str, Cost]) -> Cost:
         total.templates += cost.templates
         total.calls_run += cost.calls_run
         total.calls_all += cost.calls_all
+        total.example_calls_all += cost.example_calls_all
         total.failed_run += cost.failed_run
         total.reused += cost.reused
         total.unasked += cost.unasked
@@ -672,7 +677,8 @@ def report_seed(seed: SeedResult, llm: Llm) -> bool:
     print(
         f"bootstrap: {c.lines:,} lines, {c.templates:,} templates; LLM calls {c.calls_run:,} this run, {c.calls_all:,} "
         f"in all ({c.runs} run(s)), {c.calls_per_template:.2f} per template, {c.calls_per_1000_lines:.1f} per 1,000 "
-        f"lines; {complete(c)}; asking {c.asking_minutes_all:.1f} min in all, this run {c.minutes_run:.1f} min; "
+        f"lines, and {c.example_calls_all} writing worked examples (once a label); {complete(c)}; "
+        f"asking {c.asking_minutes_all:.1f} min in all, this run {c.minutes_run:.1f} min; "
         f"{c.trained_labels} labels trained, {c.kept_out_share:.1%} of lines kept out (unsure, none, unasked)"
     )
     if c.error:
@@ -725,6 +731,8 @@ def report_loghub(rows: dict[str, Cost], llm: Llm) -> bool:
         c.error and not c.templates for c in rows.values()
     )
     print(f"LLM calls per template <= {MAX_CALLS_PER_TEMPLATE:g} on every sample: {'yes' if ok else 'no'}")
+    examples = sum(c.example_calls_all for c in rows.values())
+    print(f"besides: {examples} calls writing worked examples (once per label and sample, not per template)")
     return ok
 
 
