@@ -3,7 +3,8 @@ with the label of the first rule whose words are in the log line, at the rule's 
 token log-probabilities, which the vLLM backend turns back into the confidence), and counts the
 questions it was asked. A line no rule matches gets the last allowed label (the fallback label).
 Asked in free text (no ``structured_outputs``: bootstrap having a worked example written for a
-label) it answers "Log line: <the words of the label's first rule> ..." and keeps the label."""
+label, known by its description) it answers "Log line: <the words of the label's first rule> ..."
+and keeps the label."""
 
 from __future__ import annotations
 
@@ -11,20 +12,21 @@ import json
 import math
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 _LINE = re.compile(r"<log>\n(.*)\n</log>", re.DOTALL)
-_KIND = re.compile(r"of the kind '([^']*)'")
+_KIND = re.compile(r"Kind of event: (.*)\.\n")
 
 
 class StubLlm(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, rules: Sequence[tuple[str, str, float]]) -> None:
+    def __init__(self, rules: Sequence[tuple[str, str, float]], descriptions: Mapping[str, str] | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.rules = list(rules)
+        self.descriptions = dict(descriptions or {})  # label -> description, to know what to write
         self.lines: list[str] = []  # the log lines asked about, in order
         self.writes: list[str] = []  # the labels it wrote an example for
         self.prompts: list[str] = []  # every classification question, whole
@@ -50,7 +52,8 @@ class StubLlm(ThreadingHTTPServer):
 
     def write(self, question: str) -> str:
         match = _KIND.search(question)
-        label = match.group(1) if match else "?"
+        described = match.group(1) if match else ""
+        label = next((lab for lab, text in self.descriptions.items() if text.rstrip(".") == described), "?")
         with self._lock:
             self.writes.append(label)
         words = next((w for w, rule_label, _ in self.rules if rule_label == label), "something")

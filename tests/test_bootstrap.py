@@ -24,7 +24,7 @@ from logclass.tiers.llm import build_prompts
 from logclass.tiers.llm.backend import LlmAnswer, LlmUnavailable, Prompt
 from logclass.training.bootstrap.asking import STOP_AFTER_FAILURES, AskResult, Budget, ask_templates
 from logclass.training.bootstrap.errors import BootstrapError
-from logclass.training.bootstrap.examples import EXAMPLES_FILE, clean_line
+from logclass.training.bootstrap.examples import EXAMPLES_FILE, clean_line, echoes
 from logclass.training.bootstrap.report import REPORT_FILE
 from logclass.training.bootstrap.run import BootstrapOptions, BootstrapResult, bootstrap
 from logclass.training.bootstrap.templates import TemplateCounter, TemplateLines
@@ -87,7 +87,7 @@ def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
 
 @pytest.fixture(scope="module")
 def stub() -> Iterator[StubLlm]:
-    server = StubLlm(RULES)
+    server = StubLlm(RULES, yaml.safe_load(LABELS)["labels"])
     yield server
     server.stop()
 
@@ -434,6 +434,12 @@ def test_asking_keeps_the_ranked_order(settings: config.Settings) -> None:
 def test_a_written_example_is_cleaned_to_one_line(written: str, line: str | None) -> None:
     assert clean_line(written, "Security", max_chars=200) == line
     assert clean_line("x" * 500, "Security", max_chars=40) == "x" * 40  # bounded
+
+
+def test_a_written_example_that_echoes_the_description_is_not_one() -> None:
+    description = "suspicious access, failed or brute-force logins, privilege escalation"
+    assert echoes("Suspicious access: failed logins, privilege escalation", description)
+    assert not echoes("Failed password for root from 203.0.113.9 port 22 ssh2", description)
 
 
 def test_labels_without_examples_get_one_the_llm_writes_once(

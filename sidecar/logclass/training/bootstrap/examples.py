@@ -33,10 +33,16 @@ MAX_TOKENS = 64
 # Shorter than this is no log line (an empty answer, a lone word).
 MIN_CHARS = 8
 _SYSTEM = "You write realistic single log lines exactly as a production software system emits them."
+# Worded so the label's name is not in it (a small model then prefixes it to the line) and the
+# model writes an event rather than the description: asked for "one log line of the kind X: ...",
+# Qwen2.5-Coder-1.5B echoed two of the seed's nine descriptions as their "log lines".
 _ASK = (
-    "Write one log line of the kind {label!r}: {description}. Reply with the log line only: "
-    "no label, no quotes, no explanation."
+    "Kind of event: {description}.\nPick one single concrete event of that kind and write the log line a program "
+    "prints for it, with concrete values (names, ids, numbers, paths). Reply with the log line only."
 )
+# A line this much made of the description's words is the description echoed, not an example.
+ECHO_SHARE = 0.7
+_WORD = re.compile(r"[a-z0-9]+")
 # What small models put before the line although told not to: the label, "Log line:", a bullet.
 _PREFIX = re.compile(r"^\s*(?:[-*>#]+\s*|(?:log(?:\s+line)?|example|line)\s*[:\-]\s*)", re.IGNORECASE)
 _QUOTES = "\"'`"
@@ -59,6 +65,12 @@ def clean_line(text: str, label: str, max_chars: int) -> str | None:
             break
     line = line[:max_chars]
     return line if len(line) >= MIN_CHARS else None
+
+
+def echoes(line: str, description: str) -> bool:
+    words = _WORD.findall(line.lower())
+    known = set(_WORD.findall(description.lower()))
+    return bool(words) and sum(w in known for w in words) >= ECHO_SHARE * len(words)
 
 
 def read_examples(path: Path, label_set: LabelSet) -> tuple[LabelExample, ...]:
@@ -89,15 +101,16 @@ async def _write_all(
 ) -> tuple[list[LabelExample], list[str]]:
     written, failed = [], []
     for label in labels:
-        ask = _ASK.format(label=label, description=label_set.description(label).strip().rstrip("."))
+        description = label_set.description(label).strip().rstrip(".")
+        ask = _ASK.format(description=description)
         messages = ({"role": "system", "content": _SYSTEM}, {"role": "user", "content": ask})
         try:
             line = clean_line(await backend.write(messages, MAX_TOKENS), label, max_chars)
         except (LlmUnavailable, LlmOutputError) as exc:
             failed.append(f"{label} ({exc})")
             continue
-        if line is None:
-            failed.append(f"{label} (no usable line)")
+        if line is None or echoes(line, description):
+            failed.append(f"{label} (no usable line: {'its description echoed' if line else 'nothing line-like'})")
             continue
         written.append(LabelExample(source, line, label))
     return written, failed
