@@ -20,6 +20,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+# Run as a script, which puts benchmarks/, not the project root, on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from benchmarks.common import ROOT, SEED_CSV
 from logclass import config
 from logclass.core.bundle import load_bundle

@@ -35,9 +35,13 @@ def test_the_shipped_manifest_writes_back_byte_for_byte() -> None:
 
 
 def test_keys_format_2_gained_later_may_be_absent() -> None:
-    # The shipped bundle predates training.folds, rule_min_precision and ood.fixed.
+    # A bundle that predates training.folds, rule_min_precision and ood.fixed (the shipped one
+    # is distilled, which records them), embedding.backend, embedding.precision and metrics.
     old = _default()
     del old["embedding"]["backend"], old["embedding"]["precision"], old["metrics"]
+    for key in ("folds", "rule_min_precision"):
+        old["training"].pop(key, None)
+    old["training"]["ood"].pop("fixed", None)
     manifest = Manifest.from_dict(copy.deepcopy(old), ORIGIN)
     assert manifest.training is not None and manifest.training.folds is None and manifest.training.ood.fixed is None
     assert manifest.embedding is not None and manifest.embedding.backend is None and manifest.metrics is None
