@@ -486,3 +486,8 @@ def test_no_example_is_written_when_labels_yaml_has_them_or_when_told_not_to(
     own = run(logs, tmp_path / "own", settings, given, train=False)
     assert not (own.work / EXAMPLES_FILE).exists() and own.report.llm.example_calls == 0
     assert len(stub.writes) == writes
+
+
+def test_the_cli_default_min_confidence_is_the_library_default() -> None:
+    args = cli.build_parser().parse_args(["bootstrap", "logs", "--labels", "l.yaml", "--out", "m"])
+    assert args.min_confidence == BootstrapOptions.min_confidence

@@ -66,8 +66,10 @@ class BootstrapOptions:
     source_regex: str | None = None
     max_llm_calls: int | None = None
     max_minutes: float | None = None
-    # Answers below this confidence stay out of the bundle and are listed for review.
-    min_confidence: float = 0.5
+    # Answers below this confidence stay out of the bundle and are listed for review. 0.7: the
+    # embedded Qwen's answers on 200 hand-labelled Loghub lines are right 58 % of the time at
+    # >= 0.5, 83 % at >= 0.7; on the seed, its bundle scores macro-F1 0.88 at 0.5, 0.91 at 0.7.
+    min_confidence: float = 0.7
     max_files: int = 10_000
     max_bytes: int = 2 << 30
     features: str = "auto"
