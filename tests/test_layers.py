@@ -32,12 +32,14 @@ LAYERS = {
     "server": 7,
     "http": 7,
     "relay": 7,
+    # The OpenTelemetry logs front end (OTLP/gRPC and OTLP/HTTP).
+    "otlp": 7,
     # The gRPC client (`logclass classify --server`) calls a front end; only the CLI uses it.
     "client": 7,
     "serve": 8,
     "cli": 9,
 }
-FRONT_ENDS = {"server", "http", "relay"}
+FRONT_ENDS = {"server", "http", "relay", "otlp"}
 # Below every layer and importable from any: the contract's stubs and tables, the error base,
 # the default bundle, and small helpers with no logic of the layers.
 SHARED = {"__init__", "address", "api", "errors", "logs", "models"}

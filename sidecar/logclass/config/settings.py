@@ -428,6 +428,67 @@ class RelaySectionSettings:
     metrics_listen: Annotated[MetricsAddress | None, doc("host:port of /metrics of logclass relay; null: off")]
 
 
+AttributeLevel = Annotated[
+    Literal["resource", "scope", "record"],
+    doc("where the attribute is: the resource, the instrumentation scope or the LogRecord"),
+]
+AttributeName = Annotated[NonEmptyStr, doc("attribute key, e.g. service.name (dots are part of the name)")]
+
+
+@dataclass(frozen=True, slots=True)
+class OtlpAttributeKey:
+    level: AttributeLevel
+    key: AttributeName
+
+
+@dataclass(frozen=True, slots=True)
+class OtlpOptOutCondition:
+    level: AttributeLevel
+    key: AttributeName
+    equals: Annotated[str, doc("value that opts the record out, compared as text ignoring case")]
+
+
+NullableAttribute = Annotated[NonEmptyStr | None, doc("LogRecord attribute to write; null: not written")]
+
+
+@dataclass(frozen=True, slots=True)
+class OtlpAttributesSettings:
+    label: NullableAttribute
+    confidence: Annotated[NonEmptyStr | None, doc("LogRecord attribute to write (a double); null: not written")]
+    tier: NullableAttribute
+    template_id: NullableAttribute
+    template: Annotated[NonEmptyStr | None, doc("LogRecord attribute of the masked message; null: not written")]
+
+
+@dataclass(frozen=True, slots=True)
+class OtlpSettings:
+    enabled: Annotated[bool, doc("also run the OTLP front end inside logclass serve")]
+    grpc_listen: Annotated[Address | None, doc("host:port of OTLP/gRPC; null: none")]
+    http_listen: Annotated[Address | None, doc("host:port of OTLP/HTTP (POST /v1/logs); null: none")]
+    max_request_bytes: Annotated[
+        int, Json(minimum=1024), doc("largest request after gzip inflation; RESOURCE_EXHAUSTED / 413")
+    ]
+    max_records_per_request: Annotated[PositiveInt, doc("log records in one request; RESOURCE_EXHAUSTED / 413")]
+    max_values_per_request: Annotated[
+        PositiveInt, doc("AnyValues (nested elements included) in one request; RESOURCE_EXHAUSTED / 413")
+    ]
+    max_value_depth: Annotated[
+        int, Json(minimum=1, maximum=32), doc("deepest AnyValue (a string is 1); INVALID_ARGUMENT / 400")
+    ]
+    message_key: Annotated[NonEmptyStr, doc("key of a map body holding the log line")]
+    max_rendered_body_chars: Annotated[
+        PositiveInt, doc("other non-string bodies are classified as compact JSON cut to this many characters")
+    ]
+    source_keys: Annotated[
+        tuple[OtlpAttributeKey, ...], doc("attributes holding the source, first non-empty string wins")
+    ]
+    default_source: Annotated[NonEmptyStr, doc("source of records none of source_keys finds")]
+    opt_out: Annotated[
+        tuple[OtlpOptOutCondition, ...], doc("records matching any condition pass untouched, never classified")
+    ]
+    attributes: OtlpAttributesSettings
+
+
 @dataclass(frozen=True, slots=True)
 class StoreSettings:
     url: Annotated[
@@ -466,6 +527,7 @@ class Settings:
     server: ServerSettings
     limits: LimitsSettings
     relay: RelaySectionSettings
+    otlp: OtlpSettings
     store: StoreSettings
 
     @classmethod
