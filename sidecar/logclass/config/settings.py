@@ -461,6 +461,36 @@ class OtlpAttributesSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class OtlpUpstreamTlsSettings:
+    ca_file: Annotated[
+        FilePath | None, doc("PEM CA the upstream's certificate is checked against; null: the system CAs")
+    ]
+    cert_file: Annotated[FilePath | None, doc("PEM client certificate shown to the upstream (mTLS), with key_file")]
+    key_file: Annotated[FilePath | None, doc("PEM private key of cert_file")]
+
+
+@dataclass(frozen=True, slots=True)
+class OtlpUpstreamSettings:
+    protocol: Annotated[Literal["grpc", "http"], doc("OTLP/gRPC (LogsService/Export) or OTLP/HTTP (POST /v1/logs)")]
+    endpoint: Annotated[
+        str | None,
+        Json(pattern="^https?://[^/?#]+(/[^?#]*)?$"),
+        doc("http:// or https:// (TLS) URL of the upstream; OTLP/HTTP posts to {endpoint}/v1/logs; null: none"),
+    ]
+    timeout_ms: Annotated[PositiveInt, doc("one export attempt not answered within this long fails (retryable)")]
+    retries: Annotated[NonNegativeInt, doc("retries of a retryable failure within one export call")]
+    backoff_ms: Annotated[PositiveInt, doc("first wait before a retry; doubles each time, with jitter")]
+    max_backoff_ms: Annotated[PositiveInt, doc("longest wait between retries")]
+    max_elapsed_ms: Annotated[
+        PositiveInt, doc("an export call stops retrying once the next wait would end past this long")
+    ]
+    compression: Annotated[Literal["none", "gzip"], doc("compression of the requests sent")]
+    tls: OtlpUpstreamTlsSettings
+    token_file: Annotated[FilePath | None, doc("file holding a bearer token sent as authorization (a mounted Secret)")]
+    headers: Annotated[Mapping[str, str], doc("extra headers (gRPC metadata) sent with every export")]
+
+
+@dataclass(frozen=True, slots=True)
 class OtlpSettings:
     enabled: Annotated[bool, doc("also run the OTLP front end inside logclass serve")]
     grpc_listen: Annotated[Address | None, doc("host:port of OTLP/gRPC; null: none")]
@@ -487,6 +517,7 @@ class OtlpSettings:
         tuple[OtlpOptOutCondition, ...], doc("records matching any condition pass untouched, never classified")
     ]
     attributes: OtlpAttributesSettings
+    upstream: OtlpUpstreamSettings
 
 
 @dataclass(frozen=True, slots=True)
