@@ -35,7 +35,9 @@ from logclass.config.settings import OtlpSettings
 from logclass.core.decision import TIER_PENDING, Decision
 from logclass.core.decision import LogRecord as EngineRecord
 from logclass.engine.lanes import LaneFullError
-from logclass.engine.pipeline import masker_of
+from logclass.engine.metrics import Metrics
+from logclass.engine.pipeline import build_engine, masker_of
+from logclass.engine.runtime import Runtime
 from logclass.otlp.codec import encode_json
 from logclass.otlp.exporter import OtlpExporter, _retry_info, _status_message
 from logclass.otlp.receiver import Accepted, ExporterSink, Full, OtlpGrpcReceiver, OtlpHttpReceiver, Sink
@@ -491,3 +493,32 @@ def test_end_to_end_upstream_down_is_retry_later() -> None:
                 await exporter.close()
 
         asyncio.run(go())
+
+
+# -- on the process's runtime ---------------------------------------------------------------------
+
+
+def test_tagger_on_the_runtime_with_a_real_engine() -> None:
+    """``Tagger.of_runtime``: fallback while the models load, then the engine's decisions, with
+    the template its own masker makes."""
+    settings = config.load(environ={}, overrides={"router": {"tiers": ["regex"]}})
+    runtime = Runtime(settings, Metrics())
+    tagger = Tagger.of_runtime(SETTINGS, runtime)
+
+    async def go() -> None:
+        loading = await tagger.tag(_request("User 12345 logged in."), "otlp x")
+        assert loading.fallback == "unavailable"
+        a = _attrs(_records(loading.request)[0])
+        assert (a[NAMES.label], a[NAMES.tier]) == (settings.router.fallback_label, FALLBACK_TIER)
+        engine = build_engine(settings)
+        runtime.attach(engine, None)
+        tagged = await tagger.tag(_request("User 12345 logged in."), "otlp x")
+        assert tagged.fallback is None and tagged.classified == 1
+        a = _attrs(_records(tagged.request)[0])
+        assert (a[NAMES.label], a[NAMES.tier]) == ("User Action", "regex")
+        assert a[NAMES.template_id]
+        assert a[NAMES.template] == engine.router.masker.template("User 12345 logged in.")
+        assert a[NAMES.template] != "User 12345 logged in."
+        await runtime.close()
+
+    asyncio.run(go())
