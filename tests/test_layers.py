@@ -29,6 +29,8 @@ LAYERS = {
     "reload": 5,
     # Training runs the engine over labelled rows (evaluate, distill) and writes bundles.
     "training": 6,
+    # The transport-free durable buffer (chunk store, fsync, dead letters) the relay and otlp share.
+    "delivery": 6,
     "server": 7,
     "http": 7,
     "relay": 7,

@@ -491,6 +491,21 @@ class OtlpUpstreamSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class OtlpBufferSettings:
+    path: Annotated[
+        FilePath | None, doc("directory of accepted requests not yet exported; null: $XDG_STATE_HOME/logclass/otlp")
+    ]
+    max_bytes: Annotated[
+        int,
+        Json(minimum=65536),
+        doc("bound on buffered bytes (dead letters included); when full senders are told to retry"),
+    ]
+    retry_after_s: Annotated[
+        PositiveFloat, doc("retry delay (RetryInfo, Retry-After) told to senders while the buffer is full")
+    ]
+
+
+@dataclass(frozen=True, slots=True)
 class OtlpSettings:
     enabled: Annotated[bool, doc("also run the OTLP front end inside logclass serve")]
     grpc_listen: Annotated[Address | None, doc("host:port of OTLP/gRPC; null: none")]
@@ -518,6 +533,7 @@ class OtlpSettings:
     ]
     attributes: OtlpAttributesSettings
     upstream: OtlpUpstreamSettings
+    buffer: OtlpBufferSettings
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,9 @@ durable before their sender is acked, into ``held/`` as ``{seq}-{until}-{chunk i
 (``until``: when the hold ends, epoch milliseconds, so a restart knows). They are not forwarded:
 ``on_held`` hands them to the holder, which later ``release_held``s each as an ordinary chunk with
 its records' labels, durable before the held file goes.
+
+The transport-free pieces (the waiters' ``Signal``, the fsync'd move) live in
+``logclass.delivery.store``, which the OTLP front end's buffer is made of too.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from typing import IO, Any
 import msgpack
 
 from logclass.core.private_files import fsync_folder, make_folder, open_private
+from logclass.delivery.store import Signal, move_file
 from logclass.errors import LogclassError
 from logclass.relay import RelayError
 from logclass.relay.protocol import (
@@ -118,7 +122,7 @@ class DiskBuffer:
         self._writing: list[_Pending] = []
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-buffer")
         # Fired whenever space is freed or chunks are queued; waiters re-check their condition.
-        self._changed: _Signal | None = None
+        self._changed: Signal | None = None
         self._writer: asyncio.Task[None] | None = None
         self._wake_writer: asyncio.Event | None = None
 
@@ -175,7 +179,7 @@ class DiskBuffer:
 
     def start(self) -> None:
         """Starts the writer; call from the event loop after ``open``."""
-        self._changed = _Signal()
+        self._changed = Signal()
         self._wake_writer = asyncio.Event()
         self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="relay-buffer-writer")
 
@@ -266,7 +270,7 @@ class DiskBuffer:
     async def dead_letter(self, file: ChunkFile) -> Path:
         """Moves an in-flight chunk into the dead-letter folder; it stays counted in used_bytes."""
         target = self.path / DEAD_LETTER / file.path.name
-        await asyncio.get_running_loop().run_in_executor(self._io, _move, file.path, target)
+        await asyncio.get_running_loop().run_in_executor(self._io, move_file, file.path, target)
         self._in_flight -= 1
         self.dead_letter_bytes += file.size
         return target
@@ -322,7 +326,7 @@ class DiskBuffer:
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _signal(self) -> _Signal:
+    def _signal(self) -> Signal:
         assert self._changed is not None, "DiskBuffer.start() first"
         return self._changed
 
@@ -466,24 +470,6 @@ class DiskBuffer:
         return sorted(files, key=lambda f: f.seq)
 
 
-class _Signal:
-    """Wakes every current waiter at once (asyncio.Condition without the lock, which no state here needs:
-    it is all touched from the event loop)."""
-
-    def __init__(self) -> None:
-        self._future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def wait(self) -> asyncio.Future[None]:
-        """Done at the next fire(). Not a coroutine: the future is taken now, so a fire() between
-        the caller's check and its first await (wait_for starts a task a loop turn later) is not missed."""
-        return asyncio.shield(self._future)
-
-    def fire(self) -> None:
-        if not self._future.done():
-            self._future.set_result(None)
-        self._future = asyncio.get_running_loop().create_future()
-
-
 def _merge(batch: Iterable[_Pending], max_chunk_bytes: int) -> list[tuple[str, bytes, int, float | None]]:
     """(tag, entries, records, held until) per chunk to write: requests of one tag (and one end of
     hold, or none) merged up to max_chunk_bytes."""
@@ -530,13 +516,6 @@ def _unlink_all(paths: Iterable[Path]) -> None:
         except OSError as exc:
             # Delivered already: a file that cannot be deleted is only resent after a restart.
             log.error("cannot delete delivered chunk %s (%s); it will be sent again after a restart", path, exc)
-
-
-def _move(source: Path, target: Path) -> None:
-    make_folder(target.parent)
-    os.replace(source, target)
-    fsync_folder(target.parent)
-    fsync_folder(source.parent)
 
 
 def _entries_of(data: bytes) -> tuple[str, list[Entry]]:
