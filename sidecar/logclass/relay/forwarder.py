@@ -118,8 +118,10 @@ class Forwarder:
                 if failures:
                     log.info("upstream %s is taking chunks again", self._conn.upstream.name if self._conn else "?")
                 failures = 0
-                await self.buffer.remove(files)
+                # Counted before the files go: a reader that sees the buffer empty also sees
+                # them delivered (removing yields to the loop).
                 self._observe_delivered(files)
+                await self.buffer.remove(files)
                 if probe == _NEXT:
                     await self._blame_first()
                 probe = _HEAD if probe == _NEXT else _NORMAL
