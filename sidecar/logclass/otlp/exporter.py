@@ -293,7 +293,9 @@ class OtlpExporter:
                     content = await _read_bounded(response)
         except (TimeoutError, httpx.TimeoutException):
             return _Attempt(retryable=True, status="timeout", message=f"no answer within {self._timeout_s:g}s")
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, ssl.SSLError) as exc:
+            # ssl.SSLError: with TLS 1.3 a server's refusal of the client certificate arrives after
+            # the handshake, at the first read, and httpx lets it through unmapped.
             return _Attempt(retryable=True, status="connect", message=f"{type(exc).__name__}: {exc}")
         return _http_answer(response, content)
 
