@@ -1,6 +1,6 @@
 """`logclass serve` and `logclass relay`: one runtime, the front ends the config asks for.
 
-The front ends (gRPC, HTTP, the Forward relay) never import each other: this module, above them,
+The front ends (gRPC, HTTP, the Forward relay, OTLP) never import each other: this module, above them,
 builds the configured ones and runs each through the ``FrontEnd`` protocol on one ``Runtime``
 (the engine, swappable). Order of events: listen first (probes see NOT_SERVING while the models
 load), load and warm the engine, attach it to the runtime, let every front end serve until
@@ -28,6 +28,7 @@ from logclass.engine.pipeline import load_engine, open_learnt
 from logclass.engine.runtime import FrontEnd, Runtime
 from logclass.http.front import HttpFrontEnd
 from logclass.logs import setup_logging
+from logclass.otlp.app import OtlpConfigError, OtlpFrontEnd
 from logclass.relay.app import RelayFrontEnd
 from logclass.reload.reloader import Reloader, ReloadRefused
 from logclass.reload.watch import FileWatch
@@ -63,6 +64,13 @@ def front_ends(settings: Settings, runtime: Runtime, admin: AdminService, *, grp
         # Built (and checked) before the models load, so a relay misconfiguration fails at once.
         classify = runtime.classify if settings.relay.classify else None
         found.append(RelayFrontEnd(settings, classify, runtime.metrics.registry, route_of=runtime.first_tier))
+    if settings.otlp.enabled:
+        if not grpc and not settings.relay.classify:
+            raise OtlpConfigError(
+                "otlp.enabled needs an engine to classify with: under `logclass relay` set relay.classify true "
+                "(or run `logclass serve`)"
+            )
+        found.append(OtlpFrontEnd(settings, runtime, runtime.metrics.registry))
     return found
 
 

@@ -32,6 +32,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from logclass.config.settings import OtlpBufferSettings
 from logclass.delivery.store import ChunkStore, CorruptChunk, Signal, StoredChunk
 from logclass.otlp.exporter import OtlpExporter, Outcome, record_count
+from logclass.otlp.metrics import OtlpMetrics
 from logclass.otlp.receiver import Accepted, Full
 
 log = logging.getLogger("logclass.otlp.buffer")
@@ -67,12 +68,18 @@ class BufferSink:
         exporter: OtlpExporter,
         *,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        metrics: OtlpMetrics | None = None,
     ) -> None:
+        """``metrics``: counted there too (the process's registry), besides ``stats``."""
         self.settings = settings
         self.exporter = exporter
         path = Path(settings.path) if settings.path is not None else default_buffer_path()
         self.store = ChunkStore(path, settings.max_bytes, SETTING)
         self.stats = DeliveryStats()
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.buffer_bytes.set_function(lambda: self.store.used_bytes)
+            metrics.buffer_chunks.set_function(lambda: self.store.queued_chunks)
         self._sleep = sleep
         self._task: asyncio.Task[None] | None = None
         self._changed: Signal | None = None
@@ -119,6 +126,8 @@ class BufferSink:
         chunk = await self.store.put(payload, record_count(request))
         if chunk is None:
             self.stats.full += 1
+            if self.metrics is not None:
+                self.metrics.full.inc()
             self._notify()
             return Full(
                 self.settings.retry_after_s,
@@ -150,11 +159,15 @@ class BufferSink:
             request = ExportLogsServiceRequest.FromString(await self.store.read(chunk))
         except (OSError, CorruptChunk, DecodeError) as exc:
             target = await self.store.dead_letter(chunk, f"unreadable buffered request: {exc}")
-            self.stats.dead_letters += 1
+            self._dead_lettered()
             log.error("buffered OTLP request %s is unreadable (%s); moved to %s, not exported", chunk.path, exc, target)
             return
         result = await self.exporter.export(request)
         if result.outcome in (Outcome.DELIVERED, Outcome.PARTIAL):
+            # Counted before the chunk is removed: whoever sees the buffer empty sees them counted.
+            if self.metrics is not None:
+                self.metrics.records_out.inc(result.records - result.rejected)
+                self.metrics.records_rejected_upstream.inc(result.rejected)
             await self.store.ack(chunk)
             self.stats.delivered += 1
             self.stats.delivered_records += result.records - result.rejected
@@ -168,8 +181,13 @@ class BufferSink:
             endpoint = self.exporter.settings.endpoint
             reason = f"the upstream {endpoint} refused it for good ({result.status}): {result.message}"
             target = await self.store.dead_letter(chunk, reason)
-            self.stats.dead_letters += 1
+            self._dead_lettered()
             log.error("%d OTLP records refused for good; moved to %s (%s)", result.records, target, reason)
+
+    def _dead_lettered(self) -> None:
+        self.stats.dead_letters += 1
+        if self.metrics is not None:
+            self.metrics.dead_letter_chunks.inc()
 
     def _notify(self) -> None:
         if self._changed is not None:

@@ -43,7 +43,8 @@ from logclass.engine.lanes import caller
 from logclass.errors import LogclassError
 from logclass.otlp import codec
 from logclass.otlp.codec import CodecLimits, OtlpRequestError
-from logclass.otlp.exporter import OtlpExporter, Outcome, _retry_info_message, _status_message
+from logclass.otlp.exporter import OtlpExporter, Outcome, _retry_info_message, _status_message, record_count
+from logclass.otlp.metrics import OtlpMetrics
 from logclass.otlp.tagger import Tagger
 
 log = logging.getLogger("logclass.otlp")
@@ -124,10 +125,18 @@ class _Refusal:
 class _Handling:
     """Decoded request in, the sender's answer out: None for success, else a refusal."""
 
-    def __init__(self, settings: OtlpSettings, tagger: Tagger, sink: Sink) -> None:
+    def __init__(
+        self, settings: OtlpSettings, tagger: Tagger, sink: Sink, protocol: str, metrics: OtlpMetrics | None
+    ) -> None:
         self.limits = CodecLimits.of(settings)
         self.tagger = tagger
         self.sink = sink
+        self.protocol = protocol
+        self.metrics = metrics
+
+    def rejected(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.requests_rejected.labels(self.protocol, reason).inc()
 
     async def handle(
         self, decode: Callable[[], ExportLogsServiceRequest], owner: str, time_remaining: float | None
@@ -135,15 +144,20 @@ class _Handling:
         try:
             request = decode()
         except OtlpRequestError as exc:
+            self.rejected("too_large" if exc.too_large else "malformed")
             return _Refusal(exc.grpc_status, exc.http_status, str(exc))
         tagged = await self.tagger.tag(request, owner, time_remaining)
         try:
             answer = await self.sink.accept(tagged.request)
         except Exception:
             log.exception("the OTLP sink failed; the sender is asked to retry")
+            self.rejected("unavailable")
             return _Refusal(grpc.StatusCode.UNAVAILABLE, 503, "logclass could not keep the logs; retry", 1.0)
         if isinstance(answer, Full):
+            self.rejected("full")
             return _Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, 429, answer.message, answer.retry_after_s)
+        if self.metrics is not None:
+            self.metrics.records_in.labels(self.protocol).inc(record_count(tagged.request))
         return None
 
 
@@ -179,12 +193,19 @@ class OtlpGrpcReceiver:
     as bytes and decoded by the codec, so a malformed one is INVALID_ARGUMENT with the codec's
     message (grpc's own deserializer would answer INTERNAL)."""
 
-    def __init__(self, settings: OtlpSettings, tagger: Tagger, sink: Sink, address: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: OtlpSettings,
+        tagger: Tagger,
+        sink: Sink,
+        address: str | None = None,
+        metrics: OtlpMetrics | None = None,
+    ) -> None:
         listen = address or settings.grpc_listen
         if not listen:
             raise OtlpServeError("otlp.grpc_listen is null: no OTLP/gRPC receiver")
         self.address: str = listen
-        self.handling = _Handling(settings, tagger, sink)
+        self.handling = _Handling(settings, tagger, sink, "grpc", metrics)
         self.server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", settings.max_request_bytes),
@@ -238,8 +259,8 @@ _Send = Callable[[dict[str, Any]], Awaitable[None]]
 class OtlpHttpApp:
     """The ASGI app of OTLP/HTTP: ``POST /v1/logs`` and nothing else."""
 
-    def __init__(self, settings: OtlpSettings, tagger: Tagger, sink: Sink) -> None:
-        self.handling = _Handling(settings, tagger, sink)
+    def __init__(self, settings: OtlpSettings, tagger: Tagger, sink: Sink, metrics: OtlpMetrics | None = None) -> None:
+        self.handling = _Handling(settings, tagger, sink, "http", metrics)
         self.max_body = settings.max_request_bytes
 
     async def __call__(self, scope: dict[str, Any], receive: _Receive, send: _Send) -> None:
@@ -250,25 +271,30 @@ class OtlpHttpApp:
         answer_type = content_type if content_type in (PROTOBUF, JSON) else None
         if scope["path"] != HTTP_PATH:
             message = f"not found: OTLP/HTTP logs are POSTed to {HTTP_PATH}"
+            self.handling.rejected("not_found")
             await _error(send, 404, answer_type, _CODE_NOT_FOUND, message)
             return
         if scope["method"] != "POST":
+            self.handling.rejected("method")
             await _error(
                 send, 405, answer_type, _CODE_UNIMPLEMENTED, f"{HTTP_PATH} takes POST only", [(b"allow", b"POST")]
             )
             return
         if answer_type is None:
             message = f"Content-Type {content_type or '(none)'!r} is not taken: send {PROTOBUF} or {JSON} (OTLP/HTTP)"
+            self.handling.rejected("content_type")
             await _error(send, 415, JSON, _CODE_INVALID_ARGUMENT, message)
             return
         encoding = headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("identity", "gzip", ""):
             message = f"Content-Encoding {encoding!r} is not taken: send gzip or none"
+            self.handling.rejected("content_type")
             await _error(send, 415, answer_type, _CODE_INVALID_ARGUMENT, message)
             return
         try:
             body = await self._body(headers, receive)
         except OtlpRequestError as exc:
+            self.handling.rejected("too_large" if exc.too_large else "malformed")
             await _error(send, exc.http_status, answer_type, exc.grpc_status.value[0], str(exc))
             return
         limits = self.handling.limits
@@ -364,13 +390,19 @@ class OtlpHttpReceiver:
     """``POST /v1/logs`` on ``address`` (default ``otlp.http_listen``), served by uvicorn."""
 
     def __init__(
-        self, settings: OtlpSettings, tagger: Tagger, sink: Sink, address: str | None = None, grace_s: float = 5.0
+        self,
+        settings: OtlpSettings,
+        tagger: Tagger,
+        sink: Sink,
+        address: str | None = None,
+        grace_s: float = 5.0,
+        metrics: OtlpMetrics | None = None,
     ) -> None:
         listen = address or settings.http_listen
         if not listen:
             raise OtlpServeError("otlp.http_listen is null: no OTLP/HTTP receiver")
         self.address: str = listen
-        self.app = OtlpHttpApp(settings, tagger, sink)
+        self.app = OtlpHttpApp(settings, tagger, sink, metrics)
         self.config = uvicorn.Config(
             self.app,
             log_config=None,
