@@ -195,3 +195,30 @@ def test_sigterm_keeps_what_the_upstream_did_not_take(tmp_path: Path) -> None:
         assert process.stop(signal.SIGTERM) == 0, process.log()
     assert "otlp stopped; 1 requests" in process.log(), process.log()
     assert len(list(buffer.glob("*.chunk"))) == 1
+
+
+def test_serve_and_relay_build_the_otlp_front_end_when_enabled(tmp_path: Path) -> None:
+    """`logclass serve` adds it beside gRPC; `logclass relay` only with an engine to classify with."""
+    from logclass.serve import front_ends
+    from logclass.service.admin import AdminService
+    from logclass.service.classifier import ClassifierService
+
+    otlp = {"enabled": True, "upstream": {"endpoint": "http://127.0.0.1:4317"}, "buffer": {"path": str(tmp_path)}}
+    relay = {"upstreams": [{"host": "127.0.0.1", "port": 24224}], "buffer": {"path": str(tmp_path / "relay")}}
+
+    def build(grpc_on: bool, **overrides: Any) -> list[object]:
+        settings = config.load(environ={}, overrides={"otlp": otlp, "relay": relay, **overrides})
+        runtime = Runtime(settings, Metrics())
+        return list(front_ends(settings, runtime, AdminService(ClassifierService(runtime)), grpc=grpc_on))
+
+    async def go() -> None:
+        served = build(True)
+        assert [type(f).__name__ for f in served] == ["GrpcFrontEnd", "HttpFrontEnd", "OtlpFrontEnd"]
+        assert "OTLP/gRPC on 127.0.0.1:4317" in served[-1].describe()  # type: ignore[attr-defined]
+        assert [type(f).__name__ for f in build(False)] == ["RelayFrontEnd", "OtlpFrontEnd"]
+        with pytest.raises(OtlpConfigError, match=r"relay\.classify"):
+            build(False, relay={**relay, "classify": False})
+        without = build(True, otlp={**otlp, "enabled": False})
+        assert [type(f).__name__ for f in without] == ["GrpcFrontEnd", "HttpFrontEnd"]
+
+    asyncio.run(go())  # the gRPC front end's server is made on a running loop
