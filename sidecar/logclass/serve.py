@@ -129,8 +129,10 @@ async def serve(
         # (its models) alive after a reload retired it.
         del engine, bundle
     sync = start_lesson_sync(settings, learnt, store, runtime.lessons_changed)
-    # SERVING last: once probes see it, every front end of this process takes traffic.
-    for front in fronts:
+    # SERVING last: once probes see it, every front end of this process takes traffic. Reversed,
+    # so the relay and OTLP (which only listen from here) are up before gRPC health, first in
+    # the list, says SERVING (a client waiting on it found the relay port closed under load).
+    for front in reversed(fronts):
         await front.serving()
     calls = [c for c in (f.how_to_call() for f in fronts) if c]
     if calls:
