@@ -263,3 +263,18 @@ def test_lessons_from_the_shared_store_join_like_a_learnt_file(
             train(data, tmp_path / "down", with_store, options, encoder=encoder, progress=False)
     finally:
         server.stop()
+
+
+def test_rules_of_another_taxonomy_are_counted_not_listed() -> None:
+    from logclass.training.train import _dropped_note
+
+    dropped = {
+        "a": "label 'X' is not in the training labels",
+        "b": "label 'Y' is not in the training labels",
+        "c": "agrees with 1 of the 4 training rows it matches",
+    }
+    assert _dropped_note(dropped) == (
+        ", 2 whose labels are not in the training labels left out; "
+        "dropped {'c': 'agrees with 1 of the 4 training rows it matches'}"
+    )
+    assert _dropped_note({}) == ""

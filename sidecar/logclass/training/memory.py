@@ -27,6 +27,9 @@ class RuleCheck:
     dropped: dict[str, str] = field(default_factory=dict)  # rule name -> why
 
 
+FOREIGN_RULE = "is not in the training labels"
+
+
 def check_rules(
     rules: Sequence[Rule], rows: Sequence[LabelledRow], labels: set[str], min_precision: float
 ) -> RuleCheck:
@@ -42,7 +45,7 @@ def check_rules(
     for rule in rules:
         agree, disagree = hits[rule.name][True], hits[rule.name][False]
         if rule.label not in labels:
-            out.dropped[rule.name] = f"label {rule.label!r} is not in the training labels"
+            out.dropped[rule.name] = f"label {rule.label!r} {FOREIGN_RULE}"
         elif agree + disagree and agree / (agree + disagree) < min_precision:
             out.dropped[rule.name] = f"agrees with {agree} of the {agree + disagree} training rows it matches"
         else:

@@ -60,7 +60,7 @@ from logclass.tiers.registry import build_encoder
 from logclass.training import head as head_mod
 from logclass.training.bootstrap.review import corrected_rows
 from logclass.training.dataset import LabelledRow, load_labelled_csv, load_teacher_jsonl, row_hashes
-from logclass.training.memory import RuleCheck, check_rules, rule_spec, template_counts
+from logclass.training.memory import FOREIGN_RULE, RuleCheck, check_rules, rule_spec, template_counts
 from logclass.training.report import format_class_report
 from logclass.training.splits import holdout_split, stratified_folds
 from logclass.training.store_lessons import is_store_url, read_store_lessons
@@ -229,7 +229,7 @@ def select(
     configured = registry.rules_file(settings, None)
     rules = check_rules(load_rules(configured) if rules_on else [], rows, labels, options.rule_min_precision)
     regex = RegexTier(rules.kept)
-    log(f"[2/6] regex: {len(rules.kept)} rules kept" + (f", dropped {rules.dropped}" if rules.dropped else ""))
+    log(f"[2/6] regex: {len(rules.kept)} rules kept" + _dropped_note(rules.dropped))
     configured_routes = settings.router.source_routes
     routes = dict(configured_routes if configured_routes is not None else spec.source_routes or {})
     routed_past = _routed_past(routes, tiers)
@@ -439,3 +439,14 @@ def train(
     )
     log(f"[6/6] wrote bundle {bundle.version} to {out} in {time.monotonic() - started:.1f}s")
     return bundle
+
+
+def _dropped_note(dropped: Mapping[str, str]) -> str:
+    """The dropped rules, those of another taxonomy as one count (a user's own labels make every
+    rule of the shipped set one of them: listing each says nothing)."""
+    foreign = [name for name, why in dropped.items() if why.endswith(FOREIGN_RULE)]
+    rest = {name: why for name, why in dropped.items() if name not in foreign}
+    parts = ([f"{len(foreign)} whose labels are not in the training labels left out"] if foreign else []) + (
+        [f"dropped {rest}"] if rest else []
+    )
+    return f", {'; '.join(parts)}" if parts else ""
