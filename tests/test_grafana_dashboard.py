@@ -266,6 +266,7 @@ def test_dashboard_structure() -> None:
         "Shared store",
         "Relay",
         "Errors",
+        "OTLP",
     ]
     assert {p["type"] for p in panels} >= {"timeseries", "stat", "heatmap"}
 
@@ -645,6 +646,15 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
         },
         # Generous against a loaded test machine: a store failure here is a test failure.
         "store": {"url": store.url, "timeout_ms": 2000},
+        # The OTLP row's series: every one is exported from the start (at 0), so no traffic is
+        # needed; the upstream is a closed port, and nothing is buffered for it.
+        "otlp": {
+            "enabled": True,
+            "grpc_listen": f"127.0.0.1:{free_port()}",
+            "http_listen": f"127.0.0.1:{free_port()}",
+            "upstream": {"endpoint": f"http://127.0.0.1:{free_port()}"},
+            "buffer": {"path": str(tmp / "otlp-buffer")},
+        },
     }
     config_path = tmp / "logclass.yaml"
     config_path.write_text(yaml.safe_dump(config_doc), encoding="utf-8")
