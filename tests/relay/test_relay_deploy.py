@@ -80,3 +80,34 @@ def test_aggregator_takes_the_relays_chunks() -> None:
     assert _size(forward["buffer_max_size"]) > relay.section.forward.max_chunk_bytes
     fluentd = (DEPLOY / "aggregator" / "fluentd.conf").read_text()
     assert "@type forward" in fluentd and f"port {relay.upstreams[0].port}" in fluentd
+
+
+def _port(address: object) -> int:
+    return int(str(address).rpartition(":")[2].rstrip("/"))
+
+
+def test_otlp_example_fluent_bit_sends_to_logclass_and_takes_its_records_back() -> None:
+    """deploy/fluent-bit/otlp/: Fluent Bit's opentelemetry output to logclass's OTLP/HTTP receiver,
+    logclass's OTLP upstream to Fluent Bit's opentelemetry input, and a runnable otlp section."""
+    from logclass.otlp.app import check_runnable as check_otlp
+
+    example = DEPLOY / "otlp"
+    fluent_bit = classic(example / "fluent-bit.conf")
+    assert fluent_bit == yaml_config(example / "fluent-bit.yaml")
+    otlp = config.load(example / "logclass-otlp.yaml", environ=NO_LLM).otlp
+    check_otlp(otlp)
+    assert otlp.enabled and otlp.http_listen is not None and _port(otlp.http_listen) == 4318
+    (to_logclass,) = [o for o in fluent_bit["outputs"] if o["name"] == "opentelemetry"]
+    assert (to_logclass["host"], int(to_logclass["port"])) == ("127.0.0.1", _port(otlp.http_listen))
+    assert to_logclass["logs_uri"] == "/v1/logs" and to_logclass["retry_limit"] == "no_limits"
+    assert to_logclass["logs_body_key"] == "$log"
+    (from_logclass,) = [i for i in fluent_bit["inputs"] if i["name"] == "opentelemetry"]
+    assert otlp.upstream.protocol == "http" and otlp.upstream.endpoint is not None
+    assert _port(otlp.upstream.endpoint) == int(from_logclass["port"]) != _port(otlp.http_listen)
+    assert from_logclass["listen"] == "127.0.0.1"
+    # The tagged records come back under the input's tag, and leave by an output matching it.
+    assert any(o["match"] == from_logclass["tag"] for o in fluent_bit["outputs"])
+    # The source key logclass reads is one the nest filter lifts out of the kubernetes map.
+    (nest,) = [f for f in fluent_bit["filters"] if f["name"] == "nest"]
+    assert otlp.source_keys[0].key.startswith(nest["add_prefix"]) and otlp.source_keys[0].level == "record"
+    assert str(otlp.buffer.path).startswith("/var/lib/")
