@@ -52,6 +52,9 @@ HTTP_OFF = {"ports": {"http": None}}
 STORE = {"store": {"enabled": True}}
 STORE_NAME = f"{FULLNAME}-store"
 WORKLOADS = {"Deployment", "DaemonSet", "StatefulSet"}
+# The OTLP front end (otlp.enabled) with its one required value.
+OTLP = {"otlp": {"enabled": True, "upstream": {"endpoint": "http://otel-collector.observability.svc:4317"}}}
+OTLP_BUFFER = "/var/lib/logclass/otlp"
 
 Obj = dict[str, Any]
 
@@ -1645,6 +1648,8 @@ VALIDATED = {
     "service, store on a storage class, admin auth": _merge(
         _merge(STORE, ADMIN_AUTH), {"store": {"persistence": {"storageClass": "fast-ssd"}}}
     ),
+    "service, otlp on the pod network": _merge(OTLP, {"otlp": {"listen": "all"}}),
+    "daemonset, otlp on loopback": _merge(DAEMONSET, OTLP),
 }
 
 
@@ -1823,3 +1828,110 @@ def test_metrics_token_from_a_secret_for_the_sidecar_and_the_scrape(chart: Any, 
     assert endpoint["authorization"] == {"type": "Bearer", "credentials": {"name": "metrics-token", "key": "t"}}
     open_metrics = effective_config(render(chart, base), tmp_path).server.metrics_auth
     assert open_metrics.token is None and open_metrics.token_file is None
+
+
+# --- OTLP front end (otlp.*) -------------------------------------------------------------------------
+
+
+def test_otlp_is_off_by_default(chart: Any, tmp_path: Path) -> None:
+    release = render(chart)
+    assert not effective_config(release, tmp_path).otlp.enabled
+    assert not any(k.startswith("LOGCLASS_OTLP__") for k in env_of(release.container()))
+    assert "otlp-buffer" not in volumes_of(release.sidecar_workload())
+
+
+@pytest.mark.parametrize("mode", ["service", "daemonset"])
+def test_otlp_on_loopback_reaches_the_config_with_its_buffer(chart: Any, tmp_path: Path, mode: str) -> None:
+    base = DAEMONSET if mode == "daemonset" else {}
+    release = render(chart, _merge(base, OTLP))
+    otlp = effective_config(release, tmp_path).otlp
+    assert otlp.enabled and (str(otlp.grpc_listen), str(otlp.http_listen)) == ("127.0.0.1:4317", "127.0.0.1:4318")
+    assert (otlp.upstream.protocol, otlp.upstream.endpoint) == ("grpc", OTLP["otlp"]["upstream"]["endpoint"])
+    assert str(otlp.buffer.path) == OTLP_BUFFER
+    container = release.container()
+    mount = mounts_of(container)[OTLP_BUFFER]
+    assert not mount.get("readOnly")
+    volume = volumes_of(release.sidecar_workload())[mount["name"]]
+    if mode == "daemonset":
+        assert volume["hostPath"] == {"path": f"{OTLP_BUFFER}/{RELEASE}", "type": "DirectoryOrCreate"}
+        (owner,) = pod_template(release)["spec"]["initContainers"]
+        assert mounts_of(owner)[OTLP_BUFFER]["name"] == mount["name"] and f"'{OTLP_BUFFER}'" in owner["command"][-1]
+        compile(owner["command"][-1], "init", "exec")
+    else:
+        assert volume == {"name": mount["name"], "emptyDir": {"sizeLimit": "1Gi"}}
+    # Loopback: nothing on the pod network, the Service or the NetworkPolicy.
+    names = {p["name"] for p in container["ports"]}
+    assert not names & {"otlp-grpc", "otlp-http"}
+    if release.has("Service"):
+        assert not {p["name"] for p in release.get("Service")["spec"]["ports"]} & {"otlp-grpc", "otlp-http"}
+    ports = {p["port"] for rule in release.get("NetworkPolicy")["spec"]["ingress"] for p in rule["ports"]}
+    assert not ports & {4317, 4318}
+
+
+def test_otlp_on_the_pod_network_only_behind_the_network_policy(chart: Any, tmp_path: Path) -> None:
+    senders = [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "otel-collector"}}}]
+    values = _merge(OTLP, {"otlp": {"listen": "all"}, "networkPolicy": {"otlpFrom": senders}})
+    release = render(chart, values)
+    otlp = effective_config(release, tmp_path).otlp
+    assert (str(otlp.grpc_listen), str(otlp.http_listen)) == ("0.0.0.0:4317", "0.0.0.0:4318")
+    container_ports = {p["name"]: p["containerPort"] for p in release.container()["ports"]}
+    assert (container_ports["otlp-grpc"], container_ports["otlp-http"]) == (4317, 4318)
+    service = {p["name"]: p for p in release.get("Service")["spec"]["ports"]}
+    assert service["otlp-grpc"]["port"] == 4317 and service["otlp-grpc"]["targetPort"] == "otlp-grpc"
+    assert service["otlp-http"]["port"] == 4318
+    (rule,) = [
+        r for r in release.get("NetworkPolicy")["spec"]["ingress"] if {p["port"] for p in r["ports"]} == {4317, 4318}
+    ]
+    assert rule["from"] == senders
+    # Without a NetworkPolicy nothing would guard receivers that have no TLS or token: refused.
+    with pytest.raises(helm_python.HelmRenderError, match=r"otlp\.listen all needs networkPolicy\.enabled"):
+        render(chart, _merge(values, {"networkPolicy": {"enabled": False}}))
+
+
+def test_otlp_http_upstream_one_receiver_off_and_a_buffer_volume(chart: Any, tmp_path: Path) -> None:
+    claim = {
+        "ephemeral": {
+            "volumeClaimTemplate": {
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "5Gi"}}}
+            }
+        }
+    }
+    values = _merge(
+        OTLP,
+        {
+            "otlp": {
+                "ports": {"grpc": None},
+                "upstream": {"protocol": "http", "endpoint": "https://collector:4318"},
+                "buffer": {"volume": claim},
+            },
+            # Other otlp.* settings pass through config.otlp and merge with the chart's.
+            "config": {"otlp": {"buffer": {"max_bytes": 1 << 30}, "upstream": {"timeout_ms": 3000}}},
+        },
+    )
+    release = render(chart, values)
+    otlp = effective_config(release, tmp_path).otlp
+    assert otlp.grpc_listen is None and str(otlp.http_listen) == "127.0.0.1:4318"
+    assert (otlp.upstream.protocol, otlp.upstream.endpoint, otlp.upstream.timeout_ms) == (
+        "http",
+        "https://collector:4318",
+        3000,
+    )
+    assert otlp.buffer.max_bytes == 1 << 30 and str(otlp.buffer.path) == OTLP_BUFFER
+    assert volumes_of(release.sidecar_workload())["otlp-buffer"] == {"name": "otlp-buffer", **claim}
+
+
+def test_otlp_needs_an_upstream_and_its_managed_keys_stay_out_of_config(chart: Any) -> None:
+    with pytest.raises(helm_python.HelmValuesError, match="/otlp/upstream/endpoint"):
+        render(chart, {"otlp": {"enabled": True}})
+    for managed in ({"enabled": True}, {"grpc_listen": "0.0.0.0:4317"}, {"buffer": {"path": "/x"}}):
+        with pytest.raises(helm_python.HelmValuesError, match="/config/otlp"):
+            render(chart, _merge(OTLP, {"config": {"otlp": managed}}))
+
+
+def test_notes_say_where_to_send_otlp(chart: Any) -> None:
+    notes = render(chart, OTLP).notes
+    assert "OTLP/gRPC  127.0.0.1:4317" in notes and "http://127.0.0.1:4318/v1/logs" in notes
+    assert "loopback" in notes
+    exposed = render(chart, _merge(OTLP, {"otlp": {"listen": "all"}})).notes
+    assert f"{FULLNAME}.{NAMESPACE}.svc:4317" in exposed and "networkPolicy.otlpFrom" in exposed
+    assert "OTLP" not in render(chart, {}).notes

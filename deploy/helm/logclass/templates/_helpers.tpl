@@ -210,6 +210,17 @@ rest is here.
 {{- $relay := dict "upstreams" $upstreams "buffer" (dict "path" "/var/lib/logclass/relay") }}
 {{- $_ := set $managed "relay" $relay }}
 {{- end }}
+{{- if .Values.otlp.enabled }}
+{{- $otlp := .Values.otlp }}
+{{- if not $otlp.upstream.endpoint }}
+{{- fail "otlp.enabled needs otlp.upstream.endpoint: the OTLP receiver the tagged logs go to (e.g. http://otel-collector:4317)" }}
+{{- end }}
+{{- if and (eq $otlp.listen "all") (not .Values.networkPolicy.enabled) }}
+{{- fail "otlp.listen all needs networkPolicy.enabled: the OTLP receivers have no TLS or token yet, the NetworkPolicy (networkPolicy.otlpFrom) is their only lock; or use otlp.listen loopback" }}
+{{- end }}
+{{- $upstream := dict "protocol" $otlp.upstream.protocol "endpoint" $otlp.upstream.endpoint }}
+{{- $_ := set $managed "otlp" (dict "upstream" $upstream "buffer" (dict "path" "/var/lib/logclass/otlp")) }}
+{{- end }}
 {{- $merged := mustMergeOverwrite $cfg $managed }}
 {{- toYaml $merged }}
 {{- end }}
@@ -319,6 +330,15 @@ without HTTP, or with client certificates required, the gRPC port must accept a 
     - name: LOGCLASS_RELAY__LISTEN
       value: "127.0.0.1:{{ .Values.ports.forward }}"
     {{- end }}
+    {{- if .Values.otlp.enabled }}
+    {{- $otlpHost := ternary "0.0.0.0" "127.0.0.1" (eq .Values.otlp.listen "all") }}
+    - name: LOGCLASS_OTLP__ENABLED
+      value: "true"
+    - name: LOGCLASS_OTLP__GRPC_LISTEN
+      value: {{ if .Values.otlp.ports.grpc }}"{{ $otlpHost }}:{{ .Values.otlp.ports.grpc }}"{{ else }}"null"{{ end }}
+    - name: LOGCLASS_OTLP__HTTP_LISTEN
+      value: {{ if .Values.otlp.ports.http }}"{{ $otlpHost }}:{{ .Values.otlp.ports.http }}"{{ else }}"null"{{ end }}
+    {{- end }}
     - name: HOME
       value: /tmp
     - name: XDG_CACHE_HOME
@@ -333,6 +353,14 @@ without HTTP, or with client certificates required, the gRPC port must accept a 
     - {name: metrics, containerPort: {{ .Values.ports.metrics }}, protocol: TCP}
     {{- if and .Values.ports.http (not (include "logclass.loopbackApi" .)) }}
     - {name: http, containerPort: {{ .Values.ports.http }}, protocol: TCP}
+    {{- end }}
+    {{- if include "logclass.otlpExposed" . }}
+    {{- if .Values.otlp.ports.grpc }}
+    - {name: otlp-grpc, containerPort: {{ .Values.otlp.ports.grpc }}, protocol: TCP}
+    {{- end }}
+    {{- if .Values.otlp.ports.http }}
+    - {name: otlp-http, containerPort: {{ .Values.otlp.ports.http }}, protocol: TCP}
+    {{- end }}
     {{- end }}
   {{- $probes := include "logclass.probes" . | fromYaml }}
   startupProbe:
@@ -372,6 +400,9 @@ without HTTP, or with client certificates required, the gRPC port must accept a 
     - {name: relay-upstream, mountPath: /etc/logclass/relay-upstream, readOnly: true}
     {{- end }}
     {{- end }}
+    {{- if .Values.otlp.enabled }}
+    - {name: otlp-buffer, mountPath: /var/lib/logclass/otlp}
+    {{- end }}
     {{- if .Values.learning.enabled }}
     - {name: learnt, mountPath: {{ include "logclass.learntDir" . }}}
     {{- end }}
@@ -395,6 +426,16 @@ without HTTP, or with client certificates required, the gRPC port must accept a 
   hostPath: {path: {{ printf "%s/%s" .Values.learning.hostPath .Release.Name }}, type: DirectoryOrCreate}
   {{- else }}
   emptyDir: {sizeLimit: {{ .Values.learning.sizeLimit }}}
+  {{- end }}
+{{- end }}
+{{- if .Values.otlp.enabled }}
+- name: otlp-buffer
+  {{- if .Values.otlp.buffer.volume }}
+  {{- toYaml .Values.otlp.buffer.volume | nindent 2 }}
+  {{- else if eq .Values.mode "daemonset" }}
+  hostPath: {path: {{ printf "%s/%s" .Values.otlp.buffer.hostPath .Release.Name }}, type: DirectoryOrCreate}
+  {{- else }}
+  emptyDir: {sizeLimit: {{ .Values.otlp.buffer.sizeLimit }}}
   {{- end }}
 {{- end }}
 {{- if eq .Values.model.source "volume" }}
@@ -519,4 +560,9 @@ this prefix (the folder of daemonset.fluentBit.logPath) to read pod, namespace a
 */}}
 {{- define "logclass.kubeTagPrefix" -}}
 {{- printf "kube.%s." (dir .Values.daemonset.fluentBit.logPath | trimPrefix "/" | replace "/" ".") }}
+{{- end }}
+
+{{/* "true" when the OTLP receivers listen on the pod network (otlp.enabled, otlp.listen all). */}}
+{{- define "logclass.otlpExposed" -}}
+{{- if and .Values.otlp.enabled (eq .Values.otlp.listen "all") }}true{{ end }}
 {{- end }}
