@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install lock run test lint store-deps model bench bench-server bench-lanes bench-fastlane bench-relay bench-accuracy bench-distill bench-bootstrap bench-encoder bench-http bench-reload bench-hostile bench-cluster proto schema browser-deps clean
+.PHONY: install lock run test lint store-deps model bench bench-server bench-lanes bench-fastlane bench-relay bench-otlp bench-accuracy bench-distill bench-bootstrap bench-encoder bench-http bench-reload bench-hostile bench-cluster proto schema browser-deps clean
 
 # llama-cpp-python has no wheels on PyPI: it is compiled once and the wheel kept in a cache
 # outside the checkout. -march=native makes the wheel specific to this CPU, so the cache is keyed
@@ -132,6 +132,10 @@ bench-fastlane: $(STAMP)
 ## make bench-relay: records/s and added ack latency through the Forward relay, against a pass-through relay and a direct send, in the same run
 bench-relay: $(STAMP)
 	$(BIN)/python benchmarks/bench_relay.py
+
+## make bench-otlp: records/s and request latency through the OTLP front end (warm), against an OTLP pass-through (tagger off), in the same run
+bench-otlp: $(STAMP)
+	$(BIN)/python benchmarks/bench_otlp.py
 
 ## make bench-accuracy: macro-F1 of logclass against a TF-IDF + logistic-regression baseline on the Loghub samples and the seed split, in the same run
 bench-accuracy: $(STAMP)
