@@ -19,6 +19,9 @@ LAYERS = {
     "secrets": 2,
     "encoders": 2,
     "tiers": 3,
+    # Transport security the front ends share (gRPC credentials, the bearer-token interceptor,
+    # uvicorn's TLS options, the constant-time token compare), made of secrets' settings readers.
+    "security": 3,
     # The shared store (Valkey/Redis) the engine asks for decisions and claims.
     "store": 3,
     "engine": 4,

@@ -510,6 +510,8 @@ class OtlpSettings:
     enabled: Annotated[bool, doc("also run the OTLP front end inside logclass serve")]
     grpc_listen: Annotated[Address | None, doc("host:port of OTLP/gRPC; null: none")]
     http_listen: Annotated[Address | None, doc("host:port of OTLP/HTTP (POST /v1/logs); null: none")]
+    tls: Annotated[ServerTlsSettings, doc("TLS of both receivers, as server.tls; client_ca_file too: mTLS")]
+    auth: Annotated[ServerAuthSettings, doc("bearer token both receivers require, as server.auth; none: open")]
     max_request_bytes: Annotated[
         int, Json(minimum=1024), doc("largest request after gzip inflation; RESOURCE_EXHAUSTED / 413")
     ]

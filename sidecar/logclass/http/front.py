@@ -20,6 +20,7 @@ from logclass.http import HttpServeError
 from logclass.http.app import build_app
 from logclass.http.slow_clients import with_header_timeout
 from logclass.secrets import SecurityConfigError, load_token, tls_files
+from logclass.security import uvicorn_tls
 from logclass.service.classifier import ClassifierService
 
 
@@ -49,7 +50,6 @@ class HttpFrontEnd:
         self.token = load_token(server.auth)
         self.tls = tls_files(server.tls, "server")
         self.app = build_app(settings, service, self.token)
-        cert, key, client_ca = self.tls or (None, None, None)
         self.config = uvicorn.Config(
             self.app,
             log_config=None,
@@ -60,10 +60,7 @@ class HttpFrontEnd:
             http=with_header_timeout(server.http_header_timeout_s),
             # Past it a new request is answered 503 (connections held idle count too).
             limit_concurrency=server.http_max_connections,
-            ssl_certfile=cert,
-            ssl_keyfile=key,
-            ssl_ca_certs=client_ca,
-            ssl_cert_reqs=ssl.CERT_REQUIRED if client_ca else ssl.CERT_NONE,
+            **uvicorn_tls(self.tls),
         )
         try:
             self.config.load()

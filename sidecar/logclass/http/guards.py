@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from logclass.http.errors import status_response
+from logclass.security import token_matches
 from logclass.service.classifier import ApiError, Code
 
 _bearer = HTTPBearer(auto_error=False, description="server.auth: `Authorization: Bearer <token>`")
@@ -24,8 +24,8 @@ def token_guard(token: str) -> Any:
     expected = token.encode()
 
     async def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:  # noqa: B008
-        given = credentials.credentials.encode() if credentials is not None else b""
-        if not hmac.compare_digest(given, expected):
+        given = credentials.credentials if credentials is not None else ""
+        if not token_matches(given, expected):
             raise ApiError(Code.UNAUTHENTICATED, "missing or wrong bearer token (header Authorization: Bearer TOKEN)")
 
     return Depends(require_token)

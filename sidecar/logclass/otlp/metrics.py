@@ -26,7 +26,7 @@ class OtlpMetrics:
         self.requests_rejected = Counter(
             "logclass_otlp_requests_rejected",
             "OTLP requests answered with an error, by protocol and reason (malformed, too_large, full, "
-            "unavailable; http: not_found, method, content_type)",
+            "unavailable; http: unauthenticated, not_found, method, content_type)",
             ["protocol", "reason"],
             registry=r,
         )

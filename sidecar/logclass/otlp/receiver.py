@@ -13,6 +13,10 @@ OTLP/HTTP takes ``application/x-protobuf`` and ``application/json`` bodies, plai
 ``google.rpc.Status``). Uvicorn serves it on the event loop gRPC runs on, as the HTTP front end
 does; the gRPC server is grpc.aio, which takes gzip-compressed requests on its own.
 
+Both take ``otlp.tls`` (TLS, mutual with ``client_ca_file``) and ``otlp.auth`` (a bearer token
+in ``authorization``: UNAUTHENTICATED / 401 with ``WWW-Authenticate: Bearer`` without it or with
+a wrong one, compared in constant time), from the same helpers the gRPC and HTTP front ends use.
+
 ``ExporterSink`` exports each request straight to the upstream (``OtlpExporter``): delivery is
 at most once until the durable buffer takes its place.
 """
@@ -25,6 +29,7 @@ import json
 import logging
 import math
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -46,6 +51,8 @@ from logclass.otlp.codec import CodecLimits, OtlpRequestError
 from logclass.otlp.exporter import OtlpExporter, Outcome, _retry_info_message, _status_message, record_count
 from logclass.otlp.metrics import OtlpMetrics
 from logclass.otlp.tagger import Tagger
+from logclass.secrets import SecurityConfigError, load_token, tls_files
+from logclass.security import BearerTokenInterceptor, bearer, server_credentials, tls_mode, token_matches, uvicorn_tls
 
 log = logging.getLogger("logclass.otlp")
 
@@ -58,6 +65,7 @@ RETRY_INFO_TYPE = "type.googleapis.com/google.rpc.RetryInfo"
 # google.rpc.Code values of the HTTP error bodies.
 _CODE_INVALID_ARGUMENT = 3
 _CODE_NOT_FOUND = 5
+_CODE_UNAUTHENTICATED = 16
 _CODE_UNIMPLEMENTED = 12
 
 
@@ -206,11 +214,16 @@ class OtlpGrpcReceiver:
             raise OtlpServeError("otlp.grpc_listen is null: no OTLP/gRPC receiver")
         self.address: str = listen
         self.handling = _Handling(settings, tagger, sink, "grpc", metrics)
+        self.tls = tls_files(settings.tls, "otlp")
+        self.credentials = server_credentials(settings.tls, "otlp")
+        self.token = load_token(settings.auth, "otlp.auth")
+        interceptors = [BearerTokenInterceptor(self.token, setting="otlp.auth")] if self.token else []
         self.server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", settings.max_request_bytes),
                 ("grpc.max_send_message_length", 1 << 20),
-            ]
+            ],
+            interceptors=interceptors,
         )
         handler = grpc.unary_unary_rpc_method_handler(
             self._export, response_serializer=ExportLogsServiceResponse.SerializeToString
@@ -219,14 +232,18 @@ class OtlpGrpcReceiver:
         self.port = 0
 
     def describe(self) -> str:
-        return f"OTLP/gRPC on {self.address} (tls off, token off)"
+        token = "required" if self.token else "off"
+        return f"OTLP/gRPC on {self.address} (tls {tls_mode(self.tls)}, token {token})"
 
     async def start(self) -> int:
         """Listens; the port bound (the one the system picked for port 0)."""
         host, port = host_port(self.address, "otlp.grpc_listen")
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            self.port = self.server.add_insecure_port(target)
+            if self.credentials is not None:
+                self.port = self.server.add_secure_port(target, self.credentials)
+            else:
+                self.port = self.server.add_insecure_port(target)
         except RuntimeError as exc:
             raise OtlpServeError(f"cannot listen on {self.address} (otlp.grpc_listen): {exc}") from exc
         await self.server.start()
@@ -257,11 +274,20 @@ _Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class OtlpHttpApp:
-    """The ASGI app of OTLP/HTTP: ``POST /v1/logs`` and nothing else."""
+    """The ASGI app of OTLP/HTTP: ``POST /v1/logs`` and nothing else; with ``token``, only for
+    callers sending ``Authorization: Bearer <token>``."""
 
-    def __init__(self, settings: OtlpSettings, tagger: Tagger, sink: Sink, metrics: OtlpMetrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: OtlpSettings,
+        tagger: Tagger,
+        sink: Sink,
+        metrics: OtlpMetrics | None = None,
+        token: str | None = None,
+    ) -> None:
         self.handling = _Handling(settings, tagger, sink, "http", metrics)
         self.max_body = settings.max_request_bytes
+        self.expected = bearer(token)
 
     async def __call__(self, scope: dict[str, Any], receive: _Receive, send: _Send) -> None:
         if scope["type"] != "http":
@@ -269,6 +295,11 @@ class OtlpHttpApp:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         answer_type = content_type if content_type in (PROTOBUF, JSON) else None
+        if self.expected is not None and not token_matches(headers.get("authorization", ""), self.expected):
+            message = "missing or wrong bearer token (header Authorization: Bearer TOKEN; otlp.auth)"
+            self.handling.rejected("unauthenticated")
+            await _error(send, 401, answer_type, _CODE_UNAUTHENTICATED, message, [(b"www-authenticate", b"Bearer")])
+            return
         if scope["path"] != HTTP_PATH:
             message = f"not found: OTLP/HTTP logs are POSTed to {HTTP_PATH}"
             self.handling.rejected("not_found")
@@ -402,7 +433,9 @@ class OtlpHttpReceiver:
         if not listen:
             raise OtlpServeError("otlp.http_listen is null: no OTLP/HTTP receiver")
         self.address: str = listen
-        self.app = OtlpHttpApp(settings, tagger, sink, metrics)
+        self.tls = tls_files(settings.tls, "otlp")
+        self.token = load_token(settings.auth, "otlp.auth")
+        self.app = OtlpHttpApp(settings, tagger, sink, metrics, self.token)
         self.config = uvicorn.Config(
             self.app,
             log_config=None,
@@ -410,13 +443,20 @@ class OtlpHttpReceiver:
             lifespan="off",
             server_header=False,
             timeout_graceful_shutdown=max(1, round(grace_s)),
+            **uvicorn_tls(self.tls),
         )
+        try:
+            self.config.load()
+        except (OSError, ssl.SSLError) as exc:
+            raise SecurityConfigError(f"otlp.tls: cannot load the certificate, key or client CA: {exc}") from exc
         self.server = _EmbeddedServer(self.config)
         self._task: asyncio.Task[None] | None = None
         self.port = 0
 
     def describe(self) -> str:
-        return f"OTLP/HTTP on http://{self.address}{HTTP_PATH} (tls off, token off)"
+        scheme = "https" if self.tls else "http"
+        token = "required" if self.token else "off"
+        return f"OTLP/HTTP on {scheme}://{self.address}{HTTP_PATH} (tls {tls_mode(self.tls)}, token {token})"
 
     def _bind(self) -> socket.socket:
         host, port = host_port(self.address, "otlp.http_listen")

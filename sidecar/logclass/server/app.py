@@ -16,15 +16,17 @@ from logclass.api.logclass.v1 import classifier_pb2_grpc as pb_grpc
 from logclass.config.settings import ServerSettings, Settings
 from logclass.engine.runtime import SwapStep
 from logclass.secrets import load_token
+from logclass.security import BearerTokenInterceptor, server_credentials
 from logclass.server import ServeError
 from logclass.server.admin import AdminServicer
-from logclass.server.security import BearerTokenInterceptor, server_credentials
 from logclass.server.service import LogClassifierServicer
 from logclass.service.admin import AdminService
 from logclass.service.classifier import ClassifierService
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LogClassifier"].full_name
 ADMIN_SERVICE_NAME = admin_pb.DESCRIPTOR.services_by_name["Admin"].full_name
+# The Admin service's methods: the admin token guards them, not server.auth's.
+ADMIN_METHODS = f"/{ADMIN_SERVICE_NAME}/"
 
 
 def addresses(server: ServerSettings) -> list[str]:
@@ -55,7 +57,11 @@ class GrpcFrontEnd:
         admin_token = load_token(server.admin_auth, "server.admin_auth") if admin is not None else None
         self.admin = admin_token is not None
         self.credentials = server_credentials(server.tls)
-        interceptors = [BearerTokenInterceptor(self.token, admin_token)] if self.token or admin_token else []
+        interceptors = (
+            [BearerTokenInterceptor(self.token, admin_token, admin_prefix=ADMIN_METHODS)]
+            if self.token or admin_token
+            else []
+        )
         self.server = grpc.aio.server(options=options, interceptors=interceptors)
         servicer = LogClassifierServicer(service)
         pb_grpc.add_LogClassifierServicer_to_server(servicer, self.server)  # type: ignore[no-untyped-call]
