@@ -51,7 +51,7 @@ class StoreWriteError(LogclassError, OSError):
     """A chunk could not be made durable; its sender must not be answered success."""
 
 
-class CorruptChunk(ValueError):
+class CorruptChunk(LogclassError, ValueError):
     """A chunk file that is not what ``put`` wrote (truncated, altered, or not a chunk at all)."""
 
 

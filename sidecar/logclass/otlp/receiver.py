@@ -217,10 +217,21 @@ class OtlpGrpcReceiver:
         self.tls = tls_files(settings.tls, "otlp")
         self.credentials = server_credentials(settings.tls, "otlp")
         self.token = load_token(settings.auth, "otlp.auth")
+        self._max_request_bytes = settings.max_request_bytes
+        # Made in start(): grpc.aio binds a server to the running event loop, and the front end is
+        # built before there is one (a thread without a loop raised at construction).
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+
+    def describe(self) -> str:
+        token = "required" if self.token else "off"
+        return f"OTLP/gRPC on {self.address} (tls {tls_mode(self.tls)}, token {token})"
+
+    def _server(self) -> grpc.aio.Server:
         interceptors = [BearerTokenInterceptor(self.token, setting="otlp.auth")] if self.token else []
-        self.server = grpc.aio.server(
+        server = grpc.aio.server(
             options=[
-                ("grpc.max_receive_message_length", settings.max_request_bytes),
+                ("grpc.max_receive_message_length", self._max_request_bytes),
                 ("grpc.max_send_message_length", 1 << 20),
             ],
             interceptors=interceptors,
@@ -228,29 +239,27 @@ class OtlpGrpcReceiver:
         handler = grpc.unary_unary_rpc_method_handler(
             self._export, response_serializer=ExportLogsServiceResponse.SerializeToString
         )
-        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),))
-        self.port = 0
-
-    def describe(self) -> str:
-        token = "required" if self.token else "off"
-        return f"OTLP/gRPC on {self.address} (tls {tls_mode(self.tls)}, token {token})"
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),))
+        return server
 
     async def start(self) -> int:
         """Listens; the port bound (the one the system picked for port 0)."""
+        server = self.server = self._server()
         host, port = host_port(self.address, "otlp.grpc_listen")
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
             if self.credentials is not None:
-                self.port = self.server.add_secure_port(target, self.credentials)
+                self.port = server.add_secure_port(target, self.credentials)
             else:
-                self.port = self.server.add_insecure_port(target)
+                self.port = server.add_insecure_port(target)
         except RuntimeError as exc:
             raise OtlpServeError(f"cannot listen on {self.address} (otlp.grpc_listen): {exc}") from exc
-        await self.server.start()
+        await server.start()
         return self.port
 
     async def stop(self, grace_s: float) -> None:
-        await self.server.stop(grace_s)
+        if self.server is not None:
+            await self.server.stop(grace_s)
 
     async def _export(self, body: bytes, context: grpc.aio.ServicerContext) -> ExportLogsServiceResponse:
         limits = self.handling.limits
